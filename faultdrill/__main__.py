@@ -1,0 +1,5 @@
+"""``python -m faultdrill``: the same as the ``faultdrill`` console script."""
+
+from faultdrill.cli import main
+
+main()

@@ -1,0 +1,320 @@
+"""The fault contract: what every fault implements and what it is handed.
+
+A fault is a class with a ``name``, its ``modes``, a pydantic ``Config`` (unknown keys
+rejected) and five operations: ``preflight`` (capabilities, nothing touched), ``plan``
+(the exact changes, for ``--dry-run``), ``inject`` (write the undo record to the ledger,
+then change the system), ``rollback`` (idempotent undo) and ``verify`` (measure the effect).
+
+Example::
+
+    ctx = FaultContext.create(state_dir, scope=Scope(paths=frozenset({"/tmp/fd"})))
+    fault = FakeFault()
+    config = fault.parse_config({"path": "/tmp/fd/flag", "content": "x"})
+    if problems := fault.preflight(config, ctx):
+        raise PreflightError(problems, fault=fault.name)
+    injection = fault.inject(config, ctx)       # ledger record is durable before the write
+    assert fault.verify(injection, ctx).effective
+    fault.undo(injection, ctx)                  # rollback + clear the ledger record
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from faults.errors import BlastRadiusError, ConfigError, InjectionError
+
+if TYPE_CHECKING:
+    from faults.ledger import Ledger
+
+__all__ = [
+    "Clock",
+    "Fault",
+    "FaultConfig",
+    "FaultContext",
+    "Injection",
+    "Problem",
+    "Scope",
+    "SystemClock",
+    "Verification",
+    "new_injection_id",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One capability problem found by ``preflight``, before anything is touched.
+
+    >>> Problem("not_root", "iptables needs root", hint="run as root")
+    Problem(code='not_root', message='iptables needs root', hint='run as root')
+    """
+
+    code: str
+    message: str
+    hint: str = ""
+
+
+class Clock(Protocol):
+    """Wall time for deadlines (survive restarts), monotonic time for measuring."""
+
+    def time(self) -> float: ...
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    """The real clock. ``SystemClock().time()`` is ``time.time()``."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What faults may touch: what faultdrill started, plus what was explicitly allowed.
+
+    Paths cover everything below them. ``check_*`` raises ``BlastRadiusError``.
+
+    >>> scope = Scope(paths=frozenset({"/tmp/fd"})).with_pids(42)
+    >>> scope.check_path("/tmp/fd/x"); scope.check_pid(42)
+    >>> scope.check_pid(1)
+    Traceback (most recent call last):
+    faults.errors.BlastRadiusError: refused to touch pid '1': ...
+    """
+
+    pids: frozenset[int] = frozenset()
+    cgroups: frozenset[str] = frozenset()
+    netns: frozenset[str] = frozenset()
+    paths: frozenset[str] = frozenset()
+    ports: frozenset[int] = frozenset()
+
+    def with_pids(self, *pids: int) -> Scope:
+        return replace(self, pids=self.pids | set(pids))
+
+    def with_cgroups(self, *paths: str) -> Scope:
+        return replace(self, cgroups=self.cgroups | set(paths))
+
+    def with_netns(self, *names: str) -> Scope:
+        return replace(self, netns=self.netns | set(names))
+
+    def with_paths(self, *paths: str | Path) -> Scope:
+        return replace(self, paths=self.paths | {str(p) for p in paths})
+
+    def with_ports(self, *ports: int) -> Scope:
+        return replace(self, ports=self.ports | set(ports))
+
+    def check_pid(self, pid: int) -> None:
+        if pid not in self.pids:
+            raise BlastRadiusError("pid", str(pid), allowed=_shown(self.pids))
+
+    def check_port(self, port: int) -> None:
+        if port not in self.ports:
+            raise BlastRadiusError("port", str(port), allowed=_shown(self.ports))
+
+    def check_netns(self, name: str) -> None:
+        if name not in self.netns:
+            raise BlastRadiusError("network namespace", name, allowed=_shown(self.netns))
+
+    def check_cgroup(self, path: str | Path) -> None:
+        if not _under_any(Path(path), self.cgroups):
+            raise BlastRadiusError("cgroup", str(path), allowed=_shown(self.cgroups))
+
+    def check_path(self, path: str | Path) -> None:
+        if not _under_any(Path(path), self.paths):
+            raise BlastRadiusError("path", str(path), allowed=_shown(self.paths))
+
+
+def _shown(values: Iterable[object]) -> list[str]:
+    return sorted(str(v) for v in values)
+
+
+def _under_any(path: Path, roots: Iterable[str]) -> bool:
+    # Resolve both sides so "allowed/../../etc/passwd" and symlinks cannot escape.
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+
+
+@dataclass
+class FaultContext:
+    """Everything a fault is handed: state dir, ledger, scope, dry-run flag, clock.
+
+    ``grace_s`` is added to a fault's duration to form its dead-man deadline.
+    """
+
+    state_dir: Path
+    ledger: Ledger
+    scope: Scope = field(default_factory=Scope)
+    dry_run: bool = False
+    clock: Clock = field(default_factory=SystemClock)
+    grace_s: float = 10.0
+
+    @classmethod
+    def create(cls, state_dir: str | Path, **kwargs: Any) -> FaultContext:
+        """A context whose ledger lives under ``state_dir``."""
+        from faults.ledger import Ledger  # local: ledger imports this module
+
+        path = Path(state_dir)
+        return cls(state_dir=path, ledger=Ledger(path), **kwargs)
+
+
+def new_injection_id() -> str:
+    """Short, unique, safe in file names, interface names and iptables comments."""
+    return uuid.uuid4().hex[:12]
+
+
+class Injection(BaseModel):
+    """Frozen, JSON-ready record of exactly what one injection changed and how to undo it.
+
+    >>> inj = Injection(id="ab12", fault="fake", mode="overwrite", target="/tmp/x",
+    ...                 undo={"existed": False}, created_at=0.0, deadline=40.0, owner_pid=1)
+    >>> Injection.model_validate_json(inj.model_dump_json()) == inj
+    True
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    fault: str
+    mode: str
+    target: str
+    undo: dict[str, Any]
+    created_at: float
+    deadline: float
+    owner_pid: int
+    owner_start: int | None = None
+    emulated: bool = False
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Whether an injected effect is really present, with what was measured.
+
+    ``emulated`` is true when the effect is produced by an emulation (e.g. a proxy)
+    rather than the real mechanism.
+    """
+
+    effective: bool
+    details: Mapping[str, Any] = field(default_factory=dict)
+    emulated: bool = False
+    message: str = ""
+
+
+class FaultConfig(BaseModel):
+    """Base of every fault's ``Config``: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    duration_s: float = Field(default=30.0, gt=0)
+
+
+class Fault(ABC):
+    """The contract every fault implements. Subclasses set ``name``, ``modes``, ``Config``.
+
+    ``rollback`` must be idempotent: it is called again after crashes and by the dead-man
+    watchdog, possibly for a change that was never (fully) applied.
+    """
+
+    name: ClassVar[str]
+    modes: ClassVar[tuple[str, ...]]
+    Config: ClassVar[type[FaultConfig]]
+
+    def parse_config(self, raw: Mapping[str, Any], *, file: str | None = None) -> Any:
+        """Validate ``raw`` into ``self.Config``; the first error becomes a ``ConfigError``."""
+        try:
+            return self.Config.model_validate(dict(raw))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            suggestion = None
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(
+                    str(err["loc"][-1]), list(self.Config.model_fields), n=1
+                )
+                suggestion = close[0] if close else None
+                message = f"unknown key '{err['loc'][-1]}' for fault '{self.name}'"
+            else:
+                message = err["msg"]
+            raise ConfigError(message, file=file, field=loc, suggestion=suggestion) from exc
+
+    @abstractmethod
+    def preflight(self, config: Any, ctx: FaultContext) -> list[Problem]:
+        """Capability and scope problems; must not change anything."""
+
+    @abstractmethod
+    def plan(self, config: Any, ctx: FaultContext) -> list[str]:
+        """The exact changes ``inject`` would make, one human-readable line each."""
+
+    @abstractmethod
+    def inject(self, config: Any, ctx: FaultContext) -> Injection:
+        """Record the undo in the ledger (durably), then apply; return the record."""
+
+    @abstractmethod
+    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+        """Undo ``injection``; a no-op when it is already undone."""
+
+    @abstractmethod
+    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+        """Measure whether the effect is present (never assume it)."""
+
+    # -- helpers shared by implementations ------------------------------------------
+
+    def new_injection(
+        self,
+        config: FaultConfig,
+        ctx: FaultContext,
+        *,
+        mode: str,
+        target: str,
+        undo: dict[str, Any],
+        emulated: bool = False,
+    ) -> Injection:
+        """Build the record; deadline = now + duration + grace (the dead-man bound)."""
+        from faults.ledger import process_start_ticks
+
+        now = ctx.clock.time()
+        return Injection(
+            id=new_injection_id(),
+            fault=self.name,
+            mode=mode,
+            target=target,
+            undo=undo,
+            created_at=now,
+            deadline=now + config.duration_s + ctx.grace_s,
+            owner_pid=os.getpid(),
+            owner_start=process_start_ticks(os.getpid()),
+            emulated=emulated,
+            config=config.model_dump(mode="json"),
+        )
+
+    def apply_recorded(
+        self, injection: Injection, ctx: FaultContext, apply: Callable[[], object]
+    ) -> Injection:
+        """Write the ledger record durably, then ``apply``; undo everything if it fails."""
+        if ctx.dry_run:
+            raise InjectionError("refusing to inject in dry-run mode", fault=self.name)
+        ctx.ledger.write(injection)
+        try:
+            apply()
+        except Exception as exc:
+            # A half-applied change is still described by the record: undo, then forget it.
+            self.rollback(injection, ctx)
+            ctx.ledger.clear(injection.id)
+            raise InjectionError(str(exc), fault=self.name, injection_id=injection.id) from exc
+        return injection
+
+    def undo(self, injection: Injection, ctx: FaultContext) -> None:
+        """Rollback, then clear the ledger record (kept if rollback raises)."""
+        self.rollback(injection, ctx)
+        ctx.ledger.clear(injection.id)
