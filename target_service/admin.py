@@ -1,0 +1,185 @@
+"""The chaos admin API: the realistic in-process levers that faults pull.
+
+Served on its own port, bound to 127.0.0.1 whatever the inference API binds to, and only
+when a bearer token is configured; the token is compared in constant time
+(``hmac.compare_digest``) and never logged.
+
+=======================================  ==============================================
+``GET  /admin/state``                    held/leaked memory, worker, readiness
+``POST /admin/device-memory/hold``       ``{"bytes": N}`` or ``{"leave_free_mib": M}``
+``POST /admin/device-memory/release``    ``{"bytes": N}`` (omit for all)
+``POST /admin/host-memory/leak``         ``{"rate_mib_s": R, "max_mib": M}``
+``DELETE /admin/host-memory/leak``       stop leaking and free it
+``POST /admin/worker/freeze``            ``{"seconds": S}``: the worker blocks (liveness fails)
+``POST /admin/worker/unfreeze``
+=======================================  ==============================================
+
+Example::
+
+    curl -H "Authorization: Bearer $TOKEN" -d '{"leave_free_mib": 16}' \\
+         http://127.0.0.1:9001/admin/device-memory/hold
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from target_service.replica import Replica
+
+__all__ = ["create_admin"]
+
+log = logging.getLogger("target.admin")
+MIB = 1024 * 1024
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json(doc: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+class _BadRequest(Exception):
+    pass
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _BadRequest("body must be a JSON object")
+    return doc
+
+
+def _number(doc: dict[str, Any], key: str, *, minimum: float = 0) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+        raise _BadRequest(f"{key!r} must be a number >= {minimum}")
+    return float(value)
+
+
+def create_admin(replica: Replica, token: str) -> Starlette:
+    """Build the admin app; every route requires ``Authorization: Bearer <token>``."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(handler: Handler) -> Handler:
+        async def wrapper(request: Request) -> Response:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _json({"error": "missing or wrong bearer token"}, 401)
+            try:
+                return await handler(request)
+            except _BadRequest as exc:
+                return _json({"error": str(exc)}, 400)
+
+        return wrapper
+
+    def loaded_or_409() -> Any:
+        if replica.loaded is None:
+            raise _BadRequest(f"model not loaded ({replica.readiness_reason()})")
+        return replica.loaded
+
+    def state_doc() -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "ready": replica.ready(),
+            "live": replica.live(),
+            "readiness_reason": replica.readiness_reason(),
+            "host_memory_leaked_bytes": replica.leaked_bytes(),
+        }
+        if replica.loaded is not None:
+            dev = replica.loaded.device
+            used, total = dev.memory()
+            doc.update(
+                device=dev.kind,
+                emulated=dev.emulated,
+                device_memory_used_bytes=used,
+                device_memory_total_bytes=total,
+                device_memory_held_bytes=dev.held_bytes,
+                worker_heartbeat_age_s=round(replica.loaded.engine.heartbeat_age(), 3),
+            )
+        return doc
+
+    async def state(_: Request) -> Response:
+        return _json(state_doc())
+
+    async def hold(request: Request) -> Response:
+        doc = await _body(request)
+        loaded = loaded_or_409()
+        dev = loaded.device
+        nbytes = _number(doc, "bytes")
+        leave = _number(doc, "leave_free_mib")
+        if (nbytes is None) == (leave is None):
+            raise _BadRequest("give exactly one of 'bytes' or 'leave_free_mib'")
+        if leave is not None:
+            used, total = dev.memory()
+            nbytes = max(0.0, total - used - leave * MIB)
+        assert nbytes is not None
+        try:
+            held = dev.hold(int(nbytes))
+        except Exception as exc:  # a real CUDA allocation can fail: say so, keep serving
+            return _json({"error": f"could not hold memory: {exc}", **state_doc()}, 507)
+        replica.metrics.admin_held.set(held)
+        log.warning("chaos: holding device memory", extra={"fields": {"held_bytes": held}})
+        return _json(state_doc())
+
+    async def release(request: Request) -> Response:
+        doc = await _body(request)
+        loaded = loaded_or_409()
+        nbytes = _number(doc, "bytes")
+        held = loaded.device.release(None if nbytes is None else int(nbytes))
+        loaded.device.empty_cache()
+        replica.metrics.admin_held.set(held)
+        log.warning("chaos: released device memory", extra={"fields": {"held_bytes": held}})
+        return _json(state_doc())
+
+    async def leak(request: Request) -> Response:
+        doc = await _body(request)
+        rate = _number(doc, "rate_mib_s", minimum=0.001)
+        limit = _number(doc, "max_mib", minimum=1)
+        if rate is None or limit is None:
+            raise _BadRequest("give 'rate_mib_s' and 'max_mib'")
+        replica.start_leak(int(rate * MIB), int(limit * MIB))
+        log.warning("chaos: leaking host memory", extra={"fields": {"rate_mib_s": rate}})
+        return _json(state_doc())
+
+    async def stop_leak(_: Request) -> Response:
+        replica.stop_leak(free=True)
+        return _json(state_doc())
+
+    async def freeze(request: Request) -> Response:
+        doc = await _body(request)
+        seconds = _number(doc, "seconds", minimum=0.001)
+        if seconds is None:
+            raise _BadRequest("give 'seconds'")
+        loaded_or_409().engine.freeze(seconds)
+        log.warning("chaos: inference worker frozen", extra={"fields": {"seconds": seconds}})
+        return _json(state_doc())
+
+    async def unfreeze(_: Request) -> Response:
+        loaded_or_409().engine.unfreeze()
+        return _json(state_doc())
+
+    routes = [
+        Route("/admin/state", guarded(state)),
+        Route("/admin/device-memory/hold", guarded(hold), methods=["POST"]),
+        Route("/admin/device-memory/release", guarded(release), methods=["POST"]),
+        Route("/admin/host-memory/leak", guarded(leak), methods=["POST"]),
+        Route("/admin/host-memory/leak", guarded(stop_leak), methods=["DELETE"]),
+        Route("/admin/worker/freeze", guarded(freeze), methods=["POST"]),
+        Route("/admin/worker/unfreeze", guarded(unfreeze), methods=["POST"]),
+    ]
+    return Starlette(routes=routes)

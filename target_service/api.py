@@ -1,0 +1,235 @@
+"""The inference API: Open Inference Protocol v2 over Starlette, plus ``/metrics``.
+
+Status codes follow what production servers answer under faults: 400 bad input, 404 unknown
+model, 413 body too large, 503 (or 429) with ``Retry-After`` when shed, 504 past the
+request deadline, 507 on device out-of-memory (as TorchServe), 503 while not loaded.
+
+Example::
+
+    >>> app = create_api(replica)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from target_service.protocol import ProtocolError, build_infer_response, parse_infer_request
+from target_service.replica import Replica
+
+__all__ = ["create_api", "read_body"]
+
+log = logging.getLogger("target.api")
+JSON = "application/json"
+
+
+def _json(doc: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON, headers=headers)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": message}, status, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; a larger body (declared or streamed) is a 413."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(413, f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(413, f"request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _softmax(logits: np.ndarray, temperature: float, bias: tuple[float, ...]) -> np.ndarray:
+    z = (logits + np.asarray(bias, dtype=np.float32)) / np.float32(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def create_api(replica: Replica) -> Starlette:
+    """Build the inference app around ``replica`` (no global state)."""
+    settings = replica.settings
+    metrics = replica.metrics
+    model_name = settings.model
+    code_counters: dict[int, Any] = {}
+
+    def count(code: int, reason: str | None = None) -> None:
+        counter = code_counters.get(code)
+        if counter is None:
+            counter = code_counters[code] = metrics.requests.labels(model=model_name, code=str(code))
+        counter.inc()
+        if reason is not None:
+            metrics.failures.labels(model=model_name, reason=reason).inc()
+
+    async def live(_: Request) -> Response:
+        ok = replica.live()
+        return _json({"live": ok}, 200 if ok else 503)
+
+    async def ready(_: Request) -> Response:
+        ok = replica.ready()
+        return _json({"ready": ok, "reason": replica.readiness_reason()}, 200 if ok else 503)
+
+    async def server_meta(_: Request) -> Response:
+        return _json(replica.describe())
+
+    def _known(request: Request) -> str | None:
+        name = request.path_params["name"]
+        return None if name == model_name else name
+
+    async def model_meta(request: Request) -> Response:
+        if (unknown := _known(request)) is not None:
+            return _error(404, f"unknown model {unknown!r}; this server serves {model_name!r}")
+        loaded = replica.loaded
+        if loaded is None:
+            return _error(503, f"model {model_name!r} is {replica.readiness_reason()}")
+        m = loaded.manifest
+        return _json(
+            {
+                "name": m.name,
+                "versions": [m.version],
+                "platform": "pytorch",
+                "inputs": [i.model_dump() for i in m.inputs],
+                "outputs": [o.model_dump() for o in m.outputs],
+                "parameters": {"sha256": m.sha256, "metrics": m.metrics, "arch": m.arch},
+            }
+        )
+
+    async def model_ready(request: Request) -> Response:
+        if (unknown := _known(request)) is not None:
+            return _error(404, f"unknown model {unknown!r}; this server serves {model_name!r}")
+        ok = replica.ready()
+        return _json({"name": model_name, "ready": ok}, 200 if ok else 503)
+
+    async def infer(request: Request) -> Response:
+        t0 = time.monotonic()
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        headers = {"x-request-id": rid}
+        if (unknown := _known(request)) is not None:
+            count(404, "bad_request")
+            return _error(404, f"unknown model {unknown!r}; this server serves {model_name!r}", headers)
+        loaded = replica.loaded
+        width = loaded.input_width if loaded is not None else 64
+        input_name = loaded.manifest.inputs[0].name if loaded is not None else "input"
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            req = parse_infer_request(
+                body, input_name=input_name, width=width, max_rows=settings.max_rows_per_request
+            )
+        except ProtocolError as exc:
+            count(exc.status, "bad_request")
+            return _error(exc.status, exc.message, headers)
+        if loaded is None or replica.draining:
+            count(503, "unready")
+            return _error(503, f"not serving: {replica.readiness_reason()}",
+                          {**headers, "retry-after": str(settings.retry_after_s)})  # fmt: skip
+        timeout = req.timeout_s
+        header_timeout = request.headers.get("x-request-timeout-ms")
+        if header_timeout and header_timeout.replace(".", "", 1).isdigit():
+            timeout = float(header_timeout) / 1000.0
+        deadline = t0 + (timeout if timeout is not None else settings.request_timeout_s)
+        from target_service.batcher import DeadlineExceeded, DeviceOutOfMemory, EngineStopped, QueueFull
+
+        features = None
+        if replica.features is not None:
+            features = await replica.features.get(req.entity)
+        try:
+            logits = await loaded.engine.infer(req.rows, deadline)
+        except QueueFull:
+            status = int(settings.shed_status.value)
+            count(status, "shed")
+            return _error(status, "overloaded: request queue is full",
+                          {**headers, "retry-after": str(settings.retry_after_s)})  # fmt: skip
+        except DeadlineExceeded:
+            count(504, "timeout")
+            return _error(504, "request deadline exceeded while queued", headers)
+        except DeviceOutOfMemory as exc:
+            count(507, "oom")
+            log.warning("device out of memory", extra={"fields": {"request_id": rid, "error": str(exc)}})
+            return _error(507, f"device out of memory: {exc}", headers)
+        except EngineStopped:
+            count(503, "unready")
+            return _error(503, "not serving: shutting down", headers)
+        except Exception as exc:  # an internal fault, never the client's: 500 and logged
+            count(500, "internal")
+            log.exception("inference failed", extra={"fields": {"request_id": rid}})
+            return _error(500, f"internal error: {type(exc).__name__}", headers)
+        params: dict[str, object] = {"degraded": False, "feature_source": "none"}
+        if features is not None:
+            probs = _softmax(logits, features.features.temperature, features.features.bias)
+            params = {"degraded": features.degraded, "feature_source": features.source}
+            if features.degraded:
+                params["feature_error"] = features.error
+                metrics.fallbacks.labels(model=model_name, source=features.source).inc()
+        else:
+            probs = _softmax(logits, 1.0, (0.0,) * logits.shape[1])
+        top = probs.max(axis=1)
+        for c in top:
+            metrics.confidence.labels(model=model_name).observe(float(c))
+        params["predictions"] = probs.argmax(axis=1).tolist()
+        payload = build_infer_response(
+            model=model_name,
+            version=loaded.manifest.version,
+            output_name=loaded.manifest.outputs[0].name,
+            probabilities=probs,
+            request_id=req.request_id,
+            parameters=params,
+        )
+        count(200)
+        metrics.request_duration.labels(model=model_name).observe(time.monotonic() - t0)
+        return Response(payload, media_type=JSON, headers=headers)
+
+    async def echo(request: Request) -> Response:
+        # The HTTP/JSON path alone (benchmark ceiling): same parsing, same-size reply.
+        if (unknown := _known(request)) is not None:
+            return _error(404, f"unknown model {unknown!r}")
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            req = parse_infer_request(
+                body, input_name="input", width=64, max_rows=settings.max_rows_per_request
+            )
+        except ProtocolError as exc:
+            return _error(exc.status, exc.message)
+        probs = np.full((req.rows.shape[0], 10), 0.1, dtype=np.float32)
+        payload = build_infer_response(
+            model=model_name, version="echo", output_name="probabilities", probabilities=probs,
+            request_id=req.request_id,
+            parameters={"degraded": False, "feature_source": "none", "predictions": [0] * len(probs)},
+        )  # fmt: skip
+        return Response(payload, media_type=JSON)
+
+    async def prom(_: Request) -> Response:
+        replica.refresh_gauges()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2", server_meta),
+        Route("/v2/models/{name}", model_meta),
+        Route("/v2/models/{name}/ready", model_ready),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/metrics", prom),
+    ]
+    if settings.echo_endpoint:
+        routes.append(Route("/v2/models/{name}/echo", echo, methods=["POST"]))
+    return Starlette(routes=routes)

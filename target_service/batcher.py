@@ -1,0 +1,471 @@
+"""Dynamic batching with backpressure, deadlines and out-of-memory handling.
+
+Requests wait in a bounded queue; ONE worker thread (inference off the event loop: torch
+releases the GIL inside its ops) takes up to ``max_batch_size`` rows, waiting at most
+``max_queue_delay_s`` after the first request for the batch to fill (Triton's dynamic
+batcher). A full queue rejects at once (``QueueFull``: the server answers 503/429 with
+``Retry-After``) instead of letting latency grow without bound; a request whose deadline
+passes while queued is dropped, never computed.
+
+Out of memory, the same path for a real GPU and the emulated budget: the batch's
+``torch.cuda.OutOfMemoryError`` is counted, references are dropped *outside* the except
+block (the traceback would keep the activations alive), the cache is emptied and the batch
+is retried once in chunks of half its rows; rows whose chunk fails again get
+``DeviceOutOfMemory`` (507). Repeated OOMs in a window make ``oom_unready`` true until the
+worker finds memory free again.
+
+Example::
+
+    engine = InferenceEngine(model, DeviceManager("cpu"), BatchConfig(), metrics,
+                             bytes_per_row=estimate_bytes_per_row(model))
+    engine.warmup()
+    engine.start(asyncio.get_running_loop())
+    logits = await engine.infer(rows, deadline=time.monotonic() + 5)
+    await engine.stop(drain_timeout_s=10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from target_service.device import DeviceManager, module_bytes
+from target_service.metrics import TargetMetrics
+
+__all__ = [
+    "BatchConfig",
+    "DeadlineExceeded",
+    "DeviceOutOfMemory",
+    "EngineError",
+    "EngineStopped",
+    "InferenceEngine",
+    "QueueFull",
+    "estimate_bytes_per_row",
+]
+
+# The idle worker wakes this often to prove it is alive (liveness reads heartbeat_age).
+_TICK_S = 0.05
+
+
+class EngineError(Exception):
+    """Base of the engine's errors."""
+
+
+class QueueFull(EngineError):
+    """The queue holds ``max_queue_size`` requests: shed (503, or 429) with Retry-After."""
+
+
+class DeadlineExceeded(EngineError):
+    """The request's deadline passed before it was computed (504)."""
+
+
+class DeviceOutOfMemory(EngineError):
+    """The batch ran out of device memory, also at half batch size (507)."""
+
+
+class EngineStopped(EngineError):
+    """The engine is not started, is draining, or has stopped (503)."""
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch_size: int = 32
+    max_queue_delay_s: float = 0.002
+    max_queue_size: int | None = 256  # None: unbounded (the misconfiguration profile)
+    oom_window_s: float = 10.0
+    oom_unready_threshold: int = 3
+    oom_recheck_s: float = 0.5
+
+
+def estimate_bytes_per_row(model: nn.Module, safety_factor: int = 4) -> int:
+    """Device bytes one row needs in a forward pass: widest layer × 4 bytes × a margin.
+
+    The margin covers the input and output of a layer living at once plus the
+    allocator's slack, so the emulated budget runs out when a real GPU would.
+    """
+    widths = [max(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+    return max(widths, default=64) * 4 * safety_factor
+
+
+@dataclass(eq=False)
+class _Request:
+    x: np.ndarray
+    deadline: float
+    future: asyncio.Future[np.ndarray]
+    loop: asyncio.AbstractEventLoop
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
+
+
+class InferenceEngine:
+    """Batches requests from the event loop onto one inference worker thread."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: DeviceManager,
+        config: BatchConfig,
+        metrics: TargetMetrics,
+        bytes_per_row: int,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.config = config
+        self.metrics = metrics
+        self.bytes_per_row = bytes_per_row
+        device.set_model_bytes(module_bytes(model))
+        self._labels = {"model": metrics.model}
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued_rows = 0
+        self._busy = False
+        self._accepting = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeat = time.monotonic()
+        self._frozen_until = 0.0
+        self._unfreeze = threading.Event()
+        self._in_freeze = threading.Event()
+        self._oom_times: collections.deque[float] = collections.deque()
+        self._oom_unready = False
+        self._next_recheck = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def warmup(self, passes: int = 3) -> float:
+        """A few forward passes at batch 1 and full batch (sync, before start); seconds."""
+        started = time.perf_counter()
+        for rows in (1, self.config.max_batch_size):
+            x = np.zeros((rows, _in_features(self.model)), dtype=np.float32)
+            for _ in range(passes):
+                self._forward(x)
+        return time.perf_counter() - started
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the worker thread; results are handed back on ``loop``."""
+        if self._thread is not None:
+            raise RuntimeError("the inference engine is already started")
+        self._loop = loop
+        self._accepting = True
+        self._heartbeat = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="inference-worker", daemon=True)
+        self._thread.start()
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Stop accepting, finish queued work (at most ``drain_timeout_s``), stop the thread.
+
+        Requests still queued after the drain timeout fail with ``EngineStopped``.
+        """
+        self._accepting = False
+        give_up = time.monotonic() + drain_timeout_s
+        while time.monotonic() < give_up:
+            with self._cond:
+                if not self._queue and not self._busy:
+                    break
+            await asyncio.sleep(0.01)
+        with self._cond:
+            self._stopping = True
+            leftover = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
+            self.metrics.pending.labels(**self._labels).set(0)
+            self._cond.notify_all()
+        self.unfreeze()
+        _deliver([(r, EngineStopped("the inference engine stopped before this request ran")) for r in leftover])
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+
+    # -- the API of the event loop ---------------------------------------------------------
+
+    async def infer(self, x: np.ndarray, deadline: float) -> np.ndarray:
+        """Logits ``[n, 10]`` for rows ``x`` (``[n, 64]``), by ``deadline`` (monotonic)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] < 1:
+            raise ValueError(f"expected rows of shape [n, features] with n >= 1, got {x.shape}")
+        if not self._accepting:
+            raise EngineStopped("the inference engine is not accepting requests")
+        now = time.monotonic()
+        if deadline <= now:
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        loop = asyncio.get_running_loop()
+        req = _Request(x=x, deadline=deadline, future=loop.create_future(), loop=loop)
+        limit = self.config.max_queue_size
+        with self._cond:
+            if limit is not None and len(self._queue) >= limit:
+                raise QueueFull(f"the inference queue is full ({limit} requests waiting)")
+            self._queue.append(req)
+            self._queued_rows += req.rows
+            self.metrics.pending.labels(**self._labels).set(len(self._queue))
+            self._cond.notify()
+        try:
+            # shield: a timeout must not cancel the future the worker will resolve.
+            return await asyncio.wait_for(asyncio.shield(req.future), deadline - now)
+        except TimeoutError:
+            req.future.cancel()  # a late outcome is dropped, not left unretrieved
+            if self._withdraw(req):
+                raise DeadlineExceeded("the request's deadline passed while it was queued") from None
+            raise DeadlineExceeded("the request's deadline passed during compute") from None
+        except asyncio.CancelledError:
+            req.future.cancel()
+            self._withdraw(req)  # the client went away: never compute it
+            raise
+
+    def _withdraw(self, req: _Request) -> bool:
+        """Remove a request still in the queue; False when the worker already took it."""
+        with self._cond:
+            try:
+                self._queue.remove(req)
+            except ValueError:
+                return False
+            self._queued_rows -= req.rows
+            self.metrics.pending.labels(**self._labels).set(len(self._queue))
+            return True
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def oom_unready(self) -> bool:
+        return self._oom_unready
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the worker last proved itself responsive."""
+        return time.monotonic() - self._heartbeat
+
+    # -- chaos -------------------------------------------------------------------------
+
+    def freeze(self, seconds: float) -> None:
+        """Block the worker thread for ``seconds`` (a stuck worker: requests wait)."""
+        with self._cond:
+            self._unfreeze.clear()
+            self._frozen_until = time.monotonic() + max(0.0, seconds)
+            self._cond.notify_all()
+
+    def unfreeze(self) -> None:
+        self._frozen_until = 0.0
+        self._unfreeze.set()
+
+    @property
+    def is_frozen(self) -> bool:
+        """Whether the worker thread is blocked in a freeze right now."""
+        return self._in_freeze.is_set()
+
+    # -- the worker thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            self._freeze_point()
+            self._recheck_memory()
+            batch = self._collect()
+            if batch is None:
+                if self._stopping:
+                    return
+                continue
+            try:
+                self._execute(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                self.metrics.running.labels(**self._labels).set(0)
+
+    def _freeze_point(self) -> None:
+        if time.monotonic() >= self._frozen_until:
+            return
+        self._in_freeze.set()
+        try:
+            while not self._stopping and time.monotonic() < self._frozen_until:
+                self._unfreeze.wait(min(self._frozen_until - time.monotonic(), 3600.0))
+        finally:
+            self._in_freeze.clear()
+
+    def _collect(self) -> list[_Request] | None:
+        """Wait for a batch: up to max_batch_size rows, or max_queue_delay after the first."""
+        cfg = self.config
+        with self._cond:
+            if not self._queue and not self._stopping:
+                self._cond.wait(_TICK_S)
+            if not self._queue or self._frozen():
+                return None
+            fill_by = self._queue[0].enqueued + cfg.max_queue_delay_s
+            while self._queued_rows < cfg.max_batch_size and not self._stopping:
+                remaining = fill_by - time.monotonic()
+                if remaining <= 0 or self._frozen():
+                    break
+                self._cond.wait(remaining)
+            if self._frozen() or not self._queue:
+                return None
+            batch: list[_Request] = []
+            expired: list[_Request] = []
+            rows = 0
+            now = time.monotonic()
+            while self._queue:
+                req = self._queue[0]
+                if req.deadline <= now:
+                    expired.append(self._queue.popleft())
+                    self._queued_rows -= req.rows
+                    continue
+                # A request is never split: it waits for the next batch unless it is first.
+                if batch and rows + req.rows > cfg.max_batch_size:
+                    break
+                batch.append(self._queue.popleft())
+                self._queued_rows -= req.rows
+                rows += req.rows
+            self._busy = bool(batch)
+            self.metrics.pending.labels(**self._labels).set(len(self._queue))
+        _deliver([(r, DeadlineExceeded("the request's deadline passed while it was queued")) for r in expired])
+        return batch or None
+
+    def _frozen(self) -> bool:
+        return time.monotonic() < self._frozen_until
+
+    def _execute(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
+        queue_hist = self.metrics.queue_duration.labels(**self._labels)
+        for req in batch:
+            queue_hist.observe(started - req.enqueued)
+        self.metrics.running.labels(**self._labels).set(len(batch))
+        x = batch[0].x if len(batch) == 1 else np.concatenate([r.x for r in batch])
+        self.metrics.batch_size.labels(**self._labels).observe(x.shape[0])
+        out: np.ndarray | None = None
+        oom = False
+        try:
+            out = self._timed_forward(x)
+        except torch.cuda.OutOfMemoryError:
+            oom = True
+        except Exception as exc:
+            _deliver([(r, _failure(exc)) for r in batch])
+            return
+        if not oom and out is not None:
+            self._hand_back(batch, out, None)
+            return
+        # Out of the except block: the exception, its traceback and the activations its
+        # frames referenced are gone now, so empty_cache() can really return the memory.
+        self._record_oom()
+        self.device.empty_cache()
+        self.metrics.oom_retries.labels(**self._labels).inc()
+        self._hand_back(batch, *self._retry_in_halves(x))
+
+    def _retry_in_halves(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Forward ``x`` again in chunks of half its rows; (outputs, ok mask per row)."""
+        rows = x.shape[0]
+        half = max(1, rows // 2)
+        out = np.zeros((rows, 0), dtype=np.float32)
+        ok = np.zeros(rows, dtype=bool)
+        for start in range(0, rows, half):
+            chunk_out: np.ndarray | None = None
+            try:
+                chunk_out = self._timed_forward(x[start : start + half])
+            except torch.cuda.OutOfMemoryError:
+                self.metrics.cuda_oom.labels(**self._labels).inc()
+            except Exception:
+                pass  # reported as out of memory below: the retry exists only for OOM
+            if chunk_out is None:
+                self.device.empty_cache()
+                continue
+            if out.shape[1] == 0:
+                out = np.zeros((rows, chunk_out.shape[1]), dtype=np.float32)
+            out[start : start + half] = chunk_out
+            ok[start : start + half] = True
+        return out, ok
+
+    def _hand_back(self, batch: list[_Request], out: np.ndarray, ok: np.ndarray | None) -> None:
+        items: list[_Outcome] = []
+        start = 0
+        for req in batch:
+            end = start + req.rows
+            if ok is None or bool(ok[start:end].all()):
+                items.append((req, out[start:end]))
+            else:
+                items.append((req, DeviceOutOfMemory(
+                    f"device out of memory for a batch of {len(out)} rows, "
+                    "also after a retry at half batch size"
+                )))  # fmt: skip
+            start = end
+        _deliver(items)
+
+    def _timed_forward(self, x: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        out = self._forward(x)
+        self.metrics.compute_duration.labels(**self._labels).observe(time.perf_counter() - started)
+        return out
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        with self.device.reserve(x.shape[0] * self.bytes_per_row), torch.inference_mode():
+            inputs = torch.from_numpy(x).to(self.device.device)
+            return self.model(inputs).float().cpu().numpy()
+
+    # -- out-of-memory readiness -------------------------------------------------------
+
+    def _record_oom(self) -> None:
+        # One event per batch that hit OOM (its retry's failures are counted in the metric
+        # only), so the threshold reads as "batches that ran out of memory".
+        self.metrics.cuda_oom.labels(**self._labels).inc()
+        now = time.monotonic()
+        self._oom_times.append(now)
+        while self._oom_times and self._oom_times[0] < now - self.config.oom_window_s:
+            self._oom_times.popleft()
+        if len(self._oom_times) >= self.config.oom_unready_threshold and not self._oom_unready:
+            self._oom_unready = True
+            self._next_recheck = now + self.config.oom_recheck_s
+
+    def _recheck_memory(self) -> None:
+        if not self._oom_unready or time.monotonic() < self._next_recheck:
+            return
+        need = self.config.max_batch_size * self.bytes_per_row
+        if self.device.can_allocate(need):
+            self._oom_times.clear()
+            self._oom_unready = False
+        else:
+            self._next_recheck = time.monotonic() + self.config.oom_recheck_s
+
+
+def _failure(exc: Exception) -> EngineError:
+    # One exception object per request: a shared one would collect every awaiter's frames.
+    err = EngineError(f"inference failed: {exc!r}")
+    err.__cause__ = exc
+    return err
+
+
+def _in_features(model: nn.Module) -> int:
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            return m.in_features
+    return 64
+
+
+_Outcome = tuple[_Request, np.ndarray | BaseException]
+
+
+def _deliver(items: list[_Outcome]) -> None:
+    """Resolve futures on their event loop from the worker: one wake-up per loop and batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for item in items:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, group in by_loop.items():
+        # The loop may be closed by the time a late result arrives (shutdown).
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, group)
+
+
+def _settle(group: list[_Outcome]) -> None:
+    for req, outcome in group:
+        if req.future.done():
+            continue  # the caller timed out or went away
+        if isinstance(outcome, BaseException):
+            req.future.set_exception(outcome)
+        else:
+            req.future.set_result(outcome)
