@@ -22,6 +22,7 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,8 @@ class ServiceProcess:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    preexec: Callable[[], None] | None = None
+    """Runs in the child before exec (e.g. join a memory cgroup, so all memory is charged)."""
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
 
@@ -58,7 +61,7 @@ class ServiceProcess:
         try:
             self.proc = subprocess.Popen(
                 self.argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=self.preexec,
             )  # fmt: skip
         finally:
             if out is not subprocess.DEVNULL:

@@ -33,8 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from faults.errors import BlastRadiusError, ConfigError, InjectionError
 
+from faults.topology import Supervisor, Topology
+
 if TYPE_CHECKING:
     from faults.ledger import Ledger
+
+
+def _empty_topology() -> Topology:
+    return Topology()
 
 __all__ = [
     "Clock",
@@ -147,7 +153,8 @@ def _under_any(path: Path, roots: Iterable[str]) -> bool:
 
 @dataclass
 class FaultContext:
-    """Everything a fault is handed: state dir, ledger, scope, dry-run flag, clock.
+    """Everything a fault is handed: state dir, ledger, scope, dry-run flag, clock, and the
+    run's topology (what it can aim at) and supervisor (a live platform's control, if any).
 
     ``grace_s`` is added to a fault's duration to form its dead-man deadline.
     """
@@ -158,6 +165,8 @@ class FaultContext:
     dry_run: bool = False
     clock: Clock = field(default_factory=SystemClock)
     grace_s: float = 10.0
+    topology: Topology = field(default_factory=lambda: _empty_topology())
+    supervisor: Supervisor | None = None
 
     @classmethod
     def create(cls, state_dir: str | Path, **kwargs: Any) -> FaultContext:

@@ -1,0 +1,249 @@
+"""The bundled system on this machine: feature store, fault proxy, N target replicas.
+
+``LocalStack`` starts real processes on loopback — the feature store over TLS, a TCP fault
+proxy in front of it (so dependency latency, resets and black holes are injectable), and
+replicas of the target, each inside its own faultdrill-owned memory cgroup when the host
+has a memory controller — and describes them as a :class:`~faults.topology.Topology`
+plus the :class:`~faults.base.Scope` faults may touch. It implements the
+:class:`~faults.topology.Supervisor` protocol (stop, hold down, restart), so faults that
+need a live platform work against it. It is the seed of the local platform: probes,
+restart policies and the readiness-aware service endpoint build on it.
+
+``up()`` starts everything; :meth:`LocalStack.close` stops it all (also a context manager).
+
+Example::
+
+    with LocalStack(workdir, replicas=2, memory_limit_bytes=600 * 2**20) as stack:
+        ctx = FaultContext.create(state_dir, scope=stack.scope(), topology=stack.topology(),
+                                  supervisor=stack)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import ssl
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from experiments.process import ServiceError, ServiceProcess, free_port
+from faults.base import Scope
+from faults.cgroups import MemoryCgroup, detect_memory_controller
+from faults.proxy_control import RunningProxy, spawn_proxy
+from faults.topology import ServiceHandle, Topology
+
+__all__ = ["LocalStack"]
+
+
+@dataclass
+class _Service:
+    process: ServiceProcess
+    handle: ServiceHandle
+    ready_url: str
+    verify: ssl.SSLContext | bool = True
+    cgroup: MemoryCgroup | None = None
+    held: bool = False
+
+
+@dataclass
+class LocalStack:
+    """Feature store + proxy + replicas, started on loopback under ``workdir``."""
+
+    workdir: Path
+    replicas: int = 1
+    model_registry: Path | None = None
+    memory_limit_bytes: int | None = None
+    """Per-replica cgroup limit; None = no cgroup even where the host has one."""
+    with_proxy: bool = True
+    replica_env: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 60.0
+    _services: dict[str, _Service] = field(default_factory=dict, init=False)
+    _proxy: RunningProxy | None = field(default=None, init=False)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.close()
+
+    def up(self) -> None:
+        """Start everything and wait until each service answers (or stop all and raise)."""
+        from target_service.pki import ensure_dev_pki
+        from target_service.registry import ModelRegistry
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.pki = ensure_dev_pki(self.workdir / "pki")
+            registry = self.model_registry or self.workdir / "models"
+            ModelRegistry(registry).ensure_defaults()
+            self.model_registry = registry
+            self._start_feature_store()
+            fs = self._services["feature-store"].handle
+            upstream_port = fs.port
+            assert upstream_port is not None
+            if self.with_proxy:
+                self._proxy = spawn_proxy(("127.0.0.1", upstream_port), token_file=self._token_file("proxy"))
+                upstream_port = self._proxy.listen[1]
+            names = [f"replica-{i}" for i in range(self.replicas)]
+            for name in names:  # start all, then wait: replicas load their models in parallel
+                self._start_replica(name, upstream_port)
+            for name in names:
+                svc = self._services[name]
+                svc.process.wait_http(svc.ready_url, self.ready_timeout_s, verify=svc.verify)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for svc in reversed(list(self._services.values())):
+            svc.process.stop(10)
+            if svc.cgroup is not None:
+                svc.cgroup.remove()
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
+
+    # -- building blocks ---------------------------------------------------------------
+    def _token_file(self, name: str) -> Path:
+        path = self.workdir / f"{name}.token"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path
+
+    def _start_feature_store(self) -> None:
+        port = free_port()
+        token_file = self._token_file("feature-store-admin")
+        env = {
+            "FAULTDRILL_FS_PORT": str(port),
+            "FAULTDRILL_FS_TLS_CERT_FILE": str(self.pki.feature_store.cert),
+            "FAULTDRILL_FS_TLS_KEY_FILE": str(self.pki.feature_store.key),
+            "FAULTDRILL_FS_CERT_RELOAD_INTERVAL_S": "0.2",
+            "FAULTDRILL_FS_ADMIN_TOKEN": token_file.read_text().strip(),
+        }
+        url = f"https://127.0.0.1:{port}"
+        handle = ServiceHandle(
+            name="feature-store", role="feature_store", url=url, admin_url=url,
+            admin_token_file=token_file, cert_file=self.pki.feature_store.cert,
+            key_file=self.pki.feature_store.key, ca_file=self.pki.ca.cert, port=port,
+        )  # fmt: skip
+        verify = ssl.create_default_context(cafile=str(self.pki.ca.cert))
+        self._launch(handle, env, f"{url}/healthz", verify, [sys.executable, "-m", "target_service", "feature-store"])
+
+    def _start_replica(self, name: str, upstream_port: int) -> None:
+        port, admin_port = free_port(), free_port()
+        token_file = self._token_file(f"{name}-admin")
+        cgroup = None
+        controller = detect_memory_controller() if self.memory_limit_bytes else None
+        if controller is not None and self.memory_limit_bytes:
+            cgroup = MemoryCgroup.create(controller, f"{self.workdir.name}-{name}-{os.getpid()}")
+            cgroup.set_limit(self.memory_limit_bytes)
+        env = {
+            "FAULTDRILL_PORT": str(port), "FAULTDRILL_ADMIN_PORT": str(admin_port),
+            "FAULTDRILL_ADMIN_TOKEN": token_file.read_text().strip(),
+            "FAULTDRILL_MODEL_REGISTRY": str(self.model_registry),
+            "FAULTDRILL_FEATURE_STORE_URL": f"https://127.0.0.1:{upstream_port}",
+            "FAULTDRILL_CA_FILE": str(self.pki.ca.cert), "FAULTDRILL_CERT_RELOAD_INTERVAL_S": "0.2",
+            "FAULTDRILL_BREAKER_RESET_TIMEOUT_S": "1", **self.replica_env,
+        }  # fmt: skip
+        handle = ServiceHandle(
+            name=name, role="replica", url=f"http://127.0.0.1:{port}",
+            admin_url=f"http://127.0.0.1:{admin_port}", admin_token_file=token_file,
+            cgroup=str(cgroup.path) if cgroup else None, ca_file=self.pki.ca.cert,
+            model_registry=self.model_registry, model_name=env.get("FAULTDRILL_MODEL", "digits"),
+            model_version=env.get("FAULTDRILL_MODEL_VERSION", "1"), port=port,
+        )  # fmt: skip
+        url = f"{handle.url}/v2/models/{handle.model_name}"
+        self._launch(handle, env, url, True, [sys.executable, "-m", "target_service", "serve"], cgroup, wait=False)
+
+    def _launch(
+        self, handle: ServiceHandle, env: dict[str, str], ready_url: str, verify: ssl.SSLContext | bool,
+        argv: list[str], cgroup: MemoryCgroup | None = None, wait: bool = True,
+    ) -> None:  # fmt: skip
+        process = ServiceProcess(handle.name, argv, env=env, log_path=self.workdir / f"{handle.name}.log",
+                                 preexec=cgroup.preexec() if cgroup else None)  # fmt: skip
+        svc = _Service(process, handle, ready_url, verify, cgroup)
+        self._services[handle.name] = svc
+        self._spawn(svc, wait=wait)
+
+    def _spawn(self, svc: _Service, extra_env: dict[str, str] | None = None, wait: bool = True) -> None:
+        base_env = dict(svc.process.env)
+        if extra_env:
+            svc.process.env = {**base_env, **extra_env}
+        svc.process.start()
+        svc.process.env = base_env
+        svc.handle = svc.handle.model_copy(update={"pid": svc.process.pid})
+        svc.held = False
+        if wait:
+            svc.process.wait_http(svc.ready_url, self.ready_timeout_s, verify=svc.verify)
+
+    # -- what faults see -----------------------------------------------------------------
+    def topology(self) -> Topology:
+        services = {name: svc.handle for name, svc in self._services.items()}
+        if self._proxy is not None:
+            host, port = self._proxy.listen
+            chost, cport = self._proxy.control_address
+            services["feature-store-proxy"] = ServiceHandle(
+                name="feature-store-proxy", role="proxy", pid=self._proxy.process.pid,
+                url=f"tcp://{host}:{port}", port=port, upstream_of="feature-store",
+                control_url=f"http://{chost}:{cport}", admin_token_file=self.workdir / "proxy.token",
+            )  # fmt: skip
+        return Topology(services=services)
+
+    def scope(self) -> Scope:
+        topo = self.topology()
+        pids = [s.pid for s in topo.services.values() if s.pid]
+        cgroups = [s.cgroup for s in topo.services.values() if s.cgroup]
+        ports = [s.port for s in topo.services.values() if s.port]
+        return (Scope().with_pids(*pids).with_cgroups(*cgroups).with_ports(*ports)
+                .with_paths(self.workdir))  # fmt: skip
+
+    # -- Supervisor protocol -------------------------------------------------------------
+    def _svc(self, name: str) -> _Service:
+        try:
+            return self._services[name]
+        except KeyError:
+            raise ServiceError(f"unknown service {name!r}") from None
+
+    def handle(self, name: str) -> ServiceHandle:
+        return self.topology().get(name)
+
+    def stop(self, name: str, *, hold: bool = True) -> int | None:
+        svc = self._svc(name)
+        svc.held = hold
+        return svc.process.stop(10)
+
+    def kill(self, name: str, sig: int) -> None:
+        self._svc(name).process.signal(sig)
+
+    def start(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        svc = self._svc(name)
+        if svc.process.running():
+            return
+        self._spawn(svc, env, wait)
+
+    def restart(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        svc = self._svc(name)
+        svc.process.stop(10)
+        self._spawn(svc, env, wait)
+
+    def exit_status(self, name: str) -> int | None:
+        proc = self._svc(name).process.proc
+        return None if proc is None else proc.poll()
+
+    def wait_exit(self, name: str, timeout_s: float) -> int | None:
+        proc = self._svc(name).process.proc
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout_s)
+        except Exception:
+            return None
+
+    def send(self, name: str, sig: signal.Signals) -> None:
+        self.kill(name, int(sig))

@@ -1,0 +1,124 @@
+"""What a fault can aim at: the services a platform started, and how to reach them.
+
+A :class:`Topology` is handed to faults through :class:`~faults.base.FaultContext`. It holds
+only OS-level facts (pids, URLs, file paths, cgroup paths, namespaces) so that an injection
+record built from it can be undone later by a process that knows nothing of the platform
+(``faultdrill rollback --pending`` after a crash). Secrets are never stored here: an admin
+token is a *file* path (mode 0600), read when needed.
+
+A :class:`Supervisor` is the optional capability of a live platform to stop, hold down and
+restart its services (a fault that kills the feature store "and keeps it down" needs it).
+
+Example::
+
+    topo = Topology(services={"replica-0": ServiceHandle(name="replica-0", role="replica",
+                                                         pid=4242, url="http://127.0.0.1:8000")})
+    topo.get("replica-0").url
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from faults.errors import ConfigError
+
+__all__ = ["Role", "ServiceHandle", "Supervisor", "Topology"]
+
+Role = Literal["replica", "feature_store", "proxy", "hog", "other"]
+
+
+class ServiceHandle(BaseModel):
+    """One service a platform started (or that is explicitly allow-listed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    role: Role
+    pid: int | None = None
+    url: str | None = None
+    """Base URL of its main API, e.g. ``http://127.0.0.1:8000``."""
+    admin_url: str | None = None
+    admin_token_file: Path | None = None
+    cgroup: str | None = None
+    """Memory cgroup directory the process runs in (its limit is the replica's limit)."""
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    model_registry: Path | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    netns: str | None = None
+    port: int | None = None
+    upstream_of: str | None = None
+    """For a proxy: the service it fronts (``feature-store``), so edges can be named."""
+    control_url: str | None = None
+    """For a proxy: its control API."""
+
+    def admin_token(self) -> str:
+        """Read the admin token (never stored in records or logs)."""
+        if self.admin_token_file is None:
+            raise ConfigError(f"service '{self.name}' has no admin API token", field="target")
+        return self.admin_token_file.read_text().strip()
+
+
+class Topology(BaseModel):
+    """The services of one run, by name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    services: dict[str, ServiceHandle] = Field(default_factory=dict)
+
+    def get(self, name: str, *, role: Role | None = None) -> ServiceHandle:
+        """The service ``name``; an unknown name is a ConfigError with a did-you-mean."""
+        handle = self.services.get(name)
+        if handle is None:
+            close = difflib.get_close_matches(name, list(self.services), n=1)
+            known = ", ".join(sorted(self.services)) or "none"
+            raise ConfigError(
+                f"unknown target '{name}' (known: {known})",
+                field="target",
+                suggestion=close[0] if close else None,
+            )
+        if role is not None and handle.role != role:
+            raise ConfigError(
+                f"target '{name}' is a {handle.role}, this fault needs a {role}", field="target"
+            )
+        return handle
+
+    def by_role(self, role: Role) -> list[ServiceHandle]:
+        return [s for s in self.services.values() if s.role == role]
+
+    def with_service(self, handle: ServiceHandle) -> Topology:
+        return Topology(services={**self.services, handle.name: handle})
+
+
+class Supervisor(Protocol):
+    """A live platform's control over the services it started."""
+
+    def stop(self, name: str, *, hold: bool = True) -> int | None:
+        """Stop ``name`` (SIGTERM, then SIGKILL); with ``hold`` it is not restarted."""
+        ...
+
+    def kill(self, name: str, sig: int) -> None:
+        """Send ``sig`` to ``name``'s process (the platform's restart policy applies)."""
+        ...
+
+    def start(self, name: str, *, env: dict[str, str] | None = None) -> None:
+        """Start ``name`` again (releasing a hold), optionally with extra environment."""
+        ...
+
+    def restart(self, name: str, *, env: dict[str, str] | None = None) -> None:
+        """Stop then start ``name``."""
+        ...
+
+    def handle(self, name: str) -> ServiceHandle:
+        """The current handle of ``name`` (its pid changes on restart)."""
+        ...
+
+    def exit_status(self, name: str) -> int | None:
+        """The last exit status of ``name`` (negative: killed by that signal)."""
+        ...
