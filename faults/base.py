@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from faults.errors import BlastRadiusError, ConfigError, InjectionError
-
 from faults.topology import Supervisor, Topology
 
 if TYPE_CHECKING:
