@@ -32,6 +32,7 @@ from types import TracebackType
 from experiments.process import ServiceError, ServiceProcess, free_port
 from faults.base import Scope
 from faults.cgroups import MemoryCgroup, detect_memory_controller
+from faults.netns import Namespace, create_namespace, delete_namespace, netns_exec
 from faults.proxy_control import RunningProxy, spawn_proxy
 from faults.topology import ServiceHandle, Topology
 
@@ -59,9 +60,12 @@ class LocalStack:
     """Per-replica cgroup limit; None = no cgroup even where the host has one."""
     with_proxy: bool = True
     replica_env: dict[str, str] = field(default_factory=dict)
+    feature_store_netns: bool = False
+    """Run the feature store in its own faultdrill namespace (kernel-level partitions)."""
     ready_timeout_s: float = 60.0
     _services: dict[str, _Service] = field(default_factory=dict, init=False)
     _proxy: RunningProxy | None = field(default=None, init=False)
+    _fs_netns: Namespace | None = field(default=None, init=False)
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -86,12 +90,13 @@ class LocalStack:
             fs = self._services["feature-store"].handle
             upstream_port = fs.port
             assert upstream_port is not None
+            upstream_host = self._fs_netns.ns_addr if self._fs_netns else "127.0.0.1"
             if self.with_proxy:
-                self._proxy = spawn_proxy(("127.0.0.1", upstream_port), token_file=self._token_file("proxy"))
-                upstream_port = self._proxy.listen[1]
+                self._proxy = spawn_proxy((upstream_host, upstream_port), token_file=self._token_file("proxy"))
+                upstream_host, upstream_port = "127.0.0.1", self._proxy.listen[1]
             names = [f"replica-{i}" for i in range(self.replicas)]
             for name in names:  # start all, then wait: replicas load their models in parallel
-                self._start_replica(name, upstream_port)
+                self._start_replica(name, upstream_port, upstream_host)
             for name in names:
                 svc = self._services[name]
                 svc.process.wait_http(svc.ready_url, self.ready_timeout_s, verify=svc.verify)
@@ -107,6 +112,9 @@ class LocalStack:
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
+        if self._fs_netns is not None:  # after its process stopped: the veth pair goes too
+            delete_namespace(self._fs_netns.name)
+            self._fs_netns = None
 
     # -- building blocks ---------------------------------------------------------------
     def _token_file(self, name: str) -> Path:
@@ -119,23 +127,35 @@ class LocalStack:
     def _start_feature_store(self) -> None:
         port = free_port()
         token_file = self._token_file("feature-store-admin")
+        host, cert = "127.0.0.1", self.pki.feature_store
+        argv = [sys.executable, "-m", "target_service", "feature-store"]
+        if self.feature_store_netns:
+            from target_service.pki import issue_cert
+
+            self._fs_netns = create_namespace("fs" + secrets.token_hex(4))
+            host = self._fs_netns.ns_addr
+            # The namespace address must be a SAN, or TLS clients reaching it directly fail.
+            (self.workdir / "pki-netns").mkdir(mode=0o700, exist_ok=True)
+            cert = issue_cert(self.pki.ca, self.workdir / "pki-netns", "feature-store",
+                              hosts=(host, "127.0.0.1", "localhost"))  # fmt: skip
+            argv = netns_exec(self._fs_netns.name, argv)  # ip netns exec execs: same pid
         env = {
-            "FAULTDRILL_FS_PORT": str(port),
-            "FAULTDRILL_FS_TLS_CERT_FILE": str(self.pki.feature_store.cert),
-            "FAULTDRILL_FS_TLS_KEY_FILE": str(self.pki.feature_store.key),
+            "FAULTDRILL_FS_PORT": str(port), "FAULTDRILL_FS_HOST": host,
+            "FAULTDRILL_FS_TLS_CERT_FILE": str(cert.cert),
+            "FAULTDRILL_FS_TLS_KEY_FILE": str(cert.key),
             "FAULTDRILL_FS_CERT_RELOAD_INTERVAL_S": "0.2",
             "FAULTDRILL_FS_ADMIN_TOKEN": token_file.read_text().strip(),
         }
-        url = f"https://127.0.0.1:{port}"
+        url = f"https://{host}:{port}"
         handle = ServiceHandle(
             name="feature-store", role="feature_store", url=url, admin_url=url,
-            admin_token_file=token_file, cert_file=self.pki.feature_store.cert,
-            key_file=self.pki.feature_store.key, ca_file=self.pki.ca.cert, port=port,
+            admin_token_file=token_file, cert_file=cert.cert, key_file=cert.key,
+            ca_file=self.pki.ca.cert, port=port, netns=self._fs_netns.name if self._fs_netns else None,
         )  # fmt: skip
         verify = ssl.create_default_context(cafile=str(self.pki.ca.cert))
-        self._launch(handle, env, f"{url}/healthz", verify, [sys.executable, "-m", "target_service", "feature-store"])
+        self._launch(handle, env, f"{url}/healthz", verify, argv)
 
-    def _start_replica(self, name: str, upstream_port: int) -> None:
+    def _start_replica(self, name: str, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
         port, admin_port = free_port(), free_port()
         token_file = self._token_file(f"{name}-admin")
         cgroup = None
@@ -147,7 +167,7 @@ class LocalStack:
             "FAULTDRILL_PORT": str(port), "FAULTDRILL_ADMIN_PORT": str(admin_port),
             "FAULTDRILL_ADMIN_TOKEN": token_file.read_text().strip(),
             "FAULTDRILL_MODEL_REGISTRY": str(self.model_registry),
-            "FAULTDRILL_FEATURE_STORE_URL": f"https://127.0.0.1:{upstream_port}",
+            "FAULTDRILL_FEATURE_STORE_URL": f"https://{upstream_host}:{upstream_port}",
             "FAULTDRILL_CA_FILE": str(self.pki.ca.cert), "FAULTDRILL_CERT_RELOAD_INTERVAL_S": "0.2",
             "FAULTDRILL_BREAKER_RESET_TIMEOUT_S": "1", **self.replica_env,
         }  # fmt: skip
@@ -200,8 +220,9 @@ class LocalStack:
         pids = [s.pid for s in topo.services.values() if s.pid]
         cgroups = [s.cgroup for s in topo.services.values() if s.cgroup]
         ports = [s.port for s in topo.services.values() if s.port]
+        netns = [s.netns for s in topo.services.values() if s.netns]
         return (Scope().with_pids(*pids).with_cgroups(*cgroups).with_ports(*ports)
-                .with_paths(self.workdir))  # fmt: skip
+                .with_paths(self.workdir).with_netns(*netns))  # fmt: skip
 
     # -- Supervisor protocol -------------------------------------------------------------
     def _svc(self, name: str) -> _Service:

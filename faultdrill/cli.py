@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from faultdrill import __version__
+from faultdrill.faults_cli import faults_app, rollback_command
 
 __all__ = ["app", "main"]
 
@@ -27,6 +28,8 @@ app = typer.Typer(
 )
 target_app = typer.Typer(help="The bundled GPU inference target and its feature store.", no_args_is_help=True)
 app.add_typer(target_app, name="target")
+app.add_typer(faults_app, name="faults")
+app.command("rollback")(rollback_command)
 
 
 def _fail_input(message: str) -> None:
@@ -162,5 +165,20 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: framework errors become one readable line, never a traceback."""
+    from faults.errors import (
+        BlastRadiusError,
+        ConfigError,
+        FaultdrillError,
+        PluginError,
+        PreflightError,
+    )
+
+    try:
+        app(standalone_mode=True)
+    except (ConfigError, PluginError, BlastRadiusError, PreflightError) as exc:
+        typer.echo(f"faultdrill: error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except FaultdrillError as exc:
+        typer.echo(f"faultdrill: error: {exc}", err=True)
+        raise SystemExit(1) from None

@@ -237,6 +237,13 @@ class Fault(ABC):
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
     Config: ClassVar[type[FaultConfig]]
+    # Shown by ``faultdrill faults list/describe``; optional for plugins.
+    needs: ClassVar[tuple[str, ...]] = ()
+    """Capabilities the fault may need (root, cgroup memory controller, CUDA, faketime…)."""
+    verifies: ClassVar[str] = ""
+    """What ``verify`` measures, in a few words."""
+    example: ClassVar[dict[str, Any]] = {}
+    """An example ``params`` mapping for the experiment spec."""
 
     def parse_config(self, raw: Mapping[str, Any], *, file: str | None = None) -> Any:
         """Validate ``raw`` into ``self.Config``; the first error becomes a ``ConfigError``."""

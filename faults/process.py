@@ -1,0 +1,214 @@
+"""Process faults: kill a service (``process_kill``) or freeze it (``process_freeze``).
+
+``process_kill`` sends SIGKILL or SIGTERM to a service faultdrill started, exactly as a
+node or the kernel would; ``process_freeze`` stops it with SIGSTOP (a frozen pod: existing
+connections hang, nothing answers) or blocks its inference worker through the target's
+admin API (the process answers, but liveness fails). Every signal is sent only after the
+pid's start ticks match the record, so a recycled pid is never touched.
+
+Example::
+
+    fault = ProcessFreezeFault()
+    cfg = fault.parse_config({"target": "replica-0", "mode": "sigstop", "duration_s": 10})
+    inj = fault.inject(cfg, ctx)
+    assert fault.verify(inj, ctx).effective          # /proc/<pid>/stat says "T"
+    fault.undo(inj, ctx)                             # SIGCONT (same process only)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faults.errors import FaultdrillError, InjectionError
+from faults.ledger import pid_alive, process_start_ticks
+from faults.topology import ServiceHandle
+
+__all__ = ["ProcessFreezeFault", "ProcessKillFault", "admin_request", "process_state", "target_handle"]
+
+_SIGNALS = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}
+
+
+def target_handle(ctx: FaultContext, name: str) -> ServiceHandle:
+    """The live handle of ``name`` (a supervisor knows the pid after restarts), scope-checked."""
+    handle = ctx.topology.get(name)  # unknown names: ConfigError with a did-you-mean
+    if ctx.supervisor is not None:
+        with contextlib.suppress(FaultdrillError, KeyError, RuntimeError):
+            handle = ctx.supervisor.handle(name)
+    if handle.pid is None:
+        raise InjectionError(f"service '{name}' has no pid (is it running?)")
+    ctx.scope.check_pid(handle.pid)
+    return handle
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` (``R``, ``S``, ``T``, ``Z``…) from /proc, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def admin_request(
+    admin_url: str, token_file: str | Path, method: str, path: str, body: dict[str, Any] | None = None,
+    timeout_s: float = 5.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Call the target's admin API; the token is read from its file and never recorded."""
+    token = Path(token_file).read_text().strip()
+    response = httpx.request(method, f"{admin_url}{path}", json=body, timeout=timeout_s,
+                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    if response.status_code >= 400:
+        raise FaultdrillError(f"{method} {path} answered {response.status_code}: {response.text[:200]}")
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def _signal_same(undo: dict[str, Any], sig: int) -> bool:
+    """Send ``sig`` only if the recorded process still runs (start ticks match)."""
+    pid, start = int(undo["pid"]), undo.get("pid_start")
+    if not pid_alive(pid, start):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    return True
+
+
+def _service_problems(ctx: FaultContext, name: str, *, admin: bool = False) -> list[Problem]:
+    handle = ctx.topology.get(name)
+    problems = []
+    if handle.pid is None:
+        problems.append(Problem("no_pid", f"service '{name}' has no pid", "start it through faultdrill"))
+    else:
+        try:
+            ctx.scope.check_pid(handle.pid)
+        except FaultdrillError as exc:
+            problems.append(Problem("blast_radius", str(exc)))
+    if admin and (handle.admin_url is None or handle.admin_token_file is None):
+        problems.append(Problem("no_admin_api", f"service '{name}' has no admin API",
+                                "use a target started by faultdrill (it has one)"))  # fmt: skip
+    return problems
+
+
+class ProcessKillFault(Fault):
+    """Kill a service with SIGKILL or SIGTERM.
+
+    Rollback starts it again through ``ctx.supervisor`` when one is present; from the ledger
+    alone (after a crash) there is nothing to restore — a killed process cannot be revived
+    without its platform, so the platform's restart policy owns that.
+    """
+
+    class Config(FaultConfig):
+        target: str
+        mode: Literal["sigkill", "sigterm"] = "sigkill"
+
+    name: ClassVar[str] = "process_kill"
+    modes: ClassVar[tuple[str, ...]] = ("sigkill", "sigterm")
+
+    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+        return _service_problems(ctx, config.target)
+
+    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+        handle = ctx.topology.get(config.target)
+        return [f"kill -{config.mode[3:].upper()} {handle.pid}  # {config.target}",
+                f"rollback: supervisor start {config.target} (if a supervisor is present)"]  # fmt: skip
+
+    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+        handle = target_handle(ctx, config.target)
+        assert handle.pid is not None
+        undo = {"pid": handle.pid, "pid_start": process_start_ticks(handle.pid), "service": config.target}
+        inj = self.new_injection(config, ctx, mode=config.mode, target=config.target, undo=undo)
+
+        def apply() -> None:
+            if not _signal_same(undo, _SIGNALS[config.mode]):
+                raise FaultdrillError(f"process {handle.pid} of '{config.target}' is not running")
+
+        return self.apply_recorded(inj, ctx, apply)
+
+    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+        if ctx.supervisor is None:
+            return  # crash case: nothing faultdrill changed remains; the platform restarts it
+        name = injection.undo["service"]
+        if not pid_alive(int(injection.undo["pid"]), injection.undo.get("pid_start")):
+            ctx.supervisor.start(name)  # a no-op for a supervisor whose service already runs
+
+    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+        pid = int(injection.undo["pid"])
+        gone = not pid_alive(pid, injection.undo.get("pid_start"))
+        status = ctx.supervisor.exit_status(injection.target) if ctx.supervisor is not None and gone else None
+        expected = -int(_SIGNALS[injection.mode])
+        # SIGTERM may end in a clean exit (0) after a graceful drain: that is the real effect.
+        ok = gone and (status is None or status == expected or injection.mode == "sigterm")
+        return Verification(ok, {"pid": pid, "gone": gone, "exit_status": status},
+                            message=f"pid {pid} {'gone' if gone else 'still running'}, exit status {status}")
+
+
+class ProcessFreezeFault(Fault):
+    """Freeze a service: ``sigstop`` (the whole process) or ``worker`` (its inference worker).
+
+    ``worker`` mode asks the target to block for ``duration_s`` itself, so the target thaws
+    at the deadline even if every faultdrill process dies.
+    """
+
+    class Config(FaultConfig):
+        target: str
+        mode: Literal["sigstop", "worker"] = "sigstop"
+
+    name: ClassVar[str] = "process_freeze"
+    modes: ClassVar[tuple[str, ...]] = ("sigstop", "worker")
+
+    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+        return _service_problems(ctx, config.target, admin=config.mode == "worker")
+
+    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+        handle = ctx.topology.get(config.target)
+        if config.mode == "sigstop":
+            return [f"kill -STOP {handle.pid}  # {config.target}", f"rollback: kill -CONT {handle.pid}"]
+        return [f"POST {handle.admin_url}/admin/worker/freeze {{\"seconds\": {config.duration_s}}}",
+                f"rollback: POST {handle.admin_url}/admin/worker/unfreeze"]  # fmt: skip
+
+    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+        handle = target_handle(ctx, config.target)
+        assert handle.pid is not None
+        undo: dict[str, Any] = {"pid": handle.pid, "pid_start": process_start_ticks(handle.pid),
+                                "url": handle.url, "admin_url": handle.admin_url,
+                                "token_file": str(handle.admin_token_file) if handle.admin_token_file else None}  # fmt: skip
+        inj = self.new_injection(config, ctx, mode=config.mode, target=config.target, undo=undo)
+
+        def apply() -> None:
+            if config.mode == "sigstop":
+                if not _signal_same(undo, signal.SIGSTOP):
+                    raise FaultdrillError(f"process {handle.pid} of '{config.target}' is not running")
+                return
+            if undo["admin_url"] is None or undo["token_file"] is None:
+                raise FaultdrillError(f"service '{config.target}' has no admin API")
+            admin_request(undo["admin_url"], undo["token_file"], "POST", "/admin/worker/freeze",
+                          {"seconds": config.duration_s})  # fmt: skip
+
+        return self.apply_recorded(inj, ctx, apply)
+
+    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+        undo = injection.undo
+        if injection.mode == "sigstop":
+            _signal_same(undo, signal.SIGCONT)  # a different (recycled) process is left alone
+            return
+        if pid_alive(int(undo["pid"]), undo.get("pid_start")) and undo.get("admin_url"):
+            admin_request(undo["admin_url"], undo["token_file"], "POST", "/admin/worker/unfreeze")
+
+    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+        pid = int(injection.undo["pid"])
+        if injection.mode == "sigstop":
+            state = process_state(pid) if pid_alive(pid, injection.undo.get("pid_start")) else None
+            return Verification(state == "T", {"pid": pid, "state": state},
+                                message=f"pid {pid} state {state}")  # fmt: skip
+        status: int | None = None
+        with contextlib.suppress(httpx.HTTPError):
+            status = httpx.get(f"{injection.undo['url']}/v2/health/live", timeout=2.0).status_code
+        return Verification(status == 503, {"pid": pid, "liveness_status": status},
+                            message=f"liveness answered {status}")  # fmt: skip

@@ -1,0 +1,69 @@
+"""The CLI's face: fast start, located errors with exit 2, the fault commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from faultdrill.cli import app
+
+ROOT = Path(__file__).resolve().parents[3]
+runner = CliRunner()
+
+
+def test_cli_start_imports_no_heavy_module():
+    code = "import sys, faultdrill.cli; print(sorted(m for m in ('torch', 'uvicorn', 'starlette', 'sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_lists_command_groups():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for group in ("target", "faults", "rollback", "demo"):
+        assert group in result.output
+
+
+def test_unknown_fault_is_a_readable_error_with_suggestion():
+    result = subprocess.run([sys.executable, "-m", "faultdrill", "faults", "describe", "network_partiton"],
+                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 2
+    assert "did you mean 'network_partition'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_faults_list_and_describe():
+    result = runner.invoke(app, ["faults", "list"])
+    assert result.exit_code == 0 and "network_partition" in result.output
+    result = runner.invoke(app, ["faults", "describe", "network_partition"])
+    assert result.exit_code == 0 and "namespace" in result.output
+
+
+def test_rollback_pending_with_empty_ledger_is_safe(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAULTDRILL_STATE_DIR", str(tmp_path))
+    for _ in range(2):
+        result = runner.invoke(app, ["rollback", "--pending"])
+        assert result.exit_code == 0, result.output
+        assert "nothing pending" in result.output
+    assert runner.invoke(app, ["rollback"]).exit_code == 2
+
+
+def test_bad_environment_is_a_located_error(monkeypatch):
+    monkeypatch.setenv("FAULTDRILL_PORT", "eighty")
+    result = subprocess.run([sys.executable, "-m", "faultdrill", "target", "serve"], capture_output=True,
+                            text=True, cwd=ROOT, env={**__import__("os").environ, "FAULTDRILL_PORT": "eighty"})  # fmt: skip
+    assert result.returncode == 2
+    assert "environment variable FAULTDRILL_PORT" in result.stderr and "eighty" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_docs_target_table_matches_the_settings():
+    result = runner.invoke(app, ["target", "config"])
+    assert result.exit_code == 0
+    doc = (ROOT / "docs" / "target.md").read_text()
+    for line in result.output.splitlines():
+        if line.startswith("| `FAULTDRILL_"):
+            assert line in doc, f"docs/target.md is stale; regenerate with `faultdrill target config`: {line}"
