@@ -2,14 +2,18 @@
 
 Kernel-level (iptables in the namespace), so existing connections see the partition too,
 exactly as they would in a real one. Latency, jitter and bandwidth are the proxy's job
-(tc netem is not available on this kernel).
+(tc netem is not available on this kernel): see :mod:`faults.network`.
+
+Aim it at a namespace by name, or at a service (``target``) whose handle has a ``netns``
+(e.g. the feature store of ``LocalStack(feature_store_netns=True)``); a target's rules cover
+its own port unless ``port`` says otherwise, and ``verify`` then also probes that port.
 
 Example::
 
     fault = NetworkPartitionFault()
-    cfg = fault.parse_config({"namespace": "fd-t1", "action": "reject", "port": 8000})
+    cfg = fault.parse_config({"target": "feature-store", "action": "reject"})
     inj = fault.inject(cfg, ctx)                # ledger first, then the rules
-    assert fault.verify(inj, ctx).effective     # rules present, packet counters read
+    assert fault.verify(inj, ctx).effective     # rules present, counters read, probe refused
     fault.undo(inj, ctx)
 """
 
@@ -17,14 +21,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import FaultdrillError
+from faults.errors import ConfigError, FaultdrillError
 from faults.netns import (
     PREFIX,
     PartitionRule,
@@ -42,7 +49,9 @@ class NetworkPartitionFault(Fault):
     """Partition a faultdrill network namespace (``drop``, ``reject`` or ``loss`` mode)."""
 
     class Config(FaultConfig):
-        namespace: str = Field(pattern=rf"^{PREFIX}[a-z0-9]{{1,11}}$")
+        namespace: str | None = Field(default=None, pattern=rf"^{PREFIX}[a-z0-9]{{1,11}}$")
+        target: str | None = None
+        """A service in the topology whose handle has a ``netns`` (instead of ``namespace``)."""
         action: Literal["drop", "reject"] = "drop"
         direction: Literal["ingress", "egress", "both"] = "both"
         port: int | None = Field(default=None, ge=1, le=65535)
@@ -52,16 +61,32 @@ class NetworkPartitionFault(Fault):
         def _loss_drops(self) -> NetworkPartitionFault.Config:
             if self.loss is not None and self.action != "drop":
                 raise ValueError("loss applies to action 'drop' only")
+            if (self.namespace is None) == (self.target is None):
+                raise ValueError("give exactly one of 'namespace' or 'target'")
             return self
 
     name: ClassVar[str] = "network_partition"
     modes: ClassVar[tuple[str, ...]] = ("drop", "reject", "loss")
 
     @staticmethod
-    def _rule(config: Config) -> PartitionRule:
-        return PartitionRule(config.action, config.direction, config.port, config.loss)
+    def _resolve(config: Config, ctx: FaultContext) -> tuple[str, PartitionRule, list[object] | None]:
+        """Namespace, rule and (for a target) the ``[host, port]`` that ``verify`` probes."""
+        if config.target is None:
+            assert config.namespace is not None
+            return config.namespace, PartitionRule(config.action, config.direction, config.port,
+                                                   config.loss), None
+        handle = ctx.topology.get(config.target)
+        if handle.netns is None:
+            raise ConfigError(f"target '{config.target}' runs in no network namespace "
+                              "(start it in one, e.g. LocalStack(feature_store_netns=True))",
+                              field="target")
+        port = config.port or handle.port
+        host = urlsplit(handle.url).hostname if handle.url else None
+        probe: list[object] | None = [host, port] if host and port else None
+        return handle.netns, PartitionRule(config.action, config.direction, port, config.loss), probe
 
     def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+        namespace, _, _ = self._resolve(config, ctx)
         problems = []
         if os.geteuid() != 0:
             problems.append(Problem("not_root", "iptables in a namespace needs root",
@@ -70,32 +95,34 @@ class NetworkPartitionFault(Fault):
             if shutil.which(tool) is None:
                 problems.append(Problem(f"no_{tool}", f"'{tool}' is not installed",
                                         "apt-get install iproute2 iptables"))
-        if not Path("/run/netns", config.namespace).exists():
-            problems.append(Problem("no_namespace", f"namespace {config.namespace} not found",
+        if not Path("/run/netns", namespace).exists():
+            problems.append(Problem("no_namespace", f"namespace {namespace} not found",
                                     "start the target with a network namespace"))
         try:
-            ctx.scope.check_netns(config.namespace)
+            ctx.scope.check_netns(namespace)
         except FaultdrillError as exc:
             problems.append(Problem("blast_radius", str(exc)))
         return problems
 
     def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+        namespace, rule, _ = self._resolve(config, ctx)
         return [
-            " ".join(netns_exec(config.namespace, ["iptables", "-I", *argv]))
-            for argv in rule_argvs(self._rule(config), "<injection-id>")
+            " ".join(netns_exec(namespace, ["iptables", "-I", *argv]))
+            for argv in rule_argvs(rule, "<injection-id>")
         ]
 
     def inject(self, config: Config, ctx: FaultContext) -> Injection:
-        ctx.scope.check_netns(config.namespace)
+        namespace, rule, probe = self._resolve(config, ctx)
+        ctx.scope.check_netns(namespace)
         mode = "loss" if config.loss is not None else config.action
-        placeholder = self.new_injection(config, ctx, mode=mode, target=config.namespace,
+        placeholder = self.new_injection(config, ctx, mode=mode, target=config.target or namespace,
                                          undo={})
-        argvs = rule_argvs(self._rule(config), placeholder.id)
+        argvs = rule_argvs(rule, placeholder.id)
         injection = placeholder.model_copy(
-            update={"undo": {"namespace": config.namespace, "rules": argvs}}
+            update={"undo": {"namespace": namespace, "rules": argvs, "probe": probe}}
         )
         return self.apply_recorded(
-            injection, ctx, lambda: add_rules(config.namespace, [self._rule(config)], injection.id)
+            injection, ctx, lambda: add_rules(namespace, [rule], injection.id)
         )
 
     def rollback(self, injection: Injection, ctx: FaultContext) -> None:
@@ -107,12 +134,34 @@ class NetworkPartitionFault(Fault):
         present = list_rules(namespace, injection.id)
         expected = len(injection.undo["rules"])
         packets = _matched_packets(namespace, injection.id)
+        details: dict[str, object] = {"rules_present": len(present), "rules_expected": expected,
+                                      "packets_matched": packets}
+        effective = len(present) == expected
+        probe = injection.undo.get("probe")
+        if probe and injection.mode != "loss":  # loss lets a random share through: no verdict
+            outcome, ms = _probe_connect(str(probe[0]), int(probe[1]))
+            details.update(probe=outcome, probe_ms=ms)
+            effective = effective and outcome != "connected"
         return Verification(
-            effective=len(present) == expected,
-            details={"rules_present": len(present), "rules_expected": expected,
-                     "packets_matched": packets},
-            message=f"{len(present)}/{expected} rules in {namespace}, {packets} packets matched",
-        )
+            effective=effective, details=details,
+            message=f"{len(present)}/{expected} rules in {namespace}, {packets} packets matched"
+            + (f", probe {details['probe']} in {details['probe_ms']} ms" if "probe" in details else ""),
+        )  # fmt: skip
+
+
+def _probe_connect(host: str, port: int, timeout: float = 0.3) -> tuple[str, float]:
+    """A real TCP connect: ``connected``, ``refused`` or ``timeout``, with its duration."""
+    started = time.perf_counter()
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        outcome = "connected"
+    except TimeoutError:
+        outcome = "timeout"
+    except ConnectionError:  # refused or reset: the port turned us away
+        outcome = "refused"
+    except OSError:  # e.g. no route: the peer is unreachable, which is a partition too
+        outcome = "timeout"
+    return outcome, round((time.perf_counter() - started) * 1000, 2)
 
 
 def _matched_packets(namespace: str, injection_id: str) -> int:
