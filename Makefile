@@ -14,7 +14,7 @@ TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: setup system-packages demo test lint typecheck unit bench clean
+.PHONY: setup system-packages demo test lint typecheck unit bench bench-faults clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,9 @@ test: setup lint typecheck
 
 bench: setup
 	$(BIN)/python benchmarks/target_bench.py
+
+bench-faults: setup
+	$(BIN)/python benchmarks/faults_bench.py
 
 clean:
 	rm -rf $(VENV) .faultdrill .mypy_cache .ruff_cache .pytest_cache

@@ -63,6 +63,8 @@ class LocalStack:
     feature_store_netns: bool = False
     """Run the feature store in its own faultdrill namespace (kernel-level partitions)."""
     ready_timeout_s: float = 60.0
+    cert_reload_interval_s: float = 0.05
+    """How often services check their certificate files (a stat call: ~6 µs)."""
     _services: dict[str, _Service] = field(default_factory=dict, init=False)
     _proxy: RunningProxy | None = field(default=None, init=False)
     _fs_netns: Namespace | None = field(default=None, init=False)
@@ -143,7 +145,7 @@ class LocalStack:
             "FAULTDRILL_FS_PORT": str(port), "FAULTDRILL_FS_HOST": host,
             "FAULTDRILL_FS_TLS_CERT_FILE": str(cert.cert),
             "FAULTDRILL_FS_TLS_KEY_FILE": str(cert.key),
-            "FAULTDRILL_FS_CERT_RELOAD_INTERVAL_S": "0.2",
+            "FAULTDRILL_FS_CERT_RELOAD_INTERVAL_S": str(self.cert_reload_interval_s),
             "FAULTDRILL_FS_ADMIN_TOKEN": token_file.read_text().strip(),
         }
         url = f"https://{host}:{port}"
@@ -168,7 +170,8 @@ class LocalStack:
             "FAULTDRILL_ADMIN_TOKEN": token_file.read_text().strip(),
             "FAULTDRILL_MODEL_REGISTRY": str(self.model_registry),
             "FAULTDRILL_FEATURE_STORE_URL": f"https://{upstream_host}:{upstream_port}",
-            "FAULTDRILL_CA_FILE": str(self.pki.ca.cert), "FAULTDRILL_CERT_RELOAD_INTERVAL_S": "0.2",
+            "FAULTDRILL_CA_FILE": str(self.pki.ca.cert),
+            "FAULTDRILL_CERT_RELOAD_INTERVAL_S": str(self.cert_reload_interval_s),
             "FAULTDRILL_BREAKER_RESET_TIMEOUT_S": "1", **self.replica_env,
         }  # fmt: skip
         handle = ServiceHandle(
@@ -185,7 +188,9 @@ class LocalStack:
         self, handle: ServiceHandle, env: dict[str, str], ready_url: str, verify: ssl.SSLContext | bool,
         argv: list[str], cgroup: MemoryCgroup | None = None, wait: bool = True,
     ) -> None:  # fmt: skip
-        process = ServiceProcess(handle.name, argv, env=env, log_path=self.workdir / f"{handle.name}.log",
+        log_path = self.workdir / f"{handle.name}.log"
+        handle = handle.model_copy(update={"log_file": log_path})
+        process = ServiceProcess(handle.name, argv, env=env, log_path=log_path,
                                  preexec=cgroup.preexec() if cgroup else None)  # fmt: skip
         svc = _Service(process, handle, ready_url, verify, cgroup)
         self._services[handle.name] = svc

@@ -209,11 +209,13 @@ def rollback_pending(
 ) -> list[RollbackResult]:
     """Undo every orphaned record (all records with ``include_live``); keep failed ones.
 
+    Newest first, like a stack: a fault injected on top of another (a partition over a
+    dependency lever) is undone before the one beneath it needs the path back.
     Idempotent: a second call finds nothing and returns ``[]``.
     """
     ledger = ctx.ledger
     results = []
-    for injection_id in ledger.ids():
+    for injection_id in _newest_first(ledger):
         with ledger.locked(injection_id) as held:
             if not held:
                 results.append(
@@ -241,6 +243,17 @@ def rollback_pending(
                 continue
             results.append(_undo_one(registry, ctx, injection))
     return results
+
+
+def _newest_first(ledger: Ledger) -> list[str]:
+    created: dict[str, float] = {}
+    for injection_id in ledger.ids():
+        try:
+            record = ledger.get(injection_id)
+        except LedgerError:
+            record = None  # reported as unreadable when its turn comes
+        created[injection_id] = record.created_at if record is not None else float("inf")
+    return sorted(created, key=lambda i: created[i], reverse=True)
 
 
 def _undo_one(registry: FaultRegistry, ctx: FaultContext, injection: Injection) -> RollbackResult:

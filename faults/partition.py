@@ -25,7 +25,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
@@ -67,6 +67,9 @@ class NetworkPartitionFault(Fault):
 
     name: ClassVar[str] = "network_partition"
     modes: ClassVar[tuple[str, ...]] = ("drop", "reject", "loss")
+    needs: ClassVar[tuple[str, ...]] = ("root", "iptables", "network namespace")
+    verifies: ClassVar[str] = "rules present, packet counters, a real connection times out/refused"
+    example: ClassVar[dict[str, Any]] = {"target": "feature-store", "action": "drop"}
 
     @staticmethod
     def _resolve(config: Config, ctx: FaultContext) -> tuple[str, PartitionRule, list[object] | None]:

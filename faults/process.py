@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -30,7 +31,16 @@ from faults.errors import FaultdrillError, InjectionError
 from faults.ledger import pid_alive, process_start_ticks
 from faults.topology import ServiceHandle
 
-__all__ = ["ProcessFreezeFault", "ProcessKillFault", "admin_request", "process_state", "target_handle"]
+__all__ = [
+    "ProcessFreezeFault",
+    "ProcessKillFault",
+    "admin_if_alive",
+    "admin_request",
+    "process_state",
+    "service_undo",
+    "settled_exit_status",
+    "target_handle",
+]
 
 _SIGNALS = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}
 
@@ -45,6 +55,14 @@ def target_handle(ctx: FaultContext, name: str) -> ServiceHandle:
         raise InjectionError(f"service '{name}' has no pid (is it running?)")
     ctx.scope.check_pid(handle.pid)
     return handle
+
+
+def service_undo(handle: ServiceHandle) -> dict[str, Any]:
+    """What an undo record needs to reach ``handle`` later: pid + start ticks, URLs, token FILE."""
+    assert handle.pid is not None
+    token_file = str(handle.admin_token_file) if handle.admin_token_file else None
+    return {"pid": handle.pid, "pid_start": process_start_ticks(handle.pid), "url": handle.url,
+            "admin_url": handle.admin_url, "token_file": token_file}  # fmt: skip
 
 
 def process_state(pid: int) -> str | None:
@@ -62,12 +80,48 @@ def admin_request(
 ) -> dict[str, Any]:  # fmt: skip
     """Call the target's admin API; the token is read from its file and never recorded."""
     token = Path(token_file).read_text().strip()
-    response = httpx.request(method, f"{admin_url}{path}", json=body, timeout=timeout_s,
-                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    try:
+        response = httpx.request(method, f"{admin_url}{path}", json=body, timeout=timeout_s,
+                                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    except httpx.HTTPError as exc:
+        raise FaultdrillError(f"{method} {admin_url}{path} failed: {type(exc).__name__}: {exc}") from exc
     if response.status_code >= 400:
         raise FaultdrillError(f"{method} {path} answered {response.status_code}: {response.text[:200]}")
     doc: dict[str, Any] = response.json()
     return doc
+
+
+def settled_exit_status(ctx: FaultContext, name: str, timeout_s: float = 1.0) -> int | None:
+    """The supervisor's exit status of ``name``; None without a supervisor.
+
+    A killed multi-threaded process shows as a zombie before its last thread is gone, and
+    only then can it be reaped: wait (bounded) for the status to settle.
+    """
+    if ctx.supervisor is None:
+        return None
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / 0.01) + 1):
+        status = ctx.supervisor.exit_status(name)
+        if status is not None or time.monotonic() > deadline:
+            return status
+        time.sleep(0.01)
+    return None
+
+
+def admin_if_alive(undo: dict[str, Any], method: str, path: str, body: dict[str, Any] | None = None) -> None:
+    """Undo through the admin API of the recorded process, if it still runs.
+
+    A restarted process (other start ticks) never had the fault; one that dies during the
+    call needs no undo either, so only a failure of a process still alive is an error.
+    """
+    pid, start = int(undo["pid"]), undo.get("pid_start")
+    if not undo.get("admin_url") or not pid_alive(pid, start):
+        return
+    try:
+        admin_request(undo["admin_url"], undo["token_file"], method, path, body)
+    except FaultdrillError:
+        if pid_alive(pid, start):
+            raise
 
 
 def _signal_same(undo: dict[str, Any], sig: int) -> bool:
@@ -110,6 +164,9 @@ class ProcessKillFault(Fault):
 
     name: ClassVar[str] = "process_kill"
     modes: ClassVar[tuple[str, ...]] = ("sigkill", "sigterm")
+    needs: ClassVar[tuple[str, ...]] = ("pid in scope",)
+    verifies: ClassVar[str] = "process gone and its exit status"
+    example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "sigkill"}
 
     def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         return _service_problems(ctx, config.target)
@@ -141,7 +198,7 @@ class ProcessKillFault(Fault):
     def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         pid = int(injection.undo["pid"])
         gone = not pid_alive(pid, injection.undo.get("pid_start"))
-        status = ctx.supervisor.exit_status(injection.target) if ctx.supervisor is not None and gone else None
+        status = settled_exit_status(ctx, injection.target) if gone else None
         expected = -int(_SIGNALS[injection.mode])
         # SIGTERM may end in a clean exit (0) after a graceful drain: that is the real effect.
         ok = gone and (status is None or status == expected or injection.mode == "sigterm")
@@ -162,6 +219,9 @@ class ProcessFreezeFault(Fault):
 
     name: ClassVar[str] = "process_freeze"
     modes: ClassVar[tuple[str, ...]] = ("sigstop", "worker")
+    needs: ClassVar[tuple[str, ...]] = ("pid in scope", "admin API token (worker)")
+    verifies: ClassVar[str] = "process state T (sigstop) or liveness 503 (worker)"
+    example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "sigstop"}
 
     def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         return _service_problems(ctx, config.target, admin=config.mode == "worker")
@@ -176,9 +236,7 @@ class ProcessFreezeFault(Fault):
     def inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
         assert handle.pid is not None
-        undo: dict[str, Any] = {"pid": handle.pid, "pid_start": process_start_ticks(handle.pid),
-                                "url": handle.url, "admin_url": handle.admin_url,
-                                "token_file": str(handle.admin_token_file) if handle.admin_token_file else None}  # fmt: skip
+        undo = service_undo(handle)
         inj = self.new_injection(config, ctx, mode=config.mode, target=config.target, undo=undo)
 
         def apply() -> None:
@@ -198,8 +256,7 @@ class ProcessFreezeFault(Fault):
         if injection.mode == "sigstop":
             _signal_same(undo, signal.SIGCONT)  # a different (recycled) process is left alone
             return
-        if pid_alive(int(undo["pid"]), undo.get("pid_start")) and undo.get("admin_url"):
-            admin_request(undo["admin_url"], undo["token_file"], "POST", "/admin/worker/unfreeze")
+        admin_if_alive(undo, "POST", "/admin/worker/unfreeze")
 
     def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         pid = int(injection.undo["pid"])

@@ -167,8 +167,8 @@ class _Conn:
         task.add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Task[tuple[asyncio.Transport, _Side]]) -> None:
-        if task.exception() is not None:
-            self.client.reset()  # upstream refused: the client sees it refused too
+        if task.cancelled() or task.exception() is not None:
+            self.client.reset()  # upstream refused (or the proxy is stopping): the client sees it too
             return
         if self.client.closed:
             self.upstream.reset()

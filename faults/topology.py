@@ -57,6 +57,8 @@ class ServiceHandle(BaseModel):
     """For a proxy: the service it fronts (``feature-store``), so edges can be named."""
     control_url: str | None = None
     """For a proxy: its control API."""
+    log_file: Path | None = None
+    """Where the service's stdout/stderr go (faults read startup failures from it)."""
 
     def admin_token(self) -> str:
         """Read the admin token (never stored in records or logs)."""
@@ -107,16 +109,21 @@ class Supervisor(Protocol):
         """Send ``sig`` to ``name``'s process (the platform's restart policy applies)."""
         ...
 
-    def start(self, name: str, *, env: dict[str, str] | None = None) -> None:
-        """Start ``name`` again (releasing a hold), optionally with extra environment."""
+    def start(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        """Start ``name`` again (releasing a hold), optionally with extra environment;
+        ``wait`` blocks until it answers."""
         ...
 
-    def restart(self, name: str, *, env: dict[str, str] | None = None) -> None:
-        """Stop then start ``name``."""
+    def restart(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        """Stop then start ``name`` (``wait=False`` for a start that is expected to fail)."""
         ...
 
     def handle(self, name: str) -> ServiceHandle:
         """The current handle of ``name`` (its pid changes on restart)."""
+        ...
+
+    def wait_exit(self, name: str, timeout_s: float) -> int | None:
+        """Wait up to ``timeout_s`` for ``name`` to exit; its exit status, or None."""
         ...
 
     def exit_status(self, name: str) -> int | None:

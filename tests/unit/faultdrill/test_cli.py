@@ -15,7 +15,8 @@ runner = CliRunner()
 
 
 def test_cli_start_imports_no_heavy_module():
-    code = "import sys, faultdrill.cli; print(sorted(m for m in ('torch', 'uvicorn', 'starlette', 'sklearn') if m in sys.modules))"
+    heavy = "('torch', 'uvicorn', 'starlette', 'sklearn')"
+    code = f"import sys, faultdrill.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
@@ -51,10 +52,12 @@ def test_rollback_pending_with_empty_ledger_is_safe(tmp_path, monkeypatch):
     assert runner.invoke(app, ["rollback"]).exit_code == 2
 
 
-def test_bad_environment_is_a_located_error(monkeypatch):
-    monkeypatch.setenv("FAULTDRILL_PORT", "eighty")
+def test_bad_environment_is_a_located_error():
+    import os
+
+    env = {**os.environ, "FAULTDRILL_PORT": "eighty"}
     result = subprocess.run([sys.executable, "-m", "faultdrill", "target", "serve"], capture_output=True,
-                            text=True, cwd=ROOT, env={**__import__("os").environ, "FAULTDRILL_PORT": "eighty"})  # fmt: skip
+                            text=True, cwd=ROOT, env=env)  # fmt: skip
     assert result.returncode == 2
     assert "environment variable FAULTDRILL_PORT" in result.stderr and "eighty" in result.stderr
     assert "Traceback" not in result.stderr
@@ -67,3 +70,18 @@ def test_docs_target_table_matches_the_settings():
     for line in result.output.splitlines():
         if line.startswith("| `FAULTDRILL_"):
             assert line in doc, f"docs/target.md is stale; regenerate with `faultdrill target config`: {line}"
+
+
+def test_every_builtin_fault_is_registered_by_entry_point():
+    from faults.registry import FaultRegistry
+
+    registry = FaultRegistry()
+    registry.load_entry_points()
+    assert set(registry.names()) >= {
+        "gpu_memory_exhaustion", "oom_kill", "network_partition", "network_degradation", "cert_expiry",
+        "dependency_outage", "model_load_failure", "process_kill", "process_freeze",
+    }  # fmt: skip
+    for name in registry.names():
+        cls = registry.get(name)
+        assert cls.needs and cls.verifies and cls.example, name
+        cls().parse_config(cls.example)  # every shipped example is a valid config

@@ -1,0 +1,280 @@
+"""cert_expiry: bad configs, and each mode injected, verified and rolled back for real."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from faults_helpers import start_python, wait_for_line
+
+from experiments.localstack import LocalStack
+from faults.base import FaultContext, Scope
+from faults.certs import FAKETIME_LIB, TAG_ENV, CertExpiryFault, tagged_pids, tls_handshake
+from faults.errors import ConfigError, PreflightError
+from faults.ledger import rollback_pending
+from faults.registry import FaultRegistry
+from faults.topology import ServiceHandle, Topology
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _poll(fn: Callable[[], object], timeout_s: float = 10.0) -> tuple[object, float]:
+    """Call ``fn`` until it returns something truthy (bounded); return (value, elapsed ms)."""
+    started = time.monotonic()
+    value = None
+    for _ in range(2000):
+        value = fn()
+        if value or time.monotonic() - started > timeout_s:
+            break
+        time.sleep(0.01)
+    return value, (time.monotonic() - started) * 1000
+
+
+@pytest.fixture
+def registry() -> FaultRegistry:
+    reg = FaultRegistry()
+    reg.register(CertExpiryFault, source="tests")
+    return reg
+
+
+# -- bad configs: located, readable, nothing injected -----------------------------------
+
+
+def _offline_ctx(tmp_path: Path) -> FaultContext:
+    cert = tmp_path / "fs.crt"
+    cert.write_text("original")
+    fs = ServiceHandle(name="feature-store", role="feature_store", cert_file=cert, key_file=tmp_path / "fs.key")
+    topo = Topology(services={"feature-store": fs})
+    return FaultContext.create(tmp_path / "state", topology=topo, scope=Scope().with_paths(tmp_path))
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        CertExpiryFault().parse_config({"target": "feature-store", "mdoe": "expired"}, file="exp.yaml")
+    assert "unknown key 'mdoe'" in str(err.value) and "did you mean 'mode'" in str(err.value)
+    assert str(err.value).startswith("exp.yaml: mdoe:")
+
+
+def test_wrong_type_and_unknown_mode_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="skew_days"):
+        CertExpiryFault().parse_config({"target": "x", "mode": "clock_skew", "skew_days": "lots"})
+    with pytest.raises(ConfigError, match="mode"):
+        CertExpiryFault().parse_config({"target": "x", "mode": "expird"})
+
+
+def test_unknown_target_suggests_and_injects_nothing(tmp_path: Path) -> None:
+    ctx = _offline_ctx(tmp_path)
+    fault = CertExpiryFault()
+    cfg = fault.parse_config({"target": "feature-stor", "mode": "expired"})
+    with pytest.raises(ConfigError, match="did you mean 'feature-store'"):
+        fault.inject(cfg, ctx)
+    assert ctx.ledger.ids() == [] and (tmp_path / "fs.crt").read_text() == "original"
+
+
+def test_service_without_tls_or_out_of_scope_is_refused(tmp_path: Path) -> None:
+    ctx = _offline_ctx(tmp_path)
+    ctx.scope = Scope()  # nothing allowed
+    fault = CertExpiryFault()
+    cfg = fault.parse_config({"target": "feature-store", "mode": "expired"})
+    codes = {p.code for p in fault.preflight(cfg, ctx)}
+    assert {"no_tls", "blast_radius"} <= codes
+    with pytest.raises(PreflightError, match="refused to touch path"):
+        fault.inject(cfg, ctx)
+    assert ctx.ledger.ids() == [] and (tmp_path / "fs.crt").read_text() == "original"
+    skew = fault.parse_config({"target": "feature-store", "mode": "clock_skew"})
+    assert "no_supervisor" in {p.code for p in fault.preflight(skew, ctx)}
+
+
+# -- for real, against LocalStack ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(tmp_path_factory.mktemp("certs-stack"), replicas=1) as s:
+        yield s
+
+
+def _ctx(stack: LocalStack, state: Path) -> FaultContext:
+    return FaultContext.create(state, scope=stack.scope(), topology=stack.topology(), supervisor=stack)
+
+
+def _infer(url: str) -> int:
+    body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}],
+            "parameters": {"entity_id": uuid.uuid4().hex}}  # fmt: skip
+    return httpx.post(f"{url}/v2/models/digits/infer", json=body, timeout=10).status_code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["expired", "not_yet_valid", "wrong_ca", "wrong_host"])
+def test_file_mode_injects_verifies_and_restores(stack: LocalStack, tmp_path: Path, mode: str) -> None:
+    ctx = _ctx(stack, tmp_path / "state")
+    fs = stack.topology().get("feature-store")
+    assert fs.cert_file and fs.key_file and fs.ca_file
+    before = (_sha(fs.cert_file), _sha(fs.key_file))
+    fault = CertExpiryFault()
+    cfg = fault.parse_config({"target": "feature-store", "mode": mode})
+    plan = fault.plan(cfg, ctx)
+    assert (_sha(fs.cert_file), _sha(fs.key_file)) == before and any("replace" in line for line in plan)
+    inj = fault.inject(cfg, ctx)
+    try:
+        assert "token" not in json.dumps(inj.undo).lower()
+        assert (ctx.state_dir / "backups" / inj.id / fs.cert_file.name).read_bytes() != b""
+        result, observed_ms = _poll(lambda: fault.verify(inj, ctx).effective)
+        assert result, fault.verify(inj, ctx).details
+        print(f"\ncert_expiry {mode}: inject->observable {observed_ms:.0f} ms")
+        if mode == "expired":  # the replica's own reaction: its feature calls fail on the cert
+            replica = stack.topology().get("replica-0")
+            assert replica.url
+            _infer(replica.url)
+            assert "certificate has expired" in str(fault.verify(inj, ctx).details["replicas"]["replica-0"])
+    finally:
+        fault.undo(inj, ctx)
+    assert (_sha(fs.cert_file), _sha(fs.key_file)) == before
+    ok, healthy_ms = _poll(lambda: tls_handshake(fs.url or "", Path(str(fs.ca_file)))["ok"])
+    assert ok
+    print(f"cert_expiry {mode}: rollback->healthy {healthy_ms:.0f} ms")
+    fault.rollback(inj, ctx)  # idempotent
+    assert (_sha(fs.cert_file), _sha(fs.key_file)) == before
+    assert not (ctx.state_dir / "backups" / inj.id).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime is not installed")
+def test_clock_skew_restarts_under_faketime_and_back(stack: LocalStack, tmp_path: Path) -> None:
+    ctx = _ctx(stack, tmp_path / "state")
+    fault = CertExpiryFault()
+    cfg = fault.parse_config({"target": "replica-0", "mode": "clock_skew", "skew_days": 400})
+    assert fault.preflight(cfg, ctx) == []
+    inj = fault.inject(cfg, ctx)
+    try:
+        v = fault.verify(inj, ctx)
+        assert v.effective, v.details
+        assert abs(v.details["date_skew_s"] - 400 * 86400) < 3600
+        replica = stack.handle("replica-0")
+        assert replica.url
+        _infer(replica.url)  # its clock is 400 days on: the store's certificate has expired for it
+        assert "certificate has expired" in str(fault.verify(inj, ctx).details["replicas"]["replica-0"])
+    finally:
+        started = time.monotonic()
+        fault.undo(inj, ctx)
+    print(f"\ncert_expiry clock_skew: rollback->healthy (restart) {(time.monotonic() - started) * 1000:.0f} ms")
+    assert tagged_pids(TAG_ENV, inj.id) == []
+    environ = Path(f"/proc/{stack.handle('replica-0').pid}/environ").read_bytes()
+    assert b"FAKETIME" not in environ
+    assert fault.verify(inj, ctx).effective is False
+    fault.rollback(inj, ctx)  # idempotent: nothing tagged, no second restart
+    assert stack.handle("replica-0").pid == stack.handle("replica-0").pid
+
+
+# -- crash safety: the injector is SIGKILLed mid fault --------------------------------------
+
+FILE_CHILD = """
+import sys, time
+from faults.base import FaultContext, Scope
+from faults.certs import CertExpiryFault
+from faults.topology import Topology
+topo = Topology.model_validate_json(sys.argv[1])
+ctx = FaultContext.create({state!r}, topology=topo, scope=Scope().with_paths({allowed!r}))
+fault = CertExpiryFault()
+inj = fault.inject(fault.parse_config({{"target": "feature-store", "mode": "wrong_ca"}}), ctx)
+print("injected", inj.id, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_crash_after_swap_then_rollback_pending(stack: LocalStack, tmp_path: Path, registry: FaultRegistry) -> None:
+    fs = stack.topology().get("feature-store")
+    assert fs.cert_file and fs.key_file and fs.ca_file and fs.url
+    before = (_sha(fs.cert_file), _sha(fs.key_file))
+    state = tmp_path / "state"
+    code = FILE_CHILD.format(state=str(state), allowed=str(stack.workdir))
+    proc = start_python(code.replace("sys.argv[1]", repr(stack.topology().model_dump_json())))
+    try:
+        wait_for_line(proc, "injected")
+        assert _sha(fs.cert_file) != before[0]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    ctx = FaultContext.create(state)  # a new process: empty topology, no supervisor
+    results = rollback_pending(registry, ctx)
+    assert [r.outcome.value for r in results] == ["rolled_back"], results
+    assert (_sha(fs.cert_file), _sha(fs.key_file)) == before  # checked on disk, not in the ledger
+    ok, _ = _poll(lambda: tls_handshake(fs.url or "", Path(str(fs.ca_file)))["ok"])
+    assert ok
+    assert rollback_pending(registry, ctx) == []
+    assert list((state / "backups").iterdir()) == []
+
+
+SKEW_CHILD = """
+import time
+from pathlib import Path
+from experiments.localstack import LocalStack
+from faults.base import FaultContext
+from faults.certs import CertExpiryFault
+stack = LocalStack(Path({work!r}), replicas=0, with_proxy=False)
+stack.up()
+ctx = FaultContext.create({state!r}, topology=stack.topology(), scope=stack.scope(), supervisor=stack)
+fault = CertExpiryFault()
+inj = fault.inject(fault.parse_config({{"target": "feature-store", "mode": "clock_skew"}}), ctx)
+print("injected", inj.id, stack.handle("feature-store").port, flush=True)
+time.sleep(120)
+"""
+
+
+def _serving_port(port: int) -> list[int]:
+    needle = f"FAULTDRILL_FS_PORT={port}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime is not installed")
+def test_crash_mid_clock_skew_respawns_with_the_real_clock(tmp_path: Path, registry: FaultRegistry) -> None:
+    state = tmp_path / "state"
+    proc = start_python(SKEW_CHILD.format(work=str(tmp_path / "stack"), state=str(state)))
+    port = 0
+    try:
+        line = wait_for_line(proc, "injected", timeout=60)
+        injection_id, port = line.split()[1], int(line.split()[2])
+        assert tagged_pids(TAG_ENV, injection_id)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    try:
+        # The orphaned feature store still runs 400 days ahead; rollback has no supervisor.
+        results = rollback_pending(registry, FaultContext.create(state))
+        assert [r.outcome.value for r in results] == ["rolled_back"], results
+        assert tagged_pids(TAG_ENV, injection_id) == []
+        ca = tmp_path / "stack" / "pki" / "ca.crt"
+        ok, _ = _poll(lambda: tls_handshake(f"https://127.0.0.1:{port}", ca)["ok"], timeout_s=30)
+        assert ok
+        date = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=2).headers["date"]
+        from email.utils import parsedate_to_datetime
+
+        assert abs(parsedate_to_datetime(date).timestamp() - time.time()) < 120
+        assert all(b"FAKETIME" not in Path(f"/proc/{p}/environ").read_bytes() for p in _serving_port(port))
+        assert rollback_pending(registry, FaultContext.create(state)) == []
+    finally:
+        for pid in _serving_port(port) if port else []:
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,186 @@
+"""oom_kill against a real LocalStack replica in its own memory cgroup (root, cgroup memory controller)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faults_helpers import start_python, wait_for_line
+
+from experiments.localstack import LocalStack
+from faults.base import FaultContext
+from faults.cgroups import detect_memory_controller
+from faults.errors import ConfigError
+from faults.ledger import RollbackOutcome, pid_alive, rollback_pending
+from faults.oom import OomKillFault
+from faults.process import admin_request
+from faults.registry import FaultRegistry
+from faults.topology import Topology
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0 or detect_memory_controller() is None,
+                       reason="needs root and a cgroup memory controller"),
+]
+
+MIB = 1024 * 1024
+LIMIT = 700 * MIB
+
+CHILD = """
+import time
+from faults.base import FaultContext, Scope
+from faults.topology import Topology
+from faults.oom import OomKillFault
+topo = Topology.model_validate_json({topo!r})
+ctx = FaultContext.create({state!r}, topology=topo,
+                          scope=Scope(pids=frozenset({pids!r}), cgroups=frozenset({cgroups!r})))
+fault = OomKillFault()
+inj = fault.inject(fault.parse_config({cfg!r}), ctx)
+print("injected", inj.id, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(tmp_path_factory.mktemp("ostack"), with_proxy=False, memory_limit_bytes=LIMIT) as s:
+        yield s
+
+
+@pytest.fixture
+def ctx(stack: LocalStack, tmp_path: Path) -> FaultContext:
+    stack.start("replica-0")  # killed by the previous test: the caller restarts, not rollback
+    return FaultContext.create(tmp_path / "state", topology=stack.topology(), scope=stack.scope(),
+                               supervisor=stack)  # fmt: skip
+
+
+@pytest.fixture
+def registry() -> FaultRegistry:
+    reg = FaultRegistry()
+    reg.register(OomKillFault, source="test")
+    return reg
+
+
+def _limits(ctx: FaultContext) -> tuple[str, str]:
+    cg = Path(str(ctx.topology.get("replica-0").cgroup))
+    return (cg / "memory.limit_in_bytes").read_text(), (cg / "memory.memsw.limit_in_bytes").read_text()
+
+
+def _poll(check: Any, timeout: float = 20.0) -> float:
+    t0 = time.monotonic()
+    for _ in range(int(timeout / 0.005)):
+        if check():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            break
+        time.sleep(0.005)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def _state(ctx: FaultContext) -> dict[str, Any]:
+    h = ctx.topology.get("replica-0")
+    assert h.admin_url is not None and h.admin_token_file is not None
+    return admin_request(h.admin_url, h.admin_token_file, "GET", "/admin/state")
+
+
+def test_bad_configs_are_located_and_inject_nothing(ctx: FaultContext) -> None:
+    fault = OomKillFault()
+    before = _limits(ctx)
+    with pytest.raises(ConfigError, match="did you mean 'rate_mib_s'"):
+        fault.parse_config({"target": "replica-0", "rate_mib": 5})
+    with pytest.raises(ConfigError, match=r"^rate_mib_s: "):
+        fault.parse_config({"target": "replica-0", "rate_mib_s": -1})
+    with pytest.raises(ConfigError, match=r"^mode: "):
+        fault.parse_config({"target": "replica-0", "mode": "oom"})
+    with pytest.raises(ConfigError, match="did you mean 'replica-0'"):
+        fault.inject(fault.parse_config({"target": "replica-1", "mode": "limit"}), ctx)
+    assert ctx.ledger.ids() == [] and _limits(ctx) == before and _state(ctx)["host_memory_leaked_bytes"] == 0
+
+
+def test_preflight_needs_a_cgroup_with_a_limit(ctx: FaultContext) -> None:
+    fault = OomKillFault()
+    assert fault.preflight(fault.parse_config({"target": "replica-0"}), ctx) == []
+    bare = ctx.topology.get("replica-0").model_copy(update={"cgroup": None})
+    ctx.topology = Topology(services={"replica-0": bare})
+    codes = [p.code for p in fault.preflight(fault.parse_config({"target": "replica-0"}), ctx)]
+    assert codes == ["no_cgroup"]
+    assert fault.preflight(fault.parse_config({"target": "replica-0", "mode": "signal"}), ctx) == []
+
+
+@pytest.mark.parametrize("mode", ["leak", "limit"])
+def test_kernel_oom_kills_the_replica(stack: LocalStack, ctx: FaultContext, mode: str) -> None:
+    fault = OomKillFault()
+    before = _limits(ctx)
+    cfg = fault.parse_config({"target": "replica-0", "mode": mode})
+    assert fault.preflight(cfg, ctx) == [] and fault.plan(cfg, ctx)
+    inj = fault.inject(cfg, ctx)
+    try:
+        killed = _poll(lambda: fault.verify(inj, ctx).effective)
+        details = fault.verify(inj, ctx).details
+        assert details["reason"] == "OOMKilled" and details["exit_status"] == -9 and details["oom_kills"] >= 1
+    finally:
+        t1 = time.monotonic()
+        fault.undo(inj, ctx)
+        undo_ms = (time.monotonic() - t1) * 1000
+    assert _limits(ctx) == before  # restored exactly, memsw included; never restarted by rollback
+    assert not pid_alive(int(inj.undo["pid"]), inj.undo["pid_start"])
+    t2 = time.monotonic()
+    stack.start("replica-0")
+    print(f"\noom_kill {mode}: inject->OOMKilled {killed * 1000:.0f} ms, rollback {undo_ms:.0f} ms, "
+          f"restart->ready {(time.monotonic() - t2) * 1000:.0f} ms")
+    fault.rollback(inj, ctx)  # idempotent
+    assert _limits(ctx) == before
+
+
+def test_signal_mode_reports_signal_not_oomkilled(ctx: FaultContext) -> None:
+    fault = OomKillFault()
+    inj = fault.inject(fault.parse_config({"target": "replica-0", "mode": "signal"}), ctx)
+    _poll(lambda: fault.verify(inj, ctx).effective)
+    details = fault.verify(inj, ctx).details
+    assert details["reason"] == "Signal" and details["exit_status"] == -9
+    fault.undo(inj, ctx)
+
+
+def _crash(ctx: FaultContext, cfg: dict[str, object]) -> None:
+    topo = Topology(services={"replica-0": ctx.topology.get("replica-0")}).model_dump_json()
+    code = CHILD.format(topo=topo, state=str(ctx.state_dir), pids=sorted(ctx.scope.pids),
+                        cgroups=sorted(ctx.scope.cgroups), cfg=cfg)  # fmt: skip
+    proc = start_python(code)
+    try:
+        wait_for_line(proc, "injected", timeout=30)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_crash_mid_leak_then_rollback_pending_stops_it(ctx: FaultContext, registry: FaultRegistry) -> None:
+    pid = ctx.topology.get("replica-0").pid
+    before = _limits(ctx)
+    _crash(ctx, {"target": "replica-0", "mode": "leak", "rate_mib_s": 20, "max_mib": 100})
+    _poll(lambda: _state(ctx)["host_memory_leaked_bytes"] > 0)
+    results = rollback_pending(registry, FaultContext.create(ctx.state_dir))
+    assert [r.outcome for r in results] == [RollbackOutcome.ROLLED_BACK], results
+    # The system: the leak is stopped and freed, the replica lives, the limit is untouched.
+    assert _state(ctx)["host_memory_leaked_bytes"] == 0 and pid is not None and pid_alive(pid)
+    assert _limits(ctx) == before
+    assert rollback_pending(registry, FaultContext.create(ctx.state_dir)) == []
+
+
+def test_crash_mid_limit_then_rollback_pending_restores_it(
+    stack: LocalStack, ctx: FaultContext, registry: FaultRegistry
+) -> None:
+    before = _limits(ctx)
+    _crash(ctx, {"target": "replica-0", "mode": "limit", "duration_s": 60})
+    assert _limits(ctx) != before  # the lowered limit outlived its injector
+    results = rollback_pending(registry, FaultContext.create(ctx.state_dir))
+    assert [r.outcome for r in results] == [RollbackOutcome.ROLLED_BACK], results
+    assert _limits(ctx) == before
+    assert rollback_pending(registry, FaultContext.create(ctx.state_dir)) == []
+    _poll(lambda: stack.exit_status("replica-0") is not None)  # the kernel still killed it
