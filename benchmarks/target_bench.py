@@ -66,7 +66,7 @@ def wrk(url: str, body_file: Path, lua: Path, concurrency: int, seconds: float) 
         return run_load(parts.hostname or "127.0.0.1", parts.port or 80, parts.path, body_file.read_bytes(),
                         concurrency=concurrency, seconds=seconds)  # fmt: skip
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(lua), url],
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(lua), url],
         env={"FD_BODY": str(body_file), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
         check=True, timeout=seconds + 30,
     )  # fmt: skip

@@ -32,6 +32,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -102,6 +103,9 @@ class _Request:
     future: asyncio.Future[np.ndarray]
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.monotonic)
+    temperature: float = 1.0
+    bias: np.ndarray | None = None
+    expired: bool = False
 
     @property
     def rows(self) -> int:
@@ -118,7 +122,13 @@ class InferenceEngine:
         config: BatchConfig,
         metrics: TargetMetrics,
         bytes_per_row: int,
+        *,
+        output: Literal["logits", "probabilities"] = "logits",
     ) -> None:
+        # "probabilities": softmax((logits + bias) / temperature) per request, computed once per
+        # batch in the worker (and the confidence histogram observed there), so the event loop
+        # -- the server's bottleneck -- only serialises.
+        self.output = output
         self.model = model
         self.device = device
         self.config = config
@@ -126,10 +136,21 @@ class InferenceEngine:
         self.bytes_per_row = bytes_per_row
         device.set_model_bytes(module_bytes(model))
         self._labels = {"model": metrics.model}
+        # Label children bound once: .labels() costs a dict lookup and a lock per call.
+        self._m_batch_size = metrics.batch_size.labels(**self._labels)
+        self._m_compute_duration = metrics.compute_duration.labels(**self._labels)
+        self._m_confidence = metrics.confidence.labels(**self._labels)
+        self._m_cuda_oom = metrics.cuda_oom.labels(**self._labels)
+        self._m_oom_retries = metrics.oom_retries.labels(**self._labels)
+        self._m_pending = metrics.pending.labels(**self._labels)
+        self._m_pending.set_function(lambda: len(self._queue))  # read at scrape time, not set per request
+        self._m_queue_duration = metrics.queue_duration.labels(**self._labels)
+        self._m_running = metrics.running.labels(**self._labels)
         self._cond = threading.Condition()
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_rows = 0
         self._busy = False
+        self._waiting = False
         self._accepting = False
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -180,7 +201,6 @@ class InferenceEngine:
             leftover = list(self._queue)
             self._queue.clear()
             self._queued_rows = 0
-            self.metrics.pending.labels(**self._labels).set(0)
             self._cond.notify_all()
         self.unfreeze()
         _deliver([(r, EngineStopped("the inference engine stopped before this request ran")) for r in leftover])
@@ -189,8 +209,13 @@ class InferenceEngine:
 
     # -- the API of the event loop ---------------------------------------------------------
 
-    async def infer(self, x: np.ndarray, deadline: float) -> np.ndarray:
-        """Logits ``[n, 10]`` for rows ``x`` (``[n, 64]``), by ``deadline`` (monotonic)."""
+    async def infer(
+        self, x: np.ndarray, deadline: float, *, temperature: float = 1.0, bias: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Logits (or probabilities) ``[n, 10]`` for rows ``x`` (``[n, 64]``), by ``deadline`` (monotonic).
+
+        ``temperature`` and ``bias`` calibrate the softmax when the engine outputs probabilities.
+        """
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] < 1:
             raise ValueError(f"expected rows of shape [n, features] with n >= 1, got {x.shape}")
@@ -200,27 +225,35 @@ class InferenceEngine:
         if deadline <= now:
             raise DeadlineExceeded("the request's deadline passed before it was queued")
         loop = asyncio.get_running_loop()
-        req = _Request(x=x, deadline=deadline, future=loop.create_future(), loop=loop)
+        req = _Request(x=x, deadline=deadline, future=loop.create_future(), loop=loop,
+                       temperature=temperature, bias=bias)  # fmt: skip
         limit = self.config.max_queue_size
         with self._cond:
             if limit is not None and len(self._queue) >= limit:
                 raise QueueFull(f"the inference queue is full ({limit} requests waiting)")
             self._queue.append(req)
             self._queued_rows += req.rows
-            self.metrics.pending.labels(**self._labels).set(len(self._queue))
-            self._cond.notify()
+            if self._waiting:  # a busy worker takes it with the next batch: no wake-up needed
+                self._cond.notify()
+        # A timer handle per request (cheap) rather than wait_for(), which creates a task each.
+        timer = loop.call_at(loop.time() + (deadline - now), self._expire, req)
         try:
-            # shield: a timeout must not cancel the future the worker will resolve.
-            return await asyncio.wait_for(asyncio.shield(req.future), deadline - now)
-        except TimeoutError:
-            req.future.cancel()  # a late outcome is dropped, not left unretrieved
-            if self._withdraw(req):
-                raise DeadlineExceeded("the request's deadline passed while it was queued") from None
-            raise DeadlineExceeded("the request's deadline passed during compute") from None
+            return await req.future
         except asyncio.CancelledError:
-            req.future.cancel()
+            if req.expired:
+                if self._withdraw(req):
+                    raise DeadlineExceeded("the request's deadline passed while it was queued") from None
+                raise DeadlineExceeded("the request's deadline passed during compute") from None
             self._withdraw(req)  # the client went away: never compute it
             raise
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _expire(req: _Request) -> None:
+        if not req.future.done():
+            req.expired = True
+            req.future.cancel()  # a late outcome is dropped, not left unretrieved
 
     def _withdraw(self, req: _Request) -> bool:
         """Remove a request still in the queue; False when the worker already took it."""
@@ -230,7 +263,6 @@ class InferenceEngine:
             except ValueError:
                 return False
             self._queued_rows -= req.rows
-            self.metrics.pending.labels(**self._labels).set(len(self._queue))
             return True
 
     @property
@@ -280,7 +312,7 @@ class InferenceEngine:
             finally:
                 with self._cond:
                     self._busy = False
-                self.metrics.running.labels(**self._labels).set(0)
+                self._m_running.set(0)
 
     def _freeze_point(self) -> None:
         if time.monotonic() >= self._frozen_until:
@@ -297,7 +329,9 @@ class InferenceEngine:
         cfg = self.config
         with self._cond:
             if not self._queue and not self._stopping:
+                self._waiting = True
                 self._cond.wait(_TICK_S)
+                self._waiting = False
             if not self._queue or self._frozen():
                 return None
             fill_by = self._queue[0].enqueued + cfg.max_queue_delay_s
@@ -305,7 +339,9 @@ class InferenceEngine:
                 remaining = fill_by - time.monotonic()
                 if remaining <= 0 or self._frozen():
                     break
+                self._waiting = True
                 self._cond.wait(remaining)
+                self._waiting = False
             if self._frozen() or not self._queue:
                 return None
             batch: list[_Request] = []
@@ -325,7 +361,6 @@ class InferenceEngine:
                 self._queued_rows -= req.rows
                 rows += req.rows
             self._busy = bool(batch)
-            self.metrics.pending.labels(**self._labels).set(len(self._queue))
         _deliver([(r, DeadlineExceeded("the request's deadline passed while it was queued")) for r in expired])
         return batch or None
 
@@ -334,12 +369,12 @@ class InferenceEngine:
 
     def _execute(self, batch: list[_Request]) -> None:
         started = time.monotonic()
-        queue_hist = self.metrics.queue_duration.labels(**self._labels)
+        queue_hist = self._m_queue_duration
         for req in batch:
             queue_hist.observe(started - req.enqueued)
-        self.metrics.running.labels(**self._labels).set(len(batch))
+        self._m_running.set(len(batch))
         x = batch[0].x if len(batch) == 1 else np.concatenate([r.x for r in batch])
-        self.metrics.batch_size.labels(**self._labels).observe(x.shape[0])
+        self._m_batch_size.observe(x.shape[0])
         out: np.ndarray | None = None
         oom = False
         try:
@@ -356,7 +391,7 @@ class InferenceEngine:
         # frames referenced are gone now, so empty_cache() can really return the memory.
         self._record_oom()
         self.device.empty_cache()
-        self.metrics.oom_retries.labels(**self._labels).inc()
+        self._m_oom_retries.inc()
         self._hand_back(batch, *self._retry_in_halves(x))
 
     def _retry_in_halves(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -370,7 +405,7 @@ class InferenceEngine:
             try:
                 chunk_out = self._timed_forward(x[start : start + half])
             except torch.cuda.OutOfMemoryError:
-                self.metrics.cuda_oom.labels(**self._labels).inc()
+                self._m_cuda_oom.inc()
             except Exception:
                 pass  # reported as out of memory below: the retry exists only for OOM
             if chunk_out is None:
@@ -382,7 +417,29 @@ class InferenceEngine:
             ok[start : start + half] = True
         return out, ok
 
+    def _postprocess(self, batch: list[_Request], logits: np.ndarray) -> np.ndarray:
+        """Calibrated softmax for the whole batch at once; records prediction confidence."""
+        temps = np.empty((logits.shape[0], 1), dtype=np.float32)
+        bias = np.zeros_like(logits)
+        start = 0
+        for req in batch:
+            end = start + req.rows
+            temps[start:end] = req.temperature
+            if req.bias is not None:
+                bias[start:end] = req.bias
+            start = end
+        z = (logits + bias) / temps
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        hist = self._m_confidence
+        for c in z.max(axis=1).tolist():
+            hist.observe(c)
+        return z
+
     def _hand_back(self, batch: list[_Request], out: np.ndarray, ok: np.ndarray | None) -> None:
+        if self.output == "probabilities" and out.shape[1] > 0:
+            out = self._postprocess(batch, out)
         items: list[_Outcome] = []
         start = 0
         for req in batch:
@@ -400,7 +457,7 @@ class InferenceEngine:
     def _timed_forward(self, x: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
         out = self._forward(x)
-        self.metrics.compute_duration.labels(**self._labels).observe(time.perf_counter() - started)
+        self._m_compute_duration.observe(time.perf_counter() - started)
         return out
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
@@ -413,7 +470,7 @@ class InferenceEngine:
     def _record_oom(self) -> None:
         # One event per batch that hit OOM (its retry's failures are counted in the metric
         # only), so the threshold reads as "batches that ran out of memory".
-        self.metrics.cuda_oom.labels(**self._labels).inc()
+        self._m_cuda_oom.inc()
         now = time.monotonic()
         self._oom_times.append(now)
         while self._oom_times and self._oom_times[0] < now - self.config.oom_window_s:

@@ -90,7 +90,10 @@ class TargetSettings(BaseSettings):
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads of the inference worker.")
     max_batch_size: int = Field(32, ge=1, description="Rows per batch (dynamic batching).")
     max_queue_delay_ms: float = Field(
-        2.0, ge=0, description="Longest wait for a batch to fill after its first request."
+        0.0,
+        ge=0,
+        description="Longest wait for a batch to fill after its first request; 0 = greedy "
+        "(a batch takes whatever queued while the previous one computed; Triton's default).",
     )
     max_queue_size: int = Field(
         256, ge=1, description="Requests waiting before new ones are shed."

@@ -46,12 +46,13 @@ import math
 import ssl
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 from purgatory.domain.messages.events import ContextChanged
 from purgatory.domain.model import Context, OpenedState
 
@@ -85,6 +86,11 @@ class Features:
 
     temperature: float
     bias: tuple[float, ...]
+    bias_array: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once per fetched feature set, not once per request on the hot path.
+        object.__setattr__(self, "bias_array", np.asarray(self.bias, dtype=np.float32))
 
 
 DEFAULT_FEATURES = Features(temperature=1.0, bias=(0.0,) * BIAS_SIZE)

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -132,8 +133,13 @@ class Replica:
             ),
             self.metrics,
             bytes_per_row=estimate_bytes_per_row(model),
+            output="probabilities",
         )
         engine.warmup()
+        # Everything loaded so far (torch, the model) lives as long as the process: move it out
+        # of the collector's reach so full collections under load stay short (tail latency).
+        gc.collect()
+        gc.freeze()
         engine.start(loop)
         manifest = loaded.manifest
         self.metrics.model_info.info(
