@@ -1,0 +1,170 @@
+"""The one timeline of a run: every observation, as an event, in time order.
+
+Everything a run sees becomes an :class:`Event` — request outcomes from the load generator,
+probe results, breaker states, process starts/exits/restarts (with reason, e.g.
+``OOMKilled``), fault start/end, alert state changes, notifications, runbook steps. The
+assertions are pure functions of a :class:`Timeline`, so they are unit-tested with synthetic
+timelines; the journal stores the timeline, so reports can be re-rendered from any run.
+
+Time is **seconds since the run started** (``t``, from a monotonic clock) plus the wall time
+(``wall``) for humans. Events may be appended from several threads; reads sort by ``t``.
+
+Event kinds and their conventional attributes:
+
+============  ===========================  =================================================
+kind          source                       attrs
+============  ===========================  =================================================
+request       load generator (``load``)    ``ok`` bool, ``status`` int, ``latency_s``,
+                                           ``name`` (endpoint), ``error`` (str|None)
+probe         replica name                 ``probe`` (readiness|liveness|startup),
+                                           ``value`` bool, ``status`` int|None, ``latency_s``
+breaker       replica name                 ``state`` (closed|open|half-open)
+process       service name                 ``event`` (start|exit|restart|ready|unready),
+                                           ``pid``, ``code``, ``signal``, ``reason``
+                                           (Completed|Error|OOMKilled|Signal), ``restarts``
+fault         fault id                     ``event`` (start|end|verified|error), ``fault``
+                                           (type), ``mode``, ``target``, ``emulated``
+metric        scrape target                ``name``, ``value``, ``labels``
+alert         alert name                   ``state`` (pending|firing|resolved), ``labels``
+notification  receiver name                ``alert``, ``status`` (firing|resolved), ``labels``
+runbook       runbook file                 ``step``, ``status``, ``note``
+phase         ``run``                      ``phase`` (setup|steady|inject|recover|teardown)
+============  ===========================  =================================================
+
+Example::
+
+    >>> tl = Timeline()
+    >>> _ = tl.add("probe", "replica-0", t=1.5, probe="readiness", value=False)
+    >>> [e.attrs["value"] for e in tl.select("probe", source="replica-0")]
+    [False]
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["KINDS", "Event", "EventKind", "Timeline"]
+
+EventKind = Literal[
+    "request", "probe", "breaker", "process", "fault", "metric", "alert", "notification", "runbook", "phase"
+]
+KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
+
+
+class Event(BaseModel):
+    """One observation at ``t`` seconds after the run started."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    t: float
+    kind: EventKind
+    source: str
+    attrs: dict[str, Any] = Field(default_factory=dict)
+    wall: float | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+
+class Timeline:
+    """Append-only, thread-safe event store; reads are sorted by time.
+
+    ``clock`` is a monotonic clock; ``t`` of an event added without one is ``clock() - start``.
+    """
+
+    def __init__(self, events: Iterable[Event] = (), *, start: float | None = None,
+                 clock: Any = time.monotonic) -> None:  # fmt: skip
+        self._clock = clock
+        self.start = clock() if start is None else start
+        self.start_wall = time.time()
+        self._lock = threading.Lock()
+        self._events: list[Event] = sorted(events, key=lambda e: e.t)
+        self._times: list[float] = [e.t for e in self._events]
+
+    # -- writing -------------------------------------------------------------------------
+    def now(self) -> float:
+        """Seconds since the run started."""
+        return float(self._clock() - self.start)
+
+    def add(self, kind: EventKind, source: str, *, t: float | None = None, **attrs: Any) -> Event:
+        """Record an event now (or at ``t``) and return it."""
+        when = self.now() if t is None else t
+        event = Event(t=when, kind=kind, source=source, attrs=attrs, wall=self.start_wall + when)
+        self.append(event)
+        return event
+
+    def append(self, event: Event) -> None:
+        with self._lock:
+            # Events mostly arrive in order; insort keeps reads sorted when they do not.
+            if not self._times or event.t >= self._times[-1]:
+                self._events.append(event)
+                self._times.append(event.t)
+            else:
+                i = bisect.bisect_right(self._times, event.t)
+                self._events.insert(i, event)
+                self._times.insert(i, event.t)
+
+    def extend(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.append(event)
+
+    # -- reading -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[Event]:
+        with self._lock:
+            return iter(list(self._events))
+
+    def events(self) -> list[Event]:
+        with self._lock:
+            return list(self._events)
+
+    def select(
+        self,
+        kind: EventKind | None = None,
+        *,
+        source: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        **attrs: Any,
+    ) -> list[Event]:
+        """Events of ``kind`` from ``source`` with ``start <= t <= end`` whose attrs match."""
+        with self._lock:
+            lo = 0 if start is None else bisect.bisect_left(self._times, start)
+            hi = len(self._events) if end is None else bisect.bisect_right(self._times, end)
+            window = self._events[lo:hi]
+        return [
+            e for e in window
+            if (kind is None or e.kind == kind)
+            and (source is None or e.source == source)
+            and all(e.attrs.get(k) == v for k, v in attrs.items())
+        ]  # fmt: skip
+
+    def first(self, kind: EventKind | None = None, **filters: Any) -> Event | None:
+        found = self.select(kind, **filters)
+        return found[0] if found else None
+
+    def last(self, kind: EventKind | None = None, **filters: Any) -> Event | None:
+        found = self.select(kind, **filters)
+        return found[-1] if found else None
+
+    @property
+    def end(self) -> float:
+        """Time of the last event (0.0 when empty)."""
+        with self._lock:
+            return self._times[-1] if self._times else 0.0
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_jsonable(self) -> list[dict[str, Any]]:
+        return [e.model_dump(mode="json") for e in self.events()]
+
+    @classmethod
+    def from_jsonable(cls, rows: Iterable[dict[str, Any]]) -> Timeline:
+        return cls(Event.model_validate(r) for r in rows)
