@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -99,18 +100,23 @@ def offline_ceiling(registry: Path, model: str, seconds: float) -> tuple[int, fl
     from target_service.registry import ModelRegistry
 
     torch.set_num_threads(1)
-    net = ModelRegistry(registry).load(model, "latest", torch.device("cpu")).model
+    # The same device the served runs use (FAULTDRILL_DEVICE=cuda on a GPU machine).
+    device = torch.device("cuda" if os.environ.get("FAULTDRILL_DEVICE") == "cuda" else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    net = ModelRegistry(registry).load(model, "latest", device).model
     best = (1, 0.0)
     batch1_ms = 0.0
     with torch.inference_mode():
         for bs in (1, 2, 4, 8, 16, 32, 64):
-            x = torch.from_numpy(example_inputs(bs))
+            x = torch.from_numpy(example_inputs(bs)).to(device)
             for _ in range(20):
                 net(x)
+            sync()
             n, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds / 7:
-                net(x)
+                net(x).cpu()  # served results come back to the host too
                 n += 1
+            sync()
             dt = (time.perf_counter() - t0) / n
             if bs == 1:
                 batch1_ms = dt * 1000
@@ -155,8 +161,9 @@ def bench_model(model: str, registry: Path, workdir: Path, seconds: float) -> di
 def report(model: str, r: dict[str, object]) -> None:
     results = r["results"]  # type: ignore[assignment]
     bs, offline = r["offline"]  # type: ignore[misc]
+    device = os.environ.get("FAULTDRILL_DEVICE", "cpu")
     print(f"\n== model {model}: offline ceiling {offline:,.0f} rows/s at batch {bs} "
-          f"(batch-1 forward {r['batch1_ms']:.3f} ms, 1 thread)")  # fmt: skip
+          f"(batch-1 forward {r['batch1_ms']:.3f} ms, 1 thread, {device})")  # fmt: skip
     print(f"{'config':10} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for config in ("batched", "unbatched", "echo"):
         for c, m in results[config].items():  # type: ignore[index]
