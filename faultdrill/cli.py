@@ -16,6 +16,7 @@ import typer
 
 from faultdrill import __version__
 from faultdrill.faults_cli import faults_app, rollback_command
+from faultdrill.spec_cli import schema_command, validate_command
 
 __all__ = ["app", "main"]
 
@@ -30,6 +31,8 @@ target_app = typer.Typer(help="The bundled GPU inference target and its feature 
 app.add_typer(target_app, name="target")
 app.add_typer(faults_app, name="faults")
 app.command("rollback")(rollback_command)
+app.command("validate")(validate_command)
+app.command("schema")(schema_command)
 
 
 def _fail_input(message: str) -> None:

@@ -85,3 +85,25 @@ def test_every_builtin_fault_is_registered_by_entry_point():
         cls = registry.get(name)
         assert cls.needs and cls.verifies and cls.example, name
         cls().parse_config(cls.example)  # every shipped example is a valid config
+
+
+def test_validate_catalog_ok_and_broken_corpus_exit_2():
+    catalog = sorted(str(p) for p in (ROOT / "experiments" / "catalog").glob("*.yaml"))
+    ok = subprocess.run([sys.executable, "-m", "faultdrill", "validate", *catalog], capture_output=True, text=True,
+                        cwd=ROOT)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("ok ") == len(catalog) >= 7
+    broken = sorted((ROOT / "tests" / "fixtures" / "broken_specs").glob("*.yaml"))
+    assert len(broken) >= 30
+    for path in broken:
+        result = subprocess.run([sys.executable, "-m", "faultdrill", "validate", str(path)], capture_output=True,
+                                text=True, cwd=ROOT)  # fmt: skip
+        assert result.returncode == 2, path
+        assert "Traceback" not in result.stderr and f"{path}:" in result.stderr, (path, result.stderr)
+
+
+def test_schema_is_json():
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "faultdrill", "schema"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "faults" in json.loads(out.stdout)["properties"]

@@ -1,0 +1,301 @@
+"""The experiment spec (``apiVersion: faultdrill/v1``, ``kind: Experiment``) as typed models.
+
+Every model rejects unknown keys; every time is a ``Duration`` (``500ms``, ``30s``, ``2m``); the
+only free-form mapping is a fault's ``params``, which the loader validates against the fault
+plugin's own ``Config``. Cross-references (fault ids, service names) are checked by
+:meth:`Experiment.reference_problems`, so the loader can locate each problem in the YAML file.
+
+Example::
+
+    exp = Experiment.model_validate({"apiVersion": "faultdrill/v1", "kind": "Experiment",
+        "metadata": {"name": "smoke"}, "target": {"replicas": 2},
+        "faults": [{"id": "hog", "type": "gpu_memory_exhaustion", "target": "replica-0", "at": "5s"}],
+        "expect": [{"slo": "availability", "at_least": 0.95, "during": "hog"}]})
+    exp.service_names(), exp.reference_problems()  # ['replica-0', 'replica-1', 'feature-store', …], []
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Literal, NamedTuple, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
+
+from experiments.expectations import Duration, Expectation, HaltCondition, Moment
+
+__all__ = ["MISCONFIGURATIONS", "Experiment", "FaultSpec", "LoadShape", "LoadSpec", "Metadata", "ProbeSettings",
+           "RestartSettings", "SloSpec", "SpecProblem", "SteadyState", "TargetSpec", "parse_memory", "service_role"]
+
+# The target's misconfiguration profiles (``target_service.config.Misconfiguration``; a test pins them).
+Misconfig = Literal["readiness_ignores_model", "no_circuit_breaker", "unbounded_queue", "liveness_checks_dependency"]
+MISCONFIGURATIONS: tuple[str, ...] = get_args(Misconfig)
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k)?\s*$")
+_MEM_UNITS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+              "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}  # fmt: skip
+_BUILTIN_REFS = ("run", "steady")  # moments every run has, besides the fault ids
+
+
+def parse_memory(value: object) -> int:
+    """Kubernetes quantities (``700Mi``, ``1Gi``, ``500M``) or a plain byte count → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and (m := _MEMORY.match(value)):
+        number = int(float(m.group(1)) * _MEM_UNITS[m.group(2)])
+    else:
+        raise ValueError(f"expected a memory size like 700Mi, 1Gi or a byte count, got {value!r}")
+    if number < 16 * 2**20:
+        raise ValueError(f"a memory limit below 16Mi cannot hold the target (got {number} bytes)")
+    return number
+
+
+MemoryBytes = Annotated[
+    int, BeforeValidator(parse_memory),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": _MEMORY.pattern}, {"type": "integer", "minimum": 0}]}),
+]  # fmt: skip
+FaultId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^FAULTDRILL_[A-Z0-9_]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Metadata(_Model):
+    """``{name: gpu-memory-exhaustion, tags: [gpu, smoke], description: …}``"""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+    tags: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class ProbeSettings(_Model):
+    """Kubernetes probe semantics, with CI-friendly defaults (Kubernetes: 10 s / 1 s / 3 / 1)."""
+
+    period: Duration = Duration(0.5)
+    timeout: Duration = Duration(0.5)
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    success_threshold: int = Field(default=1, ge=1, le=100)
+
+
+class RestartSettings(_Model):
+    """restartPolicy, CrashLoopBackOff: Kubernetes' 10 s doubling to 300 s, time-scaled for CI to 1 s → 30 s."""
+
+    policy: Literal["Always", "OnFailure", "Never"] = "Always"
+    backoff_initial: Duration = Duration(1.0)
+    backoff_max: Duration = Duration(30.0)
+
+
+class TargetSpec(_Model):
+    """The system under test: the bundled target, where it runs and how it is configured."""
+
+    service: Literal["bundled"] = "bundled"
+    platform: Literal["local", "kubernetes"] = "local"
+    replicas: int = Field(default=1, ge=1, le=8)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    memory_limit: MemoryBytes | None = None
+    """Per-replica memory limit (its own memory cgroup on the local platform)."""
+    model: Literal["digits", "heavy"] = "digits"
+    misconfigurations: list[Misconfig] = Field(default_factory=list)
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    """Extra ``FAULTDRILL_*`` settings for every replica."""
+    feature_store_netns: bool = False
+    """Run the feature store in its own network namespace (needed by ``network_partition``)."""
+    probes: ProbeSettings = Field(default_factory=ProbeSettings)
+    restart: RestartSettings = Field(default_factory=RestartSettings)
+
+    @field_validator("misconfigurations")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if dupes := sorted({v for v in value if value.count(v) > 1}):
+            raise ValueError(f"listed twice: {', '.join(dupes)}")
+        return value
+
+
+class SteadyShape(_Model):
+    """Constant ``users`` for the whole run."""
+
+    type: Literal["steady"] = "steady"
+
+
+class RampShape(_Model):
+    """From ``from_users`` to ``users`` linearly ``over`` a duration."""
+
+    type: Literal["ramp"]
+    from_users: int = Field(default=1, ge=0)
+    over: Duration
+
+
+class StepShape(_Model):
+    """Add ``step_users`` every ``step_every`` until ``users``."""
+
+    type: Literal["step"]
+    step_users: int = Field(ge=1)
+    step_every: Duration
+
+
+class SpikeShape(_Model):
+    """``users`` steady, jumping to ``spike_users`` ``at`` an offset, for ``hold``."""
+
+    type: Literal["spike"]
+    at: Duration
+    spike_users: int = Field(ge=1, le=10_000)
+    hold: Duration
+
+
+def _shape_name(value: Any) -> Any:  # ``shape: steady`` is short for ``shape: {type: steady}``
+    return {"type": value} if isinstance(value, str) else value
+
+
+LoadShape = Annotated[
+    SteadyShape | RampShape | StepShape | SpikeShape, Field(discriminator="type"), BeforeValidator(_shape_name)
+]
+
+
+class LoadSpec(_Model):
+    """Locust load: users, spawn rate, shape; ``workers: 0`` = one process, N = master + N workers."""
+
+    users: int = Field(default=8, ge=1, le=10_000)
+    spawn_rate: float = Field(default=8.0, gt=0)
+    shape: LoadShape = Field(default_factory=SteadyShape)
+    workers: int = Field(default=0, ge=0, le=16)
+    duration: Duration | None = None
+    """None = as long as the faults and expectations need."""
+    think_time: Duration = Duration(0.0)
+
+
+class SloSpec(_Model):
+    """What steady state means: availability, error ratio, p95 latency (each optional)."""
+
+    availability: float | None = Field(default=0.99, gt=0, le=1)
+    error_ratio: float | None = Field(default=None, ge=0, lt=1)
+    latency_p95: Duration | None = None
+
+
+class SteadyState(_Model):
+    """Steady state is judged over a sliding ``window``, before faults and continuously."""
+
+    window: Duration = Duration(5.0)
+    slo: SloSpec = Field(default_factory=SloSpec)
+
+
+def _after_ref(value: Any) -> Any:
+    # ``after: hog`` reads naturally as "after hog ends".
+    return f"{value}.end" if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", value) else value
+
+
+class FaultSpec(_Model):
+    """One scheduled fault: ``at`` an offset from steady state, or ``after`` another fault."""
+
+    id: FaultId
+    type: str
+    """A registered fault name (``faultdrill faults list``)."""
+    target: str | None = None
+    """A service: ``replica-N``, ``feature-store`` or ``feature-store-proxy``."""
+    at: Duration | None = None
+    after: Annotated[Moment | None, BeforeValidator(_after_ref)] = None
+    duration: Duration = Duration(10.0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Validated by the fault plugin's ``Config`` (``faultdrill faults describe TYPE``)."""
+
+    def config_input(self) -> dict[str, Any]:
+        """What the plugin's ``parse_config`` gets: ``params`` plus ``target`` and ``duration_s``."""
+        target = {"target": self.target} if self.target is not None else {}
+        return {**self.params, "duration_s": float(self.duration), **target}
+
+
+class SpecProblem(NamedTuple):
+    """A reference that names nothing: where (a path into the document) and what would fit."""
+
+    path: tuple[str | int, ...]
+    message: str
+    expected: str | None = None
+    suggestion: str | None = None
+
+
+def service_role(name: str) -> str | None:
+    """The role of a service name in the bundled system (None for an unknown name)."""
+    replica = re.fullmatch(r"replica-\d+", name)
+    return "replica" if replica else {"feature-store": "feature_store", "feature-store-proxy": "proxy"}.get(name)
+
+
+class Experiment(_Model):
+    """One experiment: the system, the load, the faults and what must happen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    api_version: Literal["faultdrill/v1"] = Field(alias="apiVersion")
+    kind: Literal["Experiment"]
+    metadata: Metadata
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    load: LoadSpec = Field(default_factory=LoadSpec)
+    steady_state: SteadyState = Field(default_factory=SteadyState)
+    faults: list[FaultSpec] = Field(default_factory=list)
+    expect: list[Expectation] = Field(default_factory=list)
+    halt_if: list[HaltCondition] = Field(default_factory=list)
+
+    def service_names(self) -> list[str]:
+        """Every service the target will have: replicas first."""
+        return [f"replica-{i}" for i in range(self.target.replicas)] + ["feature-store", "feature-store-proxy"]
+
+    def reference_problems(self, target_roles: dict[str, tuple[str, ...]] | None = None) -> list[SpecProblem]:
+        """Fault ids unique and known; services that exist, with the role ``target_roles[type]`` allows."""
+        return _references(self, target_roles or {})
+
+
+def _closest(name: str, options: list[str]) -> str | None:
+    return next(iter(difflib.get_close_matches(name, options, n=1)), None)
+
+
+def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> list[SpecProblem]:
+    problems: list[SpecProblem] = []
+    ids, services = [f.id for f in exp.faults], exp.service_names()
+    replicas = services[: exp.target.replicas]
+    refs = [*ids, *_BUILTIN_REFS]
+
+    def fault_ref(path: tuple[str | int, ...], ref: str | None, builtins: bool = True) -> None:
+        allowed = refs if builtins else ids
+        if ref is not None and ref not in allowed:
+            problems.append(SpecProblem(path, f"no fault with id '{ref}'", "one of " + (", ".join(allowed) or "none"),
+                                        _closest(ref, allowed)))  # fmt: skip
+
+    def service(path: tuple[str | int, ...], name: str, options: list[str], what: str) -> None:
+        if name in options:
+            return
+        why = f"is a {service_role(name)}" if name in services else f"target.replicas is {exp.target.replicas}"
+        problems.append(SpecProblem(path, f"'{name}' is not a {what} ({why})", "one of " + ", ".join(options),
+                                    _closest(name, options)))  # fmt: skip
+
+    for i, fault in enumerate(exp.faults):
+        if fault.id in _BUILTIN_REFS:
+            problems.append(SpecProblem(("faults", i, "id"), f"'{fault.id}' is reserved", "another fault id"))
+        elif fault.id in ids[:i]:
+            problems.append(SpecProblem(("faults", i, "id"), f"fault id '{fault.id}' is used twice", "a unique id"))
+        if fault.at is not None and fault.after is not None:
+            problems.append(SpecProblem(("faults", i, "after"), "give 'at' or 'after', not both"))
+        if fault.after is not None:
+            fault_ref(("faults", i, "after"), fault.after.ref)
+            if fault.after.ref == fault.id:
+                problems.append(SpecProblem(("faults", i, "after"), f"fault '{fault.id}' cannot start after itself"))
+        if fault.target is not None:
+            roles = target_roles.get(fault.type)
+            options = [s for s in services if roles is None or service_role(s) in roles]
+            service(("faults", i, "target"), fault.target, options, f"target of '{fault.type}'" if roles else "service")
+        if fault.type == "network_partition" and fault.target == "feature-store" and not exp.target.feature_store_netns:
+            problems.append(SpecProblem(("faults", i, "target"), "partitioning the feature store needs its own "
+                                        "network namespace", "target.feature_store_netns: true"))  # fmt: skip
+    for i, exp_ in enumerate(exp.expect):
+        path: tuple[str | int, ...] = ("expect", i)
+        for key in ("during", "before"):
+            fault_ref((*path, key), getattr(exp_, key, None), builtins=False)
+        if isinstance(moment := getattr(exp_, "after", None), Moment):
+            fault_ref((*path, "after"), moment.ref)
+        for j, moment in enumerate(getattr(exp_, "between", None) or ()):
+            fault_ref((*path, "between", j), moment.ref)
+        for key in ("replica", "breaker"):
+            if isinstance(name := getattr(exp_, key, None), str):
+                service((*path, key), name, replicas, "replica")
+        if isinstance(name := getattr(exp_, "restarts", None), str):
+            service((*path, "restarts"), name, services[:-1], "supervised service")
+    return problems
