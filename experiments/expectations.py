@@ -257,7 +257,12 @@ def _kind(value: Any) -> str | None:
             if key in value:
                 return key
         return None
-    return getattr(value, "kind_tag", None)
+    # Serialisation hands over the model itself.
+    tags: dict[type, str] = {
+        ProbeBecomes: "probe_becomes", ProbeHolds: "probe_holds", BreakerSequence: "breaker", SloOver: "slo",
+        Recovers: "recovers", Restarts: "restarts", RequestsCount: "requests", ErrorBudget: "error_budget",
+    }  # fmt: skip
+    return tags.get(type(value))
 
 
 Expectation = Annotated[

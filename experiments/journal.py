@@ -90,6 +90,8 @@ class Journal(BaseModel):
     verdicts: list[dict[str, Any]] = Field(default_factory=list)
     faults: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per fault id: type, mode, target, start/end times, emulated, mttd_s, mttr_s."""
+    load: dict[str, Any] = Field(default_factory=dict)
+    """The load generator's own totals (Locust's exact counts)."""
     events: list[Event] = Field(default_factory=list)
 
     @classmethod

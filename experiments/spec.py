@@ -73,8 +73,8 @@ class Metadata(_Model):
 class ProbeSettings(_Model):
     """Kubernetes probe semantics, with CI-friendly defaults (Kubernetes: 10 s / 1 s / 3 / 1)."""
 
-    period: Duration = Duration(0.5)
-    timeout: Duration = Duration(0.5)
+    period: Duration = Duration(0.1)  # the probe sampler's 10 Hz: transitions timed to ~0.1 s
+    timeout: Duration = Duration(1.0)
     failure_threshold: int = Field(default=3, ge=1, le=100)
     success_threshold: int = Field(default=1, ge=1, le=100)
 

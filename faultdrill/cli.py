@@ -16,6 +16,7 @@ import typer
 
 from faultdrill import __version__
 from faultdrill.faults_cli import faults_app, rollback_command
+from faultdrill.run_cli import run_command
 from faultdrill.spec_cli import schema_command, validate_command
 
 __all__ = ["app", "main"]
@@ -33,6 +34,7 @@ app.add_typer(faults_app, name="faults")
 app.command("rollback")(rollback_command)
 app.command("validate")(validate_command)
 app.command("schema")(schema_command)
+app.command("run")(run_command)
 
 
 def _fail_input(message: str) -> None:
@@ -157,11 +159,11 @@ def target_config() -> None:
             typer.echo(f"| `{prefix}{name.upper()}` | `{default}` | {field.description or ''} |")
 
 
-@app.command()
-def demo(
+@target_app.command("tour")
+def target_tour(
     workdir: Annotated[Path, typer.Option(help="Where certificates, models and logs go.")] = Path(".faultdrill/demo"),
 ) -> None:
-    """Bring up the target and its feature store, show them answering, then break the dependency."""
+    """A guided tour: the target and its feature store answering, the dependency broken and back."""
     from faultdrill.demo import run_demo
 
     raise typer.Exit(run_demo(workdir))

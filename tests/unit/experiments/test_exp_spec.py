@@ -21,7 +21,7 @@ def _exp(**over: Any) -> Experiment:
 def test_minimal_spec_gets_ci_friendly_defaults() -> None:
     exp = _exp()
     assert exp.target.replicas == 1 and exp.target.platform == "local" and exp.target.device == "auto"
-    assert exp.target.probes.period == 0.5 and exp.target.probes.failure_threshold == 3
+    assert exp.target.probes.period == 0.1 and exp.target.probes.failure_threshold == 3  # 10 Hz probe sampler
     assert exp.target.restart.policy == "Always" and exp.target.restart.backoff_max == 30.0
     assert exp.load.shape.type == "steady" and exp.load.workers == 0
     assert exp.steady_state.slo.availability == 0.99

@@ -1,0 +1,158 @@
+"""The parts one run is made of — platform, load generator, fault context, watchdog — built
+from the spec and always torn down in order. ``run.py`` only calls the stages.
+
+Example::
+
+    parts = RunParts(spec, timeline, out_dir, registry)
+    parts.platform_up(); parts.load_up(total_s=120)
+    ...
+    parts.close()          # load, then platform: every step even if one fails
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.journal import Environment, collect_environment
+from experiments.load import LoadGenerator, LoadShape
+from experiments.platforms.local import LocalPlatform
+from experiments.platforms.probes import ProbeConfig, ProbeSet
+from experiments.platforms.restarts import BackOff
+from experiments.schedule import FaultScheduler
+from experiments.spec import Experiment
+from experiments.timeline import Timeline
+from faults.base import FaultContext
+from faults.deadman import spawn_watchdog
+from faults.errors import PreflightError
+from faults.ledger import default_state_dir
+from faults.registry import FaultRegistry
+
+__all__ = ["RunParts"]
+
+log = logging.getLogger("faultdrill.run")
+
+
+def _load_shape(spec: Experiment) -> LoadShape:
+    shape = spec.load.shape
+    if shape.type == "ramp":
+        return LoadShape(kind="ramp", ramp=shape.over)
+    if shape.type == "step":
+        return LoadShape(kind="step", step_users=shape.step_users, step=shape.step_every)
+    if shape.type == "spike":
+        return LoadShape(kind="spike", spike_users=shape.spike_users, spike_at=shape.at,
+                         spike_for=shape.hold)
+    return LoadShape()
+
+
+class RunParts:
+    """Everything a run starts, in the order it starts them."""
+
+    def __init__(self, spec: Experiment, timeline: Timeline, out: Path, registry: FaultRegistry) -> None:
+        self.spec = spec
+        self.timeline = timeline
+        self.registry = registry
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        self.run_dir = out / f"{spec.metadata.name}-{stamp}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = default_state_dir()
+        self.platform: LocalPlatform | None = None
+        self.load: LoadGenerator | None = None
+        self._load_summary: dict[str, Any] = {}
+
+    # -- the platform ----------------------------------------------------------------------
+    def platform_up(self) -> None:
+        t = self.spec.target
+        env = dict(t.env)
+        if t.misconfigurations:
+            env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(t.misconfigurations)
+        if t.model != "digits":
+            env["FAULTDRILL_MODEL"] = t.model
+        env["FAULTDRILL_DEVICE"] = t.device
+        p = t.probes
+        period, timeout = float(p.period), float(p.timeout)
+        probes = ProbeSet(
+            readiness=ProbeConfig("/v2/health/ready", period_s=period, timeout_s=timeout,
+                                  failure_threshold=p.failure_threshold, success_threshold=p.success_threshold),
+            # At least 1 s of failures: a crashing torch process takes ~0.5-1 s to exit after its port
+            # closes, and must be reported as its own exit, not as a liveness kill.
+            liveness=ProbeConfig("/v2/health/live", period_s=period, timeout_s=timeout,
+                                 failure_threshold=max(p.failure_threshold, round(1.0 / period))),
+        )  # fmt: skip
+        backoff = BackOff(initial_s=float(t.restart.backoff_initial), max_s=float(t.restart.backoff_max))
+        self.platform = LocalPlatform(
+            self.run_dir / "platform", replicas=t.replicas, memory_limit_bytes=t.memory_limit, replica_env=env,
+            probes=probes, restart_policy=t.restart.policy, backoff=backoff, timeline=self.timeline,
+            feature_store_netns=t.feature_store_netns,
+        )  # fmt: skip
+        self.platform.up()
+        # The dead-man watchdog: undoes any injection past its deadline even if this run hangs.
+        spawn_watchdog(self.state_dir, max_runtime_s=3600.0)
+
+    def environment_stub(self) -> Environment:
+        return collect_environment(device=self.spec.target.device, emulated=True)
+
+    def environment(self) -> Environment:
+        """Ask the first replica what its device really is (real or emulated)."""
+        import httpx
+
+        assert self.platform is not None
+        url = self.platform.topology().get("replica-0").url
+        device: dict[str, Any] = {}
+        with contextlib.suppress(httpx.HTTPError):
+            device = httpx.get(f"{url}/v2", timeout=5).json().get("device", {})
+        emulated = bool(device.get("emulated", True))
+        notes = []
+        if emulated:
+            notes.append("no GPU: the target's device memory is an emulated budget on the CPU; GPU faults drive "
+                         "torch's own OutOfMemoryError through it")  # fmt: skip
+        notes.append("platform local: replicas are supervised processes with Kubernetes probe and restart "
+                     "semantics (CrashLoopBackOff time-scaled for CI), not pods")  # fmt: skip
+        return collect_environment(device=str(device.get("kind", self.spec.target.device)), emulated=emulated,
+                                   device_name=str(device.get("name", "")), notes=notes)  # fmt: skip
+
+    # -- faults ----------------------------------------------------------------------------
+    def context(self) -> FaultContext:
+        assert self.platform is not None
+        return FaultContext.create(self.state_dir, scope=self.platform.scope(), topology=self.platform.topology(),
+                                   supervisor=self.platform)  # fmt: skip
+
+    def scheduler(self, configs: dict[str, Any]) -> FaultScheduler:
+        return FaultScheduler(self.spec, configs, self.registry, self.timeline, self.context)
+
+    def preflight(self, scheduler: FaultScheduler) -> None:
+        """Every fault's capability checks against the running target, before any injection."""
+        ctx = self.context()
+        for f in scheduler.faults:
+            if problems := f.fault.preflight(f.config, ctx):
+                raise PreflightError(problems, fault=f.id)
+
+    # -- load ------------------------------------------------------------------------------
+    def load_up(self, total_s: float) -> None:
+        assert self.platform is not None
+        spec = self.spec.load
+        run_time = float(spec.duration) if spec.duration else total_s
+        self.load = LoadGenerator(
+            self.platform.service_url, self.timeline, self.run_dir / "load", users=spec.users,
+            spawn_rate=spec.spawn_rate, shape=_load_shape(self.spec), workers=spec.workers, run_time=run_time,
+            model=self.spec.target.model, think_time_s=float(spec.think_time),
+        )  # fmt: skip
+        self.load.start()
+        if not self.load.wait_first_request(90):
+            log.warning("the load generator sent no request within 90 s")
+
+    def load_summary(self) -> dict[str, Any]:
+        return self._load_summary
+
+    # -- teardown --------------------------------------------------------------------------
+    def close(self) -> None:
+        try:
+            if self.load is not None:
+                self._load_summary = dataclasses.asdict(self.load.stop())
+        finally:
+            if self.platform is not None:
+                self.platform.close()

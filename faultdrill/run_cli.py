@@ -1,0 +1,33 @@
+"""``faultdrill run``: one experiment, with a live view, a journal and an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["run_command"]
+
+
+def run_command(
+    file: Annotated[Path, typer.Argument(help="Experiment YAML (see experiments/catalog/).")],
+    out: Annotated[Path, typer.Option("--out", help="Where run directories go.")] = Path("runs"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan and the exact fault changes; touch nothing.")
+    ] = False,
+    misconfig: Annotated[
+        list[str] | None,
+        typer.Option("--misconfig", help="Run against a misconfiguration profile of the target (repeatable)."),
+    ] = None,
+    plain: Annotated[bool, typer.Option("--plain", help="Plain line output instead of the live view.")] = False,
+) -> None:
+    """Bring up the target, put it under load, inject faults on schedule, judge, roll back.
+
+    Exit codes: 0 every expectation held, 1 one failed, 2 bad input, 3 halted or interrupted.
+    """
+    from experiments.run import run_experiment
+
+    result = run_experiment(file, out=out, dry_run=dry_run, misconfigurations=tuple(misconfig or ()),
+                            plain=True if plain else None)  # fmt: skip
+    raise typer.Exit(result.exit_code)
