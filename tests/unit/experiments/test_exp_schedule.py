@@ -59,7 +59,7 @@ def test_at_and_after_schedule_and_file_effects(tmp_path):
 
 def test_rollback_all_undoes_what_is_active(tmp_path):
     a = tmp_path / "a"
-    scheduler, timeline, clock = _setup(tmp_path, [_fault("one", a, at="0s")])
+    scheduler, timeline, _clock = _setup(tmp_path, [_fault("one", a, at="0s")])
     scheduler.start(steady_at=0.0)
     scheduler.tick(0.0)
     assert a.read_text() == "one" and [f.id for f in scheduler.active()] == ["one"]
@@ -70,7 +70,7 @@ def test_rollback_all_undoes_what_is_active(tmp_path):
 
 def test_failed_injection_is_an_event_not_an_exception(tmp_path):
     outside = Path("/proc/definitely-not-allowed")
-    scheduler, timeline, clock = _setup(tmp_path, [_fault("bad", outside, at="0s")])
+    scheduler, timeline, _clock = _setup(tmp_path, [_fault("bad", outside, at="0s")])
     scheduler.start(steady_at=0.0)
     scheduler.tick(0.0)
     error = timeline.first("fault", event="error")
