@@ -158,6 +158,7 @@ class BreakerPoller:
         self._poller = Poller(self.name, period_s, self._tick)
         self._client: httpx.Client | None = None
         self._last: dict[str, tuple[int | None, str]] = {}
+        self._seen: dict[str, float] = {}
 
     def start(self, ctx: ObserverContext) -> None:
         self._client = httpx.Client(timeout=self.timeout_s)
@@ -180,9 +181,22 @@ class BreakerPoller:
                 doc = client.get(f"{handle.url}/v2").json()
             except (httpx.HTTPError, ValueError):
                 continue
-            state = (doc.get("dependency") or {}).get("breaker") if isinstance(doc, dict) else None
+            dep = (doc.get("dependency") or {}) if isinstance(doc, dict) else {}
+            state = dep.get("breaker")
             if not isinstance(state, str):
                 continue
-            if self._last.get(handle.name) != (handle.pid, state):  # a new pid re-announces its state
+            if self._last.get(handle.name, (None, ""))[0] != handle.pid:  # a new pid re-announces its state
                 self._last[handle.name] = (handle.pid, state)
+                self._seen[handle.name] = time.time()  # its history before now belongs to the old process
                 ctx.timeline.add("breaker", handle.name, state=state, pid=handle.pid)
+                continue
+            # Every transition the replica recorded since the last look, at the time it happened.
+            for tr in dep.get("transitions") or []:
+                at = float(tr.get("at", 0.0))
+                if at <= self._seen.get(handle.name, 0.0):
+                    continue
+                self._seen[handle.name] = at
+                self._last[handle.name] = (handle.pid, str(tr.get("to")))
+                t = min(at - ctx.timeline.start_wall, ctx.timeline.now())
+                ctx.timeline.add("breaker", handle.name, t=t, state=str(tr.get("to")), pid=handle.pid,
+                                 from_state=tr.get("from"))  # fmt: skip

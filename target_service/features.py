@@ -41,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import ssl
@@ -181,6 +182,9 @@ class FeatureClient:
         self._retired: set[asyncio.Task[None]] = set()
         self._reachable = True
         self.last_error: str | None = None  # why the last failed call failed (for logs and /v2)
+        # Recent transitions with their wall time: a half-open state can last milliseconds, too
+        # short for any poller to see, so observers read the history instead of sampling the state.
+        self.transitions: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=64)
         self.breaker_changed_at: float | None = None
         """``time.monotonic()`` of the last breaker transition."""
         if use_breaker and self.base_url is not None:
@@ -267,6 +271,7 @@ class FeatureClient:
                 continue
             old, self._state = self._state, new
             self.breaker_changed_at = time.monotonic()
+            self.transitions.append((time.time(), old, new))
             dep = self.dependency
             self.metrics.breaker_state.labels(dependency=dep).set(BREAKER_STATES[new])
             self.metrics.breaker_transitions.labels(
@@ -291,6 +296,14 @@ class FeatureClient:
             task = asyncio.get_running_loop().create_task(self._refresh(entity))
             self._inflight[entity] = task
             task.add_done_callback(lambda _t: self._inflight.pop(entity, None))
+        elif cached is not None and self.use_breaker:
+            # Stale-while-revalidate: one caller refreshes; the others answer from the cache at
+            # once instead of queueing behind a call that may take its full timeout (a half-open
+            # trial against a hung store). Without the breaker (the misconfiguration) every
+            # request waits, as such services do.
+            healthy = self._state == "closed" and self._reachable
+            return FeatureResult(cached[0], "cache" if healthy else "stale_cache", degraded=not healthy,
+                                 error=None if healthy else self.last_error)  # fmt: skip
         # shield: one caller giving up (its own deadline) must not cancel the others' call.
         return await asyncio.shield(task)
 

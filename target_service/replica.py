@@ -203,6 +203,7 @@ class Replica:
                 "breaker": self.features.breaker_state,
                 "reachable": self.features.reachable,
                 "last_error": self.features.last_error,
+                "transitions": [{"at": at, "from": a, "to": b} for at, a, b in self.features.transitions],
             }
         return doc
 
