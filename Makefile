@@ -14,7 +14,7 @@ TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: setup system-packages demo test lint typecheck unit bench bench-faults clean
+.PHONY: setup system-packages demo test test-catalog lint typecheck unit bench bench-faults clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,9 @@ unit: setup
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+test-catalog: setup
+	$(BIN)/python -m pytest tests/integration/test_catalog.py -m catalog $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/target_bench.py

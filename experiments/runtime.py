@@ -24,6 +24,7 @@ from experiments.platforms.local import LocalPlatform
 from experiments.platforms.probes import ProbeConfig, ProbeSet
 from experiments.platforms.restarts import BackOff
 from experiments.schedule import FaultScheduler
+from experiments.scraper import MetricsScraper
 from experiments.spec import Experiment
 from experiments.timeline import Timeline
 from faults.base import FaultContext
@@ -87,7 +88,7 @@ class RunParts:
         self.platform = LocalPlatform(
             self.run_dir / "platform", replicas=t.replicas, memory_limit_bytes=t.memory_limit, replica_env=env,
             probes=probes, restart_policy=t.restart.policy, backoff=backoff, timeline=self.timeline,
-            feature_store_netns=t.feature_store_netns,
+            feature_store_netns=t.feature_store_netns, observers=(MetricsScraper(period_s=1.0),),
         )  # fmt: skip
         self.platform.up()
         # The dead-man watchdog: undoes any injection past its deadline even if this run hangs.
