@@ -200,3 +200,7 @@ class BreakerPoller:
                 t = min(at - ctx.timeline.start_wall, ctx.timeline.now())
                 ctx.timeline.add("breaker", handle.name, t=t, state=str(tr.get("to")), pid=handle.pid,
                                  from_state=tr.get("from"))  # fmt: skip
+            # A target without a history (or one that overflowed it): a sampled state change.
+            if self._last.get(handle.name, (None, ""))[1] != state:
+                self._last[handle.name] = (handle.pid, state)
+                ctx.timeline.add("breaker", handle.name, state=state, pid=handle.pid)

@@ -248,6 +248,8 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
     settle = _settle_time(spec)
     recovering_since: float | None = None
     states: dict[str, str] = {}
+    criteria = SteadyCriteria.of(spec.steady_state)
+    steady = True
     while True:
         if stop.is_set():
             raise _Halt(why[-1] if why else "stopped")
@@ -261,6 +263,13 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
                               + (f" — {f.error}" if f.error else ""))  # fmt: skip
         if now >= next_halt_check:
             next_halt_check = now + 1.0
+            # Steady state is watched continuously, not only before and after: every change is
+            # an event (metric "steady_state" 1/0) and a line in the live view.
+            holds = _steady(timeline, criteria, now)
+            if holds != steady:
+                steady = holds
+                timeline.add("metric", "run", name="steady_state", value=1.0 if holds else 0.0)
+                view.note(f"steady state {'regained' if holds else 'lost'} at {now:.1f} s ({criteria.describe()})")
             for condition in spec.halt_if:
                 if reason := check_halt(condition, timeline, now):
                     raise _Halt(f"halt_if {condition.slo}: {reason}")
