@@ -104,8 +104,7 @@ def _healthy(stack: LocalStack, fault: str) -> Callable[[], bool]:
 
 
 def bench_faults(stack: LocalStack, state_dir: Path) -> list[tuple[str, str, float | None, float | None, str]]:
-    registry = FaultRegistry()
-    registry.load_entry_points()
+    registry = FaultRegistry.installed()
     rows = []
     for name, params in CASES:
         fault = registry.get(name)()

@@ -80,8 +80,7 @@ def _check(text: str, file: str, registry: FaultRegistry | None) -> tuple[Experi
     try:
         data, marks = _compose(text, file)
         if registry is None:
-            registry = FaultRegistry()
-            registry.load_entry_points()
+            registry = FaultRegistry.installed()
     except ConfigError as exc:
         return None, [exc]
     except PluginError as exc:

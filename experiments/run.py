@@ -22,6 +22,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,11 +37,13 @@ from experiments.assertions import Verdict, check_halt, describe, evaluate, mttd
 from experiments.journal import Journal
 from experiments.liveview import LiveView
 from experiments.loader import load_experiment
+from experiments.process import ServiceError
+from experiments.runtime import RunParts
 from experiments.slo import SteadyCriteria, request_stats
 from experiments.spec import Experiment
 from experiments.timeline import Timeline
 from faults.base import FaultContext
-from faults.errors import PreflightError
+from faults.errors import FaultdrillError, PreflightError
 from faults.registry import FaultRegistry
 from faults.topology import ServiceHandle, Topology
 
@@ -56,14 +59,6 @@ class RunResult:
     run_dir: Path | None
     journal: Journal | None
     verdicts: list[Verdict]
-
-
-def _registry(registry: FaultRegistry | None) -> FaultRegistry:
-    if registry is not None:
-        return registry
-    registry = FaultRegistry()
-    registry.load_entry_points()
-    return registry
 
 
 def plan_lines(spec: Experiment, configs: dict[str, Any], registry: FaultRegistry) -> list[str]:
@@ -151,10 +146,8 @@ def run_experiment(
     dry_run: bool = False, console: Console | None = None, plain: bool | None = None,
 ) -> RunResult:  # fmt: skip
     """Run the experiment at ``path``; a bad spec raises ConfigError (exit 2) before anything starts."""
-    from experiments.runtime import RunParts
-
     console = console or Console()
-    registry = _registry(registry)
+    registry = registry or FaultRegistry.installed()
     spec = load_experiment(path, registry)
     if misconfigurations:
         target = spec.target.model_copy(update={"misconfigurations": list(misconfigurations)})
@@ -197,6 +190,15 @@ def run_experiment(
         except PreflightError as exc:
             outcome, reason = "error", str(exc)
             view.note(f"preflight failed, nothing injected: {exc}")
+        except (ServiceError, FaultdrillError) as exc:
+            # The platform did not come up, or a fault could not be driven: abort, roll back,
+            # and say why in the journal — never a traceback.
+            outcome, reason = "halted", f"{type(exc).__name__}: {exc}"
+            view.note(f"ABORTED: {reason}")
+        except Exception as exc:  # a bug of ours: still roll back, stop, and keep the evidence
+            outcome, reason = "halted", f"internal error: {type(exc).__name__}: {exc}"
+            (parts.run_dir / "error.log").write_text(traceback.format_exc())
+            view.note(f"ABORTED: {reason} (traceback in {parts.run_dir / 'error.log'})")
         finally:
             timeline.add("phase", "run", phase="teardown")
             if scheduler is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class RunParts:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = default_state_dir()
         self.platform: LocalPlatform | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self.load: LoadGenerator | None = None
         self._load_summary: dict[str, Any] = {}
 
@@ -91,8 +93,6 @@ class RunParts:
             feature_store_netns=t.feature_store_netns, observers=(MetricsScraper(period_s=1.0),),
         )  # fmt: skip
         self.platform.up()
-        # The dead-man watchdog: undoes any injection past its deadline even if this run hangs.
-        spawn_watchdog(self.state_dir, max_runtime_s=3600.0)
 
     def environment_stub(self) -> Environment:
         return collect_environment(device=self.spec.target.device, emulated=True)
@@ -123,7 +123,17 @@ class RunParts:
                                    supervisor=self.platform)  # fmt: skip
 
     def scheduler(self, configs: dict[str, Any]) -> FaultScheduler:
-        return FaultScheduler(self.spec, configs, self.registry, self.timeline, self.context)
+        return FaultScheduler(self.spec, configs, self.registry, self.timeline, self.context,
+                              on_injected=self.ensure_watchdog)  # fmt: skip
+
+    def ensure_watchdog(self) -> None:
+        """The dead-man watchdog: undoes any injection past its deadline even if this run hangs.
+
+        It exits once the ledger is empty, so it is (re)started after each injection, never
+        before the first; one per state directory (it takes a lock), so extra starts are cheap.
+        """
+        if self._watchdog is None or self._watchdog.poll() is not None:
+            self._watchdog = spawn_watchdog(self.state_dir, max_runtime_s=3600.0)
 
     def preflight(self, scheduler: FaultScheduler) -> None:
         """Every fault's capability checks against the running target, before any injection."""

@@ -57,10 +57,12 @@ class FaultScheduler:
 
     def __init__(
         self, spec: Experiment, configs: dict[str, Any], registry: FaultRegistry, timeline: Timeline,
-        context: Callable[[], FaultContext],
+        context: Callable[[], FaultContext], *, on_injected: Callable[[], None] | None = None,
     ) -> None:  # fmt: skip
         self.timeline = timeline
         self.context = context
+        self.on_injected = on_injected
+        """Called after each successful injection (the run makes sure its dead-man watchdog runs)."""
         self.faults = [ScheduledFault(f, registry.get(f.type)(), configs[f.id]) for f in spec.faults]
         self._by_id = {f.id: f for f in self.faults}
         self._steady_at: float | None = None
@@ -131,6 +133,8 @@ class FaultScheduler:
             return
         f.state = "active"
         f.start_at = self.timeline.now()
+        if self.on_injected is not None:
+            self.on_injected()
         self.timeline.add("fault", f.id, event="start", emulated=f.injection.emulated, injection=f.injection.id,
                           **common)  # fmt: skip
         threading.Thread(target=self._verify, args=(f, ctx), name=f"verify-{f.id}", daemon=True).start()

@@ -15,16 +15,9 @@ faults_app = typer.Typer(help="The fault library: list, describe.", no_args_is_h
 
 
 def _registry() -> Any:
-    from faults.errors import PluginError
     from faults.registry import FaultRegistry
 
-    registry = FaultRegistry()
-    try:
-        registry.load_entry_points()
-    except PluginError as exc:
-        typer.echo(f"faultdrill: error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    return registry
+    return FaultRegistry.installed()  # a bad plugin is a PluginError: main() prints it, exit 2
 
 
 @faults_app.command("list")

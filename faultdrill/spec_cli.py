@@ -29,15 +29,10 @@ def validate_command(
 ) -> None:
     """Check experiment files: YAML, fields, fault types and params, references. Exit 2 if any is invalid."""
     from experiments.loader import check_experiment, load_experiment
-    from faults.errors import ConfigError, PluginError
+    from faults.errors import ConfigError
     from faults.registry import FaultRegistry
 
-    registry = FaultRegistry()
-    try:
-        registry.load_entry_points()
-    except PluginError as exc:
-        typer.echo(f"faultdrill: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    registry = FaultRegistry.installed()  # a bad plugin is a PluginError: main() prints it, exit 2
     invalid = 0
     for path in files:
         try:

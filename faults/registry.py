@@ -84,6 +84,13 @@ class FaultRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._faults
 
+    @classmethod
+    def installed(cls) -> FaultRegistry:
+        """A registry of every installed fault (built-ins and plugins); PluginError on a bad one."""
+        registry = cls()
+        registry.load_entry_points()
+        return registry
+
     def load_entry_points(
         self, group: str = ENTRY_POINT_GROUP, *, eps: Iterable[EntryPoint] | None = None
     ) -> list[str]:

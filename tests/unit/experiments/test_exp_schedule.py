@@ -21,7 +21,8 @@ class Clock:
         return self.now
 
 
-def _setup(tmp_path: Path, faults: list[dict[str, Any]]) -> tuple[FaultScheduler, Timeline, Clock]:
+def _setup(tmp_path: Path, faults: list[dict[str, Any]], on_injected: Any = None
+           ) -> tuple[FaultScheduler, Timeline, Clock]:  # fmt: skip
     registry = FaultRegistry()
     registry.register(FakeFault, source="test")
     spec = Experiment.model_validate({"apiVersion": "faultdrill/v1", "kind": "Experiment",
@@ -31,7 +32,8 @@ def _setup(tmp_path: Path, faults: list[dict[str, Any]]) -> tuple[FaultScheduler
     timeline = Timeline(start=0.0, clock=clock)
     scope = Scope().with_paths(tmp_path)
     scheduler = FaultScheduler(spec, configs, registry, timeline,
-                               lambda: FaultContext.create(tmp_path / "state", scope=scope))  # fmt: skip
+                               lambda: FaultContext.create(tmp_path / "state", scope=scope),
+                               on_injected=on_injected)  # fmt: skip
     return scheduler, timeline, clock
 
 
@@ -76,3 +78,13 @@ def test_failed_injection_is_an_event_not_an_exception(tmp_path):
     error = timeline.first("fault", event="error")
     assert error is not None and "refused" in error.get("error")
     assert scheduler.done() and scheduler.summary()["bad"]["state"] == "failed"
+
+
+def test_on_injected_runs_after_each_successful_injection_only(tmp_path):
+    calls: list[float] = []
+    faults = [_fault("one", tmp_path / "a", at="0s"), _fault("bad", Path("/proc/nope"), at="0s")]
+    scheduler, _timeline, _clock = _setup(tmp_path, faults, on_injected=lambda: calls.append(1.0))
+    scheduler.start(steady_at=0.0)
+    scheduler.tick(0.0)
+    assert len(calls) == 1  # the refused injection never needs the watchdog
+    scheduler.rollback_all()
