@@ -14,7 +14,7 @@ TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: setup system-packages demo test test-catalog lint typecheck unit bench bench-faults clean
+.PHONY: setup system-packages demo test test-catalog lint typecheck unit bench bench-faults bench-alerts clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,9 @@ bench: setup
 
 bench-faults: setup
 	$(BIN)/python benchmarks/faults_bench.py
+
+bench-alerts: setup
+	$(BIN)/python benchmarks/alert_bench.py
 
 clean:
 	rm -rf $(VENV) .faultdrill .mypy_cache .ruff_cache .pytest_cache

@@ -11,7 +11,9 @@ Every verdict says what was expected and what was observed, with times, e.g.
   with no window covers the whole run; a window opening at ``steady.start`` opens at
   ``run.start`` when the run recorded no steady phase. No evidence (no samples, no
   requests) is a failure that says so, never a pass.
-* MTTD/MTTR per fault: :func:`experiments.slo.mttd_mttr` (re-exported here).
+* MTTD/MTTR per fault: :func:`mttd_mttr` — MTTD is fault start → first page (a firing
+  notification, ``experiments.alert_assertions``), MTTR fault end → steady state regained, and
+  ``first_signal_s`` the first symptom (probe, breaker, failed request).
 
 Example::
 
@@ -30,9 +32,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from experiments import alert_assertions, slo
 from experiments import expectations as ex
-from experiments import slo
-from experiments.slo import Finding, SteadyCriteria, check_halt, fmt_value, mttd_mttr, regained_at, request_stats
+from experiments.slo import Finding, SteadyCriteria, check_halt, fmt_value, regained_at, request_stats
 from experiments.timeline import Event, Timeline
 
 __all__ = ["Verdict", "check_halt", "describe", "evaluate", "mttd_mttr", "resolve_moment", "resolve_window"]
@@ -155,6 +157,20 @@ def describe(x: Any) -> str:
         return f"at most {x.at_most} {x.requests} requests {_label(x)}"
     if isinstance(x, ex.ErrorBudget):
         return f"at most {x.at_most:.0%} of the {x.error_budget} error budget consumed {_label(x)}"
+    if isinstance(x, ex.AlertExpectation):
+        said = []
+        if x.fires is not None:
+            said.append(f"fires within {x.fires.within:g} s after {x.fires.after}"
+                        + (f" with severity {x.severity}" if x.severity else "")
+                        + (f", notifying {x.notifies}" if x.notifies else ""))  # fmt: skip
+        if x.resolves is not None:
+            said.append(f"resolves within {x.resolves.within:g} s after {x.resolves.after}")
+        where = "".join(f" {k}={v}" for k, v in sorted(x.labels.items()))
+        return f"alert {x.alert}{where} " + " and ".join(said)
+    if isinstance(x, ex.NoAlerts):
+        label = _label(x) if x.window() is not None else "during steady state"
+        allowed = f" (allowed: {', '.join(x.allow)})" if x.allow else ""
+        return f"no alert {'pending or firing' if x.no_alerts == 'pending' else 'fires'} {label}{allowed}"
     return type(x).__name__
 
 
@@ -178,21 +194,55 @@ def _probe_becomes(x: ex.ProbeBecomes, tl: Timeline, _: SteadyCriteria) -> Findi
                    f"(limit {x.within:g} s)", {"seconds": round(delay, 6)}, (moment, hit.t), (hit,))  # fmt: skip
 
 
+def _ready_condition(tl: Timeline, replica: str, start: float, end: float) -> tuple[bool | None, list[Event]]:
+    """The platform's Ready condition of ``replica`` at ``start`` (None = never reported) and its changes in
+    the window. A start, restart or exit makes a container not ready, as in Kubernetes."""
+    state: bool | None = None
+    changes: list[Event] = []
+    for e in tl.select("process", source=replica, end=end):
+        value = {"ready": True, "unready": False, "start": False, "restart": False, "exit": False}.get(
+            str(e.get("event")))
+        if value is None:
+            continue
+        if e.t < start:
+            state = value
+        elif value != (changes[-1].get("event") == "ready" if changes else state):
+            changes.append(e)
+    return state, changes
+
+
 def _probe_holds(x: ex.ProbeHolds, tl: Timeline, _: SteadyCriteria) -> Finding:
     start, end, label = _span(x.window(), tl)
     what, where = f"{x.probe} of {x.replica}", f"{label} (t={start:.1f}–{end:.1f} s)"
     samples = tl.select("probe", source=x.replica, probe=x.probe, start=start, end=end)
-    bad = tuple(e for e in samples if (e.get("value") is True) != x.holds)
+    bad = [e for e in samples if (e.get("value") is True) != x.holds]
+    # Readiness is also a condition the platform keeps (Kubernetes' Ready): it is known while no probe
+    # runs — a container in back-off, or one whose startup probe has not passed, is not ready. Every
+    # contradicting sample *and* every contradicting condition change is a violation.
+    state, changes = _ready_condition(tl, x.replica, start, end) if x.probe == "readiness" else (None, [])
+    known = state is not None or bool(changes)
+    if x.probe == "readiness" and known:
+        if state is not None and state != x.holds:
+            return Finding(False, f"{what} was already {_b(state)} at the start of {where}",
+                           {"samples": len(samples), "violations": len(bad) + 1}, (start, end),
+                           tuple(bad[:5]))  # fmt: skip
+        bad += [e for e in changes if (e.get("event") == "ready") != x.holds]
+        bad.sort(key=lambda e: e.t)
     measured: dict[str, float | int | None] = {"samples": len(samples), "violations": len(bad)}
-    if not samples:
+    if not samples and not known:
         return Finding(False, f"no {x.probe} samples of {x.replica} {where}: cannot tell whether it held",
                        measured, (start, end))  # fmt: skip
     if not bad:
-        return Finding(True, f"{what} stayed {_b(x.holds)} in all {len(samples):,} samples {where}", measured,
-                       (start, end), (samples[0], samples[-1]))  # fmt: skip
+        basis = f"all {len(samples):,} samples" if samples else "no probe ran"
+        if x.probe == "readiness" and known:
+            basis += f" and its Ready condition ({len(changes)} change{'' if len(changes) == 1 else 's'})"
+        return Finding(True, f"{what} stayed {_b(x.holds)} in {basis} {where}", measured, (start, end),
+                       tuple(samples[:1] + samples[-1:]))  # fmt: skip
+    n_samples = sum(1 for e in bad if e.kind == "probe")
+    extra = f" and {len(bad) - n_samples} Ready condition change(s)" if len(bad) > n_samples else ""
     return Finding(False, f"{what} was {_b(not x.holds)} at t={bad[0].t:.1f} s ({bad[0].t - start:.1f} s into "
-                   f"{label}); {len(bad):,} of {len(samples):,} samples {_b(not x.holds)}", measured, (start, end),
-                   bad)  # fmt: skip
+                   f"{label}); {n_samples:,} of {len(samples):,} samples {_b(not x.holds)}{extra}",
+                   measured, (start, end), tuple(bad))  # fmt: skip
 
 
 def _breaker_sequence(x: ex.BreakerSequence, tl: Timeline, _: SteadyCriteria) -> Finding:
@@ -265,14 +315,45 @@ def _recovers(x: ex.Recovers, tl: Timeline, steady: SteadyCriteria) -> Finding:
                     "latency_p95_s": stats.latency(0.95)}, (at, at + steady.window_s))  # fmt: skip
 
 
+def _alert(x: ex.AlertExpectation, tl: Timeline, _: SteadyCriteria) -> Finding:
+    fires_at = _moment(x.fires.after, tl) if x.fires is not None else None
+    resolves_at = _moment(x.resolves.after, tl) if x.resolves is not None else None
+    return alert_assertions.judge_alert(x, tl, fires_at=fires_at, resolves_at=resolves_at)
+
+
+def _no_alerts(x: ex.NoAlerts, tl: Timeline, _: SteadyCriteria) -> Finding:
+    window = x.window()
+    if window is not None:
+        return alert_assertions.judge_no_alerts(x, tl, *_span(window, tl))
+    # Steady state: from steady.start to the first fault (or to teardown when there is none).
+    start = _anchor("steady", "start", tl) or 0.0
+    ends = [e.t for e in (tl.first("fault", event="start"), tl.first("phase", phase="teardown")) if e is not None]
+    return alert_assertions.judge_no_alerts(x, tl, start, min(ends, default=tl.end), "during steady state")
+
+
 _EVALUATORS: dict[type, Callable[[Any, Timeline, SteadyCriteria], Finding]] = {
     ex.ProbeBecomes: _probe_becomes, ex.ProbeHolds: _probe_holds, ex.BreakerSequence: _breaker_sequence,
     ex.SloOver: _slo_over, ex.Restarts: _restarts,
     ex.RequestsCount: lambda x, tl, _: slo.judge_requests(x.requests, *_requests_in(x, tl), at_most=x.at_most),
     ex.ErrorBudget: lambda x, tl, steady: slo.judge_budget(*_requests_in(x, tl), at_most=x.at_most,
                                                           slo_availability=steady.availability),
-    ex.Recovers: _recovers,
+    ex.Recovers: _recovers, ex.AlertExpectation: _alert, ex.NoAlerts: _no_alerts,
 }  # fmt: skip
+
+
+def mttd_mttr(timeline: Timeline, *, steady_state: Any = None) -> dict[str, dict[str, Any]]:
+    """Per fault id: ``mttd_s`` (start → first firing notification of an alert that became
+    active while the fault was in effect; with ``detected_by`` alert and ``receiver``),
+    ``first_signal_s`` (start → first symptom) and ``mttr_s`` (end → steady state regained)."""
+    out: dict[str, dict[str, Any]] = {}
+    for fid, row in slo.mttd_mttr(timeline, steady_state=steady_state).items():
+        started = timeline.first("fault", source=fid, event="start")
+        ended = None if started is None else timeline.first("fault", source=fid, event="end")
+        page = None if started is None else alert_assertions.time_to_notification(
+            timeline, started.t, target=started.get("target"), fault_end=ended.t if ended is not None else None)
+        out[fid] = {"mttd_s": page["seconds"] if page else None, **row,
+                    "detected_by": page["alert"] if page else None, "receiver": page["receiver"] if page else None}
+    return out
 
 
 def evaluate(expectation: Any, timeline: Timeline, *, steady_state: Any = None) -> Verdict:

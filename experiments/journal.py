@@ -89,9 +89,13 @@ class Journal(BaseModel):
     """Why the run halted or errored; empty when it passed or failed on expectations."""
     verdicts: list[dict[str, Any]] = Field(default_factory=list)
     faults: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """Per fault id: type, mode, target, start/end times, emulated, mttd_s, mttr_s."""
+    """Per fault id: type, mode, target, start/end times, emulated, mttd_s (start → first page),
+    detected_by (that alert), receiver, first_signal_s (start → first symptom), mttr_s."""
     load: dict[str, Any] = Field(default_factory=dict)
     """The load generator's own totals (Locust's exact counts)."""
+    alerting: dict[str, Any] = Field(default_factory=dict)
+    """The alerting stack of the run: enabled, rules file and its sha256, speedup and what it scaled,
+    scrape/evaluation intervals, Prometheus/Alertmanager versions, seconds to the first sample."""
     events: list[Event] = Field(default_factory=list)
 
     @classmethod

@@ -37,7 +37,7 @@ TARGET_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "process_freeze": (*_R, *_FS), "cert_expiry": (*_FS, *_R), "dependency_outage": _FS, "network_partition": _FS,
     "network_degradation": ("proxy",)})  # fmt: skip
 """Which services each built-in fault may aim at; a plugin class may declare ``target_roles`` itself."""
-_EXPECT_KEYS = ["probe", "breaker", "slo", "recovers", "restarts", "requests", "error_budget"]
+_EXPECT_KEYS = ["probe", "breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert", "no_alerts"]
 _Errors: TypeAlias = list[ConfigError]
 
 
@@ -94,7 +94,40 @@ def _check(text: str, file: str, registry: FaultRegistry | None) -> tuple[Experi
         roles = {n: r for n in registry.names() if (r := getattr(registry.get(n), "target_roles", TARGET_ROLES.get(n)))}
         for p in exp.reference_problems(roles):
             errors.append(_located(marks, p.path, p.message, expected=p.expected, suggestion=p.suggestion))
+        errors += _alert_errors(exp, file, marks)
     return (exp if not errors else None), sorted(errors, key=lambda e: (e.line or 0, e.column or 0))
+
+
+def _alert_errors(exp: Experiment, file: str, marks: _Marks) -> _Errors:
+    """Alert names in expectations must be alerts of the rules file the run will load."""
+    from experiments.alert_expectations import AlertExpectation, NoAlerts
+    from experiments.rulefiles import alert_rules, rules_path
+
+    wanted = exp.alert_expectations()
+    if not wanted:
+        return []
+    if not exp.alerting.enabled:
+        return [_located(marks, ("expect", wanted[0]), "an alert expectation needs alerting, but alerting.enabled "
+                         "is false", expected="alerting.enabled: true, or no alert expectations")]  # fmt: skip
+    path = rules_path(exp.alerting.rules, spec_file=file)
+    try:
+        known = sorted(alert_rules(path))
+    except ConfigError as exc:
+        return [_located(marks, ("alerting", "rules"), f"{exc} ({path})", expected="a Prometheus rules file")]
+    errors: _Errors = []
+    for i in wanted:
+        x = exp.expect[i]
+        names: list[tuple[tuple[str | int, ...], str]] = []
+        if isinstance(x, AlertExpectation):
+            names = [(("expect", i, "alert"), x.alert)]
+        if isinstance(x, NoAlerts):
+            names = [(("expect", i, "allow", j), name) for j, name in enumerate(x.allow)]
+        for where, name in names:
+            if name not in known:
+                errors.append(_located(marks, where, f"no alert named '{name}' in {path.name}",
+                                       expected=f"an alert of {path} (faultdrill alerts list)",
+                                       suggestion=_closest(name, known)))  # fmt: skip
+    return errors
 
 
 def _compose(text: str, file: str) -> tuple[Any, _Marks]:

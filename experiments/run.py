@@ -1,6 +1,7 @@
 """``faultdrill run``: the stages of one experiment, in order, and nothing else.
 
-load spec → plan (fault configs, preflight) → platform up → load on → steady state →
+load spec → plan (fault configs, preflight) → platform up → alerting up (Prometheus,
+Alertmanager, webhook receiver, alert watcher; ``--no-alerts`` skips it) → load on → steady state →
 faults on schedule (continuous steady-state and ``halt_if`` checks) → recovery →
 rollback everything → stop everything → evaluate → journal.
 
@@ -43,7 +44,7 @@ from experiments.slo import SteadyCriteria, request_stats
 from experiments.spec import Experiment
 from experiments.timeline import Timeline
 from faults.base import FaultContext
-from faults.errors import FaultdrillError, PreflightError
+from faults.errors import ConfigError, FaultdrillError, PreflightError
 from faults.registry import FaultRegistry
 from faults.topology import ServiceHandle, Topology
 
@@ -85,6 +86,18 @@ def plan_lines(spec: Experiment, configs: dict[str, Any], registry: FaultRegistr
         lines += [f"    {c}" for c in changes]
     lines += [f"expect: {describe(e)}" for e in spec.expect]
     return lines
+
+
+def _alerting_line(spec: Experiment, path: Path, enabled: bool) -> str:
+    from experiments.rulefiles import alert_rules, rules_path
+
+    if not enabled:
+        return "alerting: off (no Prometheus or Alertmanager; alert expectations are refused)"
+    a = spec.alerting
+    rules = rules_path(a.rules, spec_file=path)
+    return (f"alerting: Prometheus + Alertmanager on loopback, {len(alert_rules(rules))} alert rules from {rules}, "
+            f"durations ÷ {a.speedup:g} (time scale {1 / a.speedup:.4g}), scrape/eval {float(a.scrape_interval):g}s/"
+            f"{float(a.evaluation_interval):g}s; receivers pager, chat, ticket → faultdrill's webhook")
 
 
 def _planned_topology(spec: Experiment) -> Topology:
@@ -135,26 +148,50 @@ def _steady(timeline: Timeline, criteria: SteadyCriteria, now: float) -> bool:
     return criteria.met(stats.total, stats.ok, stats.latencies)
 
 
+def _within(x: Any) -> float:
+    nested = [getattr(x, k, None) for k in ("fires", "resolves")]
+    return max([float(getattr(x, "within", 0.0) or 0.0)] + [float(n.within) for n in nested if n is not None])
+
+
 def _settle_time(spec: Experiment) -> float:
     """How long after the last fault ends expectations may still need events."""
-    longest = max((float(getattr(e, "within", 0.0) or 0.0) for e in spec.expect), default=0.0)
+    longest = max((_within(e) for e in spec.expect), default=0.0)
     return min(60.0, max(longest, float(spec.steady_state.window)) + SETTLE_S)
 
 
 def run_experiment(
     path: Path, *, out: Path, registry: FaultRegistry | None = None, misconfigurations: tuple[str, ...] = (),
-    dry_run: bool = False, console: Console | None = None, plain: bool | None = None,
+    dry_run: bool = False, console: Console | None = None, plain: bool | None = None, no_alerts: bool = False,
+    rules: Path | None = None,
 ) -> RunResult:  # fmt: skip
-    """Run the experiment at ``path``; a bad spec raises ConfigError (exit 2) before anything starts."""
+    """Run the experiment at ``path``; a bad spec raises ConfigError (exit 2) before anything starts.
+
+    ``no_alerts`` runs without Prometheus and Alertmanager; a spec with alert expectations is
+    then refused (ConfigError). Missing binaries are a PreflightError naming the install step.
+    ``rules`` replaces the spec's alert rules file (a candidate rule change, or a deliberately
+    broken one to prove the experiment notices); every alert the spec expects must be in it.
+    """
     console = console or Console()
     registry = registry or FaultRegistry.installed()
     spec = load_experiment(path, registry)
     if misconfigurations:
         target = spec.target.model_copy(update={"misconfigurations": list(misconfigurations)})
         spec = spec.model_copy(update={"target": target})
+    if rules is not None:
+        spec = _with_rules(spec, rules)
     configs = {f.id: registry.get(f.type)().parse_config(f.config_input(), file=str(path)) for f in spec.faults}
+    alerting = spec.alerting.enabled and not no_alerts
+    if no_alerts and (needing := spec.alert_expectations()):
+        i = needing[0]
+        raise ConfigError(f"--no-alerts, but expectation {i + 1} ({describe(spec.expect[i])}) needs Prometheus and "
+                          f"Alertmanager", file=str(path), field=f"expect[{i}]",
+                          suggestion="run without --no-alerts (make setup installs both)")  # fmt: skip
+    if alerting:
+        from experiments.stack import Binaries
+
+        Binaries().resolve()  # missing binaries: a clear error before anything starts
     if dry_run:
-        for line in plan_lines(spec, configs, registry):
+        for line in [*plan_lines(spec, configs, registry), _alerting_line(spec, path, alerting)]:
             console.print(line, highlight=False)
         console.print("[bold]dry run:[/] nothing was started and nothing was changed")
         return RunResult(0, None, None, [])
@@ -173,6 +210,13 @@ def run_experiment(
             journal.environment = parts.environment()
             scheduler = parts.scheduler(configs)
             parts.preflight(scheduler)
+            if alerting:
+                journal.alerting = parts.alerts_up(path)
+                journal.environment = _with_alerting(journal.environment, journal.alerting)
+                view.note(f"alerting up: first samples after {journal.alerting['first_sample_s']:.1f} s, rules "
+                          f"time-scaled ÷ {spec.alerting.speedup:g}")  # fmt: skip
+            else:
+                journal.alerting = {"enabled": False}
             parts.load_up(_total_time(spec))
             criteria = SteadyCriteria.of(spec.steady_state)
             steady_at = _wait_steady(timeline, criteria, stop)
@@ -221,6 +265,31 @@ def run_experiment(
 
 class _Halt(Exception):
     pass
+
+
+def _with_rules(spec: Experiment, rules: Path) -> Experiment:
+    """The spec with another rules file; alerts it expects must exist there (ConfigError otherwise)."""
+    from experiments.rulefiles import alert_rules
+
+    path = rules.resolve()
+    known = alert_rules(path)
+    for i, x in enumerate(spec.expect):
+        for name in [getattr(x, "alert", None), *(getattr(x, "allow", None) or [])]:
+            if isinstance(name, str) and name not in known:
+                raise ConfigError(f"--rules {rules}: no alert named '{name}', which expect[{i}] needs",
+                                  file=str(path), field="groups",
+                                  expected="the alerts the experiment expects")  # fmt: skip
+    alerting = spec.alerting.model_copy(update={"rules": str(path)})
+    return spec.model_copy(update={"alerting": alerting})
+
+
+def _with_alerting(env: Any, info: dict[str, Any]) -> Any:
+    """The environment with the alert rules' time scale and a plain note on what it means."""
+    speedup = float(info["speedup"])
+    note = (f"alert rules and Alertmanager timers time-scaled: production durations ÷ {speedup:g} (a production "
+            f"'for: 5m' waited {300 / speedup:g} s here); thresholds unchanged" if speedup != 1 else
+            "alert rules at production durations (time scale 1)")  # fmt: skip
+    return env.model_copy(update={"time_scale": 1.0 / speedup, "notes": [*env.notes, note]})
 
 
 def _total_time(spec: Experiment) -> float:
@@ -295,8 +364,10 @@ def _print_summary(console: Console, journal: Journal, verdicts: list[Verdict], 
             console.print(f"FAILED: {v.name} — expected {v.expected}; observed {v.observed}", soft_wrap=True,
                           highlight=False, markup=False)  # fmt: skip
     for fid, info in journal.faults.items():
-        mttd, mttr = info.get("mttd_s"), info.get("mttr_s")
-        console.print(f"fault {fid} ({info.get('type')}): MTTD {'-' if mttd is None else f'{mttd:.2f} s'}, "
+        mttd, mttr, first = info.get("mttd_s"), info.get("mttr_s"), info.get("first_signal_s")
+        page = f" ({info.get('detected_by')} → {info.get('receiver')})" if mttd is not None else ""
+        console.print(f"fault {fid} ({info.get('type')}): MTTD {'-' if mttd is None else f'{mttd:.2f} s'}{page}, "
+                      f"first signal {'-' if first is None else f'{first:.2f} s'}, "
                       f"MTTR {'-' if mttr is None else f'{mttr:.2f} s'}"
                       + (" [emulated]" if info.get("emulated") else ""), highlight=False)  # fmt: skip
     if journal.reason:

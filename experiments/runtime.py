@@ -4,9 +4,9 @@ from the spec and always torn down in order. ``run.py`` only calls the stages.
 Example::
 
     parts = RunParts(spec, timeline, out_dir, registry)
-    parts.platform_up(); parts.load_up(total_s=120)
+    parts.platform_up(); parts.alerts_up(spec_file); parts.load_up(total_s=120)
     ...
-    parts.close()          # load, then platform: every step even if one fails
+    parts.close()          # load, alerting, then platform: every step even if one fails
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from experiments.load import LoadGenerator, LoadShape
 from experiments.platforms.local import LocalPlatform
 from experiments.platforms.probes import ProbeConfig, ProbeSet
 from experiments.platforms.restarts import BackOff
+from experiments.rulefiles import alertmanager_path, rules_path
+from experiments.runalerts import RunAlerting
 from experiments.schedule import FaultScheduler
 from experiments.scraper import MetricsScraper
 from experiments.spec import Experiment
@@ -65,6 +67,7 @@ class RunParts:
         self.platform: LocalPlatform | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.load: LoadGenerator | None = None
+        self.alerting: RunAlerting | None = None
         self._load_summary: dict[str, Any] = {}
 
     # -- the platform ----------------------------------------------------------------------
@@ -116,6 +119,16 @@ class RunParts:
         return collect_environment(device=str(device.get("kind", self.spec.target.device)), emulated=emulated,
                                    device_name=str(device.get("name", "")), notes=notes)  # fmt: skip
 
+    # -- alerting ------------------------------------------------------------------------
+    def alerts_up(self, spec_file: Path | str | None) -> dict[str, Any]:
+        """Prometheus + Alertmanager on the running platform (see ``runalerts``); the journal's ``alerting``."""
+        assert self.platform is not None
+        a = self.spec.alerting
+        self.alerting = RunAlerting(a, rules_path(a.rules, spec_file=spec_file),
+                                    alertmanager_path(a.alertmanager, spec_file=spec_file), self.run_dir / "alerting",
+                                    self.timeline, self.platform.topology)  # fmt: skip
+        return self.alerting.up()
+
     # -- faults ----------------------------------------------------------------------------
     def context(self) -> FaultContext:
         assert self.platform is not None
@@ -165,5 +178,9 @@ class RunParts:
             if self.load is not None:
                 self._load_summary = dataclasses.asdict(self.load.stop())
         finally:
-            if self.platform is not None:
-                self.platform.close()
+            try:
+                if self.alerting is not None:
+                    self.alerting.close()
+            finally:
+                if self.platform is not None:
+                    self.platform.close()

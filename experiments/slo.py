@@ -5,10 +5,12 @@ percentiles are over **ok** requests only (a refused connection answers fast and
 flatter p95), nearest-rank, so every percentile is a latency really observed. Windows are
 inclusive at both ends, as :meth:`Timeline.select` is.
 
-MTTD of a fault: from its start to the first detection signal at or after it — a readiness
-probe turning false, a breaker turning open, or a failed request, whichever is first
-(alerts come later; a replica or breaker already in that state at the start counts only
-once it changes). MTTR: from its end until steady state is regained (:func:`regained_at`).
+First signal of a fault: from its start to the first symptom at or after it — a readiness
+probe turning false, a breaker turning open, or a failed request, whichever is first (a
+replica or breaker already in that state at the start counts only once it changes). The MTTD
+proper — fault start to the first page — is measured on notifications by
+``experiments.alert_assertions``. MTTR: from its end until steady state is regained
+(:func:`regained_at`).
 
 Example::
 
@@ -278,7 +280,7 @@ def _detected(events: list[Event], start: float, is_signal: Callable[[Event], bo
 
 
 def mttd_mttr(timeline: Timeline, *, steady_state: Any = None) -> dict[str, dict[str, float | None]]:
-    """Per fault id, in order of start: ``mttd_s`` (start → first detection signal) and ``mttr_s``
+    """Per fault id, in order of start: ``first_signal_s`` (start → first symptom) and ``mttr_s``
     (end → steady state regained); None when that never happened on the timeline."""
     steady, requests = SteadyCriteria.of(steady_state), timeline.select("request")
     probes, breakers = timeline.select("probe", probe="readiness"), timeline.select("breaker")
@@ -294,5 +296,5 @@ def mttd_mttr(timeline: Timeline, *, steady_state: Any = None) -> dict[str, dict
         found = [t for t in signals if t is not None]
         regained = None if end is None else regained_at(requests, end, steady, horizon=timeline.end)
         mttr = None if regained is None or end is None else round(regained - end, 6)
-        out[started.source] = {"mttd_s": round(min(found) - start, 6) if found else None, "mttr_s": mttr}
+        out[started.source] = {"first_signal_s": round(min(found) - start, 6) if found else None, "mttr_s": mttr}
     return out

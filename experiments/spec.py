@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 
+from experiments.alert_expectations import AlertingSpec
 from experiments.expectations import Duration, Expectation, HaltCondition, Moment
 
 __all__ = ["MISCONFIGURATIONS", "Experiment", "FaultSpec", "LoadShape", "LoadSpec", "Metadata", "ProbeSettings",
@@ -234,6 +235,13 @@ class Experiment(_Model):
     faults: list[FaultSpec] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)
     halt_if: list[HaltCondition] = Field(default_factory=list)
+    alerting: AlertingSpec = Field(default_factory=AlertingSpec)
+
+    def alert_expectations(self) -> list[int]:
+        """Indexes of the expectations that need Prometheus and Alertmanager."""
+        from experiments.alert_expectations import AlertExpectation, NoAlerts
+
+        return [i for i, x in enumerate(self.expect) if isinstance(x, AlertExpectation | NoAlerts)]
 
     def service_names(self) -> list[str]:
         """Every service the target will have: replicas first."""
@@ -291,6 +299,9 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
             fault_ref((*path, key), getattr(exp_, key, None), builtins=False)
         if isinstance(moment := getattr(exp_, "after", None), Moment):
             fault_ref((*path, "after"), moment.ref)
+        for key in ("fires", "resolves"):
+            if (within := getattr(exp_, key, None)) is not None:
+                fault_ref((*path, key, "after"), within.after.ref)
         for j, moment in enumerate(getattr(exp_, "between", None) or ()):
             fault_ref((*path, "between", j), moment.ref)
         for key in ("replica", "breaker"):

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from faultdrill import __version__
+from faultdrill.alerts_cli import alerts_app
 from faultdrill.faults_cli import faults_app, rollback_command
 from faultdrill.run_cli import run_command
 from faultdrill.spec_cli import schema_command, validate_command
@@ -31,6 +32,7 @@ app = typer.Typer(
 target_app = typer.Typer(help="The bundled GPU inference target and its feature store.", no_args_is_help=True)
 app.add_typer(target_app, name="target")
 app.add_typer(faults_app, name="faults")
+app.add_typer(alerts_app, name="alerts")
 app.command("rollback")(rollback_command)
 app.command("validate")(validate_command)
 app.command("schema")(schema_command)

@@ -21,6 +21,14 @@ def run_command(
         typer.Option("--misconfig", help="Run against a misconfiguration profile of the target (repeatable)."),
     ] = None,
     plain: Annotated[bool, typer.Option("--plain", help="Plain line output instead of the live view.")] = False,
+    no_alerts: Annotated[
+        bool,
+        typer.Option("--no-alerts", help="No Prometheus/Alertmanager (refused when the spec has alert expectations)."),
+    ] = False,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", help="Alert rules to load instead of the spec's (e.g. a candidate rule change)."),
+    ] = None,
 ) -> None:
     """Bring up the target, put it under load, inject faults on schedule, judge, roll back.
 
@@ -29,5 +37,5 @@ def run_command(
     from experiments.run import run_experiment
 
     result = run_experiment(file, out=out, dry_run=dry_run, misconfigurations=tuple(misconfig or ()),
-                            plain=True if plain else None)  # fmt: skip
+                            plain=True if plain else None, no_alerts=no_alerts, rules=rules)  # fmt: skip
     raise typer.Exit(result.exit_code)

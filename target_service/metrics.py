@@ -31,6 +31,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+SERVED_CODES = ("200", "400", "404", "413", "429", "500", "503", "504", "507")
+"""Every status the inference endpoint answers (api.py); their counters exist before the first one."""
 FAILURE_REASONS = ("oom", "shed", "timeout", "dependency", "internal", "bad_request", "unready")
 BREAKER_STATES = {"closed": 0, "open": 1, "half-open": 2}
 
@@ -70,6 +72,10 @@ class TargetMetrics:
         )  # fmt: skip
         for reason in FAILURE_REASONS:
             self.failures.labels(model=model, reason=reason)
+        # Exported at 0 from the start, so rate()/increase() see the very first error too: a series
+        # born at its first increment has no earlier sample to count from.
+        for code in SERVED_CODES:
+            self.requests.labels(model=model, code=code)
         self.pending = Gauge(
             "inference_pending_requests", "Requests waiting in the batching queue.",
             ["model"], registry=r,
@@ -163,6 +169,8 @@ class TargetMetrics:
             "Responses served with fallback features (source: stale cache or defaults).",
             ["model", "source"], registry=r,
         )  # fmt: skip
+        for source in ("stale_cache", "default"):  # the degraded sources (features.FeatureSource)
+            self.fallbacks.labels(model=model, source=source)
         self.cert_expiry = Gauge(
             "tls_certificate_expiry_timestamp_seconds",
             "notAfter of each certificate in use, Unix seconds.",

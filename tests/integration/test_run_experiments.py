@@ -51,9 +51,16 @@ def test_smoke_experiment_passes_and_leaves_nothing(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     journal = _journal(out)
     assert journal["outcome"] == "passed" and journal["exit_code"] == 0
-    assert len(journal["verdicts"]) == 8 and all(v["passed"] for v in journal["verdicts"])
+    assert len(journal["verdicts"]) == 11 and all(v["passed"] for v in journal["verdicts"])
     kinds = {e["kind"] for e in journal["events"]}
-    assert {"request", "probe", "breaker", "process", "fault", "phase"} <= kinds
+    assert {"request", "probe", "breaker", "process", "fault", "phase", "alert", "notification"} <= kinds
+    # Real Prometheus and Alertmanager: the page reached its receiver, and MTTD is in the journal.
+    alerting = journal["alerting"]
+    assert alerting["enabled"] and alerting["speedup"] == 60 and alerting["versions"]["prometheus"]
+    assert journal["environment"]["time_scale"] == pytest.approx(1 / 60)
+    cert = journal["faults"]["cert"]
+    assert cert["mttd_s"] is not None and 0 < cert["mttd_s"] < 6, cert
+    assert cert["detected_by"] == "TLSCertificateExpired" and cert["receiver"] == "pager"
     assert set(journal["faults"]) == {"hog", "part", "cert", "oom", "outage", "bad"}
     assert all(f["state"] == "ended" for f in journal["faults"].values())
     assert journal["environment"]["emulated"] is True  # no GPU here, and the journal says so

@@ -201,6 +201,40 @@ def test_probe_holds_counts_violations_exactly_at_either_bound(bad_at: float):
     assert not verdict.passed and f"was false at t={bad_at:.1f} s" in verdict.observed
 
 
+def test_readiness_holds_false_through_a_back_off_without_probe_samples():
+    # A container restarted into a bad model: its startup probe never passes, so no readiness
+    # probe runs — but its Ready condition is known to be false, as Kubernetes reports it.
+    tl = _timeline()
+    _fault(tl, "bad", 5.0, 12.0)
+    tl.add("process", "replica-1", t=3.0, event="unready")
+    tl.add("process", "replica-1", t=5.5, event="exit", reason="Completed")
+    tl.add("process", "replica-1", t=5.6, event="restart", restarts=1)
+    x = _x(probe="readiness", replica="replica-1", holds=False, between=["bad.start+1s", "bad.end"])
+    verdict = _check(x, tl)
+    assert verdict.passed, verdict.observed
+    assert "no probe ran and its Ready condition (0 changes)" in verdict.observed
+    tl.add("process", "replica-1", t=9.0, event="ready")
+    verdict = _check(x, tl)
+    assert not verdict.passed and "was true at t=9.0 s" in verdict.observed
+    assert "1 Ready condition change(s)" in verdict.observed
+
+
+def test_readiness_holds_true_fails_on_a_condition_flip_even_when_every_sample_passed():
+    tl = _timeline()
+    _fault(tl, "hog", 5.0, 10.0)
+    tl.add("process", "replica-0", t=1.0, event="ready")
+    _probes(tl, "replica-0", "readiness", {6.0: True, 9.0: True})
+    tl.add("process", "replica-0", t=7.0, event="unready")
+    verdict = _check(_x(probe="readiness", replica="replica-0", holds=True, during="hog"), tl)
+    assert not verdict.passed and verdict.measured == {"samples": 2, "violations": 1}
+    early = _timeline()
+    _fault(early, "hog", 5.0, 10.0)
+    early.add("process", "replica-0", t=1.0, event="unready")
+    _probes(early, "replica-0", "readiness", {6.0: True})
+    assert "already false at the start" in _check(_x(probe="readiness", replica="replica-0", holds=True,
+                                                     during="hog"), early).observed  # fmt: skip
+
+
 def test_probe_holds_reports_the_first_violation_of_a_flapping_probe():
     tl = _timeline()
     _fault(tl, "hog", 5.0, 10.0)
@@ -485,4 +519,5 @@ def test_a_whole_smoke_run_passes_and_a_broken_target_fails_naming_the_expectati
     assert all(v.passed for v in good), [v.observed for v in good if not v.passed]
     broken = [evaluate(x, _smoke_run(liveness_fails=True), steady_state=steady) for x in expectations]
     assert [v.name for v in broken if not v.passed] == ["liveness of replica-0 holds true during hog"]
-    assert assertions.mttd_mttr(_smoke_run(), steady_state=steady)["hog"] == {"mttd_s": 1.0, "mttr_s": 0.0}
+    assert assertions.mttd_mttr(_smoke_run(), steady_state=steady)["hog"] == {
+        "mttd_s": None, "first_signal_s": 1.0, "mttr_s": 0.0, "detected_by": None, "receiver": None}  # no alerting

@@ -239,17 +239,17 @@ def test_halt_on_latency_and_error_ratio_above():
 
 
 # -- MTTD / MTTR -------------------------------------------------------------------------
-def test_mttd_is_the_first_signal_and_mttr_the_regained_steady_state():
+def test_first_signal_is_the_first_symptom_and_mttr_the_regained_steady_state():
     tl = _timeline()
     _load(tl, 0.0, 30.0)
     for i in range(300):
         tl.add("probe", "replica-0", t=i * 0.1, probe="readiness", value=not 11.0 <= i * 0.1 < 20.0)
     tl.add("fault", "hog", t=10.0, event="start", fault="gpu_memory_exhaustion")
     tl.add("fault", "hog", t=18.0, event="end", fault="gpu_memory_exhaustion")
-    assert mttd_mttr(tl, steady_state=SteadyCriteria(window_s=2.0)) == {"hog": {"mttd_s": 1.0, "mttr_s": 0.0}}
+    assert mttd_mttr(tl, steady_state=SteadyCriteria(window_s=2.0)) == {"hog": {"first_signal_s": 1.0, "mttr_s": 0.0}}
 
 
-def test_mttd_ignores_states_that_predate_the_fault_and_takes_the_earliest_signal():
+def test_first_signal_ignores_states_that_predate_the_fault_and_takes_the_earliest():
     tl = _timeline()
     _load(tl, 0.0, 20.0)
     for i in range(200):  # replica-1 was never ready: not a detection of this fault
@@ -260,7 +260,7 @@ def test_mttd_ignores_states_that_predate_the_fault_and_takes_the_earliest_signa
     tl.add("fault", "part", t=5.0, event="start", fault="network_partition")
     tl.add("fault", "part", t=12.0, event="end", fault="network_partition")
     out = mttd_mttr(tl, steady_state=SteadyCriteria(window_s=2.0))
-    assert out["part"]["mttd_s"] == pytest.approx(2.5)
+    assert out["part"]["first_signal_s"] == pytest.approx(2.5)
     assert out["part"]["mttr_s"] == 0.0
 
 
@@ -269,5 +269,5 @@ def test_mttd_mttr_none_when_undetected_or_never_ended():
     _load(tl, 0.0, 10.0)
     tl.add("fault", "silent", t=2.0, event="start", fault="process_freeze")
     out = mttd_mttr(tl)
-    assert out == {"silent": {"mttd_s": None, "mttr_s": None}}
+    assert out == {"silent": {"first_signal_s": None, "mttr_s": None}}
     assert mttd_mttr(_timeline()) == {}
