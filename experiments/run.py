@@ -260,6 +260,7 @@ def run_experiment(
     journal.load = parts.load_summary()
     path_written = journal.write(parts.run_dir)
     _print_summary(console, journal, verdicts, path_written)
+    _write_reports(console, path_written, parts.run_dir)
     return RunResult(journal.exit_code or 0, parts.run_dir, journal, verdicts)
 
 
@@ -352,6 +353,20 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
             elif now - recovering_since >= settle:
                 return
         time.sleep(0.05)
+
+
+def _write_reports(console: Console, journal_path: Path, run_dir: Path) -> None:
+    """HTML, Markdown and JUnit next to the journal; a rendering failure never changes the run's outcome."""
+    try:
+        from reports import write_all
+
+        written = write_all(journal_path, run_dir)
+    except Exception as exc:  # the journal is the record; reports can be re-rendered from it
+        (run_dir / "report-error.log").write_text(traceback.format_exc())
+        console.print(f"reports not written ({type(exc).__name__}: {exc}); re-render with: faultdrill report "
+                      f"{run_dir}", highlight=False)  # fmt: skip
+        return
+    console.print("reports: " + ", ".join(str(p) for p in written.values()), highlight=False)
 
 
 def _print_summary(console: Console, journal: Journal, verdicts: list[Verdict], path: Path) -> None:

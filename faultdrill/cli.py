@@ -17,6 +17,7 @@ import typer
 from faultdrill import __version__
 from faultdrill.alerts_cli import alerts_app
 from faultdrill.faults_cli import faults_app, rollback_command
+from faultdrill.report_cli import report_command
 from faultdrill.run_cli import run_command
 from faultdrill.spec_cli import schema_command, validate_command
 
@@ -37,6 +38,7 @@ app.command("rollback")(rollback_command)
 app.command("validate")(validate_command)
 app.command("schema")(schema_command)
 app.command("run")(run_command)
+app.command("report")(report_command)
 
 
 def _fail_input(message: str) -> None:

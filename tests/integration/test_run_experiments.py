@@ -61,6 +61,10 @@ def test_smoke_experiment_passes_and_leaves_nothing(tmp_path):
     cert = journal["faults"]["cert"]
     assert cert["mttd_s"] is not None and 0 < cert["mttd_s"] < 6, cert
     assert cert["detected_by"] == "TLSCertificateExpired" and cert["receiver"] == "pager"
+    # Every run writes its reports next to the journal.
+    run_dir = next(out.glob("*/journal.json")).parent
+    assert {"report.html", "report.md", "junit.xml"} <= {p.name for p in run_dir.iterdir()}
+    assert "11 of 11 expectations held" in (run_dir / "report.html").read_text()
     assert set(journal["faults"]) == {"hog", "part", "cert", "oom", "outage", "bad"}
     assert all(f["state"] == "ended" for f in journal["faults"].values())
     assert journal["environment"]["emulated"] is True  # no GPU here, and the journal says so

@@ -1,0 +1,93 @@
+"""The game-day report: every scenario (run) of a game day in one document, plus one timeline
+of the day — people's runbook steps and notes, set among what the system did (faults,
+alerts, notifications) in wall-clock order.
+
+Example::
+
+    html = render_gameday([RunView.of(j) for j in journals], title="Game day 2026-11-22")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reports.model import RunView
+
+__all__ = ["DayRow", "day_timeline", "render_gameday", "render_gameday_markdown"]
+
+
+@dataclass(frozen=True)
+class DayRow:
+    wall: float
+    scenario: str
+    t: float | None
+    what: str
+    detail: str
+    css: str = ""
+
+
+def day_timeline(views: Sequence[RunView]) -> list[DayRow]:
+    """Runbook steps and notes, with scenario start/end, faults, alerts and notifications around them."""
+    rows: list[DayRow] = []
+    for v in views:
+        j = v.journal
+        name = j.name
+        rows.append(DayRow(j.started_at, name, 0.0, "scenario started", f"run {j.run_id}", "phase"))
+        for e in j.events:
+            wall = e.wall if e.wall is not None else j.started_at + e.t
+            a = e.attrs
+            if e.kind == "runbook":
+                note = f" — {a.get('note')}" if a.get("note") else ""
+                rows.append(DayRow(wall, name, e.t, f"runbook step ({a.get('status') or 'noted'})",
+                                   f"{a.get('step') or ''}{note} [{e.source}]", "step"))  # fmt: skip
+            elif e.kind == "fault" and a.get("event") in ("start", "end", "error"):
+                what = {"start": "fault injected", "end": "fault ended", "error": "fault error"}[str(a["event"])]
+                rows.append(DayRow(wall, name, e.t, what, f"{e.source} ({a.get('fault') or ''})"))
+            elif e.kind == "alert" and a.get("state") in ("firing", "resolved"):
+                rows.append(DayRow(wall, name, e.t, f"alert {a['state']}", e.source))
+            elif e.kind == "notification":
+                rows.append(DayRow(wall, name, e.t, f"notified ({a.get('status', 'firing')})",
+                                   f"{a.get('alert')} → {e.source}"))  # fmt: skip
+        end = j.ended_at if j.ended_at is not None else j.started_at + v.duration
+        rows.append(DayRow(end, name, v.duration, f"scenario {j.outcome or 'unfinished'}",
+                           j.reason or v.summary, "phase"))  # fmt: skip
+    return sorted(rows, key=lambda r: r.wall)
+
+
+def render_gameday(views: Sequence[RunView], *, title: str | None = None) -> str:
+    from markupsafe import Markup
+
+    from reports.figure import timeline_svg
+    from reports.fmt import clock
+    from reports.html import environment
+
+    first = min((v.journal.started_at for v in views), default=None)
+    last = max((v.journal.ended_at or v.journal.started_at for v in views), default=None)
+    rows = day_timeline(views)
+    title = title or f"Game day {clock(first)[:10]}"
+    return environment().get_template("gameday.html.j2").render(
+        title=title, views=views, svgs=[Markup(timeline_svg(v)) for v in views], timeline=rows,
+        has_steps=any(r.css == "step" for r in rows), first=first, last=last,
+    )  # fmt: skip
+
+
+def render_gameday_markdown(views: Sequence[RunView], *, title: str | None = None) -> str:
+    from reports.fmt import clock
+    from reports.markdown import cell, render_markdown
+
+    first = min((v.journal.started_at for v in views), default=None)
+    out = [f"## {cell(title or f'Game day {clock(first)[:10]}')}", "", "| # | scenario | outcome | held | score |",
+           "|--:|---|---|--:|--:|"]  # fmt: skip
+    for i, v in enumerate(views, 1):
+        out.append(f"| {i} | {cell(v.journal.name)} | {v.journal.outcome} | {v.passed}/{len(v.verdicts)} | "
+                   f"{v.score.label} |")  # fmt: skip
+    steps = [r for r in day_timeline(views) if r.css == "step"]
+    out += ["", "**People's steps and notes**", ""]
+    out += [f"- {clock(r.wall)[11:19]} · {cell(r.scenario)} · {cell(r.what)}: {cell(r.detail)}" for r in steps] or [
+        "- none recorded"]  # fmt: skip
+    for v in views:
+        out += ["", render_markdown(v, html_href=None, level=3).rstrip()]
+    return "\n".join(out) + "\n"
