@@ -1,5 +1,5 @@
 # faultdrill — two commands do everything on a fresh Debian machine:
-#   make demo   the main job: a smoke game of every fault family against the bundled target
+#   make demo   the main job: the smoke game day (faults, pages, runbooks that restore service)
 #   make test   lint, type check and the whole test suite
 # Both depend on `make setup`, which is idempotent: system packages (apt, when missing),
 # a .venv with torch pinned to the CPU wheel, the project in editable mode, default models.
@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $@
 
 demo: setup
-	$(BIN)/faultdrill run experiments/catalog/smoke.yaml
+	$(BIN)/faultdrill gameday run gamedays/plans/smoke.yaml
 
 lint: setup
 	$(BIN)/ruff check .

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from experiments import alert_assertions, slo
+from experiments import alert_assertions, runbook_assertions, slo
 from experiments import expectations as ex
 from experiments.slo import Finding, SteadyCriteria, check_halt, fmt_value, regained_at, request_stats
 from experiments.timeline import Event, Timeline
@@ -167,6 +167,8 @@ def describe(x: Any) -> str:
             said.append(f"resolves within {x.resolves.within:g} s after {x.resolves.after}")
         where = "".join(f" {k}={v}" for k, v in sorted(x.labels.items()))
         return f"alert {x.alert}{where} " + " and ".join(said)
+    if isinstance(x, ex.RunbookRestores):
+        return f"the runbook of {x.runbook} restores steady state within {x.within:g} s"
     if isinstance(x, ex.NoAlerts):
         label = _label(x) if x.window() is not None else "during steady state"
         allowed = f" (allowed: {', '.join(x.allow)})" if x.allow else ""
@@ -338,6 +340,7 @@ _EVALUATORS: dict[type, Callable[[Any, Timeline, SteadyCriteria], Finding]] = {
     ex.ErrorBudget: lambda x, tl, steady: slo.judge_budget(*_requests_in(x, tl), at_most=x.at_most,
                                                           slo_availability=steady.availability),
     ex.Recovers: _recovers, ex.AlertExpectation: _alert, ex.NoAlerts: _no_alerts,
+    ex.RunbookRestores: runbook_assertions.judge_restores,
 }  # fmt: skip
 
 
@@ -367,7 +370,7 @@ def evaluate(expectation: Any, timeline: Timeline, *, steady_state: Any = None) 
         raise TypeError(f"not an expectation: {type(expectation).__name__}")
     steady = SteadyCriteria.of(steady_state)
     name = expected = describe(expectation)
-    if isinstance(expectation, ex.Recovers | ex.ErrorBudget):
+    if isinstance(expectation, ex.Recovers | ex.ErrorBudget | ex.RunbookRestores):
         expected = f"{expected} (steady state: {steady.describe()})"
     try:
         found = evaluator(expectation, timeline, steady)

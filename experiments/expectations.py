@@ -27,6 +27,7 @@ Example (YAML)::
       - {error_budget: availability, at_most: 0.5, during: hog}
       - {alert: InferenceGPUMemoryPressure, fires: {within: 30s, after: hog.start}, notifies: chat}
       - {no_alerts: firing}
+      - {runbook: hog, restores: steady_state, within: 30s}
     halt_if: [{slo: availability, below: 0.5, for: 10s}]
 """
 
@@ -53,6 +54,7 @@ __all__ = [
     "Recovers",
     "RequestsCount",
     "Restarts",
+    "RunbookRestores",
     "SloOver",
     "Window",
     "parse_duration",
@@ -119,6 +121,19 @@ class Recovers(BaseModel):
     after: Moment
 
 
+class RunbookRestores(BaseModel):
+    """``{runbook: hog, restores: steady_state, within: 30s}`` — the runbook attached to fault ``hog``
+    brings steady state back within 30 s of its start, while the fault is still in effect (a recovery
+    that only came with the fault's own rollback does not count)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    runbook: str
+    """The id of the fault the runbook is attached to."""
+    restores: Literal["steady_state"]
+    within: Duration
+
+
 class Restarts(Windowed):
     """``{restarts: replica-0, at_least: 1, reason: OOMKilled, during: oom}``"""
 
@@ -147,7 +162,8 @@ def _kind(value: Any) -> str | None:
     if isinstance(value, dict):
         if "probe" in value:
             return "probe_becomes" if "becomes" in value else "probe_holds"
-        for key in ("breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert", "no_alerts"):
+        for key in ("breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert", "no_alerts",
+                    "runbook"):
             if key in value:
                 return key
         return None
@@ -155,7 +171,7 @@ def _kind(value: Any) -> str | None:
     tags: dict[type, str] = {
         ProbeBecomes: "probe_becomes", ProbeHolds: "probe_holds", BreakerSequence: "breaker", SloOver: "slo",
         Recovers: "recovers", Restarts: "restarts", RequestsCount: "requests", ErrorBudget: "error_budget",
-        AlertExpectation: "alert", NoAlerts: "no_alerts",
+        AlertExpectation: "alert", NoAlerts: "no_alerts", RunbookRestores: "runbook",
     }  # fmt: skip
     return tags.get(type(value))
 
@@ -170,12 +186,13 @@ Expectation = Annotated[
     | Annotated[RequestsCount, Tag("requests")]
     | Annotated[ErrorBudget, Tag("error_budget")]
     | Annotated[AlertExpectation, Tag("alert")]
-    | Annotated[NoAlerts, Tag("no_alerts")],
+    | Annotated[NoAlerts, Tag("no_alerts")]
+    | Annotated[RunbookRestores, Tag("runbook")],
     Discriminator(
         _kind,
         custom_error_type="unknown_expectation",
         custom_error_message="an expectation starts with one of: probe, breaker, slo, recovers, restarts, "
-        "requests, error_budget, alert, no_alerts",
+        "requests, error_budget, alert, no_alerts, runbook",
     ),
 ]
 

@@ -29,7 +29,8 @@ from experiments.spec import Experiment
 from faults.errors import ConfigError, PluginError
 from faults.registry import FaultRegistry
 
-__all__ = ["TARGET_ROLES", "check_experiment", "check_experiment_text", "load_experiment", "load_experiment_text"]
+__all__ = ["TARGET_ROLES", "Located", "check_experiment", "check_experiment_text", "load_experiment",
+           "load_experiment_text", "validate_document"]
 
 _R, _FS = ("replica",), ("feature_store",)
 TARGET_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
@@ -37,7 +38,8 @@ TARGET_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "process_freeze": (*_R, *_FS), "cert_expiry": (*_FS, *_R), "dependency_outage": _FS, "network_partition": _FS,
     "network_degradation": ("proxy",)})  # fmt: skip
 """Which services each built-in fault may aim at; a plugin class may declare ``target_roles`` itself."""
-_EXPECT_KEYS = ["probe", "breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert", "no_alerts"]
+_EXPECT_KEYS = ["probe", "breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert", "no_alerts",
+                "runbook"]
 _Errors: TypeAlias = list[ConfigError]
 
 
@@ -96,6 +98,30 @@ def _check(text: str, file: str, registry: FaultRegistry | None) -> tuple[Experi
             errors.append(_located(marks, p.path, p.message, expected=p.expected, suggestion=p.suggestion))
         errors += _alert_errors(exp, file, marks)
     return (exp if not errors else None), sorted(errors, key=lambda e: (e.line or 0, e.column or 0))
+
+
+class Located:
+    """A YAML document's positions, for models other than experiments (game-day plans) to locate errors."""
+
+    def __init__(self, marks: _Marks) -> None:
+        self._marks = marks
+
+    def error(self, path: tuple[Any, ...], message: str, *, expected: str | None = None,
+              suggestion: str | None = None) -> ConfigError:  # fmt: skip
+        return _located(self._marks, path, message, expected=expected, suggestion=suggestion)
+
+
+def validate_document(text: str, file: str, model: type[BaseModel]) -> tuple[Any, Any, Located, list[ConfigError]]:
+    """Compose YAML with positions and validate it against ``model``: ``(object | None, raw data,
+    positions, located errors)``; YAML syntax errors come back as the single error."""
+    try:
+        data, marks = _compose(text, file)
+    except ConfigError as exc:
+        return None, None, Located(_Marks(file)), [exc]
+    try:
+        return model.model_validate(data), data, Located(marks), []
+    except ValidationError as exc:
+        return None, data, Located(marks), _config_errors(exc, data, marks, model)
 
 
 def _alert_errors(exp: Experiment, file: str, marks: _Marks) -> _Errors:
@@ -248,7 +274,8 @@ def _located(marks: _Marks, path: tuple[Any, ...], message: str, *, expected: st
                        expected=expected, suggestion=suggestion)  # fmt: skip
 
 
-def _config_errors(exc: ValidationError, data: Any, marks: _Marks) -> list[ConfigError]:
+def _config_errors(exc: ValidationError, data: Any, marks: _Marks, root: type[BaseModel] = Experiment,
+                   ) -> list[ConfigError]:  # fmt: skip
     """Each pydantic error as a located ``ConfigError`` with what was expected and a did-you-mean."""
     out = []
     for err in exc.errors(include_url=False):
@@ -257,7 +284,7 @@ def _config_errors(exc: ValidationError, data: Any, marks: _Marks) -> list[Confi
         path = _data_path(data, err["loc"], isinstance(value, dict) and kind not in ("missing", "extra_forbidden"))
         expected = suggestion = None
         if kind == "extra_forbidden":
-            fields = _fields_at(path[:-1], data)
+            fields = _fields_at(path[:-1], data, root)
             message, suggestion = f"unknown key '{path[-1]}'", _closest(str(path[-1]), fields)
             expected = "one of " + ", ".join(fields) if fields else None
         elif kind in ("missing", "union_tag_not_found"):
@@ -305,9 +332,9 @@ def _data_path(data: Any, loc: tuple[Any, ...], whole: bool) -> tuple[Any, ...]:
     return tuple(path)
 
 
-def _fields_at(path: tuple[Any, ...], data: Any) -> list[str]:
+def _fields_at(path: tuple[Any, ...], data: Any, root: type[BaseModel] = Experiment) -> list[str]:
     """The keys the model at ``path`` accepts (of a union, the member sharing most keys with the data)."""
-    types: list[Any] = [Experiment]
+    types: list[Any] = [root]
     node = data
     for part in path:
         node, nxt = node[part], []

@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -39,7 +39,8 @@ from experiments.journal import Journal
 from experiments.liveview import LiveView
 from experiments.loader import load_experiment
 from experiments.process import ServiceError
-from experiments.runtime import RunParts
+from experiments.runbook_hook import RunbookLauncher, RunbookTriggers
+from experiments.runtime import RunParts, SharedSystem
 from experiments.slo import SteadyCriteria, request_stats
 from experiments.spec import Experiment
 from experiments.timeline import Timeline
@@ -48,7 +49,7 @@ from faults.errors import ConfigError, FaultdrillError, PreflightError
 from faults.registry import FaultRegistry
 from faults.topology import ServiceHandle, Topology
 
-__all__ = ["RunResult", "plan_lines", "run_experiment"]
+__all__ = ["RunResult", "plan_lines", "run_experiment", "run_spec"]
 
 STEADY_TIMEOUT_S = 60.0
 SETTLE_S = 2.0
@@ -148,21 +149,34 @@ def _steady(timeline: Timeline, criteria: SteadyCriteria, now: float) -> bool:
     return criteria.met(stats.total, stats.ok, stats.latencies)
 
 
-def _within(x: Any) -> float:
-    nested = [getattr(x, k, None) for k in ("fires", "resolves")]
-    return max([float(getattr(x, "within", 0.0) or 0.0)] + [float(n.within) for n in nested if n is not None])
+def _needed_after_end(x: Any, durations: dict[str, float]) -> float:
+    """How long after its fault ends an expectation may still need events: its ``within`` past its
+    moment, less the fault's duration when the moment is the fault's start (a runbook's ``restores``
+    is judged while its fault is in effect, so it needs none)."""
+    if type(x).__name__ == "RunbookRestores":
+        return 0.0
+    needed = []
+    for w in (x, getattr(x, "fires", None), getattr(x, "resolves", None)):
+        within, moment = getattr(w, "within", None), getattr(w, "after", None)
+        if within is None:
+            continue
+        at_start = getattr(moment, "edge", "") == "start"
+        early = durations.get(getattr(moment, "ref", None) or "", 0.0) if at_start else 0.0
+        needed.append(max(0.0, float(within) + float(getattr(moment, "offset_s", 0.0) or 0.0) - early))
+    return max(needed, default=0.0)
 
 
 def _settle_time(spec: Experiment) -> float:
     """How long after the last fault ends expectations may still need events."""
-    longest = max((_within(e) for e in spec.expect), default=0.0)
+    durations = {f.id: float(f.duration) for f in spec.faults}
+    longest = max((_needed_after_end(e, durations) for e in spec.expect), default=0.0)
     return min(60.0, max(longest, float(spec.steady_state.window)) + SETTLE_S)
 
 
 def run_experiment(
     path: Path, *, out: Path, registry: FaultRegistry | None = None, misconfigurations: tuple[str, ...] = (),
     dry_run: bool = False, console: Console | None = None, plain: bool | None = None, no_alerts: bool = False,
-    rules: Path | None = None,
+    rules: Path | None = None, runbooks: RunbookLauncher | None = None,
 ) -> RunResult:  # fmt: skip
     """Run the experiment at ``path``; a bad spec raises ConfigError (exit 2) before anything starts.
 
@@ -196,14 +210,30 @@ def run_experiment(
         console.print("[bold]dry run:[/] nothing was started and nothing was changed")
         return RunResult(0, None, None, [])
 
-    timeline = Timeline()
-    parts = RunParts(spec, timeline, out, registry)
-    stop, why = threading.Event(), list[str]()
+    return run_spec(spec, configs, path, out=out, registry=registry, console=console, plain=plain,
+                    alerting=alerting, runbooks=runbooks)
+
+
+def run_spec(
+    spec: Experiment, configs: dict[str, Any], path: Path, *, out: Path, registry: FaultRegistry,
+    console: Console, plain: bool | None = None, alerting: bool = True, runbooks: RunbookLauncher | None = None,
+    shared: SharedSystem | None = None, stop: threading.Event | None = None, guided: bool = False,
+    run_dir: Path | None = None,
+) -> RunResult:  # fmt: skip
+    """The stages of one validated experiment. With ``shared`` (a game day's scenario) the platform,
+    alerting and timeline are the game day's: they are used, not started or stopped, and the
+    journal keeps the scenario's slice of the timeline. With ``stop`` the caller owns the signals."""
+    timeline = shared.timeline if shared is not None else Timeline()
+    begin = timeline.now() if shared is not None else 0.0
+    parts = RunParts(spec, timeline, out, registry, shared=shared, run_dir=run_dir)
+    own_signals = stop is None
+    stop, why = stop or threading.Event(), list[str]()
     outcome, reason = "failed", ""
     verdicts: list[Verdict] = []
     journal = Journal.new(spec.model_dump(mode="json", by_alias=True), parts.environment_stub())
-    scheduler = None
-    with _signals(stop, why), LiveView(timeline, title=spec.metadata.name, console=console, plain=plain) as view:
+    scheduler, triggers = None, None
+    signals = _signals(stop, why) if own_signals else nullcontext()
+    with signals, LiveView(timeline, title=spec.metadata.name, console=console, plain=plain) as view:
         try:
             timeline.add("phase", "run", phase="setup")
             parts.platform_up()
@@ -213,20 +243,22 @@ def run_experiment(
             if alerting:
                 journal.alerting = parts.alerts_up(path)
                 journal.environment = _with_alerting(journal.environment, journal.alerting)
-                view.note(f"alerting up: first samples after {journal.alerting['first_sample_s']:.1f} s, rules "
-                          f"time-scaled ÷ {spec.alerting.speedup:g}")  # fmt: skip
+                if shared is None:
+                    view.note(f"alerting up: first samples after {journal.alerting['first_sample_s']:.1f} s, "
+                              f"rules time-scaled ÷ {journal.alerting['speedup']:g}")  # fmt: skip
             else:
                 journal.alerting = {"enabled": False}
+            triggers = parts.runbook_triggers(path, runbooks, guided=guided)
             parts.load_up(_total_time(spec))
             criteria = SteadyCriteria.of(spec.steady_state)
-            steady_at = _wait_steady(timeline, criteria, stop)
+            steady_at = _wait_steady(timeline, criteria, stop, since=begin)
             if steady_at is None:
                 raise _Halt(why[-1] if why else f"steady state ({criteria.describe()}) not reached in "
                             f"{STEADY_TIMEOUT_S:g} s: nothing was injected")  # fmt: skip
             timeline.add("phase", "run", t=steady_at, phase="steady")
-            view.note(f"steady state reached at {steady_at:.1f} s ({criteria.describe()})")
+            view.note(f"steady state reached at {steady_at - begin:.1f} s ({criteria.describe()})")
             scheduler.start(steady_at)
-            _drive(spec, timeline, scheduler, stop, why, view)
+            _drive(spec, timeline, scheduler, stop, why, view, triggers)
             outcome = "passed"
         except _Halt as halt:
             outcome, reason = "halted", str(halt)
@@ -245,17 +277,21 @@ def run_experiment(
             view.note(f"ABORTED: {reason} (traceback in {parts.run_dir / 'error.log'})")
         finally:
             timeline.add("phase", "run", phase="teardown")
+            if triggers is not None:
+                triggers.stop()  # runbooks first: their commands are killed before faults are undone
             if scheduler is not None:
                 for fid in scheduler.rollback_all():
                     view.note(f"rolled back {fid}")
             parts.close()
+    seen = timeline.slice(begin) if shared is not None else timeline
     if outcome != "error":
-        verdicts = [evaluate(e, timeline, steady_state=spec.steady_state) for e in spec.expect]
+        verdicts = [evaluate(e, seen, steady_state=spec.steady_state) for e in spec.expect]
         if outcome == "passed" and not all(v.passed for v in verdicts):
             outcome = "failed"
-    times = mttd_mttr(timeline, steady_state=spec.steady_state)
-    faults = {fid: {**info, **times.get(fid, {})} for fid, info in (scheduler.summary() if scheduler else {}).items()}
-    journal.finish(timeline, verdicts=[v.model_dump(mode="json") for v in verdicts], outcome=outcome,  # type: ignore[arg-type]
+    times = mttd_mttr(seen, steady_state=spec.steady_state)
+    faults = {fid: {**_rebased(info, begin), **times.get(fid, {})}
+              for fid, info in (scheduler.summary() if scheduler else {}).items()}  # fmt: skip
+    journal.finish(seen, verdicts=[v.model_dump(mode="json") for v in verdicts], outcome=outcome,  # type: ignore[arg-type]
                    faults=faults, reason=reason)  # fmt: skip
     journal.load = parts.load_summary()
     path_written = journal.write(parts.run_dir)
@@ -300,13 +336,21 @@ def _total_time(spec: Experiment) -> float:
     return STEADY_TIMEOUT_S + max(ends, default=0.0) + chained + _settle_time(spec) + 30.0
 
 
-def _wait_steady(timeline: Timeline, criteria: SteadyCriteria, stop: threading.Event) -> float | None:
-    """The time steady state was confirmed (its criteria held over one full window)."""
+def _rebased(info: dict[str, Any], begin: float) -> dict[str, Any]:
+    """A fault summary with its times relative to the scenario's start (a game day's shared timeline)."""
+    if not begin:
+        return info
+    return {k: (v - begin if isinstance(v, float) and k in ("start_s", "end_s") else v) for k, v in info.items()}
+
+
+def _wait_steady(timeline: Timeline, criteria: SteadyCriteria, stop: threading.Event,
+                 since: float = 0.0) -> float | None:  # fmt: skip
+    """The time steady state was confirmed (its criteria held over one full window of this run's load)."""
     deadline = time.monotonic() + STEADY_TIMEOUT_S
-    first = timeline.first("request")
+    first = next(iter(timeline.select("request", start=since)), None)
     while not stop.is_set() and time.monotonic() < deadline:
         now = timeline.now()
-        first = first or timeline.first("request")
+        first = first or next(iter(timeline.select("request", start=since)), None)
         if first is not None and now - first.t >= criteria.window_s and _steady(timeline, criteria, now):
             return now
         time.sleep(0.2)
@@ -314,7 +358,7 @@ def _wait_steady(timeline: Timeline, criteria: SteadyCriteria, stop: threading.E
 
 
 def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading.Event, why: list[str],
-           view: LiveView) -> None:  # fmt: skip
+           view: LiveView, triggers: RunbookTriggers | None = None) -> None:  # fmt: skip
     """Faults on schedule; halt conditions every second; then wait for recovery."""
     next_halt_check = 0.0
     settle = _settle_time(spec)
@@ -327,6 +371,8 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
             raise _Halt(why[-1] if why else "stopped")
         now = timeline.now()
         scheduler.tick(now)
+        if triggers is not None:
+            triggers.tick(now, scheduler.faults)
         for f in scheduler.faults:
             if states.get(f.id) != f.state:
                 states[f.id] = f.state

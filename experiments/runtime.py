@@ -26,17 +26,18 @@ from experiments.platforms.probes import ProbeConfig, ProbeSet
 from experiments.platforms.restarts import BackOff
 from experiments.rulefiles import alertmanager_path, rules_path
 from experiments.runalerts import RunAlerting
+from experiments.runbook_hook import LaunchContext, RunbookLauncher, RunbookTriggers
 from experiments.schedule import FaultScheduler
 from experiments.scraper import MetricsScraper
 from experiments.spec import Experiment
 from experiments.timeline import Timeline
 from faults.base import FaultContext
 from faults.deadman import spawn_watchdog
-from faults.errors import PreflightError
+from faults.errors import ConfigError, PreflightError
 from faults.ledger import default_state_dir
 from faults.registry import FaultRegistry
 
-__all__ = ["RunParts"]
+__all__ = ["RunParts", "SharedSystem"]
 
 log = logging.getLogger("faultdrill.run")
 
@@ -53,25 +54,43 @@ def _load_shape(spec: Experiment) -> LoadShape:
     return LoadShape()
 
 
+@dataclasses.dataclass
+class SharedSystem:
+    """A platform and alerting stack that outlive one run (a game day's scenarios share them).
+
+    The scenario's run uses them and their timeline, and never stops them; the game day does.
+    """
+
+    platform: LocalPlatform
+    timeline: Timeline
+    alerting: RunAlerting | None = None
+
+
 class RunParts:
     """Everything a run starts, in the order it starts them."""
 
-    def __init__(self, spec: Experiment, timeline: Timeline, out: Path, registry: FaultRegistry) -> None:
+    def __init__(self, spec: Experiment, timeline: Timeline, out: Path, registry: FaultRegistry,
+                 shared: SharedSystem | None = None, run_dir: Path | None = None) -> None:  # fmt: skip
         self.spec = spec
         self.timeline = timeline
         self.registry = registry
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        self.run_dir = out / f"{spec.metadata.name}-{stamp}"
+        self.run_dir = run_dir or out / f"{spec.metadata.name}-{stamp}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = default_state_dir()
         self.platform: LocalPlatform | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.load: LoadGenerator | None = None
         self.alerting: RunAlerting | None = None
+        self.shared = shared
+        if shared is not None:
+            self.platform, self.alerting = shared.platform, shared.alerting
         self._load_summary: dict[str, Any] = {}
 
     # -- the platform ----------------------------------------------------------------------
     def platform_up(self) -> None:
+        if self.shared is not None:
+            return  # the game day's platform is up already
         t = self.spec.target
         env = dict(t.env)
         if t.misconfigurations:
@@ -123,11 +142,26 @@ class RunParts:
     def alerts_up(self, spec_file: Path | str | None) -> dict[str, Any]:
         """Prometheus + Alertmanager on the running platform (see ``runalerts``); the journal's ``alerting``."""
         assert self.platform is not None
+        if self.shared is not None:
+            if self.alerting is None:
+                raise ConfigError("this scenario expects alerts, but the game day runs without alerting",
+                                  field="alerting.enabled")  # fmt: skip
+            return self.alerting.info
         a = self.spec.alerting
         self.alerting = RunAlerting(a, rules_path(a.rules, spec_file=spec_file),
                                     alertmanager_path(a.alertmanager, spec_file=spec_file), self.run_dir / "alerting",
                                     self.timeline, self.platform.topology)  # fmt: skip
         return self.alerting.up()
+
+    def runbook_triggers(self, spec_file: Path | str | None, launcher: RunbookLauncher | None, *,
+                         guided: bool = False) -> RunbookTriggers | None:  # fmt: skip
+        """Runbooks attached to faults, launched on their triggers (None when the spec attaches none)."""
+        if not any(f.runbook is not None for f in self.spec.faults):
+            return None
+        assert self.platform is not None
+        context = LaunchContext(self.timeline, self.platform.topology, self.platform, self.platform.service_url,
+                                self.alerting.info.get("prometheus_url") if self.alerting else None)
+        return RunbookTriggers(self.spec, spec_file, launcher, context, guided=guided)
 
     # -- faults ----------------------------------------------------------------------------
     def context(self) -> FaultContext:
@@ -178,9 +212,10 @@ class RunParts:
             if self.load is not None:
                 self._load_summary = dataclasses.asdict(self.load.stop())
         finally:
-            try:
-                if self.alerting is not None:
-                    self.alerting.close()
-            finally:
-                if self.platform is not None:
-                    self.platform.close()
+            if self.shared is None:  # a shared system is the game day's to stop
+                try:
+                    if self.alerting is not None:
+                        self.alerting.close()
+                finally:
+                    if self.platform is not None:
+                        self.platform.close()

@@ -26,7 +26,8 @@ from experiments.alert_expectations import AlertingSpec
 from experiments.expectations import Duration, Expectation, HaltCondition, Moment
 
 __all__ = ["MISCONFIGURATIONS", "Experiment", "FaultSpec", "LoadShape", "LoadSpec", "Metadata", "ProbeSettings",
-           "RestartSettings", "SloSpec", "SpecProblem", "SteadyState", "TargetSpec", "parse_memory", "service_role"]
+           "RestartSettings", "RunbookRef", "SloSpec", "SpecProblem", "SteadyState", "TargetSpec", "parse_memory",
+           "service_role"]
 
 # The target's misconfiguration profiles (``target_service.config.Misconfiguration``; a test pins them).
 Misconfig = Literal["readiness_ignores_model", "no_circuit_breaker", "unbounded_queue", "liveness_checks_dependency"]
@@ -186,6 +187,26 @@ def _after_ref(value: Any) -> Any:
     return f"{value}.end" if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", value) else value
 
 
+class RunbookRef(_Model):
+    """``runbook: {file: gamedays/runbooks/gpu-memory.md, on_alert: InferenceGPUMemoryPressure}``
+
+    The runbook runs when its fault starts, or — with ``on_alert`` — when that alert fires after
+    the fault started (the way an on-call engineer would meet it). ``vars`` bind the runbook's
+    variables; ``REPLICA``/``SERVICE`` (the fault's target), ``TARGET`` and ``PROM`` are bound by
+    the run. A bare string is the file. Paths are relative to the spec file.
+    """
+
+    file: str
+    on_alert: str | None = None
+    vars: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = Field(default_factory=dict)
+    guided: bool = False
+    """Shown to a person step by step (``faultdrill gameday run --guided`` sets it for every runbook)."""
+
+
+def _runbook_ref(value: Any) -> Any:
+    return {"file": value} if isinstance(value, str) else value
+
+
 class FaultSpec(_Model):
     """One scheduled fault: ``at`` an offset from steady state, or ``after`` another fault."""
 
@@ -199,6 +220,8 @@ class FaultSpec(_Model):
     duration: Duration = Duration(10.0)
     params: dict[str, Any] = Field(default_factory=dict)
     """Validated by the fault plugin's ``Config`` (``faultdrill faults describe TYPE``)."""
+    runbook: Annotated[RunbookRef | None, BeforeValidator(_runbook_ref)] = None
+    """Executed when the fault starts (or its ``on_alert`` fires); ``restores`` judges whether it fixed it."""
 
     def config_input(self) -> dict[str, Any]:
         """What the plugin's ``parse_config`` gets: ``params`` plus ``target`` and ``duration_s``."""
@@ -299,6 +322,12 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
             fault_ref((*path, key), getattr(exp_, key, None), builtins=False)
         if isinstance(moment := getattr(exp_, "after", None), Moment):
             fault_ref((*path, "after"), moment.ref)
+        if isinstance(fid := getattr(exp_, "restores", None) and getattr(exp_, "runbook", None), str):
+            with_runbook = [f.id for f in exp.faults if f.runbook is not None]
+            if fid not in with_runbook:
+                known_ids = ", ".join(with_runbook) or "none (attach one: faults[].runbook)"
+                problems.append(SpecProblem((*path, "runbook"), f"no fault '{fid}' with a runbook attached",
+                                            f"one of {known_ids}", _closest(fid, with_runbook)))  # fmt: skip
         for key in ("fires", "resolves"):
             if (within := getattr(exp_, key, None)) is not None:
                 fault_ref((*path, key, "after"), within.after.ref)

@@ -161,6 +161,25 @@ class Timeline:
         with self._lock:
             return self._times[-1] if self._times else 0.0
 
+    def slice(self, start: float, end: float | None = None) -> Timeline:
+        """The events from ``start`` on, re-based so ``start`` is t=0 (one scenario of a game day).
+
+        The state each source was in at ``start`` is kept: the last ``probe``, ``breaker``,
+        ``process`` and ``alert`` event of every source before it comes along at its (negative)
+        time, so "was it already ready/open/firing?" stays answerable. Wall times are unchanged.
+        """
+        carried: dict[tuple[str, str, str], Event] = {}
+        for e in self.select(end=start):
+            if e.t < start and e.kind in ("probe", "breaker", "process", "alert"):
+                labels = repr(sorted((e.attrs.get("labels") or {}).items()))
+                key = (e.kind, e.source, f"{e.attrs.get('probe', '')}{labels}")
+                carried[key] = e
+        kept = [*carried.values(), *(e for e in self.select(start=start, end=end) if e.t >= start)]
+        rebased = [e.model_copy(update={"t": e.t - start}) for e in kept]
+        out = Timeline(rebased, start=self.start + start, clock=self._clock)
+        out.start_wall = self.start_wall + start
+        return out
+
     # -- persistence ---------------------------------------------------------------------
     def to_jsonable(self) -> list[dict[str, Any]]:
         return [e.model_dump(mode="json") for e in self.events()]

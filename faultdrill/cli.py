@@ -17,8 +17,11 @@ import typer
 from faultdrill import __version__
 from faultdrill.alerts_cli import alerts_app
 from faultdrill.faults_cli import faults_app, rollback_command
+from faultdrill.gameday_cli import gameday_app
+from faultdrill.history_cli import history_app
 from faultdrill.report_cli import report_command
 from faultdrill.run_cli import run_command
+from faultdrill.runbook_cli import runbook_app
 from faultdrill.spec_cli import schema_command, validate_command
 
 __all__ = ["app", "main"]
@@ -34,6 +37,9 @@ target_app = typer.Typer(help="The bundled GPU inference target and its feature 
 app.add_typer(target_app, name="target")
 app.add_typer(faults_app, name="faults")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(runbook_app, name="runbook")
+app.add_typer(gameday_app, name="gameday")
+app.add_typer(history_app, name="history")
 app.command("rollback")(rollback_command)
 app.command("validate")(validate_command)
 app.command("schema")(schema_command)

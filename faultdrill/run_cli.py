@@ -35,7 +35,21 @@ def run_command(
     Exit codes: 0 every expectation held, 1 one failed, 2 bad input, 3 halted or interrupted.
     """
     from experiments.run import run_experiment
+    from gamedays.launch import GamedayLauncher
 
     result = run_experiment(file, out=out, dry_run=dry_run, misconfigurations=tuple(misconfig or ()),
-                            plain=True if plain else None, no_alerts=no_alerts, rules=rules)  # fmt: skip
+                            plain=True if plain else None, no_alerts=no_alerts, rules=rules,
+                            runbooks=GamedayLauncher())  # fmt: skip
+    if result.journal is not None and result.run_dir is not None:
+        _record(result.journal, result.run_dir)
     raise typer.Exit(result.exit_code)
+
+
+def _record(journal: object, run_dir: Path) -> None:
+    """Every run goes into the history database (``faultdrill history``); a failure here is only a warning."""
+    try:
+        from gamedays.history import History, default_history_path
+
+        History(default_history_path()).record_run(journal, run_dir)  # type: ignore[arg-type]
+    except Exception as exc:
+        typer.echo(f"faultdrill: warning: run not recorded in the history ({type(exc).__name__}: {exc})", err=True)

@@ -24,7 +24,8 @@ def test_cli_start_imports_no_heavy_module():
 def test_help_lists_command_groups():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for group in ("target", "faults", "alerts", "rollback", "run", "validate", "schema", "report"):
+    for group in ("target", "faults", "alerts", "gameday", "history", "rollback", "run", "validate", "schema",
+                  "report"):
         assert group in result.output
 
 

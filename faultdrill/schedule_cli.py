@@ -1,0 +1,54 @@
+"""``faultdrill gameday schedule PLAN``: the plan's next occurrences and what a team installs.
+
+::
+
+    faultdrill gameday schedule PLAN [--count 5] [--workdir DIR]   # next runs, crontab, systemd, CronJob
+    faultdrill gameday schedule PLAN --due [--grace 60]            # exit 0 if the schedule is due now, else 1
+
+``--due`` is the guard the emitted schedulers use where they cannot express the plan's cron
+(``MON#1``, ``5L``, ``LW``): they fire on a superset of the days and run the game day only when
+this exits 0. The lead registers it in the ``gameday`` group::
+
+    gameday_app.command("schedule")(gameday_schedule_command)
+
+A plan without a schedule, a bad cron or an unknown time zone raises
+:class:`~faults.errors.ConfigError` naming the plan, its line and the field: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["gameday_schedule_command"]
+
+
+def gameday_schedule_command(
+    plan: Annotated[Path, typer.Argument(help="Game-day plan YAML with a schedule: {cron, timezone}.")],
+    count: Annotated[int, typer.Option("--count", min=1, max=1000, help="How many next occurrences to show.")] = 5,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Project directory the schedulers run in (default: here).")
+    ] = None,
+    image: Annotated[str, typer.Option("--image", help="Container image of the CronJob.")] = "faultdrill:latest",
+    namespace: Annotated[str, typer.Option("--namespace", help="Namespace of the CronJob.")] = "faultdrill",
+    due: Annotated[
+        bool, typer.Option("--due", help="Print nothing else: exit 0 if an occurrence was in the last --grace s.")
+    ] = False,
+    grace: Annotated[int, typer.Option("--grace", min=1, help="Seconds an occurrence stays due (--due).")] = 60,
+) -> None:
+    """Show the next occurrences of the plan's cron schedule and emit a crontab line, systemd units, a CronJob."""
+    from datetime import UTC, datetime
+
+    from gamedays.schedule import is_due, load_plan_schedule, schedule_command
+
+    sched = load_plan_schedule(plan)
+    if due:
+        ok = is_due(sched.cron, sched.timezone, datetime.now(UTC), grace_s=grace)
+        typer.echo(f"{plan}: {'due' if ok else 'not due'} ({sched.cron!r}, {sched.timezone})")
+        raise typer.Exit(0 if ok else 1)
+    wd = (workdir or Path.cwd()).resolve()
+    text = schedule_command(sched.cron, sched.title, plan, count, tz=sched.timezone, workdir=wd, image=image,
+                            namespace=namespace)  # fmt: skip
+    typer.echo(text)

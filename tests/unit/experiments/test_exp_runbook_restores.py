@@ -1,0 +1,164 @@
+"""``{runbook: FAULT, restores: steady_state, within: T}``, runbook triggers and timeline slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiments.assertions import evaluate
+from experiments.expectations import RunbookRestores
+from experiments.runbook_hook import LaunchContext, RunbookTriggers
+from experiments.slo import SteadyCriteria
+from experiments.spec import Experiment
+from experiments.timeline import Timeline
+from faults.errors import ConfigError
+
+STEADY = SteadyCriteria(window_s=2.0, availability=0.99)
+
+
+def _tl(outage: tuple[float, float] | None = (10.0, 20.0), end: float = 40.0) -> Timeline:
+    """Requests every 0.1 s, failing during ``outage``; fault hog 8 s → 35 s."""
+    tl = Timeline(start=0.0, clock=lambda: 0.0)
+    for i in range(int(end * 10)):
+        t = i * 0.1
+        bad = outage is not None and outage[0] <= t < outage[1]
+        tl.add("request", "load", t=t, ok=not bad, status=503 if bad else 200, latency_s=0.01)
+    tl.add("fault", "hog", t=8.0, event="start", fault="gpu_memory_exhaustion", target="replica-0")
+    tl.add("fault", "hog", t=35.0, event="end", fault="gpu_memory_exhaustion", target="replica-0")
+    if outage is not None:
+        tl.add("metric", "run", t=outage[0] + 0.5, name="steady_state", value=0.0)
+    return tl
+
+
+def _runbook(tl: Timeline, *, launched: float = 12.0, steps: list[tuple[float, str]] | None = None) -> None:
+    tl.add("runbook", "gpu-memory", t=launched, status="launched", fault="hog", trigger="alert X firing")
+    for i, (t, status) in enumerate(steps or [(13.0, "done"), (19.0, "done")], 1):
+        tl.add("runbook", "gpu-memory", t=t, step=i, title=f"step{i}", status=status,
+               check="probe readiness replica-0 is true within 30s" if status == "failed" else None)  # fmt: skip
+
+
+X = RunbookRestores(runbook="hog", restores="steady_state", within=15.0)  # type: ignore[arg-type]
+
+
+def test_restores_when_steady_state_returns_after_the_fixing_step_before_the_fault_ends() -> None:
+    tl = _tl()
+    _runbook(tl)
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert v.passed, v.observed
+    assert "after step 2 'step2' (done at t=19.0 s)" in v.observed and "while hog was still in effect" in v.observed
+    assert v.measured["steps_done"] == 2 and 8.0 <= (v.measured["seconds"] or 0) <= 12.0
+
+
+def test_a_failed_step_fails_naming_it() -> None:
+    tl = _tl(outage=(10.0, 36.0))
+    _runbook(tl, steps=[(13.0, "done"), (19.0, "failed")])
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert not v.passed
+    assert "step 2 'step2' failed at t=19.0 s: probe readiness replica-0 is true within 30s" in v.observed
+
+
+def test_recovery_by_the_faults_own_rollback_is_not_the_runbooks() -> None:
+    tl = _tl(outage=(10.0, 35.5))  # healed only when the fault ended
+    _runbook(tl)
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert not v.passed
+    assert "recovery did not happen after step 2 'step2' (done at t=19.0 s)" in v.observed
+    assert "the fault's rollback restored it, not the runbook" in v.observed
+
+
+def test_too_slow_and_never_launched() -> None:
+    tl = _tl(outage=(10.0, 31.0))
+    _runbook(tl)
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert not v.passed and "limit 15 s" in v.observed
+    v = evaluate(X, _tl(), steady_state=STEADY)
+    assert not v.passed and "never ran" in v.observed
+
+
+def test_when_steady_state_never_broke_the_runbook_must_complete_in_the_fault() -> None:
+    tl = _tl(outage=None)
+    _runbook(tl)
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert v.passed and "steady state never broke" in v.observed and "all 2 steps done" in v.observed
+    tl = _tl(outage=None)
+    _runbook(tl, steps=[(13.0, "done"), (36.0, "done")])  # finished only after the fault ended
+    assert not evaluate(X, tl, steady_state=STEADY).passed
+
+
+class _Launcher:
+    def __init__(self) -> None:
+        self.launched: list[tuple[str, dict[str, str]]] = []
+
+    def check(self, path: Path) -> None:
+        if not path.name.endswith(".md"):
+            raise ConfigError("not a runbook", file=str(path))
+
+    def launch(self, path: Path, *, name: str, variables: dict[str, str], guided: bool, context: Any) -> Any:
+        self.launched.append((name, variables))
+
+        class Done:
+            def join(self, timeout_s: float) -> bool:
+                return True
+
+        return Done()
+
+
+class _F:
+    def __init__(self, id: str, state: str) -> None:
+        self.id, self.state = id, state
+
+
+def _spec(runbook: Any) -> Experiment:
+    return Experiment.model_validate({
+        "apiVersion": "faultdrill/v1", "kind": "Experiment", "metadata": {"name": "t"}, "target": {"replicas": 2},
+        "faults": [{"id": "hog", "type": "gpu_memory_exhaustion", "target": "replica-0", "at": "1s",
+                    "runbook": runbook}]})  # fmt: skip
+
+
+def test_triggers_launch_on_fault_start_or_on_the_alert_about_the_target() -> None:
+    tl = Timeline(start=0.0, clock=lambda: 5.0)
+    tl.add("fault", "hog", t=1.0, event="start")
+    launcher = _Launcher()
+    ctx = LaunchContext(tl, topology=lambda: None, supervisor=None, service_url="http://x", prometheus_url="http://p")  # type: ignore[arg-type]
+    triggers = RunbookTriggers(_spec("rb.md"), "/tmp/spec.yaml", launcher, ctx)
+    triggers.tick(5.0, [_F("hog", "pending")])
+    assert launcher.launched == []
+    triggers.tick(5.0, [_F("hog", "active")])
+    triggers.tick(5.1, [_F("hog", "active")])  # once only
+    assert len(launcher.launched) == 1
+    name, variables = launcher.launched[0]
+    assert name == "rb" and variables == {"FAULT": "hog", "SERVICE": "replica-0", "REPLICA": "replica-0",
+                                          "TARGET": "http://x", "PROM": "http://p"}
+    assert tl.first("runbook", status="launched").attrs["trigger"] == "fault start"  # type: ignore[union-attr]
+
+    tl2 = Timeline(start=0.0, clock=lambda: 5.0)
+    tl2.add("fault", "hog", t=1.0, event="start")
+    on_alert = RunbookTriggers(_spec({"file": "rb.md", "on_alert": "Hot", "vars": {"X": "1"}}), None, launcher,
+                               LaunchContext(tl2, topology=lambda: None, supervisor=None))  # type: ignore[arg-type]
+    tl2.add("alert", "Hot", t=2.0, state="firing", labels={"pod": "replica-1"})  # about another replica
+    on_alert.tick(3.0, [_F("hog", "active")])
+    assert len(launcher.launched) == 1
+    tl2.add("alert", "Hot", t=3.5, state="firing", labels={"pod": "replica-0"})
+    on_alert.tick(4.0, [_F("hog", "active")])
+    assert len(launcher.launched) == 2 and launcher.launched[1][1]["X"] == "1"
+
+
+def test_triggers_refuse_runbooks_without_an_engine_or_with_a_bad_file() -> None:
+    ctx = LaunchContext(Timeline(), topology=lambda: None, supervisor=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no runbook engine"):
+        RunbookTriggers(_spec("rb.md"), None, None, ctx)
+    with pytest.raises(ConfigError, match="not a runbook"):
+        RunbookTriggers(_spec("rb.txt"), None, _Launcher(), ctx)
+
+
+def test_slice_rebases_and_keeps_the_state_at_its_start() -> None:
+    tl = Timeline(start=0.0, clock=lambda: 0.0)
+    tl.add("process", "replica-0", t=1.0, event="ready")
+    tl.add("alert", "A", t=2.0, state="firing", labels={"pod": "r"})
+    tl.add("request", "load", t=3.0, ok=True)
+    tl.add("request", "load", t=12.0, ok=True)
+    part = tl.slice(10.0)
+    assert [(e.kind, e.t) for e in part.events()] == [("process", -9.0), ("alert", -8.0), ("request", 2.0)]
+    assert part.start_wall == pytest.approx(tl.start_wall + 10.0)
