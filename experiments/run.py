@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from experiments.assertions import Verdict, check_halt, describe, evaluate, mttd_mttr
+from experiments.ctk_steps import CtkSteps
 from experiments.journal import Journal
 from experiments.liveview import LiveView
 from experiments.loader import load_experiment
@@ -231,7 +232,7 @@ def run_spec(
     outcome, reason = "failed", ""
     verdicts: list[Verdict] = []
     journal = Journal.new(spec.model_dump(mode="json", by_alias=True), parts.environment_stub())
-    scheduler, triggers = None, None
+    scheduler, triggers, ctk = None, None, None
     signals = _signals(stop, why) if own_signals else nullcontext()
     with signals, LiveView(timeline, title=spec.metadata.name, console=console, plain=plain) as view:
         try:
@@ -249,6 +250,7 @@ def run_spec(
             else:
                 journal.alerting = {"enabled": False}
             triggers = parts.runbook_triggers(path, runbooks, guided=guided)
+            ctk = CtkSteps(spec, path, timeline, parts.run_dir)
             parts.load_up(_total_time(spec))
             criteria = SteadyCriteria.of(spec.steady_state)
             steady_at = _wait_steady(timeline, criteria, stop, since=begin)
@@ -258,7 +260,7 @@ def run_spec(
             timeline.add("phase", "run", t=steady_at, phase="steady")
             view.note(f"steady state reached at {steady_at - begin:.1f} s ({criteria.describe()})")
             scheduler.start(steady_at)
-            _drive(spec, timeline, scheduler, stop, why, view, triggers)
+            _drive(spec, timeline, scheduler, stop, why, view, triggers, ctk, steady_at)
             outcome = "passed"
         except _Halt as halt:
             outcome, reason = "halted", str(halt)
@@ -279,6 +281,8 @@ def run_spec(
             timeline.add("phase", "run", phase="teardown")
             if triggers is not None:
                 triggers.stop()  # runbooks first: their commands are killed before faults are undone
+            if ctk is not None:
+                ctk.join()
             if scheduler is not None:
                 for fid in scheduler.rollback_all():
                     view.note(f"rolled back {fid}")
@@ -286,6 +290,7 @@ def run_spec(
     seen = timeline.slice(begin) if shared is not None else timeline
     if outcome != "error":
         verdicts = [evaluate(e, seen, steady_state=spec.steady_state) for e in spec.expect]
+        verdicts += ctk.verdicts if ctk is not None else []
         if outcome == "passed" and not all(v.passed for v in verdicts):
             outcome = "failed"
     times = mttd_mttr(seen, steady_state=spec.steady_state)
@@ -333,7 +338,8 @@ def _total_time(spec: Experiment) -> float:
     """Upper bound of the whole run, for the load generator's own time limit."""
     ends = [float(f.at or 0) + float(f.duration) for f in spec.faults]
     chained = sum(float(f.duration) for f in spec.faults if f.after is not None)
-    return STEADY_TIMEOUT_S + max(ends, default=0.0) + chained + _settle_time(spec) + 30.0
+    embedded = 120.0 * len(spec.chaostoolkit)  # a Chaos Toolkit experiment's length is its own
+    return STEADY_TIMEOUT_S + max(ends, default=0.0) + chained + _settle_time(spec) + embedded + 30.0
 
 
 def _rebased(info: dict[str, Any], begin: float) -> dict[str, Any]:
@@ -358,7 +364,8 @@ def _wait_steady(timeline: Timeline, criteria: SteadyCriteria, stop: threading.E
 
 
 def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading.Event, why: list[str],
-           view: LiveView, triggers: RunbookTriggers | None = None) -> None:  # fmt: skip
+           view: LiveView, triggers: RunbookTriggers | None = None, ctk: CtkSteps | None = None,
+           steady_at: float = 0.0) -> None:  # fmt: skip
     """Faults on schedule; halt conditions every second; then wait for recovery."""
     next_halt_check = 0.0
     settle = _settle_time(spec)
@@ -373,6 +380,8 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
         scheduler.tick(now)
         if triggers is not None:
             triggers.tick(now, scheduler.faults)
+        if ctk is not None:
+            ctk.tick(now, steady_at)
         for f in scheduler.faults:
             if states.get(f.id) != f.state:
                 states[f.id] = f.state
@@ -391,7 +400,7 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
             for condition in spec.halt_if:
                 if reason := check_halt(condition, timeline, now):
                     raise _Halt(f"halt_if {condition.slo}: {reason}")
-        if scheduler.done():
+        if scheduler.done() and not (ctk is not None and ctk.pending()):
             if recovering_since is None:
                 recovering_since = now
                 timeline.add("phase", "run", phase="recover")

@@ -25,9 +25,24 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from experiments.alert_expectations import AlertingSpec
 from experiments.expectations import Duration, Expectation, HaltCondition, Moment
 
-__all__ = ["MISCONFIGURATIONS", "Experiment", "FaultSpec", "LoadShape", "LoadSpec", "Metadata", "ProbeSettings",
-           "RestartSettings", "RunbookRef", "SloSpec", "SpecProblem", "SteadyState", "TargetSpec", "parse_memory",
-           "service_role"]
+__all__ = [
+    "MISCONFIGURATIONS",
+    "ChaosToolkitStep",
+    "Experiment",
+    "FaultSpec",
+    "LoadShape",
+    "LoadSpec",
+    "Metadata",
+    "ProbeSettings",
+    "RestartSettings",
+    "RunbookRef",
+    "SloSpec",
+    "SpecProblem",
+    "SteadyState",
+    "TargetSpec",
+    "parse_memory",
+    "service_role",
+]
 
 # The target's misconfiguration profiles (``target_service.config.Misconfiguration``; a test pins them).
 Misconfig = Literal["readiness_ignores_model", "no_circuit_breaker", "unbounded_queue", "liveness_checks_dependency"]
@@ -229,6 +244,17 @@ class FaultSpec(_Model):
         return {**self.params, "duration_s": float(self.duration), **target}
 
 
+class ChaosToolkitStep(_Model):
+    """``chaostoolkit: [{file: legacy/gpu.json, at: 5s}]`` — a plain Chaos Toolkit experiment run inside
+    this one (chaostoolkit-lib; its journal kept in the run directory), ``at`` after steady state; its
+    outcome is a verdict of this run. Lets a team migrate one experiment at a time."""
+
+    file: str
+    at: Duration = Duration(0.0)
+    vars: dict[str, str] = Field(default_factory=dict)
+    """Chaos Toolkit configuration values (``configuration`` keys) passed to the experiment."""
+
+
 class SpecProblem(NamedTuple):
     """A reference that names nothing: where (a path into the document) and what would fit."""
 
@@ -259,6 +285,7 @@ class Experiment(_Model):
     expect: list[Expectation] = Field(default_factory=list)
     halt_if: list[HaltCondition] = Field(default_factory=list)
     alerting: AlertingSpec = Field(default_factory=AlertingSpec)
+    chaostoolkit: list[ChaosToolkitStep] = Field(default_factory=list)
 
     def alert_expectations(self) -> list[int]:
         """Indexes of the expectations that need Prometheus and Alertmanager."""

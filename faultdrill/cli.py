@@ -16,6 +16,7 @@ import typer
 
 from faultdrill import __version__
 from faultdrill.alerts_cli import alerts_app
+from faultdrill.export_cli import export_app
 from faultdrill.faults_cli import faults_app, rollback_command
 from faultdrill.gameday_cli import gameday_app
 from faultdrill.history_cli import history_app
@@ -37,6 +38,7 @@ target_app = typer.Typer(help="The bundled GPU inference target and its feature 
 app.add_typer(target_app, name="target")
 app.add_typer(faults_app, name="faults")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(export_app, name="export")
 app.add_typer(runbook_app, name="runbook")
 app.add_typer(gameday_app, name="gameday")
 app.add_typer(history_app, name="history")

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -35,15 +35,8 @@ from faults.errors import FaultdrillError, LedgerError
 if TYPE_CHECKING:
     from faults.registry import FaultRegistry
 
-__all__ = [
-    "Ledger",
-    "RollbackOutcome",
-    "RollbackResult",
-    "default_state_dir",
-    "pid_alive",
-    "process_start_ticks",
-    "rollback_pending",
-]
+__all__ = ["Ledger", "RollbackOutcome", "RollbackResult", "default_state_dir", "pid_alive", "process_start_ticks",
+           "rollback_owned", "rollback_pending"]
 
 
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -267,3 +260,23 @@ def _undo_one(registry: FaultRegistry, ctx: FaultContext, injection: Injection) 
         )
     ctx.ledger.clear(injection.id)
     return RollbackResult(injection.id, injection.fault, RollbackOutcome.ROLLED_BACK, "ok")
+
+
+def rollback_owned(registry: Any, ctx: Any, owner_pid: int) -> list[str]:
+    """Undo, newest first, every record ``owner_pid`` made (a process cleaning up after itself:
+    the Chaos Toolkit target when its owner exits, the pytest plugin at session end). Each record
+    is locked while undone; a failed undo stays in the ledger for ``faultdrill rollback --pending``.
+    Returns one line per record."""
+    lines: list[str] = []
+    for record in reversed(ctx.ledger.pending()):
+        if record.owner_pid != owner_pid:
+            continue
+        with ctx.ledger.locked(record.id) as held:
+            if not held or ctx.ledger.get(record.id) is None:
+                continue
+            try:
+                registry.get(record.fault)().undo(record, ctx)
+                lines.append(f"rolled back {record.id} ({record.fault})")
+            except Exception as exc:  # kept in the ledger: faultdrill rollback --pending retries it
+                lines.append(f"rollback of {record.id} ({record.fault}) failed: {type(exc).__name__}: {exc}")
+    return lines

@@ -66,6 +66,7 @@ def test_a_broken_runbook_step_fails_the_game_day_at_that_step(tmp_path: Path) -
     plan = yaml.safe_load((ROOT / "gamedays" / "plans" / "smoke.yaml").read_text())
     plan["scenarios"] = plan["scenarios"][:1]
     plan["scenarios"][0]["inline"]["faults"][0]["runbook"]["file"] = str(broken)
+    plan["scenarios"][0]["inline"]["faults"][0]["duration"] = "14s"  # long enough to fail, short for CI
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan, sort_keys=False))
     done, day = _run(path, tmp_path)
