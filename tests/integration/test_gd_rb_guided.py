@@ -13,10 +13,9 @@ import re
 import select
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import psutil
@@ -71,7 +70,7 @@ echo after
 
 
 @pytest.fixture()
-def server_url() -> Iterator[str]:
+def server_url(serve_http: Callable[[type], str]) -> str:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             ok = self.path.startswith("/v2/health/")
@@ -84,12 +83,7 @@ def server_url() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    return serve_http(Handler)
 
 
 class Terminal:

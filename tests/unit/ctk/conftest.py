@@ -162,10 +162,6 @@ class _Health(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def service() -> Iterator[str]:
+def service(serve_http: Any) -> str:
     """A tiny breakable HTTP service on loopback for embedded Chaos Toolkit experiments."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    return str(serve_http(_Health))

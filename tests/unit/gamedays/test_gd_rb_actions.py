@@ -9,9 +9,9 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -149,7 +149,7 @@ def test_rollback_model_without_a_good_version_fails_and_restarts_nothing(tmp_pa
 
 # -- release-device-memory -----------------------------------------------------------------
 @pytest.fixture()
-def admin_api() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
+def admin_api(serve_http: Callable[[type], str]) -> tuple[str, list[tuple[str, str, bytes]]]:
     seen: list[tuple[str, str, bytes]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -167,12 +167,7 @@ def admin_api() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}", seen
-    httpd.shutdown()
-    httpd.server_close()
+    return serve_http(Handler), seen
 
 
 def test_release_device_memory_calls_the_admin_api_with_the_token_from_its_file(

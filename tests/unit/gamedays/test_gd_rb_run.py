@@ -8,8 +8,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from gamedays.runbook_run import RunbookEnv, bind_variables, run_runbook, write_
 
 
 @pytest.fixture()
-def replica_url() -> Iterator[str]:
+def replica_url(serve_http: Callable[[type], str]) -> str:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             ok = self.path in ("/v2/health/ready", "/v2/health/live")
@@ -36,12 +36,7 @@ def replica_url() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    return serve_http(Handler)
 
 
 def _rb(body: str, name: str = "drill") -> Runbook:
