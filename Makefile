@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.faultdrill-setup
 # Debian packages the project starts or drives for real.
-APT_PACKAGES := prometheus prometheus-alertmanager faketime iptables iproute2 wrk chromium
+APT_PACKAGES := prometheus prometheus-alertmanager faketime iptables iproute2 wrk chromium redis-server
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check

@@ -124,12 +124,8 @@ def create_admin(replica: Replica, token: str) -> Starlette:
         leave = _number(doc, "leave_free_mib")
         if (nbytes is None) == (leave is None):
             raise _BadRequest("give exactly one of 'bytes' or 'leave_free_mib'")
-        if leave is not None:
-            used, total = dev.memory()
-            nbytes = max(0.0, total - used - leave * MIB)
-        assert nbytes is not None
         try:
-            held = dev.hold(int(nbytes))
+            held = dev.hold(int(nbytes)) if nbytes is not None else dev.hold_leaving(int((leave or 0) * MIB))
         except Exception as exc:  # a real CUDA allocation can fail: say so, keep serving
             return _json({"error": f"could not hold memory: {exc}", **state_doc()}, 507)
         replica.metrics.admin_held.set(held)

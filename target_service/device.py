@@ -194,6 +194,27 @@ class DeviceManager:
             self._held_bytes += nbytes
             return self._held_bytes
 
+    def hold_leaving(self, leave_bytes: int) -> int:
+        """Hold device memory until only ``leave_bytes`` stay free *between* forward passes.
+
+        What a hog does: memory that an in-flight forward pass is using now is free again
+        a moment later, so a one-shot "total - used" would leave exactly that much for the
+        next pass (and no OOM under light load). Emulated: the hold is computed against the
+        model and what is held, not the in-flight activations, which keep the memory they
+        already have. On cuda: what the driver has free plus what torch's caching allocator
+        holds unused (our own allocations reuse it), less ``leave_bytes``. Returns the total held.
+        """
+        if leave_bytes < 0:
+            raise ValueError(f"leave_bytes must be >= 0, got {leave_bytes}")
+        if self.emulated:
+            with self._lock:
+                extra = max(0, self.budget - self._model_bytes - self._held_bytes - leave_bytes)
+                self._held_bytes += extra
+                return self._held_bytes
+        used, total = self.memory()
+        cached = max(0, int(torch.cuda.memory_reserved(self.device)) - int(torch.cuda.memory_allocated(self.device)))
+        return self.hold(max(0, total - used + cached - leave_bytes))
+
     def release(self, nbytes: int | None = None) -> int:
         """Release ``nbytes`` of held memory (``None``: all); returns what is still held."""
         with self._lock:
@@ -227,8 +248,8 @@ class DeviceManager:
     def memory(self) -> tuple[int, int]:
         """(used, total) device memory: NVML on a GPU, else the emulated accounting."""
         if self.emulated:
-            with self._lock:
-                return self._model_bytes + self._held_bytes + self._inflight, self.budget
+            with self._lock:  # a hold made during a forward pass may overlap it for a moment
+                return min(self.budget, self._model_bytes + self._held_bytes + self._inflight), self.budget
         if self._nvml_handle is not None:
             try:
                 info = self._nvml.nvmlDeviceGetMemoryInfo(self._nvml_handle)

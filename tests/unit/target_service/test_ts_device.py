@@ -57,6 +57,24 @@ def test_small_requests_take_a_whole_allocator_segment() -> None:
         pass
 
 
+def test_hold_leaving_ignores_activations_in_flight() -> None:
+    """A hog taken during a forward pass must not leave that pass's memory for the next one."""
+    dev = DeviceManager("cpu", emulated_budget_bytes=64 * MIB)
+    dev.set_model_bytes(10 * MIB)
+    with dev.reserve(8 * MIB):  # a forward pass is running while the hog strikes
+        assert dev.hold_leaving(0) == 54 * MIB
+        assert dev.memory() == (64 * MIB, 64 * MIB)  # reported within the device, as NVML would
+    assert not dev.can_allocate(1024)  # ... and once it ends, the next pass has nothing
+    with pytest.raises(torch.cuda.OutOfMemoryError), dev.reserve(1024):
+        pass  # pragma: no cover
+    dev.release()
+    assert dev.hold_leaving(4 * MIB) == 50 * MIB  # leave 4 MiB: two 2 MiB segments fit, a third not
+    with dev.reserve(4 * MIB):
+        assert not dev.can_allocate(1)
+    with pytest.raises(ValueError):
+        dev.hold_leaving(-1)
+
+
 def test_hold_and_release_accounting() -> None:
     dev = DeviceManager("cpu", emulated_budget_bytes=100 * MIB)
     dev.set_model_bytes(10 * MIB)
