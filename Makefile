@@ -57,7 +57,7 @@ test: setup lint typecheck
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-catalog: setup
-	$(BIN)/python -m pytest tests/integration/test_catalog.py -m catalog $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/integration -m catalog $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/target_bench.py

@@ -34,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from experiments import alert_assertions, runbook_assertions, slo
 from experiments import expectations as ex
+from experiments.canary_expectations import describe_canary, judge_canary
+from experiments.metric_expectations import describe_counter, judge_counter
 from experiments.slo import Finding, SteadyCriteria, check_halt, fmt_value, regained_at, request_stats
 from experiments.timeline import Event, Timeline
 
@@ -145,7 +147,7 @@ def describe(x: Any) -> str:
         return f"breaker of {x.breaker} goes {' → '.join(x.sequence)} within {x.within:g} s after {x.after}"
     if isinstance(x, ex.SloOver):
         bound = f"at least {x.at_least:g}" if x.at_least is not None else f"at most {fmt_value(x.slo, x.at_most or 0)}"
-        return f"{x.slo.replace('_', ' ')} {bound} {_label(x)}"
+        return f"{x.slo.replace('_', ' ')} {bound} {_label(x)}{slo.clients_label(x.clients, x.except_clients)}"
     if isinstance(x, ex.Recovers):
         return f"recovers steady state within {x.within:g} s after {x.after}"
     if isinstance(x, ex.Restarts):
@@ -173,6 +175,10 @@ def describe(x: Any) -> str:
         label = _label(x) if x.window() is not None else "during steady state"
         allowed = f" (allowed: {', '.join(x.allow)})" if x.allow else ""
         return f"no alert {'pending or firing' if x.no_alerts == 'pending' else 'fires'} {label}{allowed}"
+    if isinstance(x, ex.CanaryExpectation):
+        return describe_canary(x)
+    if isinstance(x, ex.CounterIncrease):
+        return describe_counter(x, _label(x))
     return type(x).__name__
 
 
@@ -299,7 +305,16 @@ def _requests_in(x: Any, tl: Timeline) -> tuple[list[Event], str, tuple[float, f
 
 def _slo_over(x: ex.SloOver, tl: Timeline, _: SteadyCriteria) -> Finding:
     at_most = None if x.at_most is None else float(x.at_most)
-    return slo.judge_slo(x.slo, *_requests_in(x, tl), at_least=x.at_least, at_most=at_most)
+    events, label, span = _requests_in(x, tl)
+    if x.clients is not None or x.except_clients is not None:
+        events = slo.of_clients(events, x.clients, x.except_clients)
+        label += slo.clients_label(x.clients, x.except_clients)
+    return slo.judge_slo(x.slo, events, label, span, at_least=x.at_least, at_most=at_most)
+
+
+def _counter(x: ex.CounterIncrease, tl: Timeline) -> Finding:
+    start, end, label = _span(x.window(), tl)  # samples up to 5 s before: the baseline of the increase
+    return judge_counter(x, tl.select("metric", start=start - 5.0, end=end), label, (start, end))
 
 
 def _recovers(x: ex.Recovers, tl: Timeline, steady: SteadyCriteria) -> Finding:
@@ -341,6 +356,9 @@ _EVALUATORS: dict[type, Callable[[Any, Timeline, SteadyCriteria], Finding]] = {
                                                           slo_availability=steady.availability),
     ex.Recovers: _recovers, ex.AlertExpectation: _alert, ex.NoAlerts: _no_alerts,
     ex.RunbookRestores: runbook_assertions.judge_restores,
+    ex.CounterIncrease: lambda x, tl, _: _counter(x, tl),
+    ex.CanaryExpectation: lambda x, tl, _: judge_canary(x, tl, _moment(x.after, tl) if x.after else 0.0,
+                                                        str(x.after or "run.start")),
 }  # fmt: skip
 
 

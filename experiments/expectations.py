@@ -28,6 +28,9 @@ Example (YAML)::
       - {alert: InferenceGPUMemoryPressure, fires: {within: 30s, after: hog.start}, notifies: chat}
       - {no_alerts: firing}
       - {runbook: hog, restores: steady_state, within: 30s}
+      - {canary: rolled_back, within: 30s, after: bad.start}
+      - {slo: latency_p95, at_most: 300ms, during: flood, clients: [tenant-a, tenant-b]}
+      - {counter: inference_failures_total, labels: {reason: rate_limited}, at_least: 100, during: flood}
     halt_if: [{slo: availability, below: 0.5, for: 10s}]
 """
 
@@ -38,11 +41,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from experiments.alert_expectations import AlertExpectation, NoAlerts
+from experiments.canary_expectations import CanaryExpectation
+from experiments.metric_expectations import CounterIncrease
 from experiments.timespec import Duration, Moment, Window, Windowed, parse_duration
 
 __all__ = [
     "AlertExpectation",
     "BreakerSequence",
+    "CanaryExpectation",
+    "CounterIncrease",
     "Duration",
     "ErrorBudget",
     "Expectation",
@@ -98,11 +105,17 @@ class SloOver(Windowed):
     slo: Literal["availability", "error_ratio", "latency_p50", "latency_p95", "latency_p99"]
     at_least: float | None = None
     at_most: float | Duration | None = None
+    clients: list[str] | None = Field(default=None, min_length=1)
+    """Only the requests of these load clients (``load.clients`` ids)."""
+    except_clients: list[str] | None = Field(default=None, min_length=1)
+    """All requests but those of these load clients."""
 
     @model_validator(mode="after")
     def _bound(self) -> SloOver:
         if (self.at_least is None) == (self.at_most is None):
             raise ValueError("give exactly one of at_least or at_most")
+        if self.clients is not None and self.except_clients is not None:
+            raise ValueError("give clients or except_clients, not both")
         return self
 
     @field_validator("at_most", mode="before")
@@ -163,7 +176,7 @@ def _kind(value: Any) -> str | None:
         if "probe" in value:
             return "probe_becomes" if "becomes" in value else "probe_holds"
         for key in ("breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert", "no_alerts",
-                    "runbook"):
+                    "runbook", "canary", "counter"):
             if key in value:
                 return key
         return None
@@ -172,6 +185,7 @@ def _kind(value: Any) -> str | None:
         ProbeBecomes: "probe_becomes", ProbeHolds: "probe_holds", BreakerSequence: "breaker", SloOver: "slo",
         Recovers: "recovers", Restarts: "restarts", RequestsCount: "requests", ErrorBudget: "error_budget",
         AlertExpectation: "alert", NoAlerts: "no_alerts", RunbookRestores: "runbook",
+        CanaryExpectation: "canary", CounterIncrease: "counter",
     }  # fmt: skip
     return tags.get(type(value))
 
@@ -187,12 +201,14 @@ Expectation = Annotated[
     | Annotated[ErrorBudget, Tag("error_budget")]
     | Annotated[AlertExpectation, Tag("alert")]
     | Annotated[NoAlerts, Tag("no_alerts")]
-    | Annotated[RunbookRestores, Tag("runbook")],
+    | Annotated[RunbookRestores, Tag("runbook")]
+    | Annotated[CanaryExpectation, Tag("canary")]
+    | Annotated[CounterIncrease, Tag("counter")],
     Discriminator(
         _kind,
         custom_error_type="unknown_expectation",
         custom_error_message="an expectation starts with one of: probe, breaker, slo, recovers, restarts, "
-        "requests, error_budget, alert, no_alerts, runbook",
+        "requests, error_budget, alert, no_alerts, runbook, canary, counter",
     ),
 ]
 

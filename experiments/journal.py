@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from experiments.timeline import Event, Timeline
+from experiments.traces import TraceSummary
 from faults.errors import ConfigError
 
 __all__ = ["EXIT_CODES", "JOURNAL_VERSION", "Environment", "Journal", "collect_environment"]
@@ -96,6 +97,9 @@ class Journal(BaseModel):
     alerting: dict[str, Any] = Field(default_factory=dict)
     """The alerting stack of the run: enabled, rules file and its sha256, speedup and what it scaled,
     scrape/evaluation intervals, Prometheus/Alertmanager versions, seconds to the first sample."""
+    traces: TraceSummary | None = None
+    """Example traces per window (steady state, each fault): the slowest and the failed requests' span trees
+    across target and feature store (``experiments.traces``); the span files stay in the run directory."""
     events: list[Event] = Field(default_factory=list)
 
     @classmethod

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -159,6 +160,7 @@ class LoadGenerator:
         spawn_rate: float | None = None, shape: LoadShape | None = None, workers: int = 0,
         run_time: float | str = 60.0, model: str = "digits", think_time_s: float = 0.0,
         request_timeout_s: float = 10.0, source: str = "load", stop_grace_s: float = 15.0,
+        clients: Sequence[tuple[str, int]] = (),
     ) -> None:  # fmt: skip
         if users < 1 or workers < 0:
             raise ValueError(f"need users >= 1 and workers >= 0, got users={users} workers={workers}")
@@ -169,6 +171,7 @@ class LoadGenerator:
         self.run_time_s = max(1, math.ceil(parse_duration(run_time)))
         self.think_time_s, self.request_timeout_s = think_time_s, request_timeout_s
         self.source, self.stop_grace_s, self.stats_prefix = source, stop_grace_s, self.workdir / "locust-stats"
+        self.clients = tuple(clients)  # (client id, weight): users send X-Client-Id, events carry ``client``
         self.events = self.failed_events = self.malformed = 0  # request lines read: all, not ok, unparsable
         self._procs: list[subprocess.Popen[bytes]] = []
         self._tail, self._stop, self._deadline = _Tail([]), threading.Event(), 0.0
@@ -222,6 +225,8 @@ class LoadGenerator:
             "FAULTDRILL_LOAD_MODEL": self.model, "FAULTDRILL_LOAD_WAIT_S": str(self.think_time_s),
             "FAULTDRILL_LOAD_TIMEOUT_S": str(self.request_timeout_s),
         }  # fmt: skip
+        if self.clients:
+            env["FAULTDRILL_LOAD_CLIENTS"] = json.dumps([{"id": c, "weight": w} for c, w in self.clients])
         if events_file is not None:
             events_file.unlink(missing_ok=True)
             env["FAULTDRILL_LOAD_EVENTS"] = str(events_file)
@@ -289,6 +294,10 @@ class LoadGenerator:
                     wall = float(row["t"])
                     attrs = {"ok": bool(row["ok"]), "status": int(row["status"]), "latency_s": float(row["latency_s"]),
                              "name": str(row["name"]), "error": row.get("error")}  # fmt: skip
+                    if row.get("client") is not None:
+                        attrs["client"] = str(row["client"])
+                    if row.get("version") is not None:  # the model version that answered (canary rollouts)
+                        attrs["version"] = str(row["version"])
                 except (ValueError, KeyError, TypeError):
                     self.malformed += 1
                     continue

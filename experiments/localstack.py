@@ -9,6 +9,12 @@ plus the :class:`~faults.base.Scope` faults may touch. It implements the
 need a live platform work against it. It is the seed of the local platform: probes,
 restart policies and the readiness-aware service endpoint build on it.
 
+With ``cache_max_memory_bytes`` it also starts the prediction cache: a real ``redis-server``
+(``experiments/redisserver.py``: memory cap, LRU, no persistence, a password in 0600 files) as
+service ``cache`` (role ``cache``, stoppable and restartable like the feature store) with its
+own fault proxy ``cache-proxy``; replicas reach it through the proxy and read the password
+from its file.
+
 ``up()`` starts everything; :meth:`LocalStack.close` stops it all (also a context manager).
 
 Example::
@@ -25,6 +31,7 @@ import secrets
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +54,8 @@ class _Service:
     verify: ssl.SSLContext | bool = True
     cgroup: MemoryCgroup | None = None
     held: bool = False
+    ready_check: Callable[[float], object] | None = None
+    """Readiness when the service is not HTTP (the cache: an authenticated PING)."""
 
 
 @dataclass
@@ -65,9 +74,23 @@ class LocalStack:
     ready_timeout_s: float = 60.0
     cert_reload_interval_s: float = 0.05
     """How often services check their certificate files (a stat call: ~6 µs)."""
+    cache_max_memory_bytes: int | None = None
+    """Start the prediction cache (a real redis-server with this ``maxmemory``); None = no cache."""
+    cache_ttl_s: float = 30.0
+    canary_replicas: int = 0
+    """Extra replicas ``canary-N`` started with ``canary_env`` on top of ``replica_env`` (a canary rollout)."""
+    canary_env: dict[str, str] = field(default_factory=dict)
+    traces: bool = True
+    """Replicas and the feature store write their spans to ``workdir/traces/<name>.jsonl``."""
+    trace_sample_ratio: float = 0.2
+    """Share of requests traced. Not 1.0: the OTel Python SDK costs ~0.5-0.7 ms of event-loop time per
+    traced request here (``benchmarks/trace_bench.py``), enough to move a run's p95; a spec can set
+    ``target.env.FAULTDRILL_TRACE_SAMPLE_RATIO``."""
     _services: dict[str, _Service] = field(default_factory=dict, init=False)
     _proxy: RunningProxy | None = field(default=None, init=False)
     _fs_netns: Namespace | None = field(default=None, init=False)
+    _cache_proxy: RunningProxy | None = field(default=None, init=False)
+    _cache_env: dict[str, str] = field(default_factory=dict, init=False)
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -96,9 +119,14 @@ class LocalStack:
             if self.with_proxy:
                 self._proxy = spawn_proxy((upstream_host, upstream_port), token_file=self._token_file("proxy"))
                 upstream_host, upstream_port = "127.0.0.1", self._proxy.listen[1]
+            if self.cache_max_memory_bytes:
+                self._start_cache()
             names = [f"replica-{i}" for i in range(self.replicas)]
             for name in names:  # start all, then wait: replicas load their models in parallel
                 self._start_replica(name, upstream_port, upstream_host)
+            for i in range(self.canary_replicas):
+                names.append(f"canary-{i}")
+                self._start_replica(names[-1], upstream_port, upstream_host, extra_env=self.canary_env)
             for name in names:
                 svc = self._services[name]
                 svc.process.wait_http(svc.ready_url, self.ready_timeout_s, verify=svc.verify)
@@ -114,11 +142,19 @@ class LocalStack:
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
+        if self._cache_proxy is not None:
+            self._cache_proxy.stop()
+            self._cache_proxy = None
         if self._fs_netns is not None:  # after its process stopped: the veth pair goes too
             delete_namespace(self._fs_netns.name)
             self._fs_netns = None
 
     # -- building blocks ---------------------------------------------------------------
+    @property
+    def trace_dir(self) -> Path:
+        """Where the services' span files are (one JSON-lines file each; see ``experiments.traces``)."""
+        return self.workdir / "traces"
+
     def _token_file(self, name: str) -> Path:
         path = self.workdir / f"{name}.token"
         if not path.exists():
@@ -148,6 +184,8 @@ class LocalStack:
             "FAULTDRILL_FS_CERT_RELOAD_INTERVAL_S": str(self.cert_reload_interval_s),
             "FAULTDRILL_FS_ADMIN_TOKEN": token_file.read_text().strip(),
         }
+        if self.traces:
+            env["FAULTDRILL_FS_TRACE_FILE"] = str(self.trace_dir / "feature-store.jsonl")
         url = f"https://{host}:{port}"
         handle = ServiceHandle(
             name="feature-store", role="feature_store", url=url, admin_url=url,
@@ -157,7 +195,28 @@ class LocalStack:
         verify = ssl.create_default_context(cafile=str(self.pki.ca.cert))
         self._launch(handle, env, f"{url}/healthz", verify, argv)
 
-    def _start_replica(self, name: str, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+    def _start_cache(self) -> None:
+        """redis-server (password in 0600 files only) and its own fault proxy; replicas use the proxy."""
+        from experiments.redisserver import RedisServerConfig, wait_redis
+
+        assert self.cache_max_memory_bytes is not None
+        server = RedisServerConfig(self.workdir / "cache", max_memory_bytes=self.cache_max_memory_bytes)
+        argv = server.write()
+        handle = ServiceHandle(name="cache", role="cache", url=f"redis://{server.host}:{server.port}/0",
+                               admin_token_file=server.password_file, port=server.port)  # fmt: skip
+        self._launch(handle, {}, "", True, argv, wait=False)
+        svc = self._services["cache"]
+        svc.ready_check = lambda timeout: wait_redis(server.host, server.port, server.password_file, timeout,
+                                                     alive=svc.process.running)  # fmt: skip
+        svc.ready_check(self.ready_timeout_s)
+        self._cache_proxy = spawn_proxy((server.host, server.port), token_file=self._token_file("cache-proxy"))
+        host, port = self._cache_proxy.listen
+        self._cache_env = {"FAULTDRILL_CACHE_URL": f"redis://{host}:{port}/0",
+                           "FAULTDRILL_CACHE_PASSWORD_FILE": str(server.password_file),
+                           "FAULTDRILL_CACHE_TTL_S": str(self.cache_ttl_s)}  # fmt: skip
+
+    def _start_replica(self, name: str, upstream_port: int, upstream_host: str = "127.0.0.1",
+                       extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
         port, admin_port = free_port(), free_port()
         token_file = self._token_file(f"{name}-admin")
         cgroup = None
@@ -172,8 +231,11 @@ class LocalStack:
             "FAULTDRILL_FEATURE_STORE_URL": f"https://{upstream_host}:{upstream_port}",
             "FAULTDRILL_CA_FILE": str(self.pki.ca.cert),
             "FAULTDRILL_CERT_RELOAD_INTERVAL_S": str(self.cert_reload_interval_s),
-            "FAULTDRILL_BREAKER_RESET_TIMEOUT_S": "1", **self.replica_env,
+            "FAULTDRILL_BREAKER_RESET_TIMEOUT_S": "1", **self._cache_env, **self.replica_env, **(extra_env or {}),
         }  # fmt: skip
+        if self.traces:  # first, so a spec's env can still change them (e.g. the sample ratio)
+            env = {"FAULTDRILL_TRACE_FILE": str(self.trace_dir / f"{name}.jsonl"), "FAULTDRILL_SERVICE_INSTANCE": name,
+                   "FAULTDRILL_TRACE_SAMPLE_RATIO": str(self.trace_sample_ratio), **env}  # fmt: skip
         handle = ServiceHandle(
             name=name, role="replica", url=f"http://127.0.0.1:{port}",
             admin_url=f"http://127.0.0.1:{admin_port}", admin_token_file=token_file,
@@ -204,7 +266,9 @@ class LocalStack:
         svc.process.env = base_env
         svc.handle = svc.handle.model_copy(update={"pid": svc.process.pid})
         svc.held = False
-        if wait:
+        if wait and svc.ready_check is not None:
+            svc.ready_check(self.ready_timeout_s)
+        elif wait:
             svc.process.wait_http(svc.ready_url, self.ready_timeout_s, verify=svc.verify)
 
     # -- what faults see -----------------------------------------------------------------
@@ -217,6 +281,14 @@ class LocalStack:
                 name="feature-store-proxy", role="proxy", pid=self._proxy.process.pid,
                 url=f"tcp://{host}:{port}", port=port, upstream_of="feature-store",
                 control_url=f"http://{chost}:{cport}", admin_token_file=self.workdir / "proxy.token",
+            )  # fmt: skip
+        if self._cache_proxy is not None:
+            host, port = self._cache_proxy.listen
+            chost, cport = self._cache_proxy.control_address
+            services["cache-proxy"] = ServiceHandle(
+                name="cache-proxy", role="proxy", pid=self._cache_proxy.process.pid, url=f"tcp://{host}:{port}",
+                port=port, upstream_of="cache", control_url=f"http://{chost}:{cport}",
+                admin_token_file=self.workdir / "cache-proxy.token",
             )  # fmt: skip
         return Topology(services=services)
 

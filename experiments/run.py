@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import signal
 import threading
 import time
@@ -29,7 +30,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, get_args
 
 from rich.console import Console
 from rich.table import Table
@@ -43,14 +44,15 @@ from experiments.process import ServiceError
 from experiments.runbook_hook import RunbookLauncher, RunbookTriggers
 from experiments.runtime import RunParts, SharedSystem
 from experiments.slo import SteadyCriteria, request_stats
-from experiments.spec import Experiment
+from experiments.spec import Experiment, Misconfig
 from experiments.timeline import Timeline
+from experiments.traces import TraceSummary, collect_traces
 from faults.base import FaultContext
 from faults.errors import ConfigError, FaultdrillError, PreflightError
 from faults.registry import FaultRegistry
 from faults.topology import ServiceHandle, Topology
 
-__all__ = ["RunResult", "plan_lines", "run_experiment", "run_spec"]
+__all__ = ["RunResult", "plan_lines", "run_experiment", "run_spec", "with_misconfigurations"]
 
 STEADY_TIMEOUT_S = 60.0
 SETTLE_S = 2.0
@@ -174,6 +176,21 @@ def _settle_time(spec: Experiment) -> float:
     return min(60.0, max(longest, float(spec.steady_state.window)) + SETTLE_S)
 
 
+def with_misconfigurations(spec: Experiment, names: tuple[str, ...]) -> Experiment:
+    """``spec`` with its target's profiles replaced by ``names`` (``--misconfig``); an unknown name is a
+    ConfigError with the known ones and a did-you-mean, raised before anything starts."""
+    if not names:
+        return spec
+    known = list(get_args(Misconfig))
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(f"unknown misconfiguration '{name}'", field="--misconfig", expected="one of "
+                              + ", ".join(known), suggestion=close[0] if close else None)  # fmt: skip
+    target = spec.target.model_copy(update={"misconfigurations": list(dict.fromkeys(names))})
+    return spec.model_copy(update={"target": target})
+
+
 def run_experiment(
     path: Path, *, out: Path, registry: FaultRegistry | None = None, misconfigurations: tuple[str, ...] = (),
     dry_run: bool = False, console: Console | None = None, plain: bool | None = None, no_alerts: bool = False,
@@ -188,10 +205,7 @@ def run_experiment(
     """
     console = console or Console()
     registry = registry or FaultRegistry.installed()
-    spec = load_experiment(path, registry)
-    if misconfigurations:
-        target = spec.target.model_copy(update={"misconfigurations": list(misconfigurations)})
-        spec = spec.model_copy(update={"target": target})
+    spec = with_misconfigurations(load_experiment(path, registry), misconfigurations)
     if rules is not None:
         spec = _with_rules(spec, rules)
     configs = {f.id: registry.get(f.type)().parse_config(f.config_input(), file=str(path)) for f in spec.faults}
@@ -299,6 +313,7 @@ def run_spec(
     journal.finish(seen, verdicts=[v.model_dump(mode="json") for v in verdicts], outcome=outcome,  # type: ignore[arg-type]
                    faults=faults, reason=reason)  # fmt: skip
     journal.load = parts.load_summary()
+    journal.traces = _traces(parts, seen)
     path_written = journal.write(parts.run_dir)
     _print_summary(console, journal, verdicts, path_written)
     _write_reports(console, path_written, parts.run_dir)
@@ -307,6 +322,17 @@ def run_spec(
 
 class _Halt(Exception):
     pass
+
+
+def _traces(parts: RunParts, seen: Timeline) -> TraceSummary | None:
+    """Example traces per window from the platform's span files (None: the platform writes none)."""
+    trace_dir = getattr(getattr(parts.platform, "stack", None), "trace_dir", None)
+    if not isinstance(trace_dir, Path):
+        return None
+    try:
+        return collect_traces(trace_dir, seen, run_dir=parts.run_dir)
+    except Exception as exc:  # the traces illustrate a run; they never change its outcome
+        return TraceSummary(note=f"traces not read: {type(exc).__name__}: {exc}")
 
 
 def _with_rules(spec: Experiment, rules: Path) -> Experiment:

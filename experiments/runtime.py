@@ -17,19 +17,21 @@ import logging
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from experiments.journal import Environment, collect_environment
+from experiments.kube_spec import KubernetesSettings
 from experiments.load import LoadGenerator, LoadShape
 from experiments.platforms.local import LocalPlatform
 from experiments.platforms.probes import ProbeConfig, ProbeSet
 from experiments.platforms.restarts import BackOff
+from experiments.platforms.rollout import CanaryRollout
 from experiments.rulefiles import alertmanager_path, rules_path
 from experiments.runalerts import RunAlerting
 from experiments.runbook_hook import LaunchContext, RunbookLauncher, RunbookTriggers
 from experiments.schedule import FaultScheduler
 from experiments.scraper import MetricsScraper
-from experiments.spec import Experiment
+from experiments.spec import PLATFORM_MISCONFIGURATIONS, Experiment
 from experiments.timeline import Timeline
 from faults.base import FaultContext
 from faults.deadman import spawn_watchdog
@@ -74,6 +76,10 @@ class RunParts:
         self.spec = spec
         self.timeline = timeline
         self.registry = registry
+        if spec.target.platform == "kubernetes" and shared is None:  # no cluster: one located line, exit 2
+            from experiments.platforms.kubernetes import check_cluster
+
+            check_cluster(spec.target.kubernetes or KubernetesSettings())
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         self.run_dir = run_dir or out / f"{spec.metadata.name}-{stamp}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,13 +97,18 @@ class RunParts:
     def platform_up(self) -> None:
         if self.shared is not None:
             return  # the game day's platform is up already
+        if self.spec.target.platform == "kubernetes":
+            self._kubernetes_up()
+            return
         t = self.spec.target
         env = dict(t.env)
-        if t.misconfigurations:
-            env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(t.misconfigurations)
+        if target_misconfigs := [m for m in t.misconfigurations if m not in PLATFORM_MISCONFIGURATIONS]:
+            env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(target_misconfigs)
         if t.model != "digits":
             env["FAULTDRILL_MODEL"] = t.model
         env["FAULTDRILL_DEVICE"] = t.device
+        if t.cache.enabled:
+            env.setdefault("FAULTDRILL_CACHE_TIMEOUT_S", str(float(t.cache.timeout)))
         p = t.probes
         period, timeout = float(p.period), float(p.timeout)
         probes = ProbeSet(
@@ -113,8 +124,20 @@ class RunParts:
             self.run_dir / "platform", replicas=t.replicas, memory_limit_bytes=t.memory_limit, replica_env=env,
             probes=probes, restart_policy=t.restart.policy, backoff=backoff, timeline=self.timeline,
             feature_store_netns=t.feature_store_netns, observers=(MetricsScraper(period_s=1.0),),
+            canary=CanaryRollout(t.canary, self.timeline, judge="no_canary_analysis" not in t.misconfigurations)
+            if t.canary is not None else None,
+            cache_max_memory_bytes=t.cache.max_memory if t.cache.enabled else None, cache_ttl_s=float(t.cache.ttl),
         )  # fmt: skip
         self.platform.up()
+
+    def _kubernetes_up(self) -> None:
+        """The deployed target on a cluster (``experiments/platforms/kubernetes.py``): same contract."""
+        from experiments.platforms.kubernetes import KubernetesPlatform
+
+        t = self.spec.target
+        platform = KubernetesPlatform(t.kubernetes or KubernetesSettings(), replicas=t.replicas, timeline=self.timeline)
+        self.platform = cast(LocalPlatform, platform)  # duck-typed: the same platform contract
+        platform.up()
 
     def environment_stub(self) -> Environment:
         return collect_environment(device=self.spec.target.device, emulated=True)
@@ -124,6 +147,10 @@ class RunParts:
         import httpx
 
         assert self.platform is not None
+        if self.spec.target.platform == "kubernetes":
+            return collect_environment(device=self.spec.target.device, emulated=False, notes=[
+                f"platform kubernetes: namespace {self.platform.scope().namespaces}, pods observed through the "
+                "watch API, faults through the Kubernetes API (faults/kube)"])  # fmt: skip
         url = self.platform.topology().get("replica-0").url
         device: dict[str, Any] = {}
         with contextlib.suppress(httpx.HTTPError):
@@ -147,6 +174,11 @@ class RunParts:
                 raise ConfigError("this scenario expects alerts, but the game day runs without alerting",
                                   field="alerting.enabled")  # fmt: skip
             return self.alerting.info
+        if self.spec.target.platform == "kubernetes":
+            raise ConfigError("alerting in a run needs its own Prometheus scraping the replicas, which the kubernetes "
+                              "platform does not wire yet: run with --no-alerts (the cluster's Prometheus Operator "
+                              "evaluates the same rules: target_service/deploy/base/prometheusrule.yaml)",
+                              field="alerting.enabled")  # fmt: skip
         a = self.spec.alerting
         self.alerting = RunAlerting(a, rules_path(a.rules, spec_file=spec_file),
                                     alertmanager_path(a.alertmanager, spec_file=spec_file), self.run_dir / "alerting",
@@ -194,10 +226,22 @@ class RunParts:
         assert self.platform is not None
         spec = self.spec.load
         run_time = float(spec.duration) if spec.duration else total_s
+        kube = self.spec.target.kubernetes or KubernetesSettings()
+        if self.spec.target.platform == "kubernetes" and kube.locust:
+            from experiments.platforms.kube_load import KubeLoad
+
+            self.load = cast(LoadGenerator, KubeLoad(  # duck-typed: start / wait_first_request / stop
+                getattr(self.platform, "api", None), kube.namespace, self.timeline, users=spec.users,
+                spawn_rate=float(spec.spawn_rate or spec.users), run_time_s=run_time, workers=spec.workers or 2))
+            self.load.start()
+            if not self.load.wait_first_request(90):
+                log.warning("the in-cluster Locust sent no request within 90 s")
+            return
         self.load = LoadGenerator(
             self.platform.service_url, self.timeline, self.run_dir / "load", users=spec.users,
             spawn_rate=spec.spawn_rate, shape=_load_shape(self.spec), workers=spec.workers, run_time=run_time,
             model=self.spec.target.model, think_time_s=float(spec.think_time),
+            clients=[(c.id, c.weight) for c in spec.clients],
         )  # fmt: skip
         self.load.start()
         if not self.load.wait_first_request(90):

@@ -50,6 +50,8 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "process_resident_memory_bytes",
     "inference_ready",
     "tls_certificate_expiry_timestamp_seconds",
+    "prediction_cache_requests_total",
+    "prediction_cache_breaker_state",
 )
 
 

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from experiments.expectations import HaltCondition
     from experiments.timeline import Timeline
 
-__all__ = ["Finding", "RequestStats", "SteadyCriteria", "check_halt", "fmt_value", "is_lost", "judge_budget",
-           "judge_requests", "judge_slo", "mttd_mttr", "percentile", "regained_at",
+__all__ = ["Finding", "RequestStats", "SteadyCriteria", "check_halt", "clients_label", "fmt_value", "is_lost",
+           "judge_budget", "judge_requests", "judge_slo", "mttd_mttr", "of_clients", "percentile", "regained_at",
            "request_stats"]  # fmt: skip
 
 # Locust reports a refused/reset connection as status 0; httpx-based generators give None.
@@ -174,6 +174,23 @@ def regained_at(requests: Sequence[Event], start: float, criteria: SteadyCriteri
         if criteria.met(total, ok, window):
             return t
     return None
+
+
+def of_clients(events: Iterable[Event], clients: Sequence[str] | None, except_clients: Sequence[str] | None = None,
+               ) -> list[Event]:  # fmt: skip
+    """The requests of ``clients`` (their ``client`` attribute), or of everyone but ``except_clients``."""
+    if clients is not None:
+        wanted = set(clients)
+        return [e for e in events if e.get("client") in wanted]
+    unwanted = set(except_clients or ())
+    return [e for e in events if e.get("client") not in unwanted]
+
+
+def clients_label(clients: Sequence[str] | None, except_clients: Sequence[str] | None = None) -> str:
+    """`` (clients a, b)`` / `` (except clients c)`` / ``""``: the filter in a verdict's name."""
+    if clients is not None:
+        return f" (clients {', '.join(clients)})"
+    return f" (except clients {', '.join(except_clients)})" if except_clients else ""
 
 
 def fmt_value(slo: str, value: float) -> str:

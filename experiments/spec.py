@@ -23,13 +23,18 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 
 from experiments.alert_expectations import AlertingSpec
+from experiments.canary_spec import CanarySpec
 from experiments.expectations import Duration, Expectation, HaltCondition, Moment
+from experiments.kube_spec import KubernetesSettings
 
 __all__ = [
     "MISCONFIGURATIONS",
+    "PLATFORM_MISCONFIGURATIONS",
+    "CacheSpec",
     "ChaosToolkitStep",
     "Experiment",
     "FaultSpec",
+    "LoadClient",
     "LoadShape",
     "LoadSpec",
     "Metadata",
@@ -45,8 +50,18 @@ __all__ = [
 ]
 
 # The target's misconfiguration profiles (``target_service.config.Misconfiguration``; a test pins them).
-Misconfig = Literal["readiness_ignores_model", "no_circuit_breaker", "unbounded_queue", "liveness_checks_dependency"]
-MISCONFIGURATIONS: tuple[str, ...] = get_args(Misconfig)
+Misconfig = Literal[
+    "readiness_ignores_model",
+    "no_circuit_breaker",
+    "unbounded_queue",
+    "liveness_checks_dependency",
+    "no_cache_bypass",
+    "no_rate_limit",
+    "no_canary_analysis",
+]
+# Profiles the platform honours (not the target process): never passed to FAULTDRILL_MISCONFIGURATIONS.
+PLATFORM_MISCONFIGURATIONS: tuple[str, ...] = ("no_canary_analysis",)
+MISCONFIGURATIONS: tuple[str, ...] = tuple(m for m in get_args(Misconfig) if m not in PLATFORM_MISCONFIGURATIONS)
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k)?\s*$")
 _MEM_UNITS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -104,6 +119,18 @@ class RestartSettings(_Model):
     backoff_max: Duration = Duration(30.0)
 
 
+class CacheSpec(_Model):
+    """``cache: {enabled: true, max_memory: 64Mi, ttl: 30s}`` — the prediction cache: a real redis-server
+    (memory cap, LRU eviction, no persistence, a password) behind its own fault proxy."""
+
+    enabled: bool = False
+    max_memory: MemoryBytes = 64 * 2**20
+    """Redis ``maxmemory``; ``allkeys-lru`` evicts beyond it."""
+    ttl: Duration = Duration(30.0)
+    timeout: Duration = Duration(0.05)
+    """Bound on each cache call; past it the model answers (the bypass)."""
+
+
 class TargetSpec(_Model):
     """The system under test: the bundled target, where it runs and how it is configured."""
 
@@ -121,6 +148,12 @@ class TargetSpec(_Model):
     """Run the feature store in its own network namespace (needed by ``network_partition``)."""
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
     restart: RestartSettings = Field(default_factory=RestartSettings)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    """The prediction cache (off unless ``enabled``: the catalog's other experiments aim at the model)."""
+    canary: CanarySpec | None = None
+    """A canary rollout of a model version next to the stable replicas (``experiments.canary_spec``)."""
+    kubernetes: KubernetesSettings | None = None
+    """With ``platform: kubernetes``: namespace (allow-listed), context, opt-in selector (``experiments.kube_spec``)."""
 
     @field_validator("misconfigurations")
     @classmethod
@@ -170,6 +203,13 @@ LoadShape = Annotated[
 ]
 
 
+class LoadClient(_Model):
+    """``{id: tenant-a, weight: 2}``: a client the load acts for (header ``X-Client-Id``; share by weight)."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    weight: int = Field(default=1, ge=1, le=1000)
+
+
 class LoadSpec(_Model):
     """Locust load: users, spawn rate, shape; ``workers: 0`` = one process, N = master + N workers."""
 
@@ -180,6 +220,16 @@ class LoadSpec(_Model):
     duration: Duration | None = None
     """None = as long as the faults and expectations need."""
     think_time: Duration = Duration(0.0)
+    clients: list[LoadClient] = Field(default_factory=list)
+    """Clients the users act for (users are assigned by weight; request events carry ``client``)."""
+
+    @field_validator("clients")
+    @classmethod
+    def _unique_clients(cls, value: list[LoadClient]) -> list[LoadClient]:
+        ids = [c.id for c in value]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"client id listed twice: {', '.join(dupes)}")
+        return value
 
 
 class SloSpec(_Model):
@@ -229,7 +279,7 @@ class FaultSpec(_Model):
     type: str
     """A registered fault name (``faultdrill faults list``)."""
     target: str | None = None
-    """A service: ``replica-N``, ``feature-store`` or ``feature-store-proxy``."""
+    """A service: ``replica-N``, ``feature-store``, ``feature-store-proxy`` (+ ``cache``, ``cache-proxy``)."""
     at: Duration | None = None
     after: Annotated[Moment | None, BeforeValidator(_after_ref)] = None
     duration: Duration = Duration(10.0)
@@ -266,8 +316,9 @@ class SpecProblem(NamedTuple):
 
 def service_role(name: str) -> str | None:
     """The role of a service name in the bundled system (None for an unknown name)."""
-    replica = re.fullmatch(r"replica-\d+", name)
-    return "replica" if replica else {"feature-store": "feature_store", "feature-store-proxy": "proxy"}.get(name)
+    replica = re.fullmatch(r"(?:replica|canary)-\d+", name)
+    roles = {"feature-store": "feature_store", "feature-store-proxy": "proxy", "cache": "cache", "cache-proxy": "proxy"}
+    return "replica" if replica else roles.get(name)
 
 
 class Experiment(_Model):
@@ -295,7 +346,10 @@ class Experiment(_Model):
 
     def service_names(self) -> list[str]:
         """Every service the target will have: replicas first."""
-        return [f"replica-{i}" for i in range(self.target.replicas)] + ["feature-store", "feature-store-proxy"]
+        cache = ["cache", "cache-proxy"] if self.target.cache.enabled else []
+        canary = [f"canary-{i}" for i in range(self.target.canary.replicas)] if self.target.canary else []
+        return [f"replica-{i}" for i in range(self.target.replicas)] + ["feature-store", "feature-store-proxy", *cache,
+                                                                       *canary]  # fmt: skip
 
     def reference_problems(self, target_roles: dict[str, tuple[str, ...]] | None = None) -> list[SpecProblem]:
         """Fault ids unique and known; services that exist, with the role ``target_roles[type]`` allows."""
@@ -311,6 +365,9 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
     ids, services = [f.id for f in exp.faults], exp.service_names()
     replicas = services[: exp.target.replicas]
     refs = [*ids, *_BUILTIN_REFS]
+    if exp.target.cache.enabled and exp.target.platform != "local":
+        problems.append(SpecProblem(("target", "cache", "enabled"), "the prediction cache (a redis-server started "
+                                    "by the platform) runs on the local platform only", "target.platform: local"))
 
     def fault_ref(path: tuple[str | int, ...], ref: str | None, builtins: bool = True) -> None:
         allowed = refs if builtins else ids
@@ -336,7 +393,12 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
             fault_ref(("faults", i, "after"), fault.after.ref)
             if fault.after.ref == fault.id:
                 problems.append(SpecProblem(("faults", i, "after"), f"fault '{fault.id}' cannot start after itself"))
-        if fault.target is not None:
+        cache_off = not exp.target.cache.enabled and (fault.type.startswith("cache_")
+                                                      or fault.target in ("cache", "cache-proxy"))  # fmt: skip
+        if cache_off:
+            problems.append(SpecProblem(("faults", i, "target" if fault.target else "type"), "the prediction cache is "
+                                        "off in this target", "target.cache.enabled: true"))  # fmt: skip
+        elif fault.target is not None:
             roles = target_roles.get(fault.type)
             options = [s for s in services if roles is None or service_role(s) in roles]
             service(("faults", i, "target"), fault.target, options, f"target of '{fault.type}'" if roles else "service")
@@ -355,14 +417,25 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
                 known_ids = ", ".join(with_runbook) or "none (attach one: faults[].runbook)"
                 problems.append(SpecProblem((*path, "runbook"), f"no fault '{fid}' with a runbook attached",
                                             f"one of {known_ids}", _closest(fid, with_runbook)))  # fmt: skip
+        if getattr(exp_, "canary", None) is not None and exp.target.canary is None:
+            problems.append(SpecProblem((*path, "canary"), "expects a canary rollout, but target.canary is not set",
+                                        "target.canary: {version: …} (or a game day system with one)"))  # fmt: skip
         for key in ("fires", "resolves"):
             if (within := getattr(exp_, key, None)) is not None:
                 fault_ref((*path, key, "after"), within.after.ref)
         for j, moment in enumerate(getattr(exp_, "between", None) or ()):
             fault_ref((*path, "between", j), moment.ref)
+        client_ids = [c.id for c in exp.load.clients]
+        for key in ("clients", "except_clients"):
+            for j, cid in enumerate(getattr(exp_, key, None) or ()):
+                if cid not in client_ids:
+                    problems.append(SpecProblem((*path, key, j), f"no load client '{cid}'",
+                                                "one of " + (", ".join(client_ids) or "none (declare load.clients)"),
+                                                _closest(cid, client_ids)))  # fmt: skip
         for key in ("replica", "breaker"):
             if isinstance(name := getattr(exp_, key, None), str):
                 service((*path, key), name, replicas, "replica")
         if isinstance(name := getattr(exp_, "restarts", None), str):
-            service((*path, "restarts"), name, services[:-1], "supervised service")
+            supervised = [s for s in services if service_role(s) != "proxy"]
+            service((*path, "restarts"), name, supervised, "supervised service")
     return problems

@@ -106,7 +106,9 @@ def scrape_targets(topology: Topology, exporter_url: str | None = None) -> list[
         if h.control_url:
             labels = {"namespace": NAMESPACE, "pod": h.name}
             netloc = urlsplit(h.control_url).netloc
-            out.append(ScrapeTarget("fault-proxy", netloc, labels, credentials_file=h.admin_token_file))
+            # One job per token file: a job's targets share their credentials (the cache's proxy has its own).
+            job = "fault-proxy" if h.upstream_of in (None, "feature-store") else f"fault-proxy-{h.upstream_of}"
+            out.append(ScrapeTarget(job, netloc, labels, credentials_file=h.admin_token_file))
     if exporter_url:
         out.append(ScrapeTarget("kube-state-metrics", urlsplit(exporter_url).netloc, {"namespace": NAMESPACE},
                                 honor_labels=True))  # fmt: skip

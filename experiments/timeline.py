@@ -15,7 +15,8 @@ Event kinds and their conventional attributes:
 kind          source                       attrs
 ============  ===========================  =================================================
 request       load generator (``load``)    ``ok`` bool, ``status`` int, ``latency_s``,
-                                           ``name`` (endpoint), ``error`` (str|None)
+                                           ``name`` (endpoint), ``error`` (str|None),
+                                           ``version`` (model version served, canary rollouts)
 probe         replica name                 ``probe`` (readiness|liveness|startup),
                                            ``value`` bool, ``status`` int|None, ``latency_s``
 breaker       replica name                 ``state`` (closed|open|half-open)
@@ -29,6 +30,9 @@ alert         alert name                   ``state`` (pending|firing|resolved), 
 notification  receiver name                ``alert``, ``status`` (firing|resolved), ``labels``
 runbook       runbook file                 ``step``, ``status``, ``note``
 phase         ``run``                      ``phase`` (setup|steady|inject|recover|teardown)
+canary        ``canary`` (the analysis)    ``event`` (revision|check|weight|promote|rollback|error),
+                                           ``version``, ``weight`` (canary %), ``result``,
+                                           ``reason``, ``checks``, per-pool SLIs ``stable``/``canary``
 ============  ===========================  =================================================
 
 Example::
@@ -52,7 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["KINDS", "Event", "EventKind", "Timeline"]
 
 EventKind = Literal[
-    "request", "probe", "breaker", "process", "fault", "metric", "alert", "notification", "runbook", "phase"
+    "request", "probe", "breaker", "process", "fault", "metric", "alert", "notification", "runbook", "phase",
+    "canary",
 ]
 KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
 
@@ -165,12 +170,12 @@ class Timeline:
         """The events from ``start`` on, re-based so ``start`` is t=0 (one scenario of a game day).
 
         The state each source was in at ``start`` is kept: the last ``probe``, ``breaker``,
-        ``process`` and ``alert`` event of every source before it comes along at its (negative)
+        ``process``, ``alert`` and ``canary`` event of every source before it comes along at its (negative)
         time, so "was it already ready/open/firing?" stays answerable. Wall times are unchanged.
         """
         carried: dict[tuple[str, str, str], Event] = {}
         for e in self.select(end=start):
-            if e.t < start and e.kind in ("probe", "breaker", "process", "alert"):
+            if e.t < start and e.kind in ("probe", "breaker", "process", "alert", "canary"):
                 labels = repr(sorted((e.attrs.get("labels") or {}).items()))
                 key = (e.kind, e.source, f"{e.attrs.get('probe', '')}{labels}")
                 carried[key] = e

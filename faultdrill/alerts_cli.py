@@ -84,3 +84,20 @@ def alerts_check(
             if not ok:
                 typer.echo("     " + text.replace("\n", "\n     "))
     raise typer.Exit(1 if failed else 0)
+
+
+@alerts_app.command("export")
+def alerts_export(
+    rules: RulesOpt = "default",
+    prometheusrule: Annotated[bool, typer.Option("--prometheusrule", help="As a Prometheus Operator PrometheusRule.")]
+    = False,
+) -> None:
+    """Print the rules for another system: ``--prometheusrule`` for the Kubernetes manifests."""
+    from experiments.platforms.kube_manifests import prometheus_rule
+    from experiments.rulefiles import rules_path
+
+    path = rules_path(rules, spec_file=None)
+    if not prometheusrule:
+        typer.echo(path.read_text(encoding="utf-8"), nl=False)
+        return
+    typer.echo(prometheus_rule(path), nl=False)

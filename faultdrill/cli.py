@@ -16,6 +16,7 @@ import typer
 
 from faultdrill import __version__
 from faultdrill.alerts_cli import alerts_app
+from faultdrill.deploy_cli import deploy_app
 from faultdrill.export_cli import export_app
 from faultdrill.faults_cli import faults_app, rollback_command
 from faultdrill.gameday_cli import gameday_app
@@ -42,6 +43,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(runbook_app, name="runbook")
 app.add_typer(gameday_app, name="gameday")
 app.add_typer(history_app, name="history")
+app.add_typer(deploy_app, name="deploy")
 app.command("rollback")(rollback_command)
 app.command("validate")(validate_command)
 app.command("schema")(schema_command)
@@ -106,9 +108,9 @@ def target_serve(
         },
         "FAULTDRILL_",
     )  # fmt: skip
-    from target_service.server import serve_target
+    from target_service.server import exit_process, serve_target
 
-    raise typer.Exit(serve_target(settings))
+    exit_process(serve_target(settings))  # its port is closed: skip the interpreter's slow teardown
 
 
 @target_app.command("feature-store")

@@ -45,9 +45,14 @@ def gameday_run(
     guided: Annotated[bool, typer.Option("--guided", help="People run the runbooks, step by step.")] = False,
     plain: Annotated[bool, typer.Option("--plain", help="Plain line output instead of the live view.")] = False,
     no_alerts: Annotated[bool, typer.Option("--no-alerts", help="No Prometheus/Alertmanager.")] = False,
+    misconfig: Annotated[
+        list[str] | None,
+        typer.Option("--misconfig", help="Run every scenario against a misconfiguration profile (repeatable)."),
+    ] = None,
 ) -> None:
     """Every scenario on one shared system; exit 0 all passed, 1 one failed, 3 halted."""
     from gamedays.gameday_run import run_gameday
 
-    result = run_gameday(plan, out=out, guided=guided, plain=True if plain else None, no_alerts=no_alerts)
+    result = run_gameday(plan, out=out, guided=guided, plain=True if plain else None, no_alerts=no_alerts,
+                         misconfigurations=tuple(misconfig or ()))  # fmt: skip
     raise typer.Exit(result.exit_code)

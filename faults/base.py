@@ -103,6 +103,8 @@ class Scope:
     netns: frozenset[str] = frozenset()
     paths: frozenset[str] = frozenset()
     ports: frozenset[int] = frozenset()
+    namespaces: frozenset[str] = frozenset()
+    """Kubernetes namespaces allow-listed for faults (the kubernetes platform's allow-list)."""
 
     def with_pids(self, *pids: int) -> Scope:
         return replace(self, pids=self.pids | set(pids))
@@ -130,6 +132,10 @@ class Scope:
     def check_netns(self, name: str) -> None:
         if name not in self.netns:
             raise BlastRadiusError("network namespace", name, allowed=_shown(self.netns))
+
+    def check_namespace(self, name: str) -> None:
+        if name not in self.namespaces:
+            raise BlastRadiusError("Kubernetes namespace", name, allowed=_shown(self.namespaces))
 
     def check_cgroup(self, path: str | Path) -> None:
         if not _under_any(Path(path), self.cgroups):

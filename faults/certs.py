@@ -41,6 +41,7 @@ from pydantic import Field
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faults.errors import FaultdrillError, PreflightError
 from faults.files import backup_file, restore_file, write_atomic
+from faults.kube.dispatch import kube_dispatch
 from faults.ledger import pid_alive, process_start_ticks
 from faults.topology import ServiceHandle
 
@@ -57,6 +58,7 @@ EXPECTED = {
 }
 
 
+@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class CertExpiryFault(Fault):
     """Serve a bad certificate (or skew a service's clock); see the module docstring."""
 

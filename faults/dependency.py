@@ -41,6 +41,7 @@ from pydantic import Field
 
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faults.errors import ConfigError, FaultdrillError, RollbackError
+from faults.kube.dispatch import kube_dispatch
 from faults.ledger import pid_alive, process_start_ticks
 from faults.network import Exchange, set_proxy_mode, timed_exchange
 from faults.proxy import ProxyMode
@@ -51,6 +52,7 @@ __all__ = ["DependencyOutageFault"]
 _PROBE_PATH = "/v1/features/faultdrill-probe"
 
 
+@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class DependencyOutageFault(Fault):
     """Take the feature store (role ``feature_store``) down in one of five ways."""
 

@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faults.errors import FaultdrillError
+from faults.kube.dispatch import kube_dispatch
 from faults.ledger import pid_alive, process_start_ticks
 from faults.process import _service_problems, admin_if_alive, admin_request, service_undo, target_handle
 
@@ -43,6 +44,7 @@ NO_CUDA = ("external mode needs a CUDA GPU (torch.cuda.is_available() is False);
 _SLACK = 4 * MIB
 
 
+@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class GpuMemoryExhaustionFault(Fault):
     """Hold device memory until only ``leave_free_mib`` remain (or hold ``hold_mib``)."""
 

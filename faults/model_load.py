@@ -31,11 +31,13 @@ from pydantic import Field
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faults.errors import FaultdrillError, PreflightError, RollbackError
 from faults.files import backup_file, restore_file, sha256_file, write_atomic
+from faults.kube.dispatch import kube_dispatch
 from faults.topology import ServiceHandle, Supervisor
 
 __all__ = ["ModelLoadFailureFault"]
 
 
+@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class ModelLoadFailureFault(Fault):
     """Make a replica's model load fail on restart; see the module docstring."""
 

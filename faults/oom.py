@@ -35,6 +35,7 @@ from pydantic import Field
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faults.cgroups import MemoryCgroup, detect_memory_controller
 from faults.errors import FaultdrillError
+from faults.kube.dispatch import kube_dispatch
 from faults.ledger import pid_alive
 from faults.process import (
     _service_problems,
@@ -81,6 +82,7 @@ def _write_limits(cg: MemoryCgroup, mem: int, memsw: int | None) -> None:
             file.write_text(str(min(value, _UNLIMITED)) if value < _UNLIMITED else "-1")
 
 
+@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class OomKillFault(Fault):
     """Have the kernel OOM-kill a replica (``leak``/``limit``), or SIGKILL it (``signal``)."""
 

@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faults.errors import ConfigError, FaultdrillError
+from faults.kube.dispatch import kube_dispatch
 from faults.netns import (
     PREFIX,
     PartitionRule,
@@ -45,6 +46,7 @@ from faults.netns import (
 __all__ = ["NetworkPartitionFault"]
 
 
+@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class NetworkPartitionFault(Fault):
     """Partition a faultdrill network namespace (``drop``, ``reject`` or ``loss`` mode)."""
 

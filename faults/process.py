@@ -28,6 +28,7 @@ import httpx
 
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faults.errors import FaultdrillError, InjectionError
+from faults.kube.dispatch import kube_dispatch
 from faults.ledger import pid_alive, process_start_ticks
 from faults.topology import ServiceHandle
 
@@ -150,6 +151,7 @@ def _service_problems(ctx: FaultContext, name: str, *, admin: bool = False) -> l
     return problems
 
 
+@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class ProcessKillFault(Fault):
     """Kill a service with SIGKILL or SIGTERM.
 
@@ -206,6 +208,7 @@ class ProcessKillFault(Fault):
                             message=f"pid {pid} {'gone' if gone else 'still running'}, exit status {status}")
 
 
+@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class ProcessFreezeFault(Fault):
     """Freeze a service: ``sigstop`` (the whole process) or ``worker`` (its inference worker).
 

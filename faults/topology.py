@@ -26,9 +26,30 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from faults.errors import ConfigError
 
-__all__ = ["Role", "ServiceHandle", "Supervisor", "Topology"]
+__all__ = ["KubeRef", "Role", "ServiceHandle", "Supervisor", "Topology"]
 
-Role = Literal["replica", "feature_store", "proxy", "hog", "other"]
+Role = Literal["replica", "feature_store", "proxy", "hog", "other", "cache"]
+
+
+class KubeRef(BaseModel):
+    """Where a service lives on Kubernetes (names only, never credentials); set by the kubernetes
+    platform. Faults aimed at a handle with one go through the Kubernetes API (``faults.kube``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespace: str
+    context: str | None = None
+    kubeconfig: str | None = None
+    deployment: str
+    pod: str | None = None
+    """The pod of a replica; None for a service handled as its whole Deployment (feature store)."""
+    pod_uid: str | None = None
+    container: str
+    tls_secret: str | None = None
+    admin_token_env: str | None = None
+    """The container's env var holding its admin token (read inside the pod, never here)."""
+    admin_url: str | None = None
+    """The admin API as seen from inside the pod, e.g. ``http://127.0.0.1:9000``."""
 
 
 class ServiceHandle(BaseModel):
@@ -59,6 +80,8 @@ class ServiceHandle(BaseModel):
     """For a proxy: its control API."""
     log_file: Path | None = None
     """Where the service's stdout/stderr go (faults read startup failures from it)."""
+    kube: KubeRef | None = None
+    """Set on the kubernetes platform: faults then act through the Kubernetes API."""
 
     def admin_token(self) -> str:
         """Read the admin token (never stored in records or logs)."""

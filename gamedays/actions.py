@@ -10,6 +10,8 @@ action                              what it does                                
 ``release-device-memory <replica>`` ``POST /admin/device-memory/release`` on its admin API        topology
 ``renew-certificate <service>``     re-issue its certificate from the project's CA, in place      topology
 ``scale replicas <N>``              set the number of inference replicas                          Scalable
+``canary-status``                   the canary rollout's phase, weight, version (its control API)  topology
+``rollback-canary``                 roll the canary back now: weight 0, canary replicas stopped    topology
 ==================================  ============================================================  ==========
 
 *platform* is a :class:`~faults.topology.Supervisor` (``LocalPlatform`` is one); *Scalable*
@@ -104,6 +106,8 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("release-device-memory", "release-device-memory <replica>", 1, 1, "topology"),
         ActionSpec("renew-certificate", "renew-certificate <service>", 1, 1, "topology"),
         ActionSpec("scale", "scale replicas <N>", 2, 2, "platform", Scalable),
+        ActionSpec("canary-status", "canary-status", 0, 0, "topology"),
+        ActionSpec("rollback-canary", "rollback-canary", 0, 0, "topology"),
     )
 }
 
@@ -215,6 +219,8 @@ def run_action(action: Action, ctx: ActionContext) -> str:
         return _release(_handle(ctx, args[0]))
     if action.name == "renew-certificate":
         return _renew(_handle(ctx, args[0]))
+    if action.name in ("canary-status", "rollback-canary"):
+        return _canary(ctx.topology().get("canary-control"), rollback=action.name == "rollback-canary")
     assert action.name == "scale"
     if not isinstance(sup, Scalable):
         raise ActionError(f"this platform ({type(sup).__name__}) cannot scale: it does not implement Scalable")
@@ -263,6 +269,29 @@ def _rollback_model(sup: Supervisor, h: ServiceHandle) -> str:
                           f"{', '.join(versions) or 'none'}; good: {', '.join(good) or 'none'}; configured: {current})")
     sup.restart(h.name, env={"FAULTDRILL_MODEL_VERSION": chosen}, wait=True)
     return f"restarted {h.name} on {h.model_name} version {chosen} (configured: {current})"
+
+
+def _canary(h: ServiceHandle, *, rollback: bool) -> str:
+    """The canary control API (``experiments/platforms/control.py``): status, or a manual rollback."""
+    import httpx
+
+    if h.url is None or h.admin_token_file is None:
+        raise ActionError("this platform has no canary control API (is target.canary set?)")
+    headers = {"Authorization": f"Bearer {h.admin_token()}"}
+    try:
+        if rollback:
+            r = httpx.post(f"{h.url}/canary/rollback", json={"reason": "runbook"}, headers=headers, timeout=10)
+        else:
+            r = httpx.get(f"{h.url}/canary", headers=headers, timeout=5)
+        r.raise_for_status()
+        doc = r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ActionError(f"canary control API at {h.url}: {type(exc).__name__}: {exc}") from None
+    state = f"phase {doc.get('phase')}, weight {doc.get('weight')} %, version {doc.get('version')}"
+    if rollback:
+        return ("rolled back the canary" if doc.get("rolled_back_now") else "the canary was already rolled back") + \
+            f" ({state})"
+    return f"canary {state}, failed checks {doc.get('failures')}"
 
 
 def _release(h: ServiceHandle) -> str:

@@ -203,7 +203,11 @@ def parse_check(text: str, *, line: int = 0, index: int = 0) -> Check:
         if not (m := _OUTPUT.match(rest)):
             raise CheckSyntaxError('expected \'output contains|matches "<text>"\' (the text in double quotes)')
         mode = _one_of(m.group("mode"), ("contains", "matches"), "the output test")
-        needle = json.loads(m.group("text"))
+        try:
+            needle = json.loads(m.group("text"))
+        except json.JSONDecodeError as exc:
+            raise CheckSyntaxError(f"the text is a JSON string ({exc.msg}): write a backslash as \\\\, "
+                                   'e.g. output matches "ready \\\\d+"') from None
         if mode == "matches":
             try:
                 re.compile(needle)

@@ -35,7 +35,7 @@ from typing import Any
 
 from rich.console import Console
 
-from experiments.run import RunResult, run_spec
+from experiments.run import RunResult, run_spec, with_misconfigurations
 from experiments.runtime import RunParts, SharedSystem
 from experiments.timeline import Timeline
 from faults.registry import FaultRegistry
@@ -100,12 +100,16 @@ def _pause(seconds: float, stop: threading.Event, guided: bool, ask: Callable[[s
 
 def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Console | None = None,
                 plain: bool | None = None, registry: FaultRegistry | None = None, no_alerts: bool = False,
-                ask: Callable[[str], str] = input) -> GameDayResult:  # fmt: skip
-    """Run a plan; a bad plan raises ConfigError (exit 2) before anything starts."""
+                ask: Callable[[str], str] = input,
+                misconfigurations: tuple[str, ...] = ()) -> GameDayResult:  # fmt: skip
+    """Run a plan; a bad plan raises ConfigError (exit 2) before anything starts.
+
+    ``misconfigurations`` replace the system's profiles in every scenario (the game day's negative control)."""
     console = console or Console()
     registry = registry or FaultRegistry.installed()
     loaded = load_plan(plan_path, registry)
     plan = loaded.plan
+    scenarios = [(n, with_misconfigurations(s, misconfigurations), b) for n, s, b in loaded.scenarios]
     alerting = plan.system.alerting.enabled and not no_alerts
     if alerting:
         from experiments.stack import Binaries
@@ -116,13 +120,13 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
     directory.mkdir(parents=True, exist_ok=True)
     stop, why, notes = threading.Event(), list[str](), list[str]()
     timeline = Timeline()
-    first = loaded.scenarios[0][1]
+    first = scenarios[0][1]
     system = RunParts(first, timeline, directory, registry, run_dir=directory / "system")
     results: list[tuple[str, RunResult | None]] = []
     started = time.time()
     console.print(f"[bold]{plan.metadata.title}[/] — {plan.metadata.objective}")
     console.print(f"commander {plan.roles.commander.name}, scribe {plan.roles.scribe.name}; "
-                  f"{len(loaded.scenarios)} scenarios; halt: Ctrl-C" + ("" if guided else " or h + Enter"),
+                  f"{len(scenarios)} scenarios; halt: Ctrl-C" + ("" if guided else " or h + Enter"),
                   highlight=False)  # fmt: skip
     with _halts(stop, why, keys=not guided and sys.stdin.isatty()):
         try:
@@ -131,7 +135,7 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
                 system.alerts_up(plan_path)
             assert system.platform is not None
             shared = SharedSystem(system.platform, timeline, system.alerting)
-            for i, (name, spec, base) in enumerate(loaded.scenarios):
+            for i, (name, spec, base) in enumerate(scenarios):
                 if stop.is_set():
                     results.append((name, None))
                     continue
@@ -140,7 +144,7 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
                     if stop.is_set():
                         results.append((name, None))
                         continue
-                console.rule(f"scenario {i + 1}/{len(loaded.scenarios)}: {name}")
+                console.rule(f"scenario {i + 1}/{len(scenarios)}: {name}")
                 configs = {f.id: registry.get(f.type)().parse_config(f.config_input(), file=str(base))
                            for f in spec.faults}  # fmt: skip
                 result = run_spec(spec, configs, base, out=directory, registry=registry, console=console, plain=plain,

@@ -57,7 +57,18 @@ def environment() -> Environment:
         at=lambda v: fmt.DASH if v is None else f"{v:.1f} s",
     )  # fmt: skip
     env.globals.update(version=__version__, journal_version=JOURNAL_VERSION)
+    env.filters["canary_figure"] = _canary_figure
     return env
+
+
+def _canary_figure(events: Any) -> dict[str, Any] | None:
+    """``{view, svg}`` of a run's canary rollout (None without one): the template's canary section."""
+    from markupsafe import Markup
+
+    from reports.canary import canary_svg, canary_view
+
+    view = canary_view(events)
+    return None if view is None else {"view": view, "svg": Markup(canary_svg(view))}
 
 
 def render_html(view: RunView, *, env: Environment | None = None) -> str:

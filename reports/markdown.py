@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from reports.canary import canary_markdown, canary_view
 from reports.fmt import ms, number, percent, seconds
+from reports.traces import traces_markdown
 
 if TYPE_CHECKING:
     from reports.model import RunView
@@ -62,6 +64,8 @@ def render_markdown(view: RunView, *, html_href: str | None = "report.html", lev
     if view.alerts:
         fired = ", ".join(f"{a.name} ({a.after_fault})" for a in view.alerts if a.firing is not None) or "none"
         lines += ["", f"**Alerts fired:** {cell(fired)}"]
+    lines += traces_markdown(j.traces, level)
+    lines += canary_markdown(canary_view(j.events), level)
     if j.environment.emulated or j.environment.notes:
         lines += ["", "<details><summary>What was emulated</summary>", ""]
         lines += [f"- {cell(n)}" for n in j.environment.notes] or ["- the device was emulated"]

@@ -24,16 +24,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "serve":
         from target_service.config import TargetSettings
-        from target_service.server import serve_target
+        from target_service.server import exit_process, serve_target
 
         overrides = {k: v for k, v in (("port", args.port), ("admin_port", args.admin_port)) if v is not None}
-        return serve_target(TargetSettings(**overrides))
+        exit_process(serve_target(TargetSettings(**overrides)))  # its port is closed: no slow teardown
     if args.command == "feature-store":
         from target_service.config import FeatureStoreSettings
         from target_service.feature_store import serve_feature_store
+        from target_service.server import exit_process
 
         fs_overrides = {"port": args.port} if args.port is not None else {}
-        return serve_feature_store(FeatureStoreSettings(**fs_overrides))
+        exit_process(serve_feature_store(FeatureStoreSettings(**fs_overrides)))
     from target_service.config import TargetSettings
     from target_service.registry import ModelRegistry
 

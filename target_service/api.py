@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -26,7 +26,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from target_service.protocol import ProtocolError, build_infer_response, parse_infer_request
+from target_service.ratelimit import limiter_for
 from target_service.replica import Replica
+from target_service.spans import annotate, event, instrument_route
+
+if TYPE_CHECKING:
+    from target_service.cache import PredictionCache
 
 __all__ = ["create_api", "read_body"]
 
@@ -68,8 +73,8 @@ def _request_headers(request: Request) -> tuple[str | None, str | None]:
     return rid, timeout
 
 
-def create_api(replica: Replica) -> Starlette:
-    """Build the inference app around ``replica`` (no global state)."""
+def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starlette:
+    """Build the inference app around ``replica`` (no global state); ``cache``: the prediction cache."""
     settings = replica.settings
     metrics = replica.metrics
     model_name = settings.model
@@ -78,6 +83,8 @@ def create_api(replica: Replica) -> Starlette:
     id_prefix = uuid.uuid4().hex[:8]
     id_counter = itertools.count(1)
     request_duration = metrics.request_duration.labels(model=model_name)
+    limiter = limiter_for(settings, metrics)  # per client, per replica; None: no_rate_limit
+    metrics.failures.labels(model=model_name, reason="rate_limited")  # exported at 0 from the start
 
     def count(code: int, reason: str | None = None) -> None:
         counter = code_counters.get(code)
@@ -131,6 +138,12 @@ def create_api(replica: Replica) -> Starlette:
         rid, header_timeout = _request_headers(request)
         rid = rid or f"{id_prefix}-{next(id_counter):x}"
         headers = {"x-request-id": rid}
+        if limiter is not None:  # before any work: body, features, cache, queue
+            decision = limiter.check(request.scope["headers"])
+            headers.update(decision.headers)
+            if not decision.allowed:
+                count(429, "rate_limited")
+                return _error(429, f"rate limit exceeded for client {decision.client!r}", headers)
         if (unknown := _known(request)) is not None:
             count(404, "bad_request")
             return _error(404, f"unknown model {unknown!r}; this server serves {model_name!r}", headers)
@@ -160,8 +173,24 @@ def create_api(replica: Replica) -> Starlette:
         if replica.features is not None:
             features = await replica.features.get(req.entity)
             temperature, bias = features.features.temperature, features.features.bias_array
+        cache_key, cached = None, None
+        if cache is not None:  # after the features: they change the answer, so they are in the key
+            from target_service.cache import CacheUnavailable
+
+            cache_key = cache.key(model_name, loaded.manifest.version, req.rows, temperature, bias)
+            try:
+                cached = await cache.get(cache_key)
+            except CacheUnavailable as exc:  # only without bypass (the no_cache_bypass misconfiguration)
+                count(503, "dependency")
+                return _error(503, f"prediction cache unavailable: {exc}",
+                              {**headers, "retry-after": str(settings.retry_after_s)})  # fmt: skip
         try:
-            probs = await loaded.engine.infer(req.rows, deadline, temperature=temperature, bias=bias)
+            if cached is not None and cached.outputs is not None:
+                probs = cached.outputs
+            else:
+                probs = await loaded.engine.infer(req.rows, deadline, temperature=temperature, bias=bias)
+                if cache is not None and cache_key is not None and not (features is not None and features.degraded):
+                    cache.put(cache_key, probs)  # background, best-effort; degraded answers are not kept
         except QueueFull:
             status = int(settings.shed_status.value)
             count(status, "shed")
@@ -184,9 +213,16 @@ def create_api(replica: Replica) -> Starlette:
         params: dict[str, object] = {"degraded": False, "feature_source": "none"}
         if features is not None:
             params = {"degraded": features.degraded, "feature_source": features.source}
+            annotate({"faultdrill.feature_source": features.source, "faultdrill.degraded": features.degraded})
             if features.degraded:
+                event("feature.fallback", {"source": features.source, "error": features.error})
                 params["feature_error"] = features.error
                 metrics.fallbacks.labels(model=model_name, source=features.source).inc()
+        if cached is not None:
+            params["cache"] = cached.result
+            annotate({"faultdrill.cache": cached.result})
+            if cached.result in ("bypass", "error"):  # answered by the model without the cache
+                event("cache.fallback", {"result": cached.result})
         params["predictions"] = probs.argmax(axis=1).tolist()
         payload = build_infer_response(
             model=model_name,
@@ -219,6 +255,11 @@ def create_api(replica: Replica) -> Starlette:
         )  # fmt: skip
         return Response(payload, media_type=JSON)
 
+    def span_attrs() -> dict[str, Any]:  # per request: the version is known once the model loaded
+        loaded = replica.loaded
+        return {"faultdrill.replica": settings.service_instance or "", "faultdrill.model": model_name,
+                "faultdrill.model.version": loaded.manifest.version if loaded is not None else ""}  # fmt: skip
+
     async def prom(_: Request) -> Response:
         replica.refresh_gauges()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -230,8 +271,10 @@ def create_api(replica: Replica) -> Starlette:
         Route("/v2/models/{name}", model_meta),
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/infer", instrument_route(infer, "/v2/models/{name}/infer", span_attrs),
+              methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer",
+              instrument_route(infer, "/v2/models/{name}/versions/{version}/infer", span_attrs), methods=["POST"]),
         Route("/metrics", prom),
     ]
     if settings.echo_endpoint:

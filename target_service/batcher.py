@@ -29,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,10 +38,14 @@ from typing import Literal
 
 import numpy as np
 import torch
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from torch import nn
 
 from target_service.device import DeviceManager, module_bytes
 from target_service.metrics import TargetMetrics
+from target_service.spans import record_engine_spans, start_batch_span
+from target_service.tracing import TRACER_NAME
 
 __all__ = [
     "BatchConfig",
@@ -106,6 +112,9 @@ class _Request:
     temperature: float = 1.0
     bias: np.ndarray | None = None
     expired: bool = False
+    span: Span | None = None  # the request's span, when it is recorded (tracing on and sampled)
+    started: float | None = None  # traced requests: when their batch started (monotonic)
+    batch: tuple[int, int, int, Span | None] | None = None  # traced: (batch id, requests, rows, batch span)
 
     @property
     def rows(self) -> int:
@@ -162,6 +171,8 @@ class InferenceEngine:
         self._oom_times: collections.deque[float] = collections.deque()
         self._oom_unready = False
         self._next_recheck = 0.0
+        self._tracer = trace.get_tracer(TRACER_NAME)  # a no-op until a provider is installed
+        self._batch_seq = itertools.count(1)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -227,6 +238,9 @@ class InferenceEngine:
         loop = asyncio.get_running_loop()
         req = _Request(x=x, deadline=deadline, future=loop.create_future(), loop=loop,
                        temperature=temperature, bias=bias)  # fmt: skip
+        if (span := trace.get_current_span()).is_recording():
+            req.span = span
+            span.set_attribute("faultdrill.rows", req.rows)
         limit = self.config.max_queue_size
         with self._cond:
             if limit is not None and len(self._queue) >= limit:
@@ -248,6 +262,9 @@ class InferenceEngine:
             raise
         finally:
             timer.cancel()
+            if req.span is not None:
+                record_engine_spans(self._tracer, req.span, enqueued=req.enqueued, started=req.started,
+                                    batch=req.batch, error=_error_of(req))  # fmt: skip
 
     @staticmethod
     def _expire(req: _Request) -> None:
@@ -307,12 +324,29 @@ class InferenceEngine:
                 if self._stopping:
                     return
                 continue
+            batch_span = self._trace_batch(batch)
             try:
                 self._execute(batch)
             finally:
+                if batch_span is not None:
+                    batch_span.end()
                 with self._cond:
                     self._busy = False
                 self._m_running.set(0)
+
+    def _trace_batch(self, batch: list[_Request]) -> Span | None:
+        """Stamp traced requests with their batch's start and id; the batch's own span (linked to them)
+        when it serves more than one request (a batch of one is its request's ``model.forward``)."""
+        traced = [r.span for r in batch if r.span is not None]
+        if not traced:
+            return None
+        started, rows = time.monotonic(), sum(r.rows for r in batch)
+        bid = next(self._batch_seq)
+        span = start_batch_span(self._tracer, bid, traced, rows, started) if len(batch) > 1 else None
+        info = (bid, len(batch), rows, span)
+        for r in batch:
+            r.started, r.batch = started, info
+        return span
 
     def _freeze_point(self) -> None:
         if time.monotonic() >= self._frozen_until:
@@ -495,6 +529,14 @@ def _failure(exc: Exception) -> EngineError:
     err = EngineError(f"inference failed: {exc!r}")
     err.__cause__ = exc
     return err
+
+
+def _error_of(req: _Request) -> BaseException | None:
+    """What a traced request ended with: its future's exception, or the one propagating (deadline, cancel)."""
+    f = req.future
+    if f.done() and not f.cancelled():
+        return f.exception()
+    return sys.exc_info()[1] or asyncio.CancelledError()
 
 
 def _in_features(model: nn.Module) -> int:

@@ -21,6 +21,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from target_service.ratelimit import RateLimitTable, parse_rate_limits
+
 __all__ = [
     "DeviceChoice",
     "FeatureStoreSettings",
@@ -59,6 +61,10 @@ class Misconfiguration(StrEnum):
     """No admission control: the queue grows without bound and latency with it."""
     liveness_checks_dependency = "liveness_checks_dependency"
     """Liveness fails while the feature store is unreachable (an outage becomes restarts)."""
+    no_rate_limit = "no_rate_limit"
+    """Per-client rate limits are off: one flooding client takes the capacity of all the others."""
+    no_cache_bypass = "no_cache_bypass"
+    """A prediction-cache failure fails the request (503) after waiting its timeout: no breaker, no bypass."""
 
 
 class TargetSettings(BaseSettings):
@@ -145,6 +151,35 @@ class TargetSettings(BaseSettings):
     breaker_reset_timeout_s: float = Field(
         2.0, gt=0, description="Time the breaker stays open before a half-open trial."
     )
+    cache_url: str | None = Field(
+        None, description="Prediction cache, e.g. `redis://127.0.0.1:6379/0` (cache off when unset; no "
+        "password in the URL: see `cache_password_file`)."
+    )
+    cache_password_file: Path | None = Field(
+        None, description="File (mode 0600) holding the cache's password (Redis `requirepass`)."
+    )
+    cache_ttl_s: float = Field(30.0, gt=0, description="Cached predictions expire after this long.")
+    cache_timeout_s: float = Field(
+        0.05, gt=0, description="Bound on each cache call (connect, read, overall); then the model answers."
+    )
+    cache_breaker_failure_threshold: int = Field(
+        5, ge=1, description="Consecutive cache failures that open the cache's breaker (bypass)."
+    )
+    cache_breaker_reset_timeout_s: float = Field(
+        2.0, gt=0, description="Time the cache's breaker stays open before a half-open trial."
+    )
+    rate_limit_rps: float = Field(
+        1000.0, gt=0, description="Per-client rate limit of inference requests, per replica (token refill "
+        "rate); clients without an entry in `rate_limits` each get this one."
+    )
+    rate_limit_burst: int = Field(2000, ge=1, description="Per-client burst (token bucket size), per replica.")
+    rate_limits: Annotated[RateLimitTable | None, NoDecode] = Field(
+        None, description="Per-client limits: JSON (`{\"clients\": {\"tenant-a\": {\"rps\": 50, \"burst\": "
+        "100}}}`) or the path of a YAML/JSON file of that shape (see docs/target.md)."
+    )
+    rate_limit_max_clients: int = Field(
+        10_000, ge=1, description="Token buckets kept in memory; idle (full) buckets are dropped first."
+    )
     misconfigurations: Annotated[list[Misconfiguration], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated misconfiguration profiles (see docs/target.md).",
@@ -152,7 +187,32 @@ class TargetSettings(BaseSettings):
     echo_endpoint: bool = Field(
         False, description="Serve `/v2/models/{name}/echo` (HTTP/JSON path alone, benchmarks)."
     )
+    trace_file: Path | None = Field(
+        None, description="JSON-lines file the replica's spans are written to (traces off when neither "
+        "this nor `otlp_endpoint` is set)."
+    )
+    trace_sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of new traces recorded (parent-based: a sampled caller's "
+        "decision is kept)."
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP endpoint for spans, e.g. `http://127.0.0.1:4318/v1/traces` (needs the "
+        "`otlp` extra)."
+    )
+    service_instance: str | None = Field(
+        None, description="This replica's name in traces (`service.instance.id`); default `host:pid`."
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _rate_limits(cls, value: object) -> object:
+        return parse_rate_limits(value)
+
+    @field_validator("trace_file", "otlp_endpoint", "service_instance", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value  # FAULTDRILL_TRACE_FILE= : off
 
     @field_validator("misconfigurations", mode="before")
     @classmethod
@@ -178,4 +238,17 @@ class FeatureStoreSettings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of its chaos admin endpoints (off without one)."
     )
+    trace_file: Path | None = Field(
+        None, description="JSON-lines file of the store's spans (traces off when neither this nor "
+        "`otlp_endpoint` is set)."
+    )
+    trace_sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of new traces recorded (a caller's `traceparent` decision is kept)."
+    )
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint for spans (needs the `otlp` extra).")
     log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("trace_file", "otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

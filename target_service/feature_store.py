@@ -60,6 +60,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from target_service.config import FeatureStoreSettings
 from target_service.jsonlog import configure_logging
+from target_service.spans import ServerSpanMiddleware, event
 from target_service.tlsreload import CertWatcher, ConnectionDrainer, ReloadingServerContext
 
 __all__ = [
@@ -224,8 +225,10 @@ def create_feature_store_app(
         if not entity or len(entity) > MAX_ENTITY_LEN:
             return _json({"error": f"entity must be 1..{MAX_ENTITY_LEN} characters"}, 400)
         if levers.delay_ms > 0:
+            event("fault.injected", {"fault": "delay", "delay_ms": levers.delay_ms})
             await asyncio.sleep(levers.delay_ms / 1000.0)
         if levers.error_rate > 0 and rng.random() < levers.error_rate:
+            event("fault.injected", {"fault": "error", "status": levers.error_status, "rate": levers.error_rate})
             return _json({"error": "injected fault"}, levers.error_status)
         return _json(features_for(entity))
 
@@ -286,6 +289,11 @@ def create_feature_store_app(
                 await watcher.stop()
 
     middleware = [Middleware(_MetricsMiddleware, metrics=metrics)]
+    from target_service.tracing import installed_tracer
+
+    if (tracer := installed_tracer("faultdrill.feature_store")) is not None:  # spans only when tracing is on
+        middleware.append(Middleware(ServerSpanMiddleware, tracer=tracer, prefix="/v1/features/",
+                                     route="/v1/features/{entity}"))  # fmt: skip
     if drainer is not None:
         middleware.append(Middleware(_DrainMiddleware, drainer=drainer))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
@@ -337,6 +345,24 @@ def build_server(settings: FeatureStoreSettings, app: Starlette) -> uvicorn.Serv
 def serve_feature_store(settings: FeatureStoreSettings) -> int:
     """Run the feature store until SIGTERM/SIGINT; return the exit code (0 on a signal)."""
     configure_logging(settings.log_level, component="feature-store")
+    from target_service.tracing import FEATURE_STORE_SERVICE, TracingConfig, TracingError, setup_tracing
+
+    try:  # once per process, before the app is built (its middleware is added when this is on)
+        tracing = setup_tracing(TracingConfig(
+            service=FEATURE_STORE_SERVICE, instance="feature-store", version=FEATURES_VERSION,
+            trace_file=settings.trace_file, sample_ratio=settings.trace_sample_ratio,
+            otlp_endpoint=settings.otlp_endpoint,
+        ), install=True)  # fmt: skip
+    except TracingError as exc:
+        log.error("tracing not set up: %s", exc)
+        return 2
+    try:
+        return _serve(settings)
+    finally:
+        tracing.shutdown()
+
+
+def _serve(settings: FeatureStoreSettings) -> int:
     app = create_feature_store_app(settings, CollectorRegistry())
     server = build_server(settings, app)
     # uvicorn re-raises the signal it caught, with the handler that was there before it:

@@ -54,11 +54,15 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
+from opentelemetry import trace
 from purgatory.domain.messages.events import ContextChanged
 from purgatory.domain.model import Context, OpenedState
 
 from target_service.metrics import BREAKER_STATES, TargetMetrics
+from target_service.spans import client_headers, end_client_span
+from target_service.spans import event as span_event
 from target_service.tlsreload import ReloadingClientContext
+from target_service.tracing import TRACER_NAME
 
 __all__ = [
     "DEFAULT_FEATURES",
@@ -189,6 +193,11 @@ class FeatureClient:
         """``time.monotonic()`` of the last breaker transition."""
         if use_breaker and self.base_url is not None:
             metrics.breaker_state.labels(dependency=dependency).set(BREAKER_STATES["closed"])
+        self._tracer = trace.get_tracer(TRACER_NAME)  # a no-op until a provider is installed
+        url = httpx.URL(self.base_url or "http://localhost")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        self._span_attrs = {"http.request.method": "GET", "url.template": "/v1/features/{entity}",
+                            "server.address": url.host, "server.port": port, "faultdrill.dependency": dependency}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -277,6 +286,7 @@ class FeatureClient:
             self.metrics.breaker_transitions.labels(
                 dependency=dep, from_state=old, to_state=new
             ).inc()
+            span_event("breaker.transition", {"dependency": dep, "from": old, "to": new, "last_error": self.last_error})
             level = logging.WARNING if new == "open" else logging.INFO
             log.log(level, "circuit breaker %s -> %s", old, new,
                     extra={"fields": {"dependency": dep, "from": old, "to": new,
@@ -357,16 +367,20 @@ class FeatureClient:
             dependency=self.dependency, outcome="rejected"
         ).inc()
         why = f" (last error: {self.last_error})" if self.last_error else ""
+        span_event("breaker.rejected", {"dependency": self.dependency, "state": self._state,
+                                        "last_error": self.last_error})  # fmt: skip
         raise DependencyError(f"breaker open{why}", outcome="rejected")
 
     async def _request(self, entity: str) -> Features:
         assert self._client is not None
         started = time.perf_counter()
         outcome: str | None = "error"
+        span, headers = client_headers(self._tracer, "GET /v1/features/{entity}", self._span_attrs)
+        response: httpx.Response | None = None
         try:
             try:
                 async with asyncio.timeout(self.timeout_s):  # overall: httpx's are per phase
-                    response = await self._client.get(f"/v1/features/{quote(entity, safe='')}")
+                    response = await self._client.get(f"/v1/features/{quote(entity, safe='')}", headers=headers)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 outcome = "timeout"
                 raise DependencyError("timeout", "timeout") from exc
@@ -396,3 +410,6 @@ class FeatureClient:
                     time.perf_counter() - started
                 )
                 self.metrics.dependency_requests.labels(dependency=dep, outcome=outcome).inc()
+            if span is not None:
+                end_client_span(span, response.status_code if response is not None else None, outcome,
+                                self.last_error if outcome != "ok" else None)  # fmt: skip

@@ -28,6 +28,9 @@ Environment (all optional):
 ``FAULTDRILL_LOAD_SPIKE_USERS`` spike: users during the spike (default 4 × ``--users``)
 ``FAULTDRILL_LOAD_SPIKE_AT_S``  spike: when it starts (default 5)
 ``FAULTDRILL_LOAD_SPIKE_S``     spike: how long it lasts (default 5)
+``FAULTDRILL_LOAD_CLIENTS``     clients the users act for, JSON ``[{"id": "tenant-a", "weight": 1}]``:
+                                each user sends ``X-Client-Id`` of one, assigned by weight
+                                (smooth weighted round robin); its events carry ``"client"``
 ==============================  ==========================================================
 
 The shape reads ``--users``, ``--spawn-rate`` and ``--run-time`` (Locust's common options)
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import itertools
 import json
 import math
 import os
@@ -46,6 +50,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -54,7 +59,7 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-__all__ = ["FaultdrillShape", "InferUser", "ShapeSettings", "users_at"]
+__all__ = ["FaultdrillShape", "InferUser", "ShapeSettings", "client_cycle", "users_at"]
 
 _PAYLOAD_ROWS = 256
 _FLUSH_INTERVAL_S = 0.05  # the brief allows 100 ms; half keeps the watcher's lag low
@@ -120,6 +125,15 @@ def _bodies(model_rows: int) -> tuple[str, ...]:
     return tuple(json.dumps({"inputs": [one]}) for one in inputs)
 
 
+def _served_version(response: Any) -> str | None:
+    """``X-Faultdrill-Version`` of an answer (set by faultdrill's endpoint during a canary rollout)."""
+    try:
+        value = response.headers.get("x-faultdrill-version") if response is not None else None
+    except (AttributeError, TypeError):
+        return None
+    return str(value)[:64] if value else None
+
+
 class _EventWriter:
     """One JSON line per request into a buffered file, flushed by a greenlet and at exit."""
 
@@ -130,7 +144,7 @@ class _EventWriter:
 
     def on_request(self, request_type: str, name: str, response_time: float, response_length: int,
                    response: Any = None, exception: BaseException | None = None,
-                   start_time: float | None = None, **_: Any) -> None:  # fmt: skip
+                   start_time: float | None = None, **kwargs: Any) -> None:  # fmt: skip
         if self._file is None:
             return
         status = getattr(response, "status_code", None)
@@ -143,6 +157,10 @@ class _EventWriter:
             "name": name,
             "error": None if exception is None else f"{type(exception).__name__}: {exception}"[:_ERROR_CHARS],
         }
+        if version := _served_version(response):  # a canary rollout's endpoint names the version served
+            row["version"] = version
+        if (client := (kwargs.get("context") or {}).get("client")) is not None:
+            row["client"] = client  # only with load clients: the line format is otherwise unchanged
         self._file.write(json.dumps(row, separators=(",", ":")) + "\n")
 
     def _flush_loop(self) -> None:
@@ -184,6 +202,27 @@ if "--master" not in sys.argv:
     _bodies(_PAYLOAD_ROWS)
 
 
+def client_cycle(raw: str | None) -> Iterator[str | None]:
+    """Client ids by smooth weighted round robin (nginx's): weights 3:1 give a, a, b, a, a, a, b, a…"""
+    clients = [(str(c["id"]), max(1, int(c.get("weight", 1)))) for c in json.loads(raw)] if raw else []
+    if not clients:
+        return itertools.repeat(None)
+
+    def cycle() -> Iterator[str | None]:
+        current = [0] * len(clients)
+        total = sum(w for _, w in clients)
+        while True:
+            current = [c + w for c, (_, w) in zip(current, clients, strict=True)]
+            best = max(range(len(clients)), key=current.__getitem__)
+            current[best] -= total
+            yield clients[best][0]
+
+    return cycle()
+
+
+_CLIENTS = client_cycle(os.environ.get("FAULTDRILL_LOAD_CLIENTS"))
+
+
 class InferUser(FastHttpUser):
     """A client of the target: one inference request after another (optional think time)."""
 
@@ -197,13 +236,18 @@ class InferUser(FastHttpUser):
 
     def on_start(self) -> None:
         self._next = random.randrange(_PAYLOAD_ROWS)  # users start at different rows
+        self._client = next(_CLIENTS)
+        self._headers = {"Content-Type": "application/json"}
+        if self._client is not None:
+            self._headers["X-Client-Id"] = self._client
 
     @task
     def infer(self) -> None:
         bodies = _bodies(_PAYLOAD_ROWS)
         body = bodies[self._next % len(bodies)]
         self._next += 1
-        self.client.post(self._path, data=body, headers={"Content-Type": "application/json"}, name=self._path)
+        self.client.post(self._path, data=body, headers=self._headers, name=self._path,
+                         context={"client": self._client})  # fmt: skip
 
 
 class FaultdrillShape(LoadTestShape):

@@ -180,3 +180,44 @@ class TargetMetrics:
             "inference_misconfiguration", "1 for each misconfiguration profile switched on.",
             ["profile"], registry=r,
         )  # fmt: skip
+        # Per-client rate limiting (ratelimit.py); client = a configured client name, anonymous or other.
+        self.ratelimit_requests = Counter(
+            "ratelimit_requests_total",
+            "Inference requests by client class (a configured client name, anonymous or other) and "
+            "rate-limit decision (allowed, limited).",
+            ["client", "decision"], registry=r,
+        )  # fmt: skip
+        self.ratelimit_tracked = Gauge(
+            "ratelimit_tracked_clients", "Token buckets held in memory (one per recently active client).",
+            registry=r,
+        )  # fmt: skip
+        self.ratelimit_evictions = Counter(
+            "ratelimit_evictions_total",
+            "Token buckets dropped before they were full again because rate_limit_max_clients was reached.",
+            registry=r,
+        )  # fmt: skip
+        # The prediction cache (cache.py): hit ratio = hit / all results; its own breaker.
+        self.cache_requests = Counter(
+            "prediction_cache_requests_total",
+            "Prediction-cache lookups by result: hit, miss, error (tried and failed; the model "
+            "answered), bypass (breaker open: Redis skipped, the model answered).",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.cache_duration = Histogram(
+            "prediction_cache_duration_seconds", "Latency of prediction-cache calls (get, set).",
+            ["operation"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cache_writes = Counter(
+            "prediction_cache_writes_total",
+            "Background cache writes by outcome (ok, error, skipped while the breaker is open, "
+            "dropped when too many are pending).",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.cache_breaker_state = Gauge(
+            "prediction_cache_breaker_state", "Cache breaker state: 0 closed, 1 open, 2 half-open.",
+            registry=r,
+        )  # fmt: skip
+        self.cache_breaker_transitions = Counter(
+            "prediction_cache_breaker_transitions_total", "Cache breaker state changes.",
+            ["from_state", "to_state"], registry=r,
+        )  # fmt: skip

@@ -15,6 +15,11 @@ assertions such as "an unready replica gets no traffic" need).
 
 Each answer names its replica in the ``X-Faultdrill-Replica`` header.
 
+With ``routing`` (a canary rollout, ``split.py``), each request goes to the stable or the
+canary pool by weight (smooth weighted round robin), every answer is recorded per pool
+(status, latency, confidence, version) for the canary analysis, and the served model version
+is named in ``X-Faultdrill-Version``.
+
 Example::
 
     ep = ServiceEndpoint(lambda: [("replica-0", "http://127.0.0.1:8001")])
@@ -30,9 +35,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from experiments.platforms.split import CanaryRouting
 
 __all__ = ["ServiceEndpoint"]
 
@@ -52,9 +60,10 @@ class ServiceEndpoint:
 
     def __init__(
         self, backends: Callable[[], Sequence[tuple[str, str]]], *, host: str = "127.0.0.1",
-        timeout_s: float = 30.0, max_connections: int = 512,
+        timeout_s: float = 30.0, max_connections: int = 512, routing: CanaryRouting | None = None,
     ) -> None:  # fmt: skip
         self._backends = backends
+        self.routing = routing
         self.host = host
         self.timeout_s = timeout_s
         self.max_connections = max_connections
@@ -110,7 +119,8 @@ class ServiceEndpoint:
         if not backends:
             return []
         start = next(self._rr) % len(backends)
-        return backends[start:] + backends[:start]
+        rotated = backends[start:] + backends[:start]
+        return self.routing.order(rotated) if self.routing is not None else rotated
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -129,6 +139,7 @@ class ServiceEndpoint:
             path += b"?" + scope["query_string"]
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
         assert self._client is not None
+        t0 = time.monotonic()
         for name, base in self._ready():
             request = self._client.build_request(scope["method"], base + path.decode("latin-1"),
                                                  headers=headers, content=bytes(body))  # fmt: skip
@@ -137,6 +148,8 @@ class ServiceEndpoint:
             except httpx.ConnectError:
                 continue  # nothing was sent: another ready replica may take it
             except httpx.TimeoutException:
+                if self.routing is not None:
+                    self.routing.observe(name, 504, time.monotonic() - t0, b"", infer=False)
                 await self._answer(send, 504, b'{"error": "upstream timeout"}', name)
                 return
             except httpx.HTTPError as exc:
@@ -150,6 +163,10 @@ class ServiceEndpoint:
             finally:
                 await response.aclose()
             out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]
+            if self.routing is not None:
+                version = self.routing.observe(name, response.status_code, time.monotonic() - t0, raw,
+                                               infer=path.endswith(b"/infer"))  # fmt: skip
+                out.append((b"x-faultdrill-version", (version or "unknown").encode()))
             await self._answer(send, response.status_code, raw, name, out)
             return
         await self._answer(send, 503, _NO_READY, "<none>", [(b"retry-after", b"1")])

@@ -42,6 +42,7 @@ from experiments.observers import BreakerPoller, Observer, ObserverContext, Obse
 from experiments.platforms.endpoint import ServiceEndpoint
 from experiments.platforms.probes import ProbeKind, ProbeSampler, ProbeSet
 from experiments.platforms.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
+from experiments.platforms.rollout import CanaryRollout
 from experiments.process import ServiceError
 from experiments.timeline import Timeline
 from faults.base import Scope
@@ -77,17 +78,20 @@ class LocalPlatform:
         restart_policy: RestartPolicy = "Always", backoff: BackOff | None = None,
         timeline: Timeline | None = None, with_proxy: bool = True, feature_store_netns: bool = False,
         ready_timeout_s: float = 60.0, watch_period_s: float = 0.05, breaker_period_s: float = 0.25,
-        observers: tuple[Observer, ...] = (),
+        observers: tuple[Observer, ...] = (), canary: CanaryRollout | None = None,
+        cache_max_memory_bytes: int | None = None, cache_ttl_s: float = 30.0,
     ) -> None:  # fmt: skip
         self.timeline = timeline if timeline is not None else Timeline()
         self.stack = LocalStack(Path(workdir), replicas=replicas, memory_limit_bytes=memory_limit_bytes,
                                 replica_env=dict(replica_env or {}), with_proxy=with_proxy,
-                                feature_store_netns=feature_store_netns, ready_timeout_s=ready_timeout_s)  # fmt: skip
+                                feature_store_netns=feature_store_netns, ready_timeout_s=ready_timeout_s,
+                                cache_max_memory_bytes=cache_max_memory_bytes, cache_ttl_s=cache_ttl_s)  # fmt: skip
         self.restart_policy: RestartPolicy = restart_policy
         self.backoff = backoff or BackOff()
         self.ready_timeout_s = ready_timeout_s
         self.sampler = ProbeSampler(probes, pid_of=self.pid_if_running, on_failed=self._probe_failed)
-        self.endpoint = ServiceEndpoint(self._ready_backends)
+        self.canary = canary  # a canary rollout: canary-N replicas, weighted split, analysis (rollout.py)
+        self.endpoint = ServiceEndpoint(self._ready_backends, routing=canary.routing if canary else None)
         watcher = Poller("restarts", watch_period_s, lambda _ctx: self._reconcile())
         self._observers = ObserverGroup([self.sampler, BreakerPoller(breaker_period_s), *observers, watcher])
         self._tracks: dict[str, _Track] = {}
@@ -106,6 +110,8 @@ class LocalPlatform:
     def up(self, *, wait_ready: bool = True) -> None:
         """Start everything; with ``wait_ready`` wait until every replica's readiness passes."""
         try:
+            if self.canary is not None:
+                self.canary.prepare(self.stack)
             self.stack.up()
             for name, handle in self._services().items():
                 tr = self._tracks[name] = _Track()
@@ -120,6 +126,9 @@ class LocalPlatform:
                     raise ServiceError(f"replicas not ready after {self.ready_timeout_s:.0f}s: "
                                        f"ready {self.sampler.ready_replicas()} of {sorted(self._urls)}")  # fmt: skip
                 time.sleep(0.02)
+            if self.canary is not None:
+                self.canary.start(self.sampler.ready_replicas, lambda n: self.stop(n, hold=True), self.stack.workdir,
+                                  started_at=lambda n: self._track(n).started)  # fmt: skip
         except BaseException:
             self.close()
             raise
@@ -128,6 +137,8 @@ class LocalPlatform:
         """Stop observers, endpoint and every process — each step even if another fails."""
         self._closing = True
         try:
+            if self.canary is not None:
+                self.canary.stop()
             self._observers.stop()
         finally:
             try:
@@ -142,7 +153,11 @@ class LocalPlatform:
 
     def topology(self) -> Topology:
         service = ServiceHandle(name="service", role="other", url=self.service_url, port=self.endpoint.port)
-        return self.stack.topology().with_service(service)
+        topo = self.stack.topology().with_service(service)
+        if self.canary is not None and self.canary.control is not None:  # the rollout's control API
+            topo = topo.with_service(ServiceHandle(name="canary-control", role="other", url=self.canary.control.url,
+                                                   admin_token_file=self.canary.control.token_file))  # fmt: skip
+        return topo
 
     def scope(self) -> Scope:
         return self.stack.scope()
@@ -160,7 +175,8 @@ class LocalPlatform:
         return tr.pid
 
     def _services(self) -> dict[str, ServiceHandle]:
-        return {n: h for n, h in self.stack.topology().services.items() if h.role in ("replica", "feature_store")}
+        supervised = ("replica", "feature_store", "cache")
+        return {n: h for n, h in self.stack.topology().services.items() if h.role in supervised}
 
     def _ready_backends(self) -> list[tuple[str, str]]:
         return [(name, self._urls[name]) for name in self.sampler.ready_replicas() if name in self._urls]
@@ -261,6 +277,8 @@ class LocalPlatform:
             if not tr.exited:
                 self._exited(name, tr, self.stack.exit_status(name) or 0, schedule=False)
             tr.env = env
+            if self.canary is not None:
+                self.canary.revised(name, env)
             self.stack.start(name, env=env, wait=False)
             self._started(name, tr, "start")
         if wait:
@@ -268,6 +286,8 @@ class LocalPlatform:
 
     def restart(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
         tr = self._track(name)
+        if self.canary is not None:  # before the stop: a canary's traffic stops before it drains
+            self.canary.revised(name, env)
         with tr.lock:
             rc = self.stack.stop(name, hold=False)
             if rc is not None:
@@ -287,6 +307,12 @@ class LocalPlatform:
     def _wait_answering(self, name: str) -> None:
         """Until ``name`` answers its health route (bounded); ServiceError if it exits first."""
         h = self.stack.handle(name)
+        if h.role == "cache":  # RESP, not HTTP: an authenticated PING (exits are checked while waiting)
+            from experiments.redisserver import wait_redis
+
+            wait_redis("127.0.0.1", h.port or 0, h.admin_token_file, self.ready_timeout_s,
+                       alive=lambda: self.stack.exit_status(name) is None)  # fmt: skip
+            return
         url = f"{h.url}/healthz" if h.role == "feature_store" else f"{h.url}/v2/health/ready"
         verify = ssl.create_default_context(cafile=str(h.ca_file)) if h.ca_file else True
         with httpx.Client(timeout=1.0, verify=verify) as client:

@@ -251,7 +251,8 @@ def test_crash_loop_backoff_doubles_and_caps(both_ready: LocalPlatform, tmp_path
         crashes = failures()
         assert [e.attrs["backoff_s"] for e in crashes[:5]] == [0.25, 0.5, 1.0, 1.0, 1.0]
         assert all(e.attrs["reason"] == "Error" for e in crashes)
-        assert any(e.attrs["code"] == 1 for e in crashes)  # the model load itself failed
+        seen = [(e.attrs["code"], e.attrs.get("cause"), e.attrs.get("ran_s")) for e in crashes]
+        assert any(e.attrs["code"] == 1 for e in crashes), seen  # the model load itself failed
         assert not _events(p, "replica-1", since, event="ready")
         with httpx.Client(base_url=p.service_url, timeout=10) as svc:
             assert {svc.get("/v2/health/ready").headers["x-faultdrill-replica"] for _ in range(5)} == {"replica-0"}

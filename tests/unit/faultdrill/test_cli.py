@@ -113,3 +113,13 @@ def test_schema_is_json():
 
     out = subprocess.run([sys.executable, "-m", "faultdrill", "schema"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "faults" in json.loads(out.stdout)["properties"]
+
+
+def test_unknown_misconfiguration_is_refused_before_anything_starts(tmp_path):
+    smoke = str(ROOT / "experiments" / "catalog" / "smoke.yaml")
+    argv = ["run", smoke, "--dry-run", "--misconfig", "no_cache_bypas", "--out", str(tmp_path)]
+    result = subprocess.run([sys.executable, "-m", "faultdrill", *argv], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert "unknown misconfiguration 'no_cache_bypas'" in result.stderr
+    assert "did you mean 'no_cache_bypass'" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())

@@ -39,6 +39,8 @@ CONTRACT_ALERTS = frozenset({
     "TLSCertificateExpiringSoon", "TLSCertificateExpiringCritical", "TLSCertificateExpired",
     "InferenceCircuitBreakerOpen", "InferenceDependencyFailing", "InferenceFallbackRatioHigh",
     "InferencePredictionConfidenceLow", "InferenceLoadShedding", "InferenceCUDAOOM",
+    "PredictionCacheDown",  # the prediction cache (gamedays/runbooks/cache.md)
+    "InferenceClientThrottled",  # per-client rate limits (gamedays/runbooks/rate-limiting.md)
 })  # fmt: skip
 SEVERITIES = frozenset({"critical", "warning", "ticket"})
 RECEIVER_OF = {"critical": "pager", "warning": "chat", "ticket": "ticket"}

@@ -1,0 +1,48 @@
+"""The canary game day end to end: passes against the default platform, and fails — exit 1, naming
+the broken expectation — with the ``no_canary_analysis`` misconfiguration (weights step up, nothing is
+judged, so the bad canaries are promoted instead of rolled back).
+
+About 3–5 minutes per game day on a 2-core machine: marked ``catalog`` like ``test_catalog.py``
+(``make test-catalog`` style, not CI). ``make test`` covers the same path on a real platform in
+``tests/unit/experiments/test_exp_canary_platform.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.catalog, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+PLAN = ROOT / "gamedays" / "plans" / "canary.yaml"
+
+
+@pytest.mark.parametrize(("misconfig", "broken"), [
+    (None, None),
+    ("no_canary_analysis", "the canary is rolled back within 30 s after bad.start"),
+])  # fmt: skip
+def test_canary_gameday(tmp_path: Path, misconfig: str | None, broken: str | None) -> None:
+    cmd = [sys.executable, "-m", "faultdrill", "gameday", "run", str(PLAN), "--out", str(tmp_path / "runs"), "--plain"]
+    if misconfig:
+        cmd += ["--misconfig", misconfig]
+    env = {**os.environ, "FAULTDRILL_STATE_DIR": str(tmp_path / "state"), "CI": "true",
+           "FAULTDRILL_HISTORY": str(tmp_path / "history.db")}  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    summary = json.loads(next((tmp_path / "runs").glob("gameday-*/gameday.json")).read_text())
+    failed = []
+    for scenario in summary["scenarios"]:
+        journal = json.loads((Path(scenario["run_dir"]) / "journal.json").read_text())
+        failed += [v["name"] for v in journal["verdicts"] if not v["passed"]]
+        assert any(e["kind"] == "canary" for e in journal["events"]), scenario["scenario"]
+    if misconfig is None:
+        assert result.returncode == 0, (failed, result.stdout[-3000:])
+    else:
+        assert result.returncode == 1, result.stdout[-3000:]
+        assert broken in failed, failed
+        assert broken in result.stdout.replace("\n", " ") or broken in failed
+    assert not list((tmp_path / "state" / "ledger").glob("*.json"))
