@@ -46,6 +46,7 @@ from experiments.metric_expectations import CounterIncrease
 from experiments.timespec import Duration, Moment, Window, Windowed, parse_duration
 
 __all__ = [
+    "EXPECTATION_KEYS",
     "AlertExpectation",
     "BreakerSequence",
     "CanaryExpectation",
@@ -171,12 +172,16 @@ class ErrorBudget(Windowed):
     at_most: float = Field(gt=0)
 
 
+EXPECTATION_KEYS = ("probe", "breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert",
+                    "no_alerts", "runbook", "canary", "counter")
+"""The key an expectation starts with (the loader's did-you-mean draws from it too)."""
+
+
 def _kind(value: Any) -> str | None:
     if isinstance(value, dict):
         if "probe" in value:
             return "probe_becomes" if "becomes" in value else "probe_holds"
-        for key in ("breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert", "no_alerts",
-                    "runbook", "canary", "counter"):
+        for key in EXPECTATION_KEYS[1:]:
             if key in value:
                 return key
         return None
@@ -207,8 +212,7 @@ Expectation = Annotated[
     Discriminator(
         _kind,
         custom_error_type="unknown_expectation",
-        custom_error_message="an expectation starts with one of: probe, breaker, slo, recovers, restarts, "
-        "requests, error_budget, alert, no_alerts, runbook, canary, counter",
+        custom_error_message="an expectation starts with one of: " + ", ".join(EXPECTATION_KEYS),
     ),
 ]
 

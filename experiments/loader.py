@@ -24,7 +24,7 @@ from typing import Annotated, Any, TypeAlias, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from experiments.expectations import parse_duration
+from experiments.expectations import EXPECTATION_KEYS, parse_duration
 from experiments.spec import Experiment
 from faults.errors import ConfigError, PluginError
 from faults.registry import FaultRegistry
@@ -38,8 +38,6 @@ TARGET_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "process_freeze": (*_R, *_FS), "cert_expiry": (*_FS, *_R), "dependency_outage": _FS, "network_partition": _FS,
     "network_degradation": ("proxy",)})  # fmt: skip
 """Which services each built-in fault may aim at; a plugin class may declare ``target_roles`` itself."""
-_EXPECT_KEYS = ["probe", "breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert", "no_alerts",
-                "runbook"]
 _Errors: TypeAlias = list[ConfigError]
 
 
@@ -296,7 +294,7 @@ def _config_errors(exc: ValidationError, data: Any, marks: _Marks, root: type[Ba
         elif kind == "unknown_expectation":
             message = err["msg"]
             keys = [str(k) for k in value] if isinstance(value, dict) else []
-            suggestion = next((g for k in keys if (g := _closest(k, _EXPECT_KEYS))), None)
+            suggestion = next((g for k in keys if (g := _closest(k, list(EXPECTATION_KEYS)))), None)
         elif (shape := {"model_type": "a mapping", "dict_type": "a mapping", "list_type": "a list"}.get(kind)):
             message = f"expected {shape}, got {_type_name(value)}"
         else:
