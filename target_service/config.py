@@ -170,7 +170,8 @@ class TargetSettings(BaseSettings):
     )
     rate_limit_rps: float = Field(
         1000.0, gt=0, description="Per-client rate limit of inference requests, per replica (token refill "
-        "rate); clients without an entry in `rate_limits` each get this one."
+        "rate); clients without an entry in `rate_limits` each get this one. No limit is enforced unless "
+        "this, `rate_limit_burst` or `rate_limits` is set."
     )
     rate_limit_burst: int = Field(2000, ge=1, description="Per-client burst (token bucket size), per replica.")
     rate_limits: Annotated[RateLimitTable | None, NoDecode] = Field(

@@ -290,8 +290,13 @@ class RateLimiter:
 
 
 def limiter_for(settings: Any, metrics: TargetMetrics | None) -> RateLimiter | None:
-    """The limiter of a target's settings; None under the ``no_rate_limit`` misconfiguration."""
+    """The limiter of a target's settings; None when no limit is configured (like nginx without
+    ``limit_req``: a server knows nothing of its clients' rates until told) or under the
+    ``no_rate_limit`` misconfiguration (configured limits dropped)."""
     if "no_rate_limit" in settings.misconfigurations:
+        return None
+    explicit = settings.model_fields_set & {"rate_limit_rps", "rate_limit_burst"}
+    if settings.rate_limits is None and not explicit:
         return None
     table: RateLimitTable = settings.rate_limits or RateLimitTable()
     if metrics is not None:

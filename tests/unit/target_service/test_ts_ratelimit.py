@@ -117,9 +117,18 @@ def test_idle_buckets_are_evicted_and_memory_is_bounded() -> None:
 
 def test_no_rate_limit_misconfiguration_turns_it_off() -> None:
     on = TargetSettings(rate_limit_rps=5, rate_limit_burst=5)
-    off = TargetSettings(misconfigurations=[Misconfiguration.no_rate_limit])
+    off = TargetSettings(rate_limit_rps=5, misconfigurations=[Misconfiguration.no_rate_limit])
     assert limiter_for(on, None) is not None
     assert limiter_for(off, None) is None
+
+
+def test_nothing_is_limited_until_limits_are_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert limiter_for(TargetSettings(), None) is None  # anonymous traffic would share one bucket
+    table = limiter_for(TargetSettings(rate_limits={"clients": {"tenant-a": {"rps": 1, "burst": 1}}}), None)
+    assert table is not None and table.default.rps == 1000.0
+    monkeypatch.setenv("FAULTDRILL_RATE_LIMIT_BURST", "7")  # set through the environment, as a deployment does
+    from_env = limiter_for(TargetSettings(), None)
+    assert from_env is not None and from_env.default.burst == 7
 
 
 # -- configuration errors --------------------------------------------------------------------------
