@@ -55,11 +55,11 @@ from typing import Literal
 import numpy as np
 import redis.asyncio as aioredis
 from opentelemetry import trace
-from purgatory.domain.messages.events import ContextChanged
 from purgatory.domain.model import Context, OpenedState
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from target_service.breaker import BreakerState, drain_transitions
 from target_service.metrics import BREAKER_STATES, TargetMetrics
 
 __all__ = ["CacheLookup", "CacheResult", "CacheUnavailable", "PredictionCache"]
@@ -67,7 +67,6 @@ __all__ = ["CacheLookup", "CacheResult", "CacheUnavailable", "PredictionCache"]
 log = logging.getLogger("faultdrill.cache")
 
 CacheResult = Literal["hit", "miss", "error", "bypass"]
-_STATE_NAMES = {"closed": "closed", "opened": "open", "half-opened": "half-open"}
 _HEADER = struct.Struct("<II")  # rows, cols
 KEY_PREFIX = "fd:pred:"
 
@@ -128,7 +127,7 @@ class PredictionCache:
             driver_info=None,  # no CLIENT SETINFO: a new connection costs TCP + AUTH, inside the timeout
         )  # fmt: skip
         self._breaker = Context("prediction_cache", threshold=breaker_threshold, ttl=breaker_reset_s)
-        self.state = "closed"
+        self.state: BreakerState = "closed"
         self._trial_in_flight = False
         self._writes: set[asyncio.Task[None]] = set()
         self.transitions: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=64)
@@ -162,14 +161,8 @@ class PredictionCache:
 
     # -- breaker -----------------------------------------------------------------------------
     def _sync_breaker(self) -> None:
-        while self._breaker.messages:
-            event = self._breaker.messages.pop(0)
-            if not isinstance(event, ContextChanged):
-                continue
-            new = _STATE_NAMES.get(event.state, "closed")
-            if new == self.state:
-                continue
-            old, self.state = self.state, new
+        for old, new in drain_transitions(self._breaker, self.state):
+            self.state = new
             self.transitions.append((time.time(), old, new))
             self.metrics.cache_breaker_state.set(BREAKER_STATES[new])
             self.metrics.cache_breaker_transitions.labels(from_state=old, to_state=new).inc()

@@ -55,9 +55,9 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 from opentelemetry import trace
-from purgatory.domain.messages.events import ContextChanged
 from purgatory.domain.model import Context, OpenedState
 
+from target_service.breaker import BreakerState, drain_transitions
 from target_service.metrics import BREAKER_STATES, TargetMetrics
 from target_service.spans import client_headers, end_client_span
 from target_service.spans import event as span_event
@@ -76,10 +76,6 @@ __all__ = [
 log = logging.getLogger("faultdrill.features")
 
 FeatureSource = Literal["fresh", "cache", "stale_cache", "default"]
-BreakerState = Literal["closed", "open", "half-open"]
-_STATE_NAMES: dict[str, BreakerState] = {
-    "closed": "closed", "opened": "open", "half-opened": "half-open",
-}  # fmt: skip
 BIAS_SIZE = 10
 # How often the CA file is stat'ed from the request path (a stat is ~1 µs; still, not per call).
 CA_CHECK_INTERVAL_S = 0.5
@@ -271,14 +267,8 @@ class FeatureClient:
 
     def _sync_breaker(self) -> None:
         """Turn purgatory's state-change events into metrics and logs."""
-        while self._breaker.messages:
-            event = self._breaker.messages.pop(0)
-            if not isinstance(event, ContextChanged):
-                continue
-            new = _STATE_NAMES.get(event.state, "closed")
-            if new == self._state:
-                continue
-            old, self._state = self._state, new
+        for old, new in drain_transitions(self._breaker, self._state):
+            self._state = new
             self.breaker_changed_at = time.monotonic()
             self.transitions.append((time.time(), old, new))
             dep = self.dependency

@@ -14,6 +14,7 @@ The families live in ``kube/pods.py`` (kill, freeze, OOM, GPU memory, model load
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,8 +27,8 @@ from faults.topology import ServiceHandle
 __all__ = ["KubeAction", "action_for", "inject", "preflight", "rollback", "verify"]
 
 
-class KubeAction:
-    """One fault family on Kubernetes; subclasses override what they need."""
+class KubeAction(ABC):
+    """One fault family on Kubernetes: subclasses implement plan/apply/rollback/verify (abstract)."""
 
     modes: ClassVar[tuple[str, ...]] = ()
     needs_pod: ClassVar[bool] = True
@@ -38,20 +39,24 @@ class KubeAction:
     def problems(self, config: Any, handle: ServiceHandle, ctx: FaultContext) -> list[Problem]:
         return []
 
+    @abstractmethod
     def plan(self, config: Any, handle: ServiceHandle) -> list[str]:
-        raise NotImplementedError
+        ...
 
     def prepare(self, config: Any, handle: ServiceHandle, api: Any, ctx: FaultContext, backup: Path) -> dict[str, Any]:
         return {}
 
+    @abstractmethod
     def apply(self, config: Any, undo: dict[str, Any], api: Any) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
-        raise NotImplementedError
+        ...
 
 
 def action_for(fault_name: str) -> KubeAction:
