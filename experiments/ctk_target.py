@@ -35,11 +35,11 @@ import sys
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from experiments.spec import MISCONFIGURATIONS
+from experiments.tokenapi import TokenHandler, TokenServer
 from faults.chaostoolkit import TargetState, read_state, state_path, write_state
 from faults.errors import ConfigError, FaultdrillError
 from faults.ledger import default_state_dir, pid_alive, process_start_ticks, rollback_owned
@@ -180,61 +180,38 @@ def _tail(log: Path, lines: int = 15) -> str:
 
 
 # -- the target process ----------------------------------------------------------------------
-class _Control(ThreadingHTTPServer):
+class _Control(TokenServer):
     """Loopback control API: topology, scope, supervisor calls. Every request needs the token."""
 
-    daemon_threads = True
-
     def __init__(self, platform: Any, token: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.platform, self.token = platform, token
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler, token)
+        self.platform = platform
 
 
 _OPS = ("stop", "kill", "start", "restart", "handle", "wait_exit", "exit_status")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TokenHandler):
     server: _Control
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the log is for the target's story
-        pass
-
-    def _reply(self, status: HTTPStatus, doc: dict[str, Any]) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _authorized(self) -> bool:
-        if secrets.compare_digest(self.headers.get("Authorization", ""), f"Bearer {self.server.token}"):
-            return True
-        self._reply(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"})
-        return False
-
     def do_GET(self) -> None:
-        if not self._authorized():
+        if not self.authorized():
             return
         platform = self.server.platform
         if self.path == "/topology":
-            self._reply(HTTPStatus.OK, {"result": platform.topology().model_dump(mode="json")})
+            self.reply(HTTPStatus.OK, {"result": platform.topology().model_dump(mode="json")})
         elif self.path == "/scope":
             scope = platform.scope()
-            self._reply(HTTPStatus.OK, {"result": {k: sorted(getattr(scope, k)) for k in
+            self.reply(HTTPStatus.OK, {"result": {k: sorted(getattr(scope, k)) for k in
                                                    ("pids", "cgroups", "netns", "paths", "ports")}})  # fmt: skip
         else:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
+            self.reply(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
 
     def do_POST(self) -> None:
-        if not self._authorized():
+        if not self.authorized():
             return
         if self.path != "/supervisor":
-            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
+            self.reply(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
             return
         try:
             args = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
@@ -244,9 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
             result = getattr(self.server.platform, op)(**args)
             if hasattr(result, "model_dump"):
                 result = result.model_dump(mode="json")
-            self._reply(HTTPStatus.OK, {"result": result})
+            self.reply(HTTPStatus.OK, {"result": result})
         except Exception as exc:  # a refused call is the caller's error to report, never this server's end
-            self._reply(HTTPStatus.CONFLICT, {"error": f"{type(exc).__name__}: {exc}"})
+            self.reply(HTTPStatus.CONFLICT, {"error": f"{type(exc).__name__}: {exc}"})
 
 
 def serve(args: argparse.Namespace) -> int:
