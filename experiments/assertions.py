@@ -39,7 +39,8 @@ from experiments.metric_expectations import describe_counter, judge_counter
 from experiments.slo import Finding, SteadyCriteria, check_halt, fmt_value, regained_at, request_stats
 from experiments.timeline import Event, Timeline
 
-__all__ = ["Verdict", "check_halt", "describe", "evaluate", "mttd_mttr", "resolve_moment", "resolve_window"]
+__all__ = ["Verdict", "check_halt", "describe", "evaluate", "mttd_mttr", "not_evaluated", "resolve_moment",
+           "resolve_window"]
 
 _MAX_EVIDENCE = 10
 
@@ -61,6 +62,22 @@ class Verdict(BaseModel):
     """The events that decided it (JSON form, at most 10): the first violation, the transition, …"""
     measured: dict[str, float | int | None] = Field(default_factory=dict)
     window: tuple[float, float] | None = None
+    evaluated: bool = True
+    """False when the run aborted before there was anything to judge (``observed`` says why)."""
+
+
+def not_evaluated(expectation: Any, reason: str, *, steady_state: Any = None) -> Verdict:
+    """The verdict of an expectation a run never got to test: it aborted before any fault was injected.
+
+    Not a failure of the system under test (nothing was done to it) and never a pass: it says why.
+
+    >>> v = not_evaluated(ex.ProbeHolds(probe="liveness", replica="replica-0", holds=True, during="hog"), "no platform")
+    >>> v.evaluated, v.passed, v.observed
+    (False, False, 'not evaluated (run aborted: no platform)')
+    """
+    name = describe(expectation)
+    return Verdict(name=name, passed=False, expected=name, observed=f"not evaluated (run aborted: {reason})",
+                   evaluated=False)
 
 
 class _Missing(Exception):

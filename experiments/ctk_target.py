@@ -231,7 +231,7 @@ def serve(args: argparse.Namespace) -> int:
     from experiments.platforms.local import LocalPlatform
     from experiments.timeline import Timeline
 
-    path = Path(args.state)
+    path = Path(args.state).absolute()
     owner_start = process_start_ticks(args.owner)
     workdir = path.parent / f"{path.stem}-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)

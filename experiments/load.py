@@ -164,7 +164,7 @@ class LoadGenerator:
     ) -> None:  # fmt: skip
         if users < 1 or workers < 0:
             raise ValueError(f"need users >= 1 and workers >= 0, got users={users} workers={workers}")
-        self.host_url, self.timeline, self.workdir = host_url.rstrip("/"), timeline, Path(workdir)
+        self.host_url, self.timeline, self.workdir = host_url.rstrip("/"), timeline, Path(workdir).absolute()
         self.users, self.spawn_rate = users, float(spawn_rate or users)
         self.shape, self.workers, self.model = shape or LoadShape(), workers, model
         # Locust's run time and shape ticks have 1 s resolution: round up, never cut short.

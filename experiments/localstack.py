@@ -92,6 +92,13 @@ class LocalStack:
     _cache_proxy: RunningProxy | None = field(default=None, init=False)
     _cache_env: dict[str, str] = field(default_factory=dict, init=False)
 
+    def __post_init__(self) -> None:
+        # Every path handed to a service (certificates, tokens, registry, traces) is absolute: a
+        # service may resolve a relative one against another directory than this process's cwd.
+        self.workdir = Path(self.workdir).absolute()
+        if self.model_registry is not None:
+            self.model_registry = Path(self.model_registry).absolute()
+
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
         self.up()

@@ -56,6 +56,9 @@ class RedisServerConfig:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
 
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).absolute()  # redis.conf's `dir` and the password file path
+
     @property
     def password_file(self) -> Path:
         return self.workdir / "cache.password"

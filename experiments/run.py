@@ -35,13 +35,14 @@ from typing import Any, get_args
 from rich.console import Console
 from rich.table import Table
 
-from experiments.assertions import Verdict, check_halt, describe, evaluate, mttd_mttr
+from experiments.assertions import Verdict, check_halt, describe, evaluate, mttd_mttr, not_evaluated
 from experiments.ctk_steps import CtkSteps
 from experiments.journal import Journal
 from experiments.liveview import LiveView
 from experiments.loader import load_experiment
 from experiments.process import ServiceError
 from experiments.runbook_hook import RunbookLauncher, RunbookTriggers
+from experiments.runlinks import update_links
 from experiments.runtime import RunParts, SharedSystem
 from experiments.slo import SteadyCriteria, request_stats
 from experiments.spec import Experiment, Misconfig
@@ -225,8 +226,12 @@ def run_experiment(
         console.print("[bold]dry run:[/] nothing was started and nothing was changed")
         return RunResult(0, None, None, [])
 
-    return run_spec(spec, configs, path, out=out, registry=registry, console=console, plain=plain,
-                    alerting=alerting, runbooks=runbooks)
+    result = run_spec(spec, configs, path, out=out, registry=registry, console=console, plain=plain,
+                      alerting=alerting, runbooks=runbooks)  # fmt: skip
+    if result.run_dir is not None:
+        for link in update_links(out, result.run_dir, spec.metadata.name):
+            console.print(f"{link.name} → {result.run_dir.name}", highlight=False)
+    return result
 
 
 def run_spec(
@@ -302,7 +307,11 @@ def run_spec(
                     view.note(f"rolled back {fid}")
             parts.close()
     seen = timeline.slice(begin) if shared is not None else timeline
-    if outcome != "error":
+    if outcome == "halted" and not _injected(seen):
+        # Aborted before any fault took effect: there is nothing to judge, so a wall of ✘ "never
+        # happened" would blame the system for the run's own failure. Each says why instead.
+        verdicts = [not_evaluated(e, reason, steady_state=spec.steady_state) for e in spec.expect]
+    elif outcome != "error":
         verdicts = [evaluate(e, seen, steady_state=spec.steady_state) for e in spec.expect]
         verdicts += ctk.verdicts if ctk is not None else []
         if outcome == "passed" and not all(v.passed for v in verdicts):
@@ -322,6 +331,11 @@ def run_spec(
 
 class _Halt(Exception):
     pass
+
+
+def _injected(timeline: Timeline) -> bool:
+    """Whether any fault (or embedded Chaos Toolkit action) started on this timeline."""
+    return any(e.get("event") == "start" for e in timeline.select("fault"))
 
 
 def _traces(parts: RunParts, seen: Timeline) -> TraceSummary | None:
@@ -451,12 +465,21 @@ def _write_reports(console: Console, journal_path: Path, run_dir: Path) -> None:
 
 
 def _print_summary(console: Console, journal: Journal, verdicts: list[Verdict], path: Path) -> None:
-    table = Table("", "expectation", "observed", title=f"{journal.name}: {journal.outcome} (exit {journal.exit_code})")
+    if journal.reason:  # why the run stopped comes first: it explains everything below
+        console.print(f"reason: {journal.reason}", highlight=False, markup=False, soft_wrap=True)
+    table = Table(title=f"{journal.name}: {journal.outcome} (exit {journal.exit_code})")
+    for header in ("", "expectation", "observed"):
+        table.add_column(header, overflow="fold")  # wrapped, never cut with "…"
     for v in verdicts:
-        table.add_row("[green]✔[/]" if v.passed else "[red]✘[/]", v.name, v.observed)
+        mark = "[green]✔[/]" if v.passed else "[red]✘[/]" if v.evaluated else "[yellow]–[/]"
+        table.add_row(mark, v.name, v.observed)
     console.print(table)
+    skipped = [v for v in verdicts if not v.evaluated]
+    if skipped:
+        console.print(f"NOT EVALUATED: {len(skipped)} expectation(s) — the run aborted before any fault was injected",
+                      highlight=False, markup=False)  # fmt: skip
     for v in verdicts:
-        if not v.passed:  # one unwrapped line each: what CI logs and people grep for
+        if v.evaluated and not v.passed:  # one unwrapped line each: what CI logs and people grep for
             console.print(f"FAILED: {v.name} — expected {v.expected}; observed {v.observed}", soft_wrap=True,
                           highlight=False, markup=False)  # fmt: skip
     for fid, info in journal.faults.items():
@@ -466,6 +489,4 @@ def _print_summary(console: Console, journal: Journal, verdicts: list[Verdict], 
                       f"first signal {'-' if first is None else f'{first:.2f} s'}, "
                       f"MTTR {'-' if mttr is None else f'{mttr:.2f} s'}"
                       + (" [emulated]" if info.get("emulated") else ""), highlight=False)  # fmt: skip
-    if journal.reason:
-        console.print(f"reason: {journal.reason}", highlight=False)
     console.print(f"environment: device {journal.environment.device_label}; journal: {path}", highlight=False)

@@ -81,7 +81,10 @@ class RunParts:
 
             check_cluster(spec.target.kubernetes or KubernetesSettings())
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        self.run_dir = run_dir or out / f"{spec.metadata.name}-{stamp}"
+        # Absolute once, here: every configuration the run generates (Prometheus' rule_files, Locust,
+        # redis, proxies, runbooks) names files under it, and some tools resolve a relative path against
+        # the file that names it, not the working directory (a relative ``--out`` doubled the path).
+        self.run_dir = (run_dir or out / f"{spec.metadata.name}-{stamp}").absolute()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = default_state_dir()
         self.platform: LocalPlatform | None = None

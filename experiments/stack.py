@@ -37,6 +37,8 @@ from experiments.process import ServiceError, ServiceProcess, free_port
 from experiments.timescale import describe_scaling, format_duration, scale_alertmanager, scale_rules
 from faults.base import Problem
 from faults.errors import ConfigError, PreflightError
+from faults.inputlimits import read_text
+from faults.inputlimits import safe_load as bounded_safe_load
 from faults.topology import Topology
 
 __all__ = ["Binaries", "ObservabilityStack", "ScrapeTarget", "StackUnavailable", "receiver_names", "scrape_targets"]
@@ -143,8 +145,8 @@ def _scrape_configs(targets: Sequence[ScrapeTarget]) -> list[dict[str, Any]]:
 
 
 def _scaled_copy(path: Path, what: str, scale: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(path.read_text())
+    try:  # bounded: size, nesting and nodes (faults.inputlimits), a ConfigError over them
+        doc = bounded_safe_load(read_text(path, what=what), str(path))
         if not isinstance(doc, dict):
             raise ConfigError(f"the {what} must be a YAML mapping", file=str(path))
         return scale(doc)
@@ -164,8 +166,9 @@ class ObservabilityStack:
     ) -> None:  # fmt: skip
         if scrape_interval_s <= 0 or evaluation_interval_s <= 0:
             raise ValueError(f"intervals must be > 0, got scrape {scrape_interval_s}, eval {evaluation_interval_s}")
-        self.workdir = Path(workdir)
-        self.rules_file, self.alertmanager_config = Path(rules_file), Path(alertmanager_config)
+        # Absolute: Prometheus resolves rule_files relative to prometheus.yml's directory, not the cwd.
+        self.workdir = Path(workdir).absolute()
+        self.rules_file, self.alertmanager_config = Path(rules_file).absolute(), Path(alertmanager_config).absolute()
         self.webhook_url = webhook_url.rstrip("/")
         self.targets, self.speedup, self.min_range_s = list(targets), speedup, 4 * scrape_interval_s  # rate: 2 samples
         self.scrape_interval_s, self.evaluation_interval_s = scrape_interval_s, evaluation_interval_s

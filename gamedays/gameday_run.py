@@ -36,6 +36,7 @@ from typing import Any
 from rich.console import Console
 
 from experiments.run import RunResult, run_spec, with_misconfigurations
+from experiments.runlinks import update_links
 from experiments.runtime import RunParts, SharedSystem
 from experiments.timeline import Timeline
 from faults.registry import FaultRegistry
@@ -116,7 +117,7 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
 
         Binaries().resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    directory = out / f"gameday-{plan.metadata.name}-{stamp}"
+    directory = (out / f"gameday-{plan.metadata.name}-{stamp}").absolute()  # once: see RunParts.run_dir
     directory.mkdir(parents=True, exist_ok=True)
     stop, why, notes = threading.Event(), list[str](), list[str]()
     timeline = Timeline()
@@ -176,6 +177,7 @@ def _finish(loaded: LoadedPlan, directory: Path, results: list[tuple[str, RunRes
     _history(journals, plan.metadata.name, console)
     for o in outcomes:
         console.print(f"  {o['scenario']}: {o['outcome']}", highlight=False)
+    update_links(directory.parent, directory, f"gameday-{plan.metadata.name}")  # runs/latest-gameday-smoke
     console.print(f"game day {doc['outcome']} (exit {code}){': ' + halted if halted else ''}; "
                   f"report: {directory / 'gameday.html'}", highlight=False)  # fmt: skip
     return GameDayResult(code, directory, outcomes, halted)

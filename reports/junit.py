@@ -38,7 +38,11 @@ def _suite(view: RunView) -> ET.Element:
     for v in view.verdicts:
         took = (v.window[1] - v.window[0]) if v.window else 0.0
         case = ET.Element("testcase", name=_clean(v.name), classname=classname, time=f"{max(took, 0):.3f}")
-        if not v.passed:
+        if not v.evaluated:  # the run aborted before it could be judged: an error, never a pass or a skip
+            errors += 1
+            error = ET.SubElement(case, "error", message=_clean(v.observed), type="NotEvaluated")
+            error.text = _clean(f"expected {v.expected}; {v.observed}")
+        elif not v.passed:
             failures += 1
             message = _clean(f"expected {v.expected}; observed {v.observed}")
             failure = ET.SubElement(case, "failure", message=message, type="ExpectationFailed")

@@ -42,7 +42,8 @@ def render_markdown(view: RunView, *, html_href: str | None = "report.html", lev
     if view.verdicts:
         lines += [f"**{view.summary}**", "", "| | expected | observed |", "|---|---|---|"]
         for v in sorted(view.verdicts, key=lambda v: v.passed):
-            lines.append(f"| {'✅' if v.passed else '❌'} | {cell(v.expected or v.name)} | {cell(v.observed)} |")
+            mark = "✅" if v.passed else "❌" if v.evaluated else "➖"
+            lines.append(f"| {mark} | {cell(v.expected or v.name)} | {cell(v.observed)} |")
         lines.append("")
     else:
         lines += ["No expectation was judged.", ""]

@@ -132,6 +132,13 @@ class VerdictRow:
     window: tuple[float, float] | None
     measured: dict[str, Any]
     evidence: int
+    evaluated: bool = True
+    """False when the run aborted before it could be judged (``observed`` says why)."""
+
+    @property
+    def status(self) -> str:
+        """``passed``, ``failed`` or ``not evaluated``."""
+        return "passed" if self.passed else "failed" if self.evaluated else "not evaluated"
 
 
 def _consumed(availability: float | None, target: float) -> float | None:
@@ -168,9 +175,20 @@ class RunView:
         return sum(v.passed for v in self.verdicts)
 
     @property
+    def failed(self) -> int:
+        """Judged and not held (expectations an aborted run never judged are not failures)."""
+        return sum(v.evaluated and not v.passed for v in self.verdicts)
+
+    @property
+    def not_evaluated(self) -> int:
+        return sum(not v.evaluated for v in self.verdicts)
+
+    @property
     def summary(self) -> str:
         """``8 of 8 expectations held`` (what the outcome badge stands next to)."""
         n = len(self.verdicts)
+        if n and self.not_evaluated == n:
+            return f"none of {n} expectations evaluated (the run aborted before any fault was injected)"
         return f"{self.passed} of {n} expectations held" if n else "no expectations were judged"
 
     @property
@@ -278,4 +296,5 @@ def _verdict(raw: dict[str, Any]) -> VerdictRow:
     measured = raw.get("measured") if isinstance(raw.get("measured"), dict) else {}
     return VerdictRow(name=str(raw.get("name", "?")), passed=raw.get("passed") is True,
                       expected=str(raw.get("expected", "")), observed=str(raw.get("observed", "")), window=span,
-                      measured=dict(measured or {}), evidence=len(raw.get("evidence") or []))  # fmt: skip
+                      measured=dict(measured or {}), evidence=len(raw.get("evidence") or []),
+                      evaluated=raw.get("evaluated") is not False)  # fmt: skip

@@ -468,7 +468,20 @@ def test_describe_names_every_expectation_and_evaluate_rejects_others():
 
 def test_public_api_is_pinned():
     assert sorted(assertions.__all__) == ["Verdict", "check_halt", "describe", "evaluate", "mttd_mttr",
-                                          "resolve_moment", "resolve_window"]  # fmt: skip
+                                          "not_evaluated", "resolve_moment", "resolve_window"]  # fmt: skip
+
+
+def test_not_evaluated_says_why_and_is_neither_a_pass_nor_a_judgement():
+    from experiments.expectations import Recovers
+
+    x = Recovers(recovers="steady_state", within="20s", after="hog.end")
+    v = assertions.not_evaluated(x, "ServiceError: replica-0 did not become ready")
+    assert (v.passed, v.evaluated) == (False, False)
+    assert v.name == assertions.describe(x) and v.evidence == [] and v.window is None
+    assert v.observed == "not evaluated (run aborted: ServiceError: replica-0 did not become ready)"
+    assert assertions.Verdict.model_validate(v.model_dump(mode="json")).evaluated is False  # journal round trip
+    judged = assertions.evaluate(x, _timeline())
+    assert judged.evaluated is True
 
 
 # -- a whole run, as the smoke experiment would see it -----------------------------------
