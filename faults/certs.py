@@ -8,18 +8,25 @@ record) before anything is touched, and rollback restores them byte for byte.
 ``clock_skew`` restarts the service under libfaketime instead, so *its* clock is off and the
 certificates it checks (a replica checking the feature store) look expired.
 
+``verify`` makes a real handshake to the service the way its clients do (a fresh client
+context trusting the service's CA: ``CERT_REQUIRED``, hostname checked) and calls the effect
+verified only when it fails with the mode's OpenSSL verify code (10 expired, 9 not yet valid,
+20 unknown issuer, 62/64 host or IP mismatch). The service picks the swap up on its next
+reload poll, so verify retries (bounded) until then; a handshake that still succeeds, or that
+fails for another reason, is reported as not verified, with the certificate actually served.
+
 Example::
 
     fault = CertExpiryFault()
     cfg = fault.parse_config({"target": "feature-store", "mode": "expired"})
     inj = fault.inject(cfg, ctx)                 # backup, ledger record, then the swap
-    fault.verify(inj, ctx).details["error"]      # 'certificate has expired' (a real handshake)
+    fault.verify(inj, ctx).details["verify_code"]  # 10: 'certificate has expired' (a real handshake)
     fault.undo(inj, ctx)                         # original bytes back, sha256 checked
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -45,17 +52,19 @@ from faults.kube.dispatch import kube_dispatch
 from faults.ledger import pid_alive, process_start_ticks
 from faults.topology import ServiceHandle
 
-__all__ = ["FAKETIME_LIB", "CertExpiryFault", "tagged_pids", "tls_handshake"]
+__all__ = ["FAKETIME_LIB", "CertExpiryFault", "served_certificate", "tagged_pids", "tls_handshake"]
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 TAG_ENV = "FAULTDRILL_INJECTION_ID"
 """Set in a skewed process's environment, so rollback finds exactly it (no pid guessing)."""
-EXPECTED = {
-    "expired": "certificate has expired",
-    "not_yet_valid": "certificate is not yet valid",
-    "wrong_ca": "unable to get local issuer certificate",
-    "wrong_host": "mismatch",  # "Hostname mismatch" or "IP address mismatch"
+EXPECTED: dict[str, tuple[frozenset[int], str]] = {
+    # mode: (OpenSSL X509_V_ERR codes a verifying client must see, the reason in words)
+    "expired": (frozenset({10}), "certificate has expired"),
+    "not_yet_valid": (frozenset({9}), "certificate is not yet valid"),
+    "wrong_ca": (frozenset({20}), "unable to get local issuer certificate"),
+    "wrong_host": (frozenset({62, 64}), "Hostname mismatch / IP address mismatch"),  # 64: an IP host
 }
+"""What each file mode must make a verified handshake fail with (``SSLCertVerificationError``)."""
 
 
 @kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
@@ -75,6 +84,8 @@ class CertExpiryFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("CA key for re-issuing", "libfaketime + live platform (clock_skew)")
     verifies: ClassVar[str] = "a real TLS handshake fails with the expected verify error"
     example: ClassVar[dict[str, Any]] = {"target": "feature-store", "mode": "expired"}
+    settle_s: ClassVar[float] = 5.0
+    """Longest ``verify`` waits for the service to pick up the swap (never past the fault's duration)."""
 
     def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         h = ctx.topology.get(config.target)  # an unknown target is a ConfigError, not a problem
@@ -166,29 +177,79 @@ class CertExpiryFault(Fault):
         shutil.rmtree(u["made_dir"], ignore_errors=True)
 
     def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+        """A real handshake to the service, verified as its clients verify, must fail for the mode's reason.
+
+        The service hot-reloads its files on a poll (50 ms locally), so right after the swap it
+        may still serve the original: verify retries (bounded by ``settle_s`` and the fault's
+        duration) until the mode's verify code is seen, and reports what it saw last otherwise.
+        """
         u = injection.undo
         if injection.mode == "clock_skew":
             return _verify_skew(injection, ctx)
-        hs, expected = tls_handshake(u["url"], Path(u["ca_file"])), EXPECTED[injection.mode]
-        effective = not hs["ok"] and expected in str(hs["error"])
-        details = {**hs, "expected_error": expected, "replicas": _replica_errors(ctx)}
-        return Verification(effective, details, message=f"handshake to {u['service']}: {hs['error'] or 'ok'}")
+        codes, reason = EXPECTED[injection.mode]
+        wait_s = min(self.settle_s, float(injection.config.get("duration_s", self.settle_s)))
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            hs = tls_handshake(u["url"], Path(u["ca_file"]))
+            effective = hs["verify_code"] in codes
+            if effective or time.monotonic() - started >= wait_s:
+                break
+            time.sleep(0.02)
+        waited_ms = round((time.monotonic() - started) * 1000, 1)
+        served = served_certificate(u["url"])
+        injected = next((fp for f in u.get("files", []) if (fp := _fingerprint(Path(f["made"])))), None)
+        served["is_injected"] = None if injected is None or "sha256" not in served else served["sha256"] == injected
+        details = {**hs, "expected_codes": sorted(codes), "expected_error": reason, "attempts": attempts,
+                   "waited_ms": waited_ms, "served": served, "replicas": _replica_errors(ctx)}  # fmt: skip
+        where = f"handshake to {u['service']} ({hs['endpoint']}, CERT_REQUIRED, hostname checked, its CA)"
+        seen = f"[{hs['verify_code']}] {hs['error']}" if hs["verify_code"] is not None else hs["error"]
+        if effective:
+            message = f"verified: {where} fails with {seen} after {waited_ms:.0f} ms"
+        elif hs["ok"]:
+            still = "the original certificate" if served.get("is_injected") is False else "a certificate"
+            message = (f"not verified: {where} still succeeds after {waited_ms:.0f} ms "
+                       f"(served: {still}, {served.get('subject')}); expected [{min(codes)}] {reason}")  # fmt: skip
+        else:
+            message = f"not verified: {where} fails with {seen}, expected [{min(codes)}] {reason}"
+        return Verification(effective, details, message=message)
 
 
 def _verify_skew(injection: Injection, ctx: FaultContext) -> Verification:
+    """The restarted service's own clock (its HTTP ``Date``) must be off by the skew.
+
+    For a replica, what its clock does to the certificates it checks is reported too: its last
+    dependency error and the reason expected (a clock ahead finds the store's certificate expired,
+    one behind finds it not yet valid). That needs a feature call, so it informs, it does not decide.
+    """
     u = injection.undo
     pids = tagged_pids(TAG_ENV, injection.id)
     skew_s: float | None = None
-    with contextlib.suppress(httpx.HTTPError, ValueError, OSError):
+    error: str | None = None
+    try:
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=u["ca_file"]) if u["ca_file"] else True
         with httpx.Client(timeout=2.0, verify=verify) as client:
             date = client.get(u["url"] + "/").headers.get("date")  # the server's clock, as it sees it
         if date:
             skew_s = parsedate_to_datetime(date).timestamp() - time.time()
+        else:
+            error = "no Date header"
+    except (httpx.HTTPError, ValueError, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
     expected_s = u["skew_days"] * 86400.0
     effective = bool(pids) and skew_s is not None and abs(skew_s - expected_s) < 3600
-    details = {"skewed_pids": pids, "date_skew_s": skew_s, "expected_s": expected_s, "replicas": _replica_errors(ctx)}
-    return Verification(effective, details, message=f"{u['service']} clock skew {skew_s} s (pids {pids})")
+    replicas = _replica_errors(ctx)
+    expected_error = EXPECTED["expired" if expected_s > 0 else "not_yet_valid"][1]
+    is_replica = u["service"] in replicas
+    details = {"skewed_pids": pids, "date_skew_s": skew_s, "expected_s": expected_s, "error": error,
+               "replicas": replicas, "expected_client_error": expected_error if is_replica else None}  # fmt: skip
+    clock = f"{skew_s:+.0f} s" if skew_s is not None else f"unknown ({error})"
+    message = (f"{'verified' if effective else 'not verified'}: {u['service']} clock skew {clock}, "
+               f"expected {expected_s:+.0f} s (faketime pids {pids})")  # fmt: skip
+    if is_replica:
+        message += f"; its last dependency error: {replicas[u['service']] or 'none yet'} (expected: {expected_error})"
+    return Verification(effective, details, message=message)
 
 
 def _replica_errors(ctx: FaultContext) -> dict[str, Any]:
@@ -231,10 +292,16 @@ def _backup_entry(path: Path, backup_dir: Path, made: Path) -> dict[str, Any]:
 
 
 def tls_handshake(url: str, ca_file: Path, timeout_s: float = 2.0) -> dict[str, Any]:
-    """A real handshake to ``url``'s host:port, verified against ``ca_file`` (hostname checked)."""
+    """A real handshake to ``url``'s host:port, verified as the target's clients verify.
+
+    The context is the client's (``ssl.create_default_context`` trusting ``ca_file`` only:
+    ``CERT_REQUIRED``, hostname checked against ``url``'s host), fresh for each call, so no
+    TLS session is resumed and no connection from before a swap is reused.
+    """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 443
     context = ssl.create_default_context(cafile=str(ca_file))
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     started = time.perf_counter()
     error, code = None, None
     try:
@@ -245,7 +312,44 @@ def tls_handshake(url: str, ca_file: Path, timeout_s: float = 2.0) -> dict[str, 
     except (OSError, ssl.SSLError) as exc:
         error = f"{type(exc).__name__}: {exc}"
     elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-    return {"ok": error is None, "error": error, "verify_code": code, "elapsed_ms": elapsed_ms}
+    return {"ok": error is None, "error": error, "verify_code": code, "elapsed_ms": elapsed_ms,
+            "endpoint": f"{host}:{port}", "server_hostname": host, "ca_file": str(ca_file)}  # fmt: skip
+
+
+def served_certificate(url: str, timeout_s: float = 2.0) -> dict[str, Any]:
+    """The certificate ``url`` serves right now (read without verifying it): subject, validity, sha256."""
+    from cryptography import x509
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 443
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # to see it, not to trust it
+    try:
+        with (
+            socket.create_connection((host, port), timeout_s) as sock,
+            context.wrap_socket(sock, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    if der is None:
+        return {"error": "no certificate"}
+    cert = x509.load_der_x509_certificate(der)
+    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+            "not_before": cert.not_valid_before_utc.isoformat(), "not_after": cert.not_valid_after_utc.isoformat(),
+            "sha256": hashlib.sha256(der).hexdigest()}  # fmt: skip
+
+
+def _fingerprint(pem_file: Path) -> str | None:
+    """sha256 of the DER of the certificate in ``pem_file`` (as ``served_certificate`` reports it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        cert = x509.load_pem_x509_certificate(pem_file.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
 def tagged_pids(tag_env: str, value: str) -> list[int]:

@@ -9,6 +9,11 @@ reason ``Signal``, never ``OOMKilled``).
 cgroup v1 refuses (EBUSY) a limit below what it cannot reclaim; there ``limit`` mode falls
 back to current usage plus one MiB, and the leak crosses it within one leak step.
 
+``verify`` waits (bounded by the fault's duration) for the recorded process to exit and
+reports what was observed: the supervisor's exit status (``-9`` → exit code 137), the rise of
+the cgroup's ``oom_kill`` counter, and ``OOMKilled`` only when both say so. An exit status
+that cannot be read is reported as unknown: not verified, never assumed to be 137.
+
 Rollback restores the limit exactly (v1: memsw too, in the order the kernel accepts) and
 stops the leak if the process still lives. It never restarts the replica: the caller (or
 the platform's restart policy) decides that, as a kubelet would.
@@ -17,7 +22,7 @@ Example::
 
     fault = OomKillFault()
     inj = fault.inject(fault.parse_config({"target": "replica-0", "mode": "limit"}), ctx)
-    fault.verify(inj, ctx).details["reason"]      # "OOMKilled" once the kernel struck
+    fault.verify(inj, ctx).details["reason"]      # waits for the exit: "OOMKilled", exit_code 137
     fault.undo(inj, ctx)                          # old limit back
 """
 
@@ -27,6 +32,7 @@ import contextlib
 import errno
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -42,7 +48,6 @@ from faults.process import (
     admin_if_alive,
     admin_request,
     service_undo,
-    settled_exit_status,
     target_handle,
 )
 
@@ -100,6 +105,8 @@ class OomKillFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("root", "memory cgroup controller", "replica in a faultdrill cgroup")
     verifies: ClassVar[str] = "cgroup oom_kill counter and exit status -9 (OOMKilled)"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "leak", "rate_mib_s": 200}
+    settle_s: ClassVar[float] = 30.0
+    """Longest ``verify`` waits for the process to exit (never longer than the fault's duration)."""
 
     def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         problems = _service_problems(ctx, config.target, admin=config.mode != "signal")
@@ -176,7 +183,22 @@ class OomKillFault(Fault):
         undo = injection.undo
         if undo.get("cgroup") is None or injection.mode == "signal":
             return  # SIGKILL changed nothing that can be put back; the platform restarts it
-        admin_if_alive(undo, "DELETE", "/admin/host-memory/leak")
+        failed: FaultdrillError | None = None
+        try:
+            admin_if_alive(undo, "DELETE", "/admin/host-memory/leak")
+        except FaultdrillError as exc:
+            # Under a lowered limit the kernel may be killing it as it answers (connection reset):
+            # a process that is gone a moment later needs no undo. Either way the limit goes back.
+            pid, start = int(undo["pid"]), undo.get("pid_start")
+            deadline = time.monotonic() + 1.0
+            while pid_alive(pid, start) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            failed = exc if pid_alive(pid, start) else None
+        self._restore_limit(undo)
+        if failed is not None:
+            raise failed  # the leak may still run: keep the ledger record, a later rollback retries
+
+    def _restore_limit(self, undo: dict[str, Any]) -> None:
         cg = _cgroup_of(undo["cgroup"])
         if not cg.path.exists():
             return  # the platform removed the cgroup with its service: nothing left to restore
@@ -187,20 +209,83 @@ class OomKillFault(Fault):
             _write_limits(cg, int(old), old_sw)
 
     def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+        """Wait (bounded) for the recorded process to exit, then read how it exited.
+
+        The exit status is the supervisor's (``waitpid``: -9 is SIGKILL, shell code 137) and is
+        read only while the supervisor's handle still names the recorded pid; ``OOMKilled``
+        needs that SIGKILL *and* a rise of the cgroup's ``oom_kill`` counter. A status that
+        cannot be read (no supervisor, already restarted, never reaped) is not verified.
+        """
         undo = injection.undo
-        gone = not pid_alive(int(undo["pid"]), undo.get("pid_start"))
-        status = settled_exit_status(ctx, injection.target) if gone else None
-        killed = status in (None, -signal.SIGKILL, 137)  # None: not our child, status unreadable
-        oom_kills = None
-        if injection.mode != "signal" and undo.get("cgroup"):
-            with contextlib.suppress(FaultdrillError, OSError):
+        pid, start = int(undo["pid"]), undo.get("pid_start")
+        wait_s = min(self.settle_s, float(injection.config.get("duration_s", self.settle_s)))
+        started = time.monotonic()
+        while pid_alive(pid, start) and time.monotonic() - started < wait_s:
+            time.sleep(0.01)
+        gone = not pid_alive(pid, start)
+        waited_s = round(time.monotonic() - started, 3)
+        status, why = _exit_status_of(ctx, injection.target, pid) if gone else (None, "")
+        oom_kills: int | None = None
+        if injection.mode != "signal" and undo.get("cgroup") and undo.get("oom_kills_before") is not None:
+            with contextlib.suppress(FaultdrillError, OSError, ValueError):
                 oom_kills = _cgroup_of(undo["cgroup"]).oom_kills() - int(undo["oom_kills_before"])
-        reason = "OOMKilled" if oom_kills and gone and killed else ("Signal" if gone and killed else None)
-        ok = reason == "OOMKilled" if injection.mode != "signal" else reason is not None
-        details = {"pid": undo["pid"], "gone": gone, "exit_status": status, "oom_kills": oom_kills,
-                   "reason": reason, "exit_code": 137 if reason else None}  # fmt: skip
-        return Verification(ok, details, message=f"pid {undo['pid']} {'gone' if gone else 'alive'}, "
-                                                 f"reason {reason}, oom_kill +{oom_kills}")  # fmt: skip
+        code, sig, reason = _exit_reason(status, oom_killed=bool(oom_kills))
+        ok = reason == "OOMKilled" if injection.mode != "signal" else status == -signal.SIGKILL
+        details = {"pid": pid, "gone": gone, "waited_s": waited_s, "exit_status": status, "exit_code": code,
+                   "signal": sig, "reason": reason, "oom_kills": oom_kills, "status_unknown": why or None}  # fmt: skip
+        counter = "n/a" if oom_kills is None else f"+{oom_kills}"
+        if not gone:
+            message = f"not verified: pid {pid} still running after {waited_s:.1f} s (cgroup oom_kill {counter})"
+        elif status is None:
+            message = f"not verified: pid {pid} gone, exit status unknown ({why}); cgroup oom_kill {counter}"
+        else:
+            message = (f"{'verified' if ok else 'not verified'}: pid {pid} exited with status {status} "
+                       f"(exit code {code}, reason {reason}), cgroup oom_kill {counter}")  # fmt: skip
+        return Verification(ok, details, message=message)
+
+
+def _exit_status_of(ctx: FaultContext, name: str, pid: int, timeout_s: float = 1.0) -> tuple[int | None, str]:
+    """``pid``'s exit status as its supervisor recorded it, or ``(None, why it is unknown)``.
+
+    The supervisor reports the status of the *current* process of ``name``: it counts only
+    while its handle still names ``pid`` (after a restart the status belongs to another
+    process). A killed multi-threaded process is a zombie before it can be reaped: the
+    status may take a moment to settle, so the read is retried (bounded).
+    """
+    sup = ctx.supervisor
+    if sup is None:
+        return None, "no supervisor: only the platform that started the process can read its status"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            before = sup.handle(name).pid
+            status = sup.exit_status(name)
+            after = sup.handle(name).pid
+        except (FaultdrillError, KeyError, RuntimeError) as exc:
+            return None, f"the supervisor cannot tell: {exc}"
+        if before != pid or after != pid:
+            return None, f"'{name}' runs again as pid {after}; the status of pid {pid} is gone"
+        if status is not None:
+            return status, ""
+        if time.monotonic() > deadline:
+            return None, f"the supervisor recorded no exit status for pid {pid} within {timeout_s:.0f} s"
+        time.sleep(0.01)
+
+
+def _exit_reason(status: int | None, *, oom_killed: bool) -> tuple[int | None, int | None, str | None]:
+    """``(exit code, signal, reason)`` of a ``waitpid`` status, as Kubernetes reports them.
+
+    >>> _exit_reason(-9, oom_killed=True), _exit_reason(-9, oom_killed=False), _exit_reason(-15, oom_killed=True)
+    ((137, 9, 'OOMKilled'), (137, 9, 'Signal'), (143, 15, 'Signal'))
+    >>> _exit_reason(1, oom_killed=True), _exit_reason(None, oom_killed=True)
+    ((1, None, 'Error'), (None, None, None))
+    """
+    if status is None:
+        return None, None, None
+    if status < 0:
+        sig = -status
+        return 128 + sig, sig, "OOMKilled" if sig == signal.SIGKILL and oom_killed else "Signal"
+    return status, None, "Completed" if status == 0 else "Error"
 
 
 def _lower_below_usage(cg: MemoryCgroup, below_mib: float) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
+import socket
+import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,11 +21,13 @@ from faults_helpers import start_python, wait_for_line
 
 from experiments.localstack import LocalStack
 from faults.base import FaultContext, Scope
-from faults.certs import FAKETIME_LIB, TAG_ENV, CertExpiryFault, tagged_pids, tls_handshake
+from faults.certs import TAG_ENV, CertExpiryFault, tagged_pids, tls_handshake
 from faults.errors import ConfigError, PreflightError
 from faults.ledger import rollback_pending
 from faults.registry import FaultRegistry
 from faults.topology import ServiceHandle, Topology
+from target_service.pki import DevPki, create_ca, ensure_dev_pki, issue_cert
+from target_service.tlsreload import ReloadingServerContext
 
 
 def _sha(path: Path) -> str:
@@ -95,6 +101,146 @@ def test_service_without_tls_or_out_of_scope_is_refused(tmp_path: Path) -> None:
     assert "no_supervisor" in {p.code for p in fault.preflight(skew, ctx)}
 
 
+# -- verify against a real TLS server with the project's PKI and hot reload ---------------
+
+
+class _TlsServer:
+    """A TLS server on loopback serving ``ReloadingServerContext`` (the services' hot reload).
+
+    One thread accepts, handshakes and, with ``reload``, polls the files every 20 ms (the
+    same thread: the context is only touched there, as on the services' event loop). Without
+    ``reload`` it keeps serving the certificate it started with: a swap that never takes effect.
+    """
+
+    def __init__(self, cert: Path, key: Path, *, reload: bool = True) -> None:
+        self.tls = ReloadingServerContext(cert, key)
+        self.reload = reload
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tls-server", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.reload:
+                self.tls.check()
+            if not select.select([self.sock], [], [], 0.02)[0]:
+                continue
+            conn, _ = self.sock.accept()
+            conn.settimeout(2.0)
+            try:
+                with self.tls.ssl.wrap_socket(conn, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass  # the client rejected us: exactly what the bad modes are for
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> DevPki:
+    return ensure_dev_pki(tmp_path / "pki")
+
+
+def _tls_ctx(tmp_path: Path, pki: DevPki, port: int, host: str = "127.0.0.1") -> FaultContext:
+    fs = ServiceHandle(
+        name="feature-store", role="feature_store", url=f"https://{host}:{port}", port=port,
+        cert_file=pki.feature_store.cert, key_file=pki.feature_store.key, ca_file=pki.ca.cert,
+    )  # fmt: skip
+    return FaultContext.create(tmp_path / "state", topology=Topology(services={"feature-store": fs}),
+                               scope=Scope().with_paths(pki.ca.cert.parent))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "host", "code", "reason"),
+    [
+        ("expired", "127.0.0.1", 10, "certificate has expired"),
+        ("not_yet_valid", "127.0.0.1", 9, "certificate is not yet valid"),
+        ("wrong_ca", "127.0.0.1", 20, "unable to get local issuer certificate"),
+        ("wrong_host", "127.0.0.1", 64, "IP address mismatch"),  # the client checks an IP: 64
+        ("wrong_host", "localhost", 62, "Hostname mismatch"),  # a DNS name: 62
+    ],
+)
+def test_verify_sees_the_reloaded_certificate_fail_for_the_mode(
+    tmp_path: Path, pki: DevPki, mode: str, host: str, code: int, reason: str
+) -> None:
+    server = _TlsServer(pki.feature_store.cert, pki.feature_store.key)
+    try:
+        ctx = _tls_ctx(tmp_path, pki, server.port, host)
+        assert tls_handshake(f"https://{host}:{server.port}", pki.ca.cert)["ok"]
+        fault = CertExpiryFault()
+        inj = fault.inject(fault.parse_config({"target": "feature-store", "mode": mode}), ctx)
+        try:
+            v = fault.verify(inj, ctx)  # once, right after the swap: it waits for the reload itself
+            assert v.effective, v.message
+            assert v.details["verify_code"] == code and reason in v.details["error"]
+            served = v.details["served"]
+            assert served["is_injected"] is True and served["subject"].startswith("CN=injected")
+            assert v.message.startswith("verified: ") and f"[{code}] " in v.message and reason in v.message
+            assert server.tls.generation == 2  # it is the hot reload that made it fail
+            print(f"\ncert_expiry {mode} ({host}): verified after {v.details['waited_ms']:.0f} ms, "
+                  f"{v.details['attempts']} handshakes: {v.message}")  # fmt: skip
+        finally:
+            fault.undo(inj, ctx)
+        ok, healthy_ms = _poll(lambda: tls_handshake(f"https://{host}:{server.port}", pki.ca.cert)["ok"])
+        assert ok  # the restored certificate is reloaded and verifies again
+        print(f"cert_expiry {mode}: rollback->handshake ok {healthy_ms:.0f} ms")
+    finally:
+        server.close()
+
+
+def test_swap_that_never_reloads_is_not_verified(tmp_path: Path, pki: DevPki, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CertExpiryFault, "settle_s", 0.5)
+    server = _TlsServer(pki.feature_store.cert, pki.feature_store.key, reload=False)
+    try:
+        ctx = _tls_ctx(tmp_path, pki, server.port)
+        fault = CertExpiryFault()
+        inj = fault.inject(fault.parse_config({"target": "feature-store", "mode": "expired"}), ctx)
+        try:
+            assert tls_handshake(f"https://127.0.0.1:{server.port}", pki.ca.cert)["ok"]  # still the old one
+            v = fault.verify(inj, ctx)
+            assert not v.effective and v.details["ok"] is True and v.details["verify_code"] is None
+            assert v.details["waited_ms"] >= 500 and v.details["attempts"] > 1  # it did wait, bounded
+            assert v.details["served"]["is_injected"] is False and "CN=feature-store" in v.details["served"]["subject"]
+            assert v.message.startswith("not verified: ") and "still succeeds" in v.message, v.message
+            assert "the original certificate" in v.message and "expected [10] certificate has expired" in v.message
+        finally:
+            fault.undo(inj, ctx)
+    finally:
+        server.close()
+
+
+def test_handshake_failing_for_another_reason_is_not_verified(
+    tmp_path: Path, pki: DevPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CertExpiryFault, "settle_s", 0.3)
+    # The server serves a certificate from another CA, not the files the fault swaps.
+    other = issue_cert(create_ca(tmp_path / "other-ca", "other CA"), tmp_path / "other", "other", ("127.0.0.1",))
+    server = _TlsServer(other.cert, other.key)
+    try:
+        ctx = _tls_ctx(tmp_path, pki, server.port)
+        fault = CertExpiryFault()
+        inj = fault.inject(fault.parse_config({"target": "feature-store", "mode": "expired"}), ctx)
+        try:
+            v = fault.verify(inj, ctx)
+            assert not v.effective and v.details["verify_code"] == 20, v.details
+            assert v.message.startswith("not verified: ") and "[20] unable to get local issuer" in v.message
+            assert "expected [10] certificate has expired" in v.message
+        finally:
+            fault.undo(inj, ctx)
+    finally:
+        server.close()
+    # Nothing listens any more: a refused connection is no certificate failure either.
+    v = fault.verify(inj, ctx)
+    assert not v.effective and v.details["verify_code"] is None and "ConnectionRefusedError" in v.message
+
+
 # -- for real, against LocalStack ---------------------------------------------------------
 
 
@@ -129,9 +275,10 @@ def test_file_mode_injects_verifies_and_restores(stack: LocalStack, tmp_path: Pa
     try:
         assert "token" not in json.dumps(inj.undo).lower()
         assert (ctx.state_dir / "backups" / inj.id / fs.cert_file.name).read_bytes() != b""
-        result, observed_ms = _poll(lambda: fault.verify(inj, ctx).effective)
-        assert result, fault.verify(inj, ctx).details
-        print(f"\ncert_expiry {mode}: inject->observable {observed_ms:.0f} ms")
+        v = fault.verify(inj, ctx)  # once, as a run calls it: right after the swap
+        assert v.effective, v.details
+        assert v.details["verify_code"] in {"expired": {10}, "not_yet_valid": {9}, "wrong_ca": {20}}.get(mode, {62, 64})
+        print(f"\ncert_expiry {mode}: inject->verified {v.details['waited_ms']:.0f} ms: {v.message}")
         if mode == "expired":  # the replica's own reaction: its feature calls fail on the cert
             replica = stack.topology().get("replica-0")
             assert replica.url
@@ -149,7 +296,7 @@ def test_file_mode_injects_verifies_and_restores(stack: LocalStack, tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime is not installed")
+@pytest.mark.tools("faketime")
 def test_clock_skew_restarts_under_faketime_and_back(stack: LocalStack, tmp_path: Path) -> None:
     ctx = _ctx(stack, tmp_path / "state")
     fault = CertExpiryFault()
@@ -163,7 +310,11 @@ def test_clock_skew_restarts_under_faketime_and_back(stack: LocalStack, tmp_path
         replica = stack.handle("replica-0")
         assert replica.url
         _infer(replica.url)  # its clock is 400 days on: the store's certificate has expired for it
-        assert "certificate has expired" in str(fault.verify(inj, ctx).details["replicas"]["replica-0"])
+        v = fault.verify(inj, ctx)
+        assert "certificate has expired" in str(v.details["replicas"]["replica-0"])
+        assert v.message.startswith("verified: replica-0 clock skew +345")
+        assert "(expected: certificate has expired)" in v.message
+        print(f"\ncert_expiry clock_skew: {v.message}")
     finally:
         started = time.monotonic()
         fault.undo(inj, ctx)
@@ -247,7 +398,7 @@ def _serving_port(port: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime is not installed")
+@pytest.mark.tools("faketime")
 def test_crash_mid_clock_skew_respawns_with_the_real_clock(tmp_path: Path, registry: FaultRegistry) -> None:
     state = tmp_path / "state"
     proc = start_python(SKEW_CHILD.format(work=str(tmp_path / "stack"), state=str(state)))
