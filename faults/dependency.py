@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import signal
 import ssl
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -165,7 +166,7 @@ class DependencyOutageFault(Fault):
             elif mode == "refusing" and pid_alive(int(undo["proxy"]["pid"]), undo["proxy"]["start_ticks"]):
                 set_proxy_mode(undo["proxy"], ProxyMode())
             elif mode in ("errors", "slow") and pid_alive(pid, ticks):  # a dead store took its levers
-                _admin(undo, "DELETE").raise_for_status()
+                _admin_until(undo, "DELETE", within_s=ADMIN_RETRY_S)
             elif mode == "killed":
                 if ctx.supervisor is not None:
                     ctx.supervisor.start(undo["name"])
@@ -228,6 +229,26 @@ def _admin(undo: dict[str, Any], method: str, body: dict[str, Any] | None = None
     with httpx.Client(verify=tls, timeout=3.0) as client:
         return client.request(method, f"{undo['admin_url']}/admin/faults", json=body,
                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+
+
+ADMIN_RETRY_S = 5.0
+"""How long a rollback keeps asking the store's admin API. Rolled back together with another fault
+(a certificate swap, a partition), the store may be unreachable for a moment: its certificate is
+restored on disk but not yet reloaded, or the partition is being healed. A rollback that gave up
+on the first refusal left the store's levers on (seen in the crash matrix)."""
+
+
+def _admin_until(undo: dict[str, Any], method: str, *, within_s: float) -> None:
+    """``_admin`` until it answers 2xx, retrying transport failures for up to ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            _admin(undo, method).raise_for_status()
+            return
+        except (OSError, httpx.TransportError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _count_errors(undo: dict[str, Any], status: int, details: dict[str, Any]) -> tuple[bool, str]:

@@ -2,7 +2,10 @@
 
 Each namespace faultdrill makes is named ``fd-<suffix>`` and joined to the host by a veth
 pair addressed from 169.254.213.0/24 in /30 blocks: those addresses exist only on that
-pair, so nothing is ever routed anywhere else. Every rule carries the comment
+pair, so nothing is ever routed anywhere else. Choosing a free block and claiming it happen
+under one host-wide lock (``flock`` on ``/run/lock/faultdrill-netns.lock``): two runs on one host
+(a game day beside a CI job, or parallel test workers) never get the same addresses. Every rule
+carries the comment
 ``faultdrill:<injection-id>``, so a rollback removes exactly its own rules and nobody else's.
 
 Example::
@@ -16,9 +19,14 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
 import re
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -75,6 +83,18 @@ def list_namespaces() -> list[str]:
                   n.startswith(PREFIX))
 
 
+@contextmanager
+def _address_lock() -> Iterator[None]:
+    """Host-wide: between reading the used addresses and claiming one, no other process claims one."""
+    folder = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
+    fd = os.open(folder / "faultdrill-netns.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _free_block() -> ipaddress.IPv4Network:
     used = _run(["ip", "-o", "-4", "addr", "show"]).stdout
     for block in _SUBNET.subnets(new_prefix=30):
@@ -88,14 +108,19 @@ def create_namespace(suffix: str) -> Namespace:
     if not _SUFFIX.match(suffix):
         raise ValueError(f"namespace suffix must match {_SUFFIX.pattern}, got {suffix!r}")
     name = PREFIX + suffix
-    block = _free_block()
-    host_addr, ns_addr = block.network_address + 1, block.network_address + 2
-    ns = Namespace(name, f"fdh-{suffix}", f"fdn-{suffix}", str(host_addr), str(ns_addr))
+    with _address_lock():
+        block = _free_block()
+        host_addr, ns_addr = block.network_address + 1, block.network_address + 2
+        ns = Namespace(name, f"fdh-{suffix}", f"fdn-{suffix}", str(host_addr), str(ns_addr))
+        try:
+            _run(["ip", "netns", "add", name])
+            _run(["ip", "link", "add", ns.host_if, "type", "veth", "peer", "name", ns.ns_if])
+            _run(["ip", "link", "set", ns.ns_if, "netns", name])
+            _run(["ip", "addr", "add", f"{host_addr}/30", "dev", ns.host_if])  # claimed: visible to _free_block
+        except FaultdrillError:
+            delete_namespace(name, host_if=ns.host_if)
+            raise
     try:
-        _run(["ip", "netns", "add", name])
-        _run(["ip", "link", "add", ns.host_if, "type", "veth", "peer", "name", ns.ns_if])
-        _run(["ip", "link", "set", ns.ns_if, "netns", name])
-        _run(["ip", "addr", "add", f"{host_addr}/30", "dev", ns.host_if])
         _run(["ip", "link", "set", ns.host_if, "up"])
         _run(netns_exec(name, ["ip", "addr", "add", f"{ns_addr}/30", "dev", ns.ns_if]))
         _run(netns_exec(name, ["ip", "link", "set", ns.ns_if, "up"]))

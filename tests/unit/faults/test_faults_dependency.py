@@ -260,3 +260,24 @@ def test_foreign_store_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BlastRadiusError):
         fault.inject(cfg, ctx)
     assert ctx.ledger.ids() == []
+
+
+def test_rollback_retries_a_store_that_is_briefly_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rolled back next to a certificate swap, the store's TLS fails for a moment: the levers still come off."""
+    import faults.dependency as dep
+
+    calls: list[str] = []
+
+    def flaky(undo: dict, method: str, body: dict | None = None) -> httpx.Response:
+        calls.append(method)
+        if len(calls) < 3:
+            raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] unable to get local issuer certificate")
+        return httpx.Response(200, request=httpx.Request(method, "https://store/admin/faults"))
+
+    monkeypatch.setattr(dep, "_admin", flaky)
+    dep._admin_until({"name": "feature-store"}, "DELETE", within_s=5.0)
+    assert calls == ["DELETE"] * 3
+    calls.clear()
+    with pytest.raises(httpx.ConnectError):  # bounded: a store that stays unreachable is an error
+        dep._admin_until({"name": "feature-store"}, "DELETE", within_s=0.0)
+    assert calls == ["DELETE"]

@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,12 @@ from faults.registry import FaultRegistry
 
 PORT = 8765
 can_netns = os.geteuid() == 0 and shutil.which("ip") and shutil.which("iptables")
-needs_netns = pytest.mark.skipif(not can_netns, reason="needs root, iproute2 and iptables")
+
+
+def needs_netns(test: Callable[..., None]) -> Callable[..., None]:
+    """Root (skip without: this machine cannot), and iproute2 + iptables (`make setup`: with CI=true, required)."""
+    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")(
+        pytest.mark.tools("ip", "iptables")(test))
 
 ECHO = textwrap.dedent(
     """
@@ -87,9 +92,10 @@ def test_foreign_namespace_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def netns() -> Iterator[Namespace]:
-    if not can_netns:
-        pytest.skip("needs root, iproute2 and iptables")
+def netns(require_tools: Callable[..., None]) -> Iterator[Namespace]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces")
+    require_tools("ip", "iptables")
     ns = create_namespace("t" + uuid.uuid4().hex[:8])
     server = subprocess.Popen(
         netns_exec(ns.name, [sys.executable, "-c", ECHO, ns.ns_addr, str(PORT)]),
@@ -222,3 +228,19 @@ def test_crash_mid_fault_then_rollback_pending(
         assert _echo(sock) == b"ping"
     assert rollback_pending(registry, ctx) == []
     assert child_env()["PYTHONPATH"]
+
+
+@needs_netns
+def test_concurrent_creators_never_share_an_address_block() -> None:
+    """Two runs on one host (or two test workers) create namespaces at once: each gets its own /30."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    suffixes = ["c" + uuid.uuid4().hex[:8] for _ in range(6)]
+    made: list[Namespace] = []
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            made = list(pool.map(create_namespace, suffixes))
+        assert len({ns.host_addr for ns in made}) == len(made), [ns.host_addr for ns in made]
+    finally:
+        for ns in made:
+            delete_namespace(ns.name)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -169,7 +169,10 @@ def test_dry_run_changes_nothing(stack: LocalStack, ctx: FaultContext) -> None:
     assert ctx.ledger.ids() == []
 
 
-needs_netns = pytest.mark.skipif(not can_netns, reason="needs root, iproute2 and iptables")
+def needs_netns(test: Callable[..., None]) -> Callable[..., None]:
+    """Root (skip without: this machine cannot), and iproute2 + iptables (`make setup`: with CI=true, required)."""
+    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")(
+        pytest.mark.tools("ip", "iptables")(test))
 
 
 @pytest.mark.slow
