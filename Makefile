@@ -12,6 +12,8 @@ STAMP  := $(VENV)/.faultdrill-setup
 APT_PACKAGES := prometheus prometheus-alertmanager faketime iptables iproute2 wrk chromium redis-server
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
+# make test runs on both cores (pytest-xdist); whole-system runs stay one at a time (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 
 .PHONY: setup system-packages demo test test-catalog lint typecheck unit bench bench-faults bench-alerts clean
@@ -54,7 +56,7 @@ unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 test: setup lint typecheck
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-catalog: setup
 	$(BIN)/python -m pytest tests/integration -m catalog $(PYTEST_ARGS)

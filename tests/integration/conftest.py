@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import ssl
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -153,3 +155,54 @@ def make_stack(tmp_path: Path, model_registry: Path, session_pki: object):  # ty
     yield factory
     for s in started:
         s.stop()
+
+
+# -- what a run must not leave behind ----------------------------------------------------------------
+# Scoped to the run under test: other tests (another xdist worker) may have their own namespaces and
+# processes up at the same moment, and those are not this run's leftovers.
+_NETNS_NAME = re.compile(r"\bfd-[a-z0-9]{1,11}\b")
+
+
+def faultdrill_namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    return {line.split()[0] for line in listed.splitlines() if line.startswith("fd-")}
+
+
+def namespaces_of(pids: set[int]) -> set[str]:
+    """The faultdrill namespaces any of ``pids`` lives in (``ip netns pids``)."""
+    found = set()
+    for name in faultdrill_namespaces():
+        inside = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False).stdout
+        if pids & {int(p) for p in inside.split() if p.isdigit()}:
+            found.add(name)
+    return found
+
+
+def run_leftovers(root: Path, state: Path | None = None, namespaces: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """Processes whose command line names ``root``, ledger records under ``state``, and network namespaces
+    still there among those a journal under ``root`` names (plus ``namespaces``)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if str(root) in cmd and "pytest" not in cmd:
+            found.append(f"process {proc.pid}: {cmd[:160]}")
+    if state is not None and (state / "ledger").exists():
+        found += [f"ledger {p.name}" for p in (state / "ledger").glob("*.json")]
+    named = set(namespaces)
+    for journal in Path(root).rglob("journal.json"):
+        named |= set(_NETNS_NAME.findall(journal.read_text(errors="replace")))
+    found += [f"netns {name}" for name in sorted(named & faultdrill_namespaces())]
+    return found
+
+
+@pytest.fixture(name="leftovers")
+def _leftovers_fixture():  # type: ignore[no-untyped-def]
+    """``leftovers(run_root, state_dir)`` → what the run left behind (empty when it cleaned up)."""
+    return run_leftovers
+
+
+@pytest.fixture(name="namespaces_of")
+def _namespaces_of_fixture():  # type: ignore[no-untyped-def]
+    return namespaces_of

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.system]
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "target_service" / "alerts" / "rules.yml"
 GOOD = "expr: time() - tls_certificate_expiry_timestamp_seconds >= 0"

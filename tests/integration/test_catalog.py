@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.catalog, pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.catalog, pytest.mark.slow, pytest.mark.root, pytest.mark.system]
 ROOT = Path(__file__).resolve().parents[2]
 
 CASES = [

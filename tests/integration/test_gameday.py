@@ -1,5 +1,6 @@
-"""Game days end to end: the smoke plan passes with its runbooks restoring service, and a broken
-runbook step makes the game day fail naming that step. Real platform, alerts, faults, runbooks."""
+"""Game days end to end: a broken runbook step makes the game day fail naming that step. Real
+platform, alerts, faults, runbooks. (The smoke plan passing with its runbooks restoring service is
+`make demo`, run exactly as the README shows: tests/integration/test_readme.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.system]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,28 +30,6 @@ def _run(plan: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], 
     dirs = sorted(out.glob("gameday-*"))
     assert dirs, done.stdout[-3000:] + done.stderr[-2000:]
     return done, dirs[-1]
-
-
-def test_smoke_game_day_passes_with_runbooks_restoring_service(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: memory cgroups")
-    done, day = _run(ROOT / "gamedays" / "plans" / "smoke.yaml", tmp_path)
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
-    summary = json.loads((day / "gameday.json").read_text())
-    assert summary["outcome"] == "passed" and len(summary["scenarios"]) == 2
-    assert (day / "gameday.html").exists() and (day / "gameday.md").exists()
-    for scenario in summary["scenarios"]:
-        journal = json.loads((Path(scenario["run_dir"]) / "journal.json").read_text())
-        assert journal["outcome"] == "passed"
-        steps = [e for e in journal["events"] if e["kind"] == "runbook"]
-        assert any(e["attrs"].get("status") == "launched" for e in steps)
-        assert any(e["attrs"].get("status") == "done" for e in steps)
-        restores = [v for v in journal["verdicts"] if "restores steady state" in v["name"]]
-        assert restores and restores[0]["passed"] and "while" in restores[0]["observed"]
-    # Recorded in the history database.
-    hist = subprocess.run([sys.executable, "-m", "faultdrill", "history", "--json"], capture_output=True, text=True,
-                          env=_env(tmp_path), cwd=ROOT, timeout=60)  # fmt: skip
-    assert hist.returncode == 0 and "gpu-memory-runbook" in hist.stdout, hist.stdout + hist.stderr
 
 
 def test_a_broken_runbook_step_fails_the_game_day_at_that_step(tmp_path: Path) -> None:

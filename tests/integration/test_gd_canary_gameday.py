@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.catalog, pytest.mark.slow]
+pytestmark = [pytest.mark.catalog, pytest.mark.slow, pytest.mark.system]
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = ROOT / "gamedays" / "plans" / "canary.yaml"
 

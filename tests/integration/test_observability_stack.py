@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from experiments.alerting import AlertWatcher, WebhookReceiver
 from experiments.observers import ObserverContext, ObserverGroup
 from experiments.platforms.exporter import PlatformExporter
-from experiments.stack import Binaries, ObservabilityStack, ScrapeTarget, StackUnavailable, scrape_targets
+from experiments.stack import ObservabilityStack, ScrapeTarget, scrape_targets
 from experiments.timeline import Event, Timeline
 from faults.topology import ServiceHandle, Topology
 
@@ -53,11 +53,8 @@ def wait_for(what: str, found: Callable[[], Event | None], timeout_s: float) -> 
     raise AssertionError(f"no {what} within {timeout_s}s")
 
 
+@pytest.mark.tools("prometheus", "promtool", "prometheus-alertmanager", "amtool")
 def test_alert_lifecycle_through_real_prometheus_and_alertmanager(tmp_path: Path) -> None:
-    try:
-        Binaries().resolve()
-    except StackUnavailable as exc:
-        pytest.skip(str(exc))
     began = time.monotonic()
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(RULES))
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(ALERTMANAGER))

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.system]
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "tests" / "plugin_suite"
 
@@ -31,16 +31,10 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
     return {**env, "FAULTDRILL_STATE_DIR": str(tmp / "state"), **extra}
 
 
-def _netns() -> set[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in listed.splitlines() if line.startswith("fd-")}
-
-
-def test_plug_smoke_suite_runs_the_smoke_experiment_and_writes_junit(tmp_path):
+def test_plug_smoke_suite_runs_the_smoke_experiment_and_writes_junit(tmp_path, leftovers):
     if os.geteuid() != 0:
         pytest.skip("the smoke experiment needs root: cgroups and network namespaces")
     junit = tmp_path / "chaos.xml"
-    before = _netns()
     # The composed and inline tests are covered by the interrupt test and the unit tests (CI budget).
     done = subprocess.run(_cmd(tmp_path, "--faultdrill-smoke", f"--junitxml={junit}", "-k", "smoke"), cwd=ROOT,
                           env=_env(tmp_path), capture_output=True, text=True, timeout=400)  # fmt: skip
@@ -72,14 +66,12 @@ def test_plug_smoke_suite_runs_the_smoke_experiment_and_writes_junit(tmp_path):
     assert cert["mttd_s"] is not None and 0 < cert["mttd_s"] < 6, cert
     assert cert["detected_by"] == "TLSCertificateExpired" and cert["receiver"] == "pager"
     assert "11 of 11 expectations held" in (run_dir / "report.html").read_text()
-    leftover = [c for c in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(c.info["cmdline"] or [])]
-    assert leftover == [] and not (_netns() - before), "the run left processes or namespaces behind"
+    assert leftovers(tmp_path, tmp_path / "state") == [], "the run left processes or namespaces behind"
 
 
-def test_plug_sigint_mid_fault_leaves_nothing_behind(tmp_path):
+def test_plug_sigint_mid_fault_leaves_nothing_behind(tmp_path, leftovers, namespaces_of):
     if os.geteuid() != 0:
         pytest.skip("the composed test partitions a network namespace: needs root")
-    before = _netns()
     env = _env(tmp_path, FAULTDRILL_SUITE_HOLD_S="300")
     proc = subprocess.Popen(_cmd(tmp_path, "-s", "-k", "compose"), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
@@ -90,9 +82,9 @@ def test_plug_sigint_mid_fault_leaves_nothing_behind(tmp_path):
         if "faultdrill-suite: holding the faults" in line:
             break
     assert list((tmp_path / "state" / "ledger").glob("*.json")), "".join(seen[-30:])
-    during = _netns() - before
-    assert during, "the composed test runs the feature store in its own namespace"
     pids = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    during = namespaces_of(set(pids))  # this run's: another test's namespaces may be up at the same time
+    assert during, "the composed test runs the feature store in its own namespace"
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2, rest[-3000:]  # pytest: interrupted
@@ -104,4 +96,4 @@ def test_plug_sigint_mid_fault_leaves_nothing_behind(tmp_path):
         time.sleep(0.1)
     assert alive == []
     assert not list((tmp_path / "state" / "ledger").glob("*.json"))
-    assert _netns() - before == set()  # the partition's iptables rules lived in it
+    assert leftovers(tmp_path, namespaces=during) == []  # the partition's iptables rules lived in its namespace

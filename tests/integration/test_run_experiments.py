@@ -1,6 +1,7 @@
-"""``faultdrill run`` end to end: a misconfigured target fails naming the broken expectation, and
-an interrupted run leaves nothing behind. (The smoke experiment's end-to-end run is the pytest
-plugin's: tests/integration/test_plug_smoke.py — CI runs it once.)"""
+"""``faultdrill run`` end to end: an interrupted run leaves nothing behind, and a run that aborts
+before any fault is injected says so instead of judging. (A misconfigured target failing naming the
+broken expectation, and the smoke experiment, run exactly as the README shows them:
+tests/integration/test_readme.py; the pytest plugin's smoke run: tests/integration/test_plug_smoke.py.)"""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+import yaml
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.system]
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "experiments" / "catalog"
 
@@ -24,41 +25,14 @@ def _env(state: Path) -> dict[str, str]:
     return {**os.environ, "FAULTDRILL_STATE_DIR": str(state), "CI": "true"}
 
 
-def _leftovers(run_root: Path, state: Path) -> list[str]:
-    """What a finished run must not leave: processes, ledger records, namespaces, cgroups."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if str(run_root) in cmd and "pytest" not in cmd:
-            found.append(f"process {proc.pid}: {cmd[:120]}")
-    found += [f"ledger {p.name}" for p in (state / "ledger").glob("*.json")] if (state / "ledger").exists() else []
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("fd-")]
-    return found
-
-
 def _journal(run_root: Path) -> dict:
     journals = sorted(run_root.glob("*/journal.json"))
     assert journals, f"no journal under {run_root}"
     return json.loads(journals[-1].read_text())
 
 
-def test_misconfigured_target_fails_naming_the_expectation(tmp_path):
-    out, state = tmp_path / "runs", tmp_path / "state"
-    result = subprocess.run(
-        [sys.executable, "-m", "faultdrill", "run", str(CATALOG / "gpu_memory_exhaustion.yaml"), "--out", str(out),
-         "--misconfig", "readiness_ignores_model"],
-        capture_output=True, text=True, env=_env(state), cwd=ROOT, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 1, result.stdout[-4000:]
-    failed = [v["name"] for v in _journal(out)["verdicts"] if not v["passed"]]
-    assert "readiness of replica-0 becomes false within 5 s after hog.start" in failed
-    assert "readiness of replica-0 becomes false" in result.stdout
-    assert _leftovers(out, state) == []
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGINT shares the handler (_signals); CI budget
-def test_interrupt_mid_fault_rolls_back_and_leaves_nothing(tmp_path, sig):
+def test_interrupt_mid_fault_rolls_back_and_leaves_nothing(tmp_path, sig, leftovers):
     out, state = tmp_path / "runs", tmp_path / "state"
     proc = subprocess.Popen(
         [sys.executable, "-m", "faultdrill", "run", str(CATALOG / "gpu_memory_exhaustion.yaml"), "--out", str(out)],
@@ -82,4 +56,32 @@ def test_interrupt_mid_fault_rolls_back_and_leaves_nothing(tmp_path, sig):
     assert f"interrupted by {sig.name}" in rest and "rolled back hog" in rest
     journal = _journal(out)
     assert journal["outcome"] == "halted" and journal["exit_code"] == 3
-    assert _leftovers(out, state) == []
+    assert leftovers(out, state) == []
+
+
+def test_a_run_aborted_before_any_fault_says_not_evaluated_and_why(tmp_path, leftovers):
+    """Prometheus refuses the rules (promtool), after the platform is up and before anything is injected:
+    exit 3, the reason first, every expectation "not evaluated (run aborted: …)" — not a wall of ✘."""
+    out, state = tmp_path / "runs", tmp_path / "state"
+    rules = yaml.safe_load((ROOT / "target_service" / "alerts" / "rules.yml").read_text())
+    rule = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "InferenceGPUMemoryPressure")
+    rule["expr"] = "rate(inference_requests_total[1m]"  # unclosed: promtool rejects the generated config
+    broken = tmp_path / "broken-rules.yml"
+    broken.write_text(yaml.safe_dump(rules, sort_keys=False))
+    done = subprocess.run(
+        [sys.executable, "-m", "faultdrill", "run", str(CATALOG / "gpu_memory_exhaustion.yaml"), "--out", str(out),
+         "--rules", str(broken), "--plain"],
+        capture_output=True, text=True, env=_env(state), cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout[-4000:] + done.stderr[-2000:]
+    journal = _journal(out)
+    assert journal["outcome"] == "halted" and "promtool rejected" in journal["reason"]
+    assert journal["verdicts"] and all(v["evaluated"] is False and not v["passed"] for v in journal["verdicts"])
+    assert all(v["observed"].startswith("not evaluated (run aborted: ConfigError: ") for v in journal["verdicts"])
+    summary = done.stdout[done.stdout.index("reason: "):]  # the summary starts with the reason
+    assert "never happened" not in summary
+    assert not [line for line in summary.splitlines() if line.startswith("FAILED:")], summary
+    assert f"NOT EVALUATED: {len(journal['verdicts'])} expectation(s)" in summary
+    junit = (sorted(out.glob("*/junit.xml"))[-1]).read_text()
+    assert 'type="NotEvaluated"' in junit and "<failure" not in junit
+    assert leftovers(out, state) == []

