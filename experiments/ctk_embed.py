@@ -55,14 +55,51 @@ def check_ctk(path: Path, *, settings: Mapping[str, Any] | None = None) -> dict[
     from chaoslib.experiment import ensure_experiment_is_valid
     from chaoslib.loader import load_experiment
 
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:  # a name the OS refuses (too long)
+        found = False
+    if not found:
         raise ConfigError("no such Chaos Toolkit experiment file", file=str(path))
+    _read_bounded(path)
     try:
         experiment: dict[str, Any] = load_experiment(str(path), dict(settings or {}))
         ensure_experiment_is_valid(experiment)
     except ChaosException as exc:
-        raise ConfigError(f"invalid Chaos Toolkit experiment: {exc}", file=str(path)) from None
+        raise ConfigError(f"invalid Chaos Toolkit experiment: {' '.join(str(exc).split())}", file=str(path)) from None
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # chaoslib's checks assume the shapes they check
+        raise ConfigError(f"invalid Chaos Toolkit experiment: {type(exc).__name__}: {' '.join(str(exc).split())}",
+                          file=str(path)) from None  # fmt: skip
     return experiment
+
+
+def _read_bounded(path: Path) -> None:
+    """Parse the file within faultdrill's input limits (size, nesting, YAML nodes) before chaoslib reads it,
+    which it does without any: every problem here is a located ConfigError."""
+    import json
+
+    from faults.inputlimits import json_depth_error, load_yaml, read_text
+
+    file, what = str(path), "invalid Chaos Toolkit experiment"
+    try:
+        text = read_text(path, what="Chaos Toolkit experiment")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the Chaos Toolkit experiment: {exc.strerror or exc}", file=file) from None
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{what}: {exc.msg}", file=file, line=exc.lineno, column=exc.colno) from None
+        except RecursionError:
+            raise json_depth_error(text, file, "a Chaos Toolkit experiment") from None
+    elif path.suffix in (".yaml", ".yml"):
+        doc = load_yaml(text, file, prefix=f"{what}: invalid YAML")
+    else:
+        return  # chaoslib names the extensions it reads
+    if not isinstance(doc, dict):
+        shown = "empty" if doc is None else f"a {type(doc).__name__}"
+        raise ConfigError(f"{what}: the document is {shown}, not a mapping", file=file,
+                          expected="a mapping with title, description, method")  # fmt: skip
 
 
 def run_ctk(path: Path, timeline: Timeline, *, settings: Mapping[str, Any] | None = None, out: Path | None = None,

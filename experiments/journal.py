@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from experiments.timeline import Event, Timeline
 from experiments.traces import TraceSummary
@@ -133,19 +133,30 @@ class Journal(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> Journal:
-        """Read a journal; a missing file, bad JSON or an unknown version is a ConfigError."""
-        try:
-            raw = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read journal: {exc.strerror}", file=str(path)) from None
+        """Read a journal; a missing file, bad JSON, one over the input limits (``MAX_JOURNAL_BYTES``, nesting)
+        or an unknown version is a ConfigError."""
         import json
 
+        from faults.inputlimits import MAX_JOURNAL_BYTES, decode_utf8, json_depth_error, read_bytes
+
+        try:
+            raw = decode_utf8(read_bytes(path, limit=MAX_JOURNAL_BYTES, what="journal"), str(path))
+        except OSError as exc:
+            raise ConfigError(f"cannot read journal: {exc.strerror}", file=str(path)) from None
         try:
             doc = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not a journal: {exc.msg}", file=str(path), line=exc.lineno, column=exc.colno) from None
+        except RecursionError:
+            raise json_depth_error(raw, str(path), "a journal") from None
         if not isinstance(doc, dict) or doc.get("version") != JOURNAL_VERSION:
             found = doc.get("version") if isinstance(doc, dict) else None
             raise ConfigError(f"journal version {found!r} is not supported (this faultdrill reads {JOURNAL_VERSION})",
                               file=str(path), field="version")  # fmt: skip
-        return cls.model_validate(doc)
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ConfigError(f"not a valid journal: {first['msg']}{more}", file=str(path),
+                              field=".".join(str(p) for p in first["loc"])) from None  # fmt: skip

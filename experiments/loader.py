@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from experiments.expectations import EXPECTATION_KEYS, parse_duration
 from experiments.spec import Experiment
 from faults.errors import ConfigError, PluginError
+from faults.inputlimits import MAX_YAML_DEPTH, one_line, read_text, yaml_error, yaml_loader
 from faults.registry import FaultRegistry
 
 __all__ = ["TARGET_ROLES", "Located", "check_experiment", "check_experiment_text", "load_experiment",
@@ -39,6 +40,8 @@ TARGET_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "network_degradation": ("proxy",)})  # fmt: skip
 """Which services each built-in fault may aim at; a plugin class may declare ``target_roles`` itself."""
 _Errors: TypeAlias = list[ConfigError]
+MAX_REPORTED_ERRORS = 50
+"""Model errors reported per document; a file of thousands of unknown keys gets 50 and a count, quickly."""
 
 
 def load_experiment(path: str | Path, registry: FaultRegistry | None = None) -> Experiment:
@@ -68,10 +71,9 @@ def check_experiment_text(text: str, file: str = "<string>", registry: FaultRegi
 
 
 def _read(path: str | Path) -> str:
+    """The file's text: at most ``MAX_TEXT_BYTES``, UTF-8 (``faults.inputlimits``)."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=str(path)) from None
+        return read_text(path, what="YAML file")
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
 
@@ -155,8 +157,9 @@ def _alert_errors(exp: Experiment, file: str, marks: _Marks) -> _Errors:
 
 
 def _compose(text: str, file: str) -> tuple[Any, _Marks]:
-    """YAML → (plain data, path → mark); syntax errors are located ConfigErrors."""
-    loader = yaml.SafeLoader(text)
+    """YAML → (plain data, path → mark); syntax errors are located ConfigErrors, and so is a document over
+    the limits of ``faults.inputlimits`` (depth, nodes with aliases expanded), refused while it is composed."""
+    loader = yaml_loader(text, file)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -164,12 +167,10 @@ def _compose(text: str, file: str) -> tuple[Any, _Marks]:
         marks = _Marks(file)
         _walk(node, (), marks, 0)
         data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError("invalid YAML: " + " ".join(p for p in (exc.context, exc.problem) if p), file=file,
-                          line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+        raise yaml_error(exc, file, text=text) from None
+    except RecursionError:  # unreachable within the bounds; never a traceback all the same
+        raise ConfigError("nested too deeply", file=file, expected=f"at most {MAX_YAML_DEPTH} levels") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -180,7 +181,7 @@ def _compose(text: str, file: str) -> tuple[Any, _Marks]:
 
 def _walk(node: yaml.Node, path: tuple[Any, ...], marks: _Marks, depth: int) -> None:
     # Keys are located at the key: where an editor should jump, for "unknown key" too.
-    if depth > 64:
+    if depth > MAX_YAML_DEPTH:  # composing refuses deeper documents already; a guard for hand-made nodes
         raise ConfigError("nested too deeply (recursive anchor?)", file=marks.file, line=node.start_mark.line + 1)
     marks.setdefault(path, (node.start_mark, node.start_mark))
     if isinstance(node, yaml.MappingNode):
@@ -267,16 +268,25 @@ def _field_path(path: tuple[Any, ...]) -> str:
 def _located(marks: _Marks, path: tuple[Any, ...], message: str, *, expected: str | None = None,
              suggestion: str | None = None, at_key: bool = False) -> ConfigError:  # fmt: skip
     mark = marks.find(path, at_key)
-    return ConfigError(message, file=marks.file, line=mark.line + 1 if mark else None,
-                       column=mark.column + 1 if mark else None, field=_field_path(path) or None,
-                       expected=expected, suggestion=suggestion)  # fmt: skip
+    field = _field_path(path)  # user text (keys, values) in an error stays on its one line: one_line
+    return ConfigError(one_line(message), file=marks.file, line=mark.line + 1 if mark else None,
+                       column=mark.column + 1 if mark else None, field=one_line(field) if field else None,
+                       expected=one_line(expected, 600) if expected else None,
+                       suggestion=one_line(suggestion) if suggestion else None)  # fmt: skip
 
 
 def _config_errors(exc: ValidationError, data: Any, marks: _Marks, root: type[BaseModel] = Experiment,
                    ) -> list[ConfigError]:  # fmt: skip
-    """Each pydantic error as a located ``ConfigError`` with what was expected and a did-you-mean."""
+    """Each pydantic error as a located ``ConfigError`` with what was expected and a did-you-mean; past
+    ``MAX_REPORTED_ERRORS`` one last error (at the next problem) says how many more there are."""
     out = []
-    for err in exc.errors(include_url=False):
+    errs = exc.errors(include_url=False)
+    if len(errs) > MAX_REPORTED_ERRORS:
+        rest = errs[MAX_REPORTED_ERRORS]
+        path = _data_path(data, rest["loc"], False)
+        out.append(_located(marks, path, f"… and {len(errs) - MAX_REPORTED_ERRORS} more problems from here on "
+                            f"(only the first {MAX_REPORTED_ERRORS} are reported)", at_key=True))  # fmt: skip
+    for err in errs[:MAX_REPORTED_ERRORS]:
         kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
         # A model-level error's input is the whole mapping: locate it there, not at a union tag.
         path = _data_path(data, err["loc"], isinstance(value, dict) and kind not in ("missing", "extra_forbidden"))
@@ -300,10 +310,14 @@ def _config_errors(exc: ValidationError, data: Any, marks: _Marks, root: type[Ba
         else:
             message = err["msg"].removeprefix("Value error, ")
             if isinstance(value, str | int | float) and repr(value) not in message:
-                message += f" (got {value!r})"
+                message += f" (got {_short(repr(value))})"
         at_key = kind in ("extra_forbidden", "missing")  # an unknown key: point at the key, else at the value
         out.append(_located(marks, path, message, expected=expected, suggestion=suggestion, at_key=at_key))
     return out
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _closest(name: str, options: list[str]) -> str | None:

@@ -15,12 +15,12 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from faults.errors import ConfigError
+from faults.inputlimits import load_yaml, read_text
 
-__all__ = ["DEFAULT_ALERTMANAGER", "DEFAULT_RULES", "alert_rules", "alertmanager_path", "rules_path"]
+__all__ = ["DEFAULT_ALERTMANAGER", "DEFAULT_RULES", "alert_rules", "alertmanager_path", "load_rules", "rules_path"]
 
 
 def _alerts_dir() -> Path:
@@ -36,7 +36,10 @@ DEFAULT_ALERTMANAGER = "target_service/alerts/alertmanager.yml"
 def _resolve(value: str, default_name: str, spec_file: str | Path | None) -> Path:
     if value == "default":
         return _alerts_dir() / default_name
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user that does not exist: the name as written (reading it says what is wrong)
+        path = Path(value)
     if not path.is_absolute() and spec_file is not None and not str(spec_file).startswith("<"):
         path = Path(spec_file).resolve().parent / path
     return path
@@ -55,25 +58,30 @@ def alertmanager_path(value: str, *, spec_file: str | Path | None) -> Path:
 def alert_rules(path: Path) -> dict[str, dict[str, str]]:
     """Alert name → its labels (``severity`` …) for every alerting rule in a Prometheus rules file.
 
-    A missing or malformed file is a ConfigError naming it (exit 2).
+    A missing or malformed file is a ConfigError naming it (exit 2), and so is one over the input limits
+    of ``faults.inputlimits`` (size, nesting, nodes with aliases expanded).
     """
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the alert rules: {exc.strerror or exc}", file=str(path),
-                          field="alerting.rules") from None  # fmt: skip
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"alert rules are not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                          line=mark.line + 1 if mark else None) from None  # fmt: skip
+    doc = load_rules(path)
     groups = doc.get("groups") if isinstance(doc, dict) else None
     if not isinstance(groups, list):
         raise ConfigError("not a Prometheus rules file: expected a top-level 'groups' list", file=str(path),
                           field="groups")  # fmt: skip
     found: dict[str, dict[str, str]] = {}
     for group in groups:
-        for rule in (group or {}).get("rules") or []:
+        rules = group.get("rules") if isinstance(group, dict) else None
+        for rule in rules if isinstance(rules, list) else []:
             if isinstance(rule, dict) and isinstance(rule.get("alert"), str):
-                labels = rule.get("labels") or {}
-                found.setdefault(rule["alert"], {str(k): str(v) for k, v in labels.items()})
+                labels = rule.get("labels")
+                found.setdefault(rule["alert"], {str(k): str(v) for k, v in labels.items()}
+                                 if isinstance(labels, dict) else {})  # fmt: skip
     return found
+
+
+def load_rules(path: Path) -> Any:
+    """The YAML document of a rules file, read within the input limits; every problem a located ConfigError."""
+    try:
+        text = read_text(path, what="rules file")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the alert rules: {exc.strerror or exc}", file=str(path),
+                          field="alerting.rules") from None  # fmt: skip
+    return load_yaml(text, str(path), prefix="alert rules are not valid YAML")

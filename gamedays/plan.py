@@ -38,9 +38,14 @@ from experiments.expectations import Duration, HaltCondition
 from experiments.loader import check_experiment_text, load_experiment, validate_document
 from experiments.spec import Experiment, TargetSpec
 from faults.errors import ConfigError
+from faults.inputlimits import read_text
 from faults.registry import FaultRegistry
 
 __all__ = ["GameDayPlan", "LoadedPlan", "Scenario", "load_plan"]
+
+
+MAX_SCENARIOS = 50
+"""Scenarios of one plan: a game day runs a handful; thousands would only make ``validate`` slow."""
 
 
 class _M(BaseModel):
@@ -116,7 +121,7 @@ class GameDayPlan(_M):
     roles: Roles
     schedule: Schedule | None = None
     system: System = Field(default_factory=System)
-    scenarios: list[Scenario] = Field(min_length=1)
+    scenarios: list[Scenario] = Field(min_length=1, max_length=MAX_SCENARIOS)
     pause: Duration = Duration(10.0)
     """Between scenarios: recovery, and time for notes."""
     abort: list[HaltCondition] = Field(default_factory=list)
@@ -161,9 +166,11 @@ def load_plan(path: Path, registry: FaultRegistry | None = None) -> LoadedPlan:
 def check_plan(path: Path, registry: FaultRegistry | None = None) -> tuple[LoadedPlan | None, list[ConfigError]]:
     """Every problem of a plan (empty when valid) and the loaded plan when there is none."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, what="game-day plan")  # at most MAX_TEXT_BYTES, UTF-8
     except OSError as exc:
         return None, [ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path))]
+    except ConfigError as exc:
+        return None, [exc]
     plan, _data, where, errors = validate_document(text, str(path), GameDayPlan)
     if plan is None:
         return None, errors
@@ -224,8 +231,12 @@ def _runbook_errors(exp: Experiment, base: Path, where: Any, i: int, *, inline: 
         if fault.runbook is None:
             continue
         at = ("scenarios", i, "inline", "faults", j, "runbook") if inline else ("scenarios", i, "experiment")
-        path = runbook_path(fault.runbook, base)
-        if not path.exists():
+        try:
+            path = runbook_path(fault.runbook, base)
+            found = path.exists()
+        except (OSError, ValueError, RuntimeError):  # a name the OS refuses (too long, NUL), ~unknown-user
+            found = False
+        if not found:
             out.append(where.error(at, f"runbook {fault.runbook.file} not found (relative to {base.parent} or "
                                    f"the current directory)",
                                    expected="a runbook under gamedays/runbooks/"))  # fmt: skip
@@ -244,10 +255,16 @@ def _roles(registry: FaultRegistry) -> dict[str, tuple[str, ...]]:
 
 
 def _resolve(value: str, plan_file: Path) -> Path:
-    candidate = Path(value).expanduser()
+    try:
+        candidate = Path(value).expanduser()
+    except RuntimeError:  # ~user that does not exist: the name as written (then "cannot read")
+        candidate = Path(value)
     if candidate.is_absolute():
         return candidate
     for base in (plan_file.resolve().parent, Path.cwd()):
-        if (base / candidate).exists():
-            return base / candidate
+        try:
+            if (base / candidate).exists():
+                return base / candidate
+        except (OSError, ValueError):  # a name the OS refuses (too long, a NUL byte): reading it says so
+            break
     return Path.cwd() / candidate

@@ -40,6 +40,7 @@ import yaml
 
 from experiments.rulefiles import alert_rules
 from faults.errors import ConfigError
+from faults.inputlimits import load_yaml, read_text
 from gamedays.actions import ACTIONS
 from gamedays.checks import AlertCheck, MetricCheck, OutputCheck
 from gamedays.runbook import SHELL_VARIABLES, VARIABLES, Runbook, parse_runbook_text, variables_in
@@ -127,8 +128,9 @@ def _rules(rules_file: Path) -> tuple[tuple[int, dict[str, object]], ...]:
 @cache
 def _rules_cached(path: str, _mtime_ns: int, _size: int) -> tuple[tuple[int, dict[str, object]], ...]:
     # Keyed on mtime and size: a check of 30 runbooks reads a 500-line rules file once, not 90 times.
-    text = Path(path).read_text(encoding="utf-8")
-    doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    # Bounded (faults.inputlimits): a rules file over the size, depth or node limits is a located ConfigError.
+    text = read_text(path, what="rules file")
+    doc = load_yaml(text, path, prefix="alert rules are not valid YAML") or {}
     lines = text.splitlines()
     found: list[tuple[int, dict[str, object]]] = []
     cursor = 0
@@ -237,9 +239,12 @@ def check_runbooks(paths: Iterable[Path], *, rules_file: Path, platform: str = "
     for path in paths:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path, what="runbook")  # at most MAX_TEXT_BYTES, UTF-8
         except OSError as exc:
             errors.append(ConfigError(f"cannot read the runbook: {exc.strerror or exc}", file=str(path)))
+            continue
+        except ConfigError as exc:
+            errors.append(exc)
             continue
         runbook, found = parse_runbook_text(text, file=str(path))
         errors.extend(found)
@@ -278,7 +283,7 @@ def _semantic(rb: Runbook, alerts: dict[str, dict[str, str]], metrics: frozenset
                     if "$" in program or program in _SHELL_WORDS or program in seen:
                         continue
                     seen.add(program)
-                    if not ("/" in program and Path(program).exists()) and shutil.which(program) is None:
+                    if not ("/" in program and _path_is(Path(program), "exists")) and shutil.which(program) is None:
                         err(cmd.line + offset, f"program '{program}' is not on PATH", f"{where}.command")
             if cmd.action is not None:
                 spec = ACTIONS[cmd.action.name]
@@ -302,6 +307,15 @@ def _semantic(rb: Runbook, alerts: dict[str, dict[str, str]], metrics: frozenset
             if isinstance(check, OutputCheck) and cmd is None:
                 err(check.line, "an output check needs a command in its step", fld)
     return out
+
+
+def _path_is(path: Path, test: str) -> bool:
+    """``path.exists()`` / ``path.is_file()`` that is False, not an exception, for a name the OS refuses
+    (too long, a NUL byte): the names come from the files being checked."""
+    try:
+        return bool(getattr(path, test)())
+    except (OSError, ValueError):
+        return False
 
 
 def _shown(path: Path) -> str:
@@ -329,13 +343,16 @@ def _rule_links(rules_file: Path, alerts: dict[str, dict[str, str]]) -> list[Con
             continue
         if re.match(r"^[a-z]+://", url):
             continue  # a URL elsewhere: nothing to check here
-        target = next((b / url for b in bases if (b / url).is_file()), None)
+        target = next((b / url for b in bases if _path_is(b / url, "is_file")), None)
         if target is None:
             out.append(ConfigError(f"alert '{name}': runbook_url '{url}' names no file", file=str(rules_file),
                                    line=line, field=f"{name}.annotations.runbook_url"))  # fmt: skip
             continue
         if target not in parsed:
-            parsed[target] = parse_runbook_text(target.read_text(encoding="utf-8"), file=str(target))[0]
+            try:
+                parsed[target] = parse_runbook_text(read_text(target, what="runbook"), file=str(target))[0]
+            except (OSError, ConfigError):
+                parsed[target] = None  # unreadable: the runbook check itself reports it when it is checked
         rb = parsed[target]
         if rb is not None and name not in rb.alerts:
             out.append(ConfigError(f"alert '{name}' points here (runbook_url) but the Alerts: line does not list it",

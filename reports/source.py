@@ -10,7 +10,6 @@ PosixPath('runs/smoke-1/journal.json')
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import NoReturn
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 
 from experiments.journal import JOURNAL_VERSION, Journal
 from faults.errors import ConfigError
+from faults.inputlimits import MAX_JOURNAL_BYTES, gunzip_bounded, json_depth_error, read_bytes
 
 __all__ = ["journal_path", "load_journal"]
 
@@ -33,8 +33,8 @@ def load_journal(source: Path | Journal) -> Journal:
     if isinstance(source, Journal):
         return source
     path = journal_path(Path(source))
-    try:
-        raw = path.read_bytes()
+    try:  # at most MAX_JOURNAL_BYTES, refused before it is read
+        raw = read_bytes(path, limit=MAX_JOURNAL_BYTES, what="journal")
     except FileNotFoundError:
         if not path.parent.is_dir():
             raise ConfigError("no such run directory", file=str(path.parent)) from None
@@ -43,8 +43,8 @@ def load_journal(source: Path | Journal) -> Journal:
     except OSError as exc:
         raise ConfigError(f"cannot read journal: {exc.strerror}", file=str(path)) from None
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
+        try:  # a gzip bomb stops at MAX_JOURNAL_BYTES decompressed
+            raw = gunzip_bounded(raw, str(path), limit=MAX_JOURNAL_BYTES, what="journal")
         except (OSError, EOFError) as exc:
             raise ConfigError(f"not a journal: broken gzip data ({exc})", file=str(path)) from None
     try:  # pydantic-core parses and validates in one pass, faster than json.loads + model_validate
@@ -59,18 +59,23 @@ def load_journal(source: Path | Journal) -> Journal:
 
 def _explain(raw: bytes, path: Path, exc: ValidationError) -> NoReturn:
     """Say why a journal did not validate: bad JSON (where), another version, or which field."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    detail = str((first.get("ctx") or {}).get("error"))
+    if first["type"] == "json_invalid" and "recursion limit" in detail:  # pydantic-core stops at JSON_DEPTH_LIMIT
+        raise json_depth_error(raw, str(path), "a journal", detail)
     try:
         doc = json.loads(raw)
     except UnicodeDecodeError:
         raise ConfigError("not a journal: not UTF-8 text", file=str(path)) from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"not a journal: {err.msg}", file=str(path), line=err.lineno, column=err.colno) from None
+    except RecursionError:
+        raise json_depth_error(raw, str(path), "a journal") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"not a journal: expected a JSON object, found {type(doc).__name__}", file=str(path))
     if doc.get("version") != JOURNAL_VERSION:
         raise ConfigError(f"journal version {doc.get('version')!r} is not supported (this faultdrill reads "
                           f"{JOURNAL_VERSION})", file=str(path), field="version")  # fmt: skip
-    first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     raise ConfigError(f"not a valid journal: {first['msg']}{more}", file=str(path), field=field) from None

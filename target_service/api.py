@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from target_service.protocol import ProtocolError, build_infer_response, parse_infer_request
+from target_service.protocol import ProtocolError, build_infer_response, parse_infer_request, parse_timeout_header
 from target_service.ratelimit import limiter_for
 from target_service.replica import Replica
 from target_service.spans import annotate, event, instrument_route
@@ -155,6 +155,7 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
             req = parse_infer_request(
                 body, input_name=input_name, width=width, max_rows=settings.max_rows_per_request
             )
+            header_timeout_s = parse_timeout_header(header_timeout)
         except ProtocolError as exc:
             count(exc.status, "bad_request")
             return _error(exc.status, exc.message, headers)
@@ -163,8 +164,8 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
             return _error(503, f"not serving: {replica.readiness_reason()}",
                           {**headers, "retry-after": str(settings.retry_after_s)})  # fmt: skip
         timeout = req.timeout_s
-        if header_timeout and header_timeout.replace(".", "", 1).isdigit():
-            timeout = float(header_timeout) / 1000.0
+        if header_timeout_s is not None:
+            timeout = header_timeout_s
         deadline = t0 + (timeout if timeout is not None else settings.request_timeout_s)
         from target_service.batcher import DeadlineExceeded, DeviceOutOfMemory, EngineStopped, QueueFull
 

@@ -16,13 +16,14 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
-__all__ = ["InferRequest", "ProtocolError", "build_infer_response", "parse_infer_request"]
+__all__ = ["InferRequest", "ProtocolError", "build_infer_response", "parse_infer_request", "parse_timeout_header"]
 
 
 class ProtocolError(Exception):
@@ -99,9 +100,13 @@ def parse_infer_request(
         raise ProtocolError(
             400, f"input data has {len(flat)} values; shape {shape} needs {shape[0] * width}"
         )
-    try:
-        rows = np.asarray(flat, dtype=np.float32).reshape(shape[0], width)
-    except (TypeError, ValueError):
+    try:  # numbers only: numpy would read "1.5" and true as numbers, and give up on ints past 64 bits
+        values = np.asarray(flat)
+        if values.dtype.kind not in "iuf":
+            raise TypeError(values.dtype)
+        with np.errstate(over="ignore"):  # a value past float32's range becomes inf, refused below
+            rows = values.astype(np.float32).reshape(shape[0], width)
+    except (TypeError, ValueError, OverflowError):
         raise ProtocolError(400, "input data must contain only numbers") from None
     # One float64 reduction: NaN and infinity propagate, and no float32 sum can overflow it.
     if not math.isfinite(float(rows.sum(dtype=np.float64))):
@@ -124,6 +129,21 @@ def parse_infer_request(
         entity=entity,
         timeout_s=timeout_s if timeout_s is None or math.isfinite(timeout_s) else None,
     )
+
+
+_TIMEOUT_HEADER = re.compile(r"\d+(?:\.\d*)?|\.\d+", re.ASCII)
+
+
+def parse_timeout_header(value: str | None) -> float | None:
+    """``x-request-timeout-ms`` in seconds (None: not sent, or too large to matter); anything but a
+    non-negative decimal number of milliseconds is a 400."""
+    if not value:  # not sent (or sent empty, as before: no timeout of its own)
+        return None
+    if not _TIMEOUT_HEADER.fullmatch(value):
+        shown = value if len(value) <= 32 else value[:31] + "…"
+        raise ProtocolError(400, f"x-request-timeout-ms must be a number of milliseconds, got {shown!r}")
+    timeout_s = float(value) / 1000.0
+    return timeout_s if math.isfinite(timeout_s) else None
 
 
 def build_infer_response(
