@@ -10,39 +10,82 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-__all__ = ["alerts_app"]
+from faultdrill.output_cli import JsonOpt, emit_json, make_console, make_table, print_table, row
+
+__all__ = ["AlertRule", "alerts_app"]
 
 alerts_app = typer.Typer(help="The target's Prometheus alert rules: list, check.", no_args_is_help=True)
 
 RulesOpt = Annotated[str, typer.Option("--rules", help="A rules file (default: the shipped rules).")]
 
 
-@alerts_app.command("list")
-def alerts_list(rules: RulesOpt = "default") -> None:
-    """Every alerting rule: name, severity (→ receiver), for, runbook."""
-    import yaml
+RECEIVERS = {"critical": "pager", "warning": "chat", "ticket": "ticket"}
+"""Severity → Alertmanager receiver, as target_service/alerts/alertmanager.yml routes them."""
 
-    from experiments.rulefiles import alert_rules, rules_path
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alerting rule of a rules file, as ``alerts list`` shows it."""
+
+    alert: str
+    group: str
+    severity: str | None
+    receiver: str | None
+    """Where its severity routes (``None``: no severity, or one that is not routed)."""
+    for_: str
+    runbook_url: str | None
+    summary: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["for"] = doc.pop("for_")
+        return {k: doc[k] for k in ("alert", "group", "severity", "receiver", "for", "runbook_url", "summary")}
+
+
+def read_alert_rules(path: Path) -> list[AlertRule]:
+    """Every alerting rule of ``path``, in file order (a missing or malformed file: a located ConfigError)."""
+    from experiments.rulefiles import alert_rules, load_rules
+
+    alert_rules(path)  # a missing or malformed file, or one over the input limits: a located ConfigError, exit 2
+    doc = load_rules(path)
+    out = []
+    for group in doc["groups"]:
+        if not isinstance(group, dict):
+            continue
+        rules = group.get("rules")
+        for rule in rules if isinstance(rules, list) else []:
+            if isinstance(rule, dict) and "alert" in rule:
+                labels, annotations = rule.get("labels"), rule.get("annotations")
+                labels = labels if isinstance(labels, dict) else {}
+                annotations = annotations if isinstance(annotations, dict) else {}
+                sev = str(labels["severity"]) if "severity" in labels else None
+                out.append(AlertRule(alert=str(rule["alert"]), group=str(group.get("name", "")), severity=sev,
+                                     receiver=RECEIVERS.get(sev or ""), for_=str(rule.get("for", "0s")),
+                                     runbook_url=annotations.get("runbook_url"),
+                                     summary=annotations.get("summary")))  # fmt: skip
+    return out
+
+
+@alerts_app.command("list")
+def alerts_list(rules: RulesOpt = "default", as_json: JsonOpt = False) -> None:
+    """Every alerting rule: name, severity (→ receiver), for, runbook."""
+    from experiments.rulefiles import rules_path
 
     path = rules_path(rules, spec_file=None)
-    alert_rules(path)  # a missing or malformed file: a located ConfigError, exit 2
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    receiver = {"critical": "pager", "warning": "chat", "ticket": "ticket"}
-    table = Table("alert", "severity → receiver", "for", "runbook", title=str(path))
-    for group in doc["groups"]:
-        for rule in group.get("rules") or []:
-            if "alert" in rule:
-                sev = str((rule.get("labels") or {}).get("severity", "-"))
-                table.add_row(rule["alert"], f"{sev} → {receiver.get(sev, '?')}", str(rule.get("for", "0s")),
-                              str((rule.get("annotations") or {}).get("runbook_url", "-")))  # fmt: skip
-    Console().print(table)
+    found = read_alert_rules(path)
+    if as_json:
+        emit_json({"rules_file": str(path), "alerts": [r.to_json() for r in found]})
+        return
+    table = make_table("alert", "severity → receiver", "for", "runbook", keys={"alert"}, title=str(path))
+    for r in found:
+        row(table, r.alert, f"{r.severity or '-'} → {r.receiver or '?'}", r.for_, r.runbook_url)
+    print_table(make_console(), table)
 
 
 def _tool(argv: list[str]) -> tuple[bool, str]:
@@ -53,36 +96,55 @@ def _tool(argv: list[str]) -> tuple[bool, str]:
     return done.returncode == 0, (done.stdout + done.stderr).strip()
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of ``alerts check``: its title, whether it passed, what the tool printed."""
+
+    check: str
+    ok: bool
+    output: str
+
+
 @alerts_app.command("check")
 def alerts_check(
     rules: RulesOpt = "default",
     speedup: Annotated[float, typer.Option("--speedup", min=1.0, help="Also check the copy scaled by this.")] = 60.0,
+    as_json: JsonOpt = False,
 ) -> None:
     """promtool check + unit tests of the rules, amtool check of the Alertmanager config, scaled copy."""
     import yaml
 
-    from experiments.rulefiles import alertmanager_path, rules_path
+    from experiments.rulefiles import alert_rules, alertmanager_path, load_rules, rules_path
     from experiments.timescale import scale_rules
+    from faults.errors import ConfigError
 
     path = rules_path(rules, spec_file=None)
+    alert_rules(path)  # a missing or malformed file, or one over the input limits: a located ConfigError, exit 2
+    try:
+        scaled_doc = scale_rules(load_rules(path), speedup, min_range_s=4.0)
+    except ValueError as exc:  # a rule the time scaling cannot read
+        raise ConfigError(f"cannot scale the rules: {exc}", file=str(path), field="groups") from None
     am = alertmanager_path("default", spec_file=None)
     tests = sorted((path.parent / "tests").glob("*.yml")) if rules == "default" else []
     with tempfile.TemporaryDirectory(prefix="faultdrill-rules-") as tmp:
         scaled = Path(tmp) / "rules.scaled.yml"
-        scaled.write_text(yaml.safe_dump(scale_rules(yaml.safe_load(path.read_text()), speedup, min_range_s=4.0)))
+        scaled.write_text(yaml.safe_dump(scaled_doc))
         checks = [("promtool check rules", ["promtool", "check", "rules", str(path)]),
                   (f"promtool check rules (÷{speedup:g})", ["promtool", "check", "rules", str(scaled)]),
                   ("amtool check-config", ["amtool", "check-config", str(am)])]  # fmt: skip
         if tests:
             argv = ["promtool", "test", "rules", *map(str, tests)]
             checks.append((f"promtool test rules ({len(tests)} files)", argv))
-        failed = 0
-        for title, argv in checks:
-            ok, text = _tool(argv)
-            failed += not ok
-            typer.echo(f"{'ok  ' if ok else 'FAIL'} {title}")
-            if not ok:
-                typer.echo("     " + text.replace("\n", "\n     "))
+        results = [CheckResult(title, *_tool(argv)) for title, argv in checks]
+    failed = sum(not r.ok for r in results)
+    if as_json:
+        emit_json({"rules_file": str(path), "alertmanager_file": str(am), "ok": not failed,
+                   "checks": [asdict(r) for r in results]})  # fmt: skip
+        raise typer.Exit(1 if failed else 0)
+    for r in results:
+        typer.echo(f"{'ok  ' if r.ok else 'FAIL'} {r.check}")
+        if not r.ok:
+            typer.echo("     " + r.output.replace("\n", "\n     "))
     raise typer.Exit(1 if failed else 0)
 
 

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import httpx
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from experiments.process import ServiceError, ServiceProcess, free_port
+from faultdrill.output_cli import make_console, make_table, print_table, row
 
 __all__ = ["run_demo"]
 
@@ -31,7 +31,7 @@ def _infer(client: httpx.Client, base: str, rows: list[list[float]]) -> httpx.Re
 
 
 def run_demo(workdir: Path) -> int:
-    console = Console()
+    console = make_console()  # in a pipe (CI logs): lines with paths and URLs are never wrapped
     workdir.mkdir(parents=True, exist_ok=True)
     from target_service.models import load_digits_data
     from target_service.pki import ensure_dev_pki
@@ -41,7 +41,7 @@ def run_demo(workdir: Path) -> int:
     pki = ensure_dev_pki(workdir / "pki")
     registry = workdir / "models"
     for m in ModelRegistry(registry).ensure_defaults():
-        console.print(f"model [bold]{m.name}[/] v{m.version} sha256 {m.sha256[:12]} {m.metrics}")
+        console.print(f"model [bold]{escape(m.name)}[/] v{m.version} sha256 {m.sha256[:12]} {escape(str(m.metrics))}")
 
     fs_port, port, admin_port = free_port(), free_port(), free_port()
     token = secrets.token_urlsafe(24)
@@ -80,16 +80,17 @@ def run_demo(workdir: Path) -> int:
         labels = data.y_test[:16].tolist()
         with httpx.Client(timeout=5.0) as client:
             meta = client.get(f"{base}/v2").json()
-            console.print(f"device: [bold]{meta['device']['label']}[/] — model {meta['model']}")
+            device, model = escape(str(meta["device"]["label"])), escape(str(meta["model"]))
+            console.print(f"device: [bold]{device}[/] — model {model}")
             r = _infer(client, base, rows)
             check(r.status_code == 200, f"POST /v2/models/digits/infer → {r.status_code}")
             doc = r.json()
             preds = doc["parameters"]["predictions"]
-            table = Table("row", "true digit", "predicted", "confidence", title="real torch inference")
+            table = make_table("row", "true digit", "predicted", "confidence", title="real torch inference")
             probs = doc["outputs"][0]["data"]
             for i, (y, p) in enumerate(zip(labels, preds, strict=True)):
-                table.add_row(str(i), str(y), str(p), f"{max(probs[i * 10:(i + 1) * 10]):.3f}")
-            console.print(table)
+                row(table, str(i), str(y), str(p), f"{max(probs[i * 10:(i + 1) * 10]):.3f}")
+            print_table(console, table)
             correct = sum(int(y == p) for y, p in zip(labels, preds, strict=True))
             check(correct >= 14, f"{correct}/16 correct; feature source {doc['parameters']['feature_source']}")
 
@@ -122,11 +123,11 @@ def run_demo(workdir: Path) -> int:
         code = target.stop()
         check(code == 0, f"target exited with code {code}")
     except ServiceError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         ok = False
     finally:
         target.stop()
         store.stop()
-    console.print(f"logs: {workdir}/target.log, {workdir}/feature-store.log")
+    console.print(f"logs: {workdir}/target.log, {workdir}/feature-store.log", markup=False)
     console.rule("[green]demo passed" if ok else "[red]demo failed")
     return 0 if ok else 1

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from faultdrill.output_cli import JsonOpt, emit_json, error_json
 from faultdrill.schedule_cli import gameday_schedule_command
 
-__all__ = ["gameday_app"]
+if TYPE_CHECKING:
+    from faults.errors import ConfigError
+
+__all__ = ["PlanResult", "gameday_app"]
 
 gameday_app = typer.Typer(help="Game days: validate a plan, run it, schedule it.", no_args_is_help=True)
 gameday_app.command("schedule")(gameday_schedule_command)
@@ -17,24 +22,56 @@ gameday_app.command("schedule")(gameday_schedule_command)
 PlanArg = Annotated[Path, typer.Argument(help="A game-day plan (see gamedays/plans/).")]
 
 
-@gameday_app.command("validate")
-def gameday_validate(plans: Annotated[list[Path], typer.Argument(help="Plan files.")]) -> None:
-    """Check plans and every scenario in them: located errors, exit 2; nothing is started."""
+@dataclass(frozen=True)
+class PlanResult:
+    """One plan ``gameday validate`` checked: what it holds when it loaded, and every located error."""
+
+    file: str
+    valid: bool
+    title: str | None = None
+    scenarios: tuple[str, ...] = ()
+    faults: int | None = None
+    commander: str | None = None
+    notes: tuple[str, ...] = ()
+    errors: tuple[ConfigError, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "valid": self.valid, "title": self.title, "scenarios": list(self.scenarios),
+                "faults": self.faults, "commander": self.commander, "notes": list(self.notes),
+                "errors": [error_json(e) for e in self.errors]}  # fmt: skip
+
+
+def _plan_result(path: Path) -> PlanResult:
     from gamedays.plan import check_plan
 
-    failed = False
+    loaded, errors = check_plan(path)
+    if loaded is None:
+        return PlanResult(str(path), False, errors=tuple(errors))
+    p = loaded.plan
+    return PlanResult(str(path), not errors, title=p.metadata.title, scenarios=tuple(n for n, _, _ in loaded.scenarios),
+                      faults=sum(len(spec.faults) for _, spec, _ in loaded.scenarios),
+                      commander=p.roles.commander.name, notes=tuple(loaded.notes), errors=tuple(errors))  # fmt: skip
+
+
+@gameday_app.command("validate")
+def gameday_validate(
+    plans: Annotated[list[Path], typer.Argument(help="Plan files.")], as_json: JsonOpt = False
+) -> None:
+    """Check plans and every scenario in them: located errors, exit 2; nothing is started."""
+    results = []
     for path in plans:
-        loaded, errors = check_plan(path)
-        for e in errors:
+        r = _plan_result(path)
+        results.append(r)
+        for e in r.errors:
             typer.echo(f"faultdrill: error: {e}", err=True)
-        if loaded is not None:
-            p = loaded.plan
-            faults = sum(len(spec.faults) for _, spec, _ in loaded.scenarios)
-            typer.echo(f"ok {path} ({p.metadata.title}: {len(loaded.scenarios)} scenarios, {faults} faults, "
-                       f"commander {p.roles.commander.name})")  # fmt: skip
-            for note in loaded.notes:
+        if r.title is not None and not as_json:
+            typer.echo(f"ok {r.file} ({r.title}: {len(r.scenarios)} scenarios, {r.faults} faults, "
+                       f"commander {r.commander})")  # fmt: skip
+            for note in r.notes:
                 typer.echo(f"  note: {note}")
-        failed = failed or bool(errors)
+    failed = any(r.errors for r in results)
+    if as_json:
+        emit_json({"ok": not failed, "plans": [r.to_json() for r in results]})
     raise typer.Exit(2 if failed else 0)
 
 
@@ -51,8 +88,10 @@ def gameday_run(
     ] = None,
 ) -> None:
     """Every scenario on one shared system; exit 0 all passed, 1 one failed, 3 halted."""
+    from faultdrill.output_cli import make_console
     from gamedays.gameday_run import run_gameday
 
     result = run_gameday(plan, out=out, guided=guided, plain=True if plain else None, no_alerts=no_alerts,
+                         console=make_console(),
                          misconfigurations=tuple(misconfig or ()))  # fmt: skip
     raise typer.Exit(result.exit_code)

@@ -3,7 +3,7 @@
 ::
 
     faultdrill history [--scenario NAME] [--limit N] [--json] [--db PATH]
-    faultdrill history record RUN_DIR… [--gameday NAME] [--scenario NAME] [--db PATH]
+    faultdrill history record RUN_DIR… [--gameday NAME] [--scenario NAME] [--db PATH] [--json]
 
 The database is ``--db``, else ``$FAULTDRILL_HISTORY``, else ``$FAULTDRILL_HOME/history.sqlite``,
 else ``.faultdrill/history.sqlite`` (see :mod:`gamedays.history`). The lead registers it::
@@ -17,12 +17,14 @@ faultdrill) raises :class:`~faults.errors.ConfigError`: one line, exit 2.
 from __future__ import annotations
 
 import difflib
-import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from faultdrill.output_cli import JsonOpt, emit_json, make_console, make_table, print_table, row
 
 if TYPE_CHECKING:
     from gamedays.history import History, RunPoint, Trend
@@ -86,38 +88,38 @@ def _delta(prev: RunPoint | None, cur: RunPoint) -> str:
 
 
 def _print_trends(trends: list[Trend], db: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
+    from rich.text import Text
 
-    console = Console()
+    console = make_console()
     for trend in trends:
-        table = Table(title=f"{trend.scenario} — last {len(trend.runs)} run(s)", title_justify="left")
-        for col in ("time (UTC)", "outcome", "score", "MTTD (worst)", "MTTR (worst)", "slowest runbook step",
-                    "Δ vs previous", "trend", "flags"):  # fmt: skip
-            table.add_column(col, no_wrap=col in ("time (UTC)", "trend"))
+        table = make_table("time (UTC)", "outcome", "score", "MTTD (worst)", "MTTR (worst)", "slowest runbook step",
+                           "Δ vs previous", "trend", "flags", keys={"time (UTC)", "trend"},
+                           title=f"{trend.scenario} — last {len(trend.runs)} run(s)", title_justify="left")  # fmt: skip
         scores = [r.score for r in trend.runs]
         for i, (run, regs) in enumerate(zip(trend.runs, trend.regressions, strict=True)):
             step = run.slowest_step
             colour = {"passed": "green", "failed": "red", "halted": "yellow"}.get(run.outcome or "", "magenta")
-            table.add_row(
+            row(
+                table,
                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(run.started_at)),
-                f"[{colour}]{run.outcome or 'unfinished'}[/]",
+                Text(run.outcome or "unfinished", style=colour),
                 "n/a" if run.score is None else str(run.score),
                 _worst(run.mttd_s)[0], _worst(run.mttr_s)[0],
                 "-" if step is None else f"{step.title or step.step} {_secs(step.duration_s)}",
                 _delta(trend.runs[i - 1] if i else None, run),
                 sparkline(scores[max(0, i - 9): i + 1]),
-                "[bold red]REGRESSION[/]" if regs else "",
+                Text("REGRESSION", style="bold red") if regs else "",
             )  # fmt: skip
-        console.print(table)
+        print_table(console, table)
         for run, regs in zip(trend.runs, trend.regressions, strict=True):
             if regs:
-                console.print(f"[bold red]REGRESSION[/] in {run.run_id} ({run.device_label}) against the run before:",
-                              highlight=False)  # fmt: skip
+                console.print(f"[bold red]REGRESSION[/] in {escape(run.run_id)} ({escape(run.device_label)}) against "
+                              "the run before:", highlight=False)  # fmt: skip
                 for line in regs:
                     console.print(f"  - {line}", highlight=False, markup=False)
         console.print()
-    console.print(f"history: {db}", highlight=False)
+    console.print(f"history: {db}", highlight=False, markup=False)
 
 
 @history_app.callback()
@@ -127,7 +129,7 @@ def history_command(
         str | None, typer.Option("--scenario", help="Only this scenario (experiment name, or GAMEDAY/SCENARIO).")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="The last N runs of each scenario.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
     """Trends per scenario: outcome, score, MTTD, MTTR, runbook step times; REGRESSION flags."""
@@ -145,7 +147,7 @@ def history_command(
     trends = history.trends(scenario, limit=limit)
     if as_json:
         doc = {"db": str(history.path), "schema_version": SCHEMA_VERSION, "scenarios": [t.to_json() for t in trends]}
-        typer.echo(json.dumps(doc, indent=1))
+        emit_json(doc)
         return
     if not trends:
         typer.echo(f"No runs recorded in {history.path} yet.\n"
@@ -163,6 +165,17 @@ def _journal_dirs(run_dir: Path) -> list[Path]:
     return found or [run_dir]
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One run ``history record`` imported (``recorded`` false: it was already there, left as it is)."""
+
+    run_id: str
+    name: str
+    outcome: str | None
+    run_dir: str
+    recorded: bool
+
+
 @history_app.command("record")
 def history_record(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (or their journal.json).")],
@@ -171,16 +184,25 @@ def history_record(
         str | None, typer.Option("--scenario", help="Scenario name (default: the experiment's).")
     ] = None,
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import existing runs into the history (a run already there is left as it is)."""
     from reports import load_journal
 
     history = _history(db)
+    recorded: list[Recorded] = []
     for given in run_dirs:
         for run_dir in _journal_dirs(given):
             journal = load_journal(run_dir)
             folder = run_dir if run_dir.is_dir() else run_dir.parent
             fresh = not history.has_run(journal.run_id)
             history.record_run(journal, folder, gameday=gameday, scenario=scenario)
-            typer.echo(f"{'recorded' if fresh else 'already recorded'} {journal.run_id} "
-                       f"({journal.name}, {journal.outcome or 'unfinished'}) in {history.path}")  # fmt: skip
+            done = Recorded(run_id=journal.run_id, name=journal.name, outcome=journal.outcome, run_dir=str(folder),
+                            recorded=fresh)  # fmt: skip
+            recorded.append(done)
+            if not as_json:
+                typer.echo(f"{'recorded' if done.recorded else 'already recorded'} {done.run_id} "
+                           f"({done.name}, {done.outcome or 'unfinished'}) in {history.path}")  # fmt: skip
+    if as_json:
+        emit_json({"db": str(history.path), "runs": [asdict(r) for r in recorded]})
+

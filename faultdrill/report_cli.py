@@ -94,6 +94,20 @@ def report_command(
     if not runs:
         raise ConfigError("give a run directory (faultdrill run writes runs/<name>-<time>/)", field="RUN_DIR")
 
+    try:
+        _render_runs(runs, fmt=fmt, out=out, compare=compare, gameday=gameday, title=title)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        # A journal that reads (schema-valid JSON) but holds a value of the wrong shape in a field the
+        # renderers use (a hand-edited or foreign file): a located error, never a traceback.
+        files = ", ".join(str(r) for r in runs)
+        raise ConfigError(f"cannot render {files}: a journal field has an unexpected value "
+                          f"({type(exc).__name__}: {exc})", file=str(runs[0]) if len(runs) == 1 else None,
+                          expected="a journal as faultdrill run writes it (faultdrill report --schema)") from None
+
+
+def _render_runs(runs: list[Path], *, fmt: str | None, out: Path | None, compare: bool, gameday: bool,
+                 title: str | None) -> None:  # fmt: skip
+    from faults.errors import ConfigError
     from reports import FILES, RunView, load_journal, render, write_all
 
     if compare:

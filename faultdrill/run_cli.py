@@ -35,9 +35,11 @@ def run_command(
     Exit codes: 0 every expectation held, 1 one failed, 2 bad input, 3 halted or interrupted.
     """
     from experiments.run import run_experiment
+    from faultdrill.output_cli import make_console
     from gamedays.launch import GamedayLauncher
 
     result = run_experiment(file, out=out, dry_run=dry_run, misconfigurations=tuple(misconfig or ()),
+                            console=make_console(),  # in a pipe or CI log: paths never broken across lines
                             plain=True if plain else None, no_alerts=no_alerts, rules=rules,
                             runbooks=GamedayLauncher())  # fmt: skip
     if result.journal is not None and result.run_dir is not None:

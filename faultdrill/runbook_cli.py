@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from faultdrill.output_cli import JsonOpt, emit_json, error_json
+
 __all__ = ["runbook_app"]
 
 runbook_app = typer.Typer(help="Executable runbooks: check them, run them (automated or guided).",
@@ -22,12 +24,12 @@ runbook_app = typer.Typer(help="Executable runbooks: check them, run them (autom
 
 
 def _expand(files: list[Path]) -> list[Path]:
-    from gamedays.runbook import runbook_files
+    from gamedays.runbook import expand_runbook_args
 
-    out: list[Path] = []
-    for f in files:
-        out.extend(runbook_files(f) if f.is_dir() else [f])
-    return out
+    runbooks, skipped = expand_runbook_args(files)
+    for index in skipped:
+        typer.echo(f"note: skipped {index}: a folder's README.md is its index, not a runbook", err=True)
+    return runbooks
 
 
 @runbook_app.command("check")
@@ -37,6 +39,7 @@ def runbook_check(
     platform: Annotated[
         str, typer.Option("--platform", help="Platform the runbooks run on: local, or standalone (no platform).")
     ] = "local",
+    as_json: JsonOpt = False,
 ) -> None:
     """Static validation: steps parse, programs exist, alerts/metrics/actions/variables are known,
     and every alert rule's runbook_url names a runbook that lists it."""
@@ -44,13 +47,20 @@ def runbook_check(
     from gamedays.runbook_check import check_runbooks
 
     paths = _expand(files)
-    errors = check_runbooks(paths, rules_file=rules_path(rules, spec_file=None), platform=platform)
+    rules_file = rules_path(rules, spec_file=None)
+    errors = check_runbooks(paths, rules_file=rules_file, platform=platform)
     for err in errors:
         typer.echo(f"error: {err}", err=True)
+    if as_json:
+        located = {e.file for e in errors}
+        emit_json({"ok": not errors, "rules_file": str(rules_file), "platform": platform,
+                   "runbooks": [{"file": str(p), "ok": str(p) not in located} for p in paths],
+                   "problems": [error_json(e) for e in errors]})  # fmt: skip
     if errors:
         typer.echo(f"{len(errors)} problem{'s' if len(errors) != 1 else ''} in {len(paths)} runbook(s)", err=True)
         raise typer.Exit(2)
-    typer.echo(f"ok: {len(paths)} runbook(s), no problem")
+    if not as_json:
+        typer.echo(f"ok: {len(paths)} runbook(s), no problem")
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
@@ -79,10 +89,10 @@ def runbook_run(
     shell_timeout: Annotated[float, typer.Option("--shell-timeout", min=1.0, help="Seconds per sh command.")] = 60.0,
 ) -> None:
     """Run a runbook against a running system: automated (stops at the first failed step) or --guided."""
-    from rich.console import Console
     from rich.markup import escape
 
     from experiments.timeline import Timeline
+    from faultdrill.output_cli import is_pipe, make_console
     from faults.errors import ConfigError
     from faults.topology import ServiceHandle, Topology
     from gamedays.runbook import parse_runbook
@@ -105,11 +115,12 @@ def runbook_run(
     timeline = Timeline()
     env = RunbookEnv(supervisor=None, topology=lambda: topology, variables=variables, timeline=timeline,
                      prometheus_url=prometheus, shell_timeout_s=shell_timeout)  # fmt: skip
-    console = Console(highlight=False)
+    console = make_console(highlight=False)
     result = run_runbook(runbook, env, guided=guided, console=console)
     path = write_result(result, out, timeline=timeline, variables=bind_variables(env))
     color = {"passed": "green", "failed": "red", "halted": "yellow"}[result.outcome]
     last = next((s for s in result.steps if s.status == "halted"), None) if result.halted else result.failed_step
     where = f" at step {last.index} ({last.title})" if last is not None else ""
-    console.print(f"[{color}]{result.outcome.upper()}[/{color}]{escape(where)} — result: {escape(str(path))}")
+    console.print(f"[{color}]{result.outcome.upper()}[/{color}]{escape(where)} — result: {escape(str(path))}",
+                  soft_wrap=is_pipe(console.file))  # in a pipe the result's path is never wrapped
     raise typer.Exit(result.exit_code)

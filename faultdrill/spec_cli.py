@@ -7,25 +7,50 @@ The lead registers them on the main app (heavy imports stay inside the commands)
 
 ``validate`` prints ``ok FILE (N faults, M expectations)`` per valid file and every located
 error of an invalid one (``exp.yaml:12:11: faults[0].type: unknown fault …``) on stderr; it
-exits 2 if any file is invalid, never with a traceback.
+exits 2 if any file is invalid, never with a traceback. ``--json`` prints the per-file results
+as one document on stdout (the errors still go to stderr too).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-__all__ = ["experiment_json_schema", "schema_command", "validate_command"]
+from faultdrill.output_cli import JsonOpt, emit_json, error_json
+
+if TYPE_CHECKING:
+    from faults.errors import ConfigError
+
+__all__ = ["FileResult", "experiment_json_schema", "schema_command", "validate_command"]
 
 # ``hog`` (= hog.end, in a fault's ``after``), ``hog.start``, ``hog.end+5s``, ``30s``
 _MOMENT_PATTERN = r"^(?:[A-Za-z0-9_-]+(?:\.(?:start|end))?)?\s*(?:[+-]?\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h))?$"
 
 
+@dataclass(frozen=True)
+class FileResult:
+    """One file ``validate`` checked: valid with its counts, or every located error."""
+
+    file: str
+    valid: bool
+    name: str | None
+    """The experiment's ``metadata.name`` (valid files)."""
+    faults: int | None
+    expectations: int | None
+    errors: tuple[ConfigError, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "valid": self.valid, "name": self.name, "faults": self.faults,
+                "expectations": self.expectations, "errors": [error_json(e) for e in self.errors]}  # fmt: skip
+
+
 def validate_command(
     files: Annotated[list[Path], typer.Argument(help="Experiment YAML files.", show_default=False)],
+    as_json: JsonOpt = False,
 ) -> None:
     """Check experiment files: YAML, fields, fault types and params, references. Exit 2 if any is invalid."""
     from experiments.loader import check_experiment, load_experiment
@@ -33,16 +58,24 @@ def validate_command(
     from faults.registry import FaultRegistry
 
     registry = FaultRegistry.installed()  # a bad plugin is a PluginError: main() prints it, exit 2
-    invalid = 0
+    results: list[FileResult] = []
     for path in files:
         try:
             exp = load_experiment(path, registry)
         except ConfigError:
-            invalid += 1
-            for err in check_experiment(path, registry):  # all of them, not just the first
+            errors = tuple(check_experiment(path, registry))  # all of them, not just the first
+            results.append(FileResult(str(path), False, None, None, None, errors))
+            for err in errors:
                 typer.echo(str(err), err=True)
             continue
-        typer.echo(f"ok {path} ({_count(len(exp.faults), 'fault')}, {_count(len(exp.expect), 'expectation')})")
+        result = FileResult(str(path), True, exp.metadata.name, len(exp.faults), len(exp.expect))
+        results.append(result)
+        if not as_json:
+            typer.echo(f"ok {result.file} ({_count(len(exp.faults), 'fault')}, "
+                       f"{_count(len(exp.expect), 'expectation')})")  # fmt: skip
+    invalid = sum(not r.valid for r in results)
+    if as_json:
+        emit_json({"ok": not invalid, "files": [r.to_json() for r in results]})
     if invalid:
         typer.echo(f"faultdrill: {invalid} of {len(files)} file(s) invalid", err=True)
         raise typer.Exit(2)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Literal
 
 from faults.errors import ConfigError
+from faults.inputlimits import read_text
 from gamedays.actions import Action, ActionSyntaxError, parse_action
 from gamedays.checks import Check, CheckSyntaxError, parse_check
 
@@ -57,6 +58,8 @@ __all__ = [
     "Command",
     "Runbook",
     "Step",
+    "expand_runbook_args",
+    "is_index",
     "parse_runbook",
     "parse_runbook_text",
     "runbook_files",
@@ -137,14 +140,34 @@ def variables_in(text: str) -> list[str]:
 
 def runbook_files(directory: Path) -> list[Path]:
     """The runbooks of a directory: every ``*.md`` but its ``README.md`` index."""
-    return sorted(p for p in Path(directory).glob("*.md") if p.name.lower() != "readme.md")
+    return sorted(p for p in Path(directory).glob("*.md") if not is_index(p))
+
+
+def is_index(path: Path) -> bool:
+    """A folder's ``README.md`` is its index, never a runbook (``gamedays/runbooks/*.md`` names it too)."""
+    return Path(path).name.lower() == "readme.md"
+
+
+def expand_runbook_args(args: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Command-line arguments → (runbooks, skipped indexes): directories expand to their runbooks, and a
+    ``README.md`` a shell glob brought in is skipped (and reported), exactly as a directory skips it."""
+    runbooks: list[Path] = []
+    skipped: list[Path] = []
+    for arg in args:
+        if arg.is_dir():
+            runbooks.extend(runbook_files(arg))
+        elif is_index(arg):
+            skipped.append(arg)
+        else:
+            runbooks.append(arg)
+    return runbooks, skipped
 
 
 def parse_runbook(path: Path) -> Runbook:
     """Parse a runbook file; the first syntax error is raised as a located ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, what="runbook")  # at most MAX_TEXT_BYTES, UTF-8
     except OSError as exc:
         raise ConfigError(f"cannot read the runbook: {exc.strerror or exc}", file=str(path)) from None
     runbook, errors = parse_runbook_text(text, file=str(path))

@@ -161,9 +161,20 @@ def test_runbook_files_skip_the_readme() -> None:
     assert "README.md" not in names and "gpu-memory.md" in names
 
 
+def test_a_globbed_readme_is_skipped_and_reported_not_checked(tmp_path) -> None:
+    """`faultdrill runbook check gamedays/runbooks/*.md` (the README's command): the shell hands over the
+    folder's README.md too, which is its index, exactly as a directory argument skips it."""
+    (tmp_path / "README.md").write_text("# index\n")
+    (tmp_path / "a.md").write_text("# a\n")
+    args = sorted(tmp_path.glob("*.md"))
+    assert runbook.expand_runbook_args(args) == ([tmp_path / "a.md"], [tmp_path / "README.md"])
+    assert runbook.expand_runbook_args([tmp_path]) == ([tmp_path / "a.md"], [])
+
+
 def test_public_api_is_pinned() -> None:
-    assert runbook.__all__ == ["SHELL_VARIABLES", "VARIABLES", "Command", "Runbook", "Step", "parse_runbook",
-                               "parse_runbook_text", "runbook_files", "variables_in"]  # fmt: skip
+    assert runbook.__all__ == ["SHELL_VARIABLES", "VARIABLES", "Command", "Runbook", "Step", "expand_runbook_args",
+                               "is_index", "parse_runbook", "parse_runbook_text", "runbook_files",
+                               "variables_in"]  # fmt: skip
     assert runbook_run.__all__ == ["RunbookEnv", "RunbookResult", "StepResult", "bind_variables", "run_runbook",
                                    "write_result"]  # fmt: skip
     assert runbook_check.__all__ == ["PLATFORMS", "PROMQL_WORDS", "check_runbooks", "known_metrics", "metric_names"]

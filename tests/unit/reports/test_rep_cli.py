@@ -117,6 +117,20 @@ def test_console_script_exit_2_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("field, value", [("window", ["replica-0", 1]), ("window", [1, {"a": 2}])])
+def test_a_schema_valid_journal_with_a_wrong_value_is_exit_2_not_a_traceback(run_dir, field, value):
+    import json
+
+    path = run_dir / "journal.json"
+    doc = json.loads(path.read_text())
+    doc["verdicts"][0][field] = value
+    path.write_text(json.dumps(doc))
+    result = subprocess.run([sys.executable, "-m", "faultdrill", "report", str(run_dir), "--format", "md"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"faultdrill: error: {run_dir}: cannot render") and "Traceback" not in result.stderr
+
+
 def test_cli_start_stays_light():
     code = ("import sys, faultdrill.cli; print(sorted(m for m in ('matplotlib', 'jinja2', 'numpy', 'reports', "
             "'xmlschema') if m in sys.modules))")  # fmt: skip
