@@ -24,6 +24,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,11 +69,12 @@ LONG = {
         "tests/integration/test_alert_proof.py::test_a_broken_rule_fails_the_experiment_naming_the_alert",
     # About a minute each against the default target: the catalog matrix (make test-catalog).
     "faultdrill run experiments/catalog/cache_outage.yaml":
-        "tests/integration/test_catalog.py::test_catalog_experiment[cache_outage-default] (make test-catalog)",
+        "tests/integration/test_catalog.py::test_catalog_experiment[cache_outage-None-None] (make test-catalog)",
     "faultdrill run experiments/catalog/noisy_neighbour.yaml --misconfig no_rate_limit":
-        "tests/integration/test_catalog.py::test_catalog_experiment[noisy_neighbour-no_rate_limit] (make test-catalog)",
+        "tests/integration/test_catalog.py::test_catalog_experiment[noisy_neighbour-no_rate_limit-latency p95 at most "
+        "500 ms during flood (clients tenant-a, tenant-b)] (make test-catalog)",
     "faultdrill gameday run gamedays/plans/canary.yaml":
-        "tests/integration/test_gd_canary_gameday.py::test_canary_gameday[default] (make test-catalog)",
+        "tests/integration/test_gd_canary_gameday.py::test_canary_gameday[None-None] (make test-catalog)",
 }
 
 
@@ -120,11 +122,13 @@ def test_every_readme_command_is_run_by_a_test() -> None:
     assert not unrun, f"README commands no test runs (add each to QUICK or LONG in this file): {unrun}"
     stale = sorted(known - set(commands))
     assert not stale, f"listed here but no longer in the README: {stale}"
-    for command, where in LONG.items():
-        file, _, test = where.partition("::")
-        if file.startswith("tests/"):
-            name = test.split("[")[0].split(" ")[0]
-            assert f"def {name}(" in (ROOT / file).read_text(), f"{command!r}: {where} does not exist"
+    named = {where.removesuffix(" (make test-catalog)") for where in LONG.values() if where.startswith("tests/")}
+    files = sorted({n.partition("::")[0] for n in named})
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                "-m", "catalog or not catalog", *files], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120).stdout.splitlines()  # fmt: skip
+    missing = sorted(n for n in named if n not in collected)
+    assert not missing, f"LONG names tests that do not exist: {missing}"
 
 
 def test_readme_command_parser() -> None:
