@@ -48,6 +48,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

@@ -29,7 +29,7 @@ from experiments.timeline import Event, Timeline
 from experiments.traces import TraceSummary
 from faults.errors import ConfigError
 
-__all__ = ["EXIT_CODES", "JOURNAL_VERSION", "Environment", "Journal", "collect_environment"]
+__all__ = ["EXIT_CODES", "JOURNAL_VERSION", "Environment", "Journal", "collect_environment", "faultdrill_version"]
 
 JOURNAL_VERSION = 1
 Outcome = Literal["passed", "failed", "halted", "error"]
@@ -59,14 +59,22 @@ class Environment(BaseModel):
         return f"{self.device} ({'emulated' if self.emulated else 'real'})"
 
 
+def faultdrill_version() -> str:
+    """The installed distribution's version (its metadata: no import reaches up into the CLI package)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("faultdrill")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 def collect_environment(*, device: str, emulated: bool, device_name: str = "", time_scale: float = 1.0,
                         notes: list[str] | None = None) -> Environment:  # fmt: skip
     """The environment of this process (torch's version only if torch is already imported)."""
-    from faultdrill import __version__
-
     torch_mod = sys.modules.get("torch")
     return Environment(
-        device=device, emulated=emulated, device_name=device_name, faultdrill=__version__,
+        device=device, emulated=emulated, device_name=device_name, faultdrill=faultdrill_version(),
         python=platform.python_version(), torch=getattr(torch_mod, "__version__", None),
         platform=platform.platform(), host=platform.node(), time_scale=time_scale, notes=notes or [],
     )  # fmt: skip

@@ -5,6 +5,8 @@ Locust (gevent) runs headless as a subprocess — one process, or a ``--master``
 process that sends requests writes one JSON line per request (``target_service/locustfile.py``);
 a thread here tails those files into ``request`` events on the timeline (send time made
 run-relative). Final totals come from Locust's ``--json-file`` (exact; its CSV undercounts).
+With an ``owner`` (``faults.owned.Owner``) each Locust process is a ledger record until ``stop``
+reaped it, so a killed run's load is stopped by the dead-man watchdog or ``rollback --pending``.
 
 Example::
 
@@ -41,6 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from experiments.expectations import Duration, parse_duration
 from experiments.process import free_port
 from experiments.timeline import Event, Timeline
+from faults.base import Injection
+from faults.errors import LedgerError
+from faults.owned import Owner, die_with_parent
 
 __all__ = ["LoadGenerator", "LoadShape", "LoadSummary", "locustfile_path"]
 
@@ -160,7 +165,7 @@ class LoadGenerator:
         spawn_rate: float | None = None, shape: LoadShape | None = None, workers: int = 0,
         run_time: float | str = 60.0, model: str = "digits", think_time_s: float = 0.0,
         request_timeout_s: float = 10.0, source: str = "load", stop_grace_s: float = 15.0,
-        clients: Sequence[tuple[str, int]] = (),
+        clients: Sequence[tuple[str, int]] = (), owner: Owner | None = None,
     ) -> None:  # fmt: skip
         if users < 1 or workers < 0:
             raise ValueError(f"need users >= 1 and workers >= 0, got users={users} workers={workers}")
@@ -174,6 +179,8 @@ class LoadGenerator:
         self.clients = tuple(clients)  # (client id, weight): users send X-Client-Id, events carry ``client``
         self.events = self.failed_events = self.malformed = 0  # request lines read: all, not ok, unparsable
         self._procs: list[subprocess.Popen[bytes]] = []
+        self.owner = owner  # each Locust process a ledger record while it runs; None: not recorded
+        self._records: list[Injection | None] = []
         self._tail, self._stop, self._deadline = _Tail([]), threading.Event(), 0.0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the tail thread and stop() both drain
@@ -231,8 +238,16 @@ class LoadGenerator:
             events_file.unlink(missing_ok=True)
             env["FAULTDRILL_LOAD_EVENTS"] = str(events_file)
         with (self.workdir / f"{name}.log").open("wb") as log:
-            self._procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+            # die_with_parent: only from the main thread (see faults/owned.py); the ledger record covers the rest.
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, preexec_fn=die_with_parent())  # fmt: skip
+        self._procs.append(proc)
+        if self.owner is not None:
+            try:
+                self._records.append(self.owner.record_process(name, proc.pid, argv))
+            except LedgerError:
+                _kill_groups(self._procs)  # unrecorded, a crash of this run would leave them running
+                raise
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait until Locust finishes by itself (run time over); True if it did."""
@@ -260,6 +275,10 @@ class LoadGenerator:
                     proc.send_signal(signal.SIGTERM)
                 self.wait(timeout_s=timeout_s)
             _kill_groups(self._procs)
+        if self.owner is not None:  # reaped (or still stuck: then its record stays for the watchdog)
+            for proc, record in zip(self._procs, self._records, strict=False):
+                if proc.poll() is not None:
+                    self.owner.release(record)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -16,6 +16,9 @@ own fault proxy ``cache-proxy``; replicas reach it through the proxy and read th
 from its file.
 
 ``up()`` starts everything; :meth:`LocalStack.close` stops it all (also a context manager).
+With an ``owner`` (``faults.owned.Owner``: a run's) every process it starts — services, fault
+proxies — and the feature store's namespace are ledger records while they exist (the namespace's
+before it is made), so whatever a killed run left is undone like a fault.
 
 Example::
 
@@ -37,9 +40,10 @@ from pathlib import Path
 from types import TracebackType
 
 from experiments.process import ServiceError, ServiceProcess, free_port
-from faults.base import Scope
+from faults.base import Injection, Scope
 from faults.cgroups import MemoryCgroup, detect_memory_controller
-from faults.netns import Namespace, create_namespace, delete_namespace, netns_exec
+from faults.netns import PREFIX, Namespace, create_namespace, delete_namespace, netns_exec
+from faults.owned import Owner
 from faults.proxy_control import RunningProxy, spawn_proxy
 from faults.topology import ServiceHandle, Topology
 
@@ -86,7 +90,11 @@ class LocalStack:
     """Share of requests traced. Not 1.0: the OTel Python SDK costs ~0.5-0.7 ms of event-loop time per
     traced request here (``benchmarks/trace_bench.py``), enough to move a run's p95; a spec can set
     ``target.env.FAULTDRILL_TRACE_SAMPLE_RATIO``."""
+    owner: Owner | None = None
+    """Records every process and namespace in the ledger while it exists; None: not recorded."""
     _services: dict[str, _Service] = field(default_factory=dict, init=False)
+    _records: dict[str, Injection | None] = field(default_factory=dict, init=False)
+    """The proxies' and the namespace's ledger records (services keep theirs in ``ServiceProcess``)."""
     _proxy: RunningProxy | None = field(default=None, init=False)
     _fs_netns: Namespace | None = field(default=None, init=False)
     _cache_proxy: RunningProxy | None = field(default=None, init=False)
@@ -124,7 +132,7 @@ class LocalStack:
             assert upstream_port is not None
             upstream_host = self._fs_netns.ns_addr if self._fs_netns else "127.0.0.1"
             if self.with_proxy:
-                self._proxy = spawn_proxy((upstream_host, upstream_port), token_file=self._token_file("proxy"))
+                self._proxy = self._spawn_proxy("feature-store-proxy", (upstream_host, upstream_port), "proxy")
                 upstream_host, upstream_port = "127.0.0.1", self._proxy.listen[1]
             if self.cache_max_memory_bytes:
                 self._start_cache()
@@ -149,12 +157,29 @@ class LocalStack:
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
+            self._release("feature-store-proxy")
         if self._cache_proxy is not None:
             self._cache_proxy.stop()
             self._cache_proxy = None
+            self._release("cache-proxy")
         if self._fs_netns is not None:  # after its process stopped: the veth pair goes too
             delete_namespace(self._fs_netns.name)
             self._fs_netns = None
+        self._release("netns")  # also when its creation failed (the record was written first)
+
+    def _release(self, key: str) -> None:
+        if self.owner is not None:
+            self.owner.release(self._records.pop(key, None))
+
+    def _spawn_proxy(self, name: str, upstream: tuple[str, int], token: str) -> RunningProxy:
+        proxy = spawn_proxy(upstream, token_file=self._token_file(token))
+        if self.owner is not None:
+            try:
+                self._records[name] = self.owner.record_process(name, proxy.process.pid, proxy.argv)
+            except BaseException:
+                proxy.stop()  # unrecorded, it could outlive a crash of this run
+                raise
+        return proxy
 
     # -- building blocks ---------------------------------------------------------------
     @property
@@ -177,7 +202,10 @@ class LocalStack:
         if self.feature_store_netns:
             from target_service.pki import issue_cert
 
-            self._fs_netns = create_namespace("fs" + secrets.token_hex(4))
+            suffix = "fs" + secrets.token_hex(4)
+            if self.owner is not None:  # recorded before it exists: deleting one never made is a no-op
+                self._records["netns"] = self.owner.record_netns(PREFIX + suffix)
+            self._fs_netns = create_namespace(suffix)
             host = self._fs_netns.ns_addr
             # The namespace address must be a SAN, or TLS clients reaching it directly fail.
             (self.workdir / "pki-netns").mkdir(mode=0o700, exist_ok=True)
@@ -216,7 +244,7 @@ class LocalStack:
         svc.ready_check = lambda timeout: wait_redis(server.host, server.port, server.password_file, timeout,
                                                      alive=svc.process.running)  # fmt: skip
         svc.ready_check(self.ready_timeout_s)
-        self._cache_proxy = spawn_proxy((server.host, server.port), token_file=self._token_file("cache-proxy"))
+        self._cache_proxy = self._spawn_proxy("cache-proxy", (server.host, server.port), "cache-proxy")
         host, port = self._cache_proxy.listen
         self._cache_env = {"FAULTDRILL_CACHE_URL": f"redis://{host}:{port}/0",
                            "FAULTDRILL_CACHE_PASSWORD_FILE": str(server.password_file),
@@ -260,7 +288,7 @@ class LocalStack:
         log_path = self.workdir / f"{handle.name}.log"
         handle = handle.model_copy(update={"log_file": log_path})
         process = ServiceProcess(handle.name, argv, env=env, log_path=log_path,
-                                 preexec=cgroup.preexec() if cgroup else None)  # fmt: skip
+                                 preexec=cgroup.preexec() if cgroup else None, owner=self.owner)  # fmt: skip
         svc = _Service(process, handle, ready_url, verify, cgroup)
         self._services[handle.name] = svc
         self._spawn(svc, wait=wait)
@@ -309,6 +337,11 @@ class LocalStack:
                 .with_paths(self.workdir).with_netns(*netns))  # fmt: skip
 
     # -- Supervisor protocol -------------------------------------------------------------
+    @property
+    def supervisor_pid(self) -> int:
+        """This process: the platform lives and dies with it (``faults.owned.supervisor_identity``)."""
+        return os.getpid()
+
     def _svc(self, name: str) -> _Service:
         try:
             return self._services[name]

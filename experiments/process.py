@@ -3,12 +3,16 @@
 The seed of the local platform: one child process with its log file, a readiness URL to
 wait on, and a stop that sends SIGTERM (graceful drain) and escalates to SIGKILL after a
 timeout. Children run in their own session so a terminal's Ctrl-C reaches faultdrill
-first, which then stops them in order.
+first, which then stops them in order. With an ``owner`` (``faults.owned.Owner``) each start
+is recorded in the ledger and each stop clears the record, so a killed run's children are
+stopped by the dead-man watchdog or ``faultdrill rollback --pending``; a child started from the
+main thread also dies with its parent (``PR_SET_PDEATHSIG``).
 
 Example::
 
     svc = ServiceProcess("target", [sys.executable, "-m", "target_service", "serve"],
-                         env={"FAULTDRILL_PORT": "8000"}, log_path=Path("target.log"))
+                         env={"FAULTDRILL_PORT": "8000"}, log_path=Path("target.log"),
+                         owner=Owner.current(state_dir))   # owner: optional
     svc.start()
     svc.wait_http("http://127.0.0.1:8000/v2/health/ready", timeout_s=30)
     svc.stop()
@@ -27,6 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from faults.base import Injection
+from faults.errors import LedgerError
+from faults.owned import Owner, chain, die_with_parent
 
 __all__ = ["ServiceError", "ServiceProcess", "free_port"]
 
@@ -52,21 +60,35 @@ class ServiceProcess:
     log_path: Path | None = None
     preexec: Callable[[], None] | None = None
     """Runs in the child before exec (e.g. join a memory cgroup, so all memory is charged)."""
+    owner: Owner | None = None
+    """Records each start in the ledger (cleared by ``stop``); None: not recorded (standalone use)."""
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    _record: Injection | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         env = {**os.environ, **self.env}
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
+            # die_with_parent() is None off the main thread (a replica restarted by the platform's watcher
+            # thread would die with that thread): such a child relies on its ledger record alone.
             self.proc = subprocess.Popen(
                 self.argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=self.preexec,
+                start_new_session=True, preexec_fn=chain(die_with_parent(), self.preexec),
             )  # fmt: skip
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()  # type: ignore[union-attr]
         self.started_at = time.monotonic()
+        if self.owner is not None:
+            self.owner.release(self._record)  # the previous run of this service (a restart) has exited
+            try:
+                self._record = self.owner.record_process(self.name, self.proc.pid, self.argv)
+            except LedgerError:
+                # Unrecorded, a crash of this run would leave it running for good: refuse to keep it.
+                self.proc.kill()
+                self.proc.wait(5)
+                raise
 
     @property
     def pid(self) -> int:
@@ -115,4 +137,7 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.owner is not None:  # exited (wait returned): nothing left to undo
+            self.owner.release(self._record)
+            self._record = None
         return self.proc.returncode

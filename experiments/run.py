@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +53,10 @@ from faults.errors import ConfigError, FaultdrillError, PreflightError
 from faults.registry import FaultRegistry
 from faults.topology import ServiceHandle, Topology
 
-__all__ = ["RunResult", "plan_lines", "run_experiment", "run_spec", "with_misconfigurations"]
+ReportWriter = Callable[[Path, Path], Mapping[str, Path]]
+"""``(journal path, run directory) → {format: file written}``: ``reports.write_all``, handed in by the caller."""
+
+__all__ = ["ReportWriter", "RunResult", "plan_lines", "run_experiment", "run_spec", "with_misconfigurations"]
 
 STEADY_TIMEOUT_S = 60.0
 SETTLE_S = 2.0
@@ -195,7 +198,7 @@ def with_misconfigurations(spec: Experiment, names: tuple[str, ...]) -> Experime
 def run_experiment(
     path: Path, *, out: Path, registry: FaultRegistry | None = None, misconfigurations: tuple[str, ...] = (),
     dry_run: bool = False, console: Console | None = None, plain: bool | None = None, no_alerts: bool = False,
-    rules: Path | None = None, runbooks: RunbookLauncher | None = None,
+    rules: Path | None = None, runbooks: RunbookLauncher | None = None, reports: ReportWriter | None = None,
 ) -> RunResult:  # fmt: skip
     """Run the experiment at ``path``; a bad spec raises ConfigError (exit 2) before anything starts.
 
@@ -227,7 +230,7 @@ def run_experiment(
         return RunResult(0, None, None, [])
 
     result = run_spec(spec, configs, path, out=out, registry=registry, console=console, plain=plain,
-                      alerting=alerting, runbooks=runbooks)  # fmt: skip
+                      alerting=alerting, runbooks=runbooks, reports=reports)  # fmt: skip
     if result.run_dir is not None:
         for link in update_links(out, result.run_dir, spec.metadata.name):
             console.print(f"{link.name} → {result.run_dir.name}", highlight=False)
@@ -238,7 +241,7 @@ def run_spec(
     spec: Experiment, configs: dict[str, Any], path: Path, *, out: Path, registry: FaultRegistry,
     console: Console, plain: bool | None = None, alerting: bool = True, runbooks: RunbookLauncher | None = None,
     shared: SharedSystem | None = None, stop: threading.Event | None = None, guided: bool = False,
-    run_dir: Path | None = None,
+    run_dir: Path | None = None, reports: ReportWriter | None = None,
 ) -> RunResult:  # fmt: skip
     """The stages of one validated experiment. With ``shared`` (a game day's scenario) the platform,
     alerting and timeline are the game day's: they are used, not started or stopped, and the
@@ -325,7 +328,7 @@ def run_spec(
     journal.traces = _traces(parts, seen)
     path_written = journal.write(parts.run_dir)
     _print_summary(console, journal, verdicts, path_written)
-    _write_reports(console, path_written, parts.run_dir)
+    _write_reports(console, path_written, parts.run_dir, reports)
     return RunResult(journal.exit_code or 0, parts.run_dir, journal, verdicts)
 
 
@@ -450,12 +453,14 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
         time.sleep(0.05)
 
 
-def _write_reports(console: Console, journal_path: Path, run_dir: Path) -> None:
-    """HTML, Markdown and JUnit next to the journal; a rendering failure never changes the run's outcome."""
+def _write_reports(console: Console, journal_path: Path, run_dir: Path, reports: ReportWriter | None) -> None:
+    """HTML, Markdown and JUnit next to the journal, by the writer the caller handed in (the engine never
+    imports the renderers: they sit above it); a rendering failure never changes the run's outcome."""
+    if reports is None:
+        console.print(f"reports: not rendered here; faultdrill report {run_dir} renders them", highlight=False)
+        return
     try:
-        from reports import write_all
-
-        written = write_all(journal_path, run_dir)
+        written = reports(journal_path, run_dir)
     except Exception as exc:  # the journal is the record; reports can be re-rendered from it
         (run_dir / "report-error.log").write_text(traceback.format_exc())
         console.print(f"reports not written ({type(exc).__name__}: {exc}); re-render with: faultdrill report "

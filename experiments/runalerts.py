@@ -26,6 +26,7 @@ from typing import Any
 from experiments.alert_expectations import AlertingSpec
 from experiments.observers import ObserverContext, ObserverGroup
 from experiments.timeline import Timeline
+from faults.owned import Owner
 from faults.topology import Topology
 
 __all__ = ["FIRST_SAMPLE_TIMEOUT_S", "RunAlerting"]
@@ -39,8 +40,9 @@ class RunAlerting:
     """Everything a run needs to prove its alerts; see the module docstring."""
 
     def __init__(self, spec: AlertingSpec, rules_file: Path, alertmanager_file: Path, workdir: Path,
-                 timeline: Timeline, topology: Callable[[], Topology]) -> None:  # fmt: skip
+                 timeline: Timeline, topology: Callable[[], Topology], owner: Owner | None = None) -> None:  # fmt: skip
         self.spec = spec
+        self.owner = owner  # Prometheus and Alertmanager are ledger records while they run (faults/owned.py)
         self.rules_file, self.alertmanager_file = rules_file, alertmanager_file
         self.workdir = workdir
         self.timeline = timeline
@@ -65,7 +67,7 @@ class RunAlerting:
             self.workdir, rules_file=self.rules_file, alertmanager_config=self.alertmanager_file,
             webhook_url=receiver.base_url, targets=scrape_targets(self.topology(), exporter.url), speedup=speedup,
             scrape_interval_s=float(self.spec.scrape_interval),
-            evaluation_interval_s=float(self.spec.evaluation_interval),
+            evaluation_interval_s=float(self.spec.evaluation_interval), owner=self.owner,
         )  # fmt: skip
         self._stack.start()
         first_sample_s = self._stack.wait_first_samples(FIRST_SAMPLE_TIMEOUT_S)

@@ -1,6 +1,10 @@
 """The parts one run is made of — platform, load generator, fault context, watchdog — built
 from the spec and always torn down in order. ``run.py`` only calls the stages.
 
+Every process and namespace the run starts is a ledger record owned by this process (``owner``,
+``faults/owned.py``), and the dead-man watchdog runs from the first record on: a run killed
+before, during or after its faults still has its platform, alerting stack and load stopped.
+
 Example::
 
     parts = RunParts(spec, timeline, out_dir, registry)
@@ -14,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -34,9 +37,10 @@ from experiments.scraper import MetricsScraper
 from experiments.spec import PLATFORM_MISCONFIGURATIONS, Experiment
 from experiments.timeline import Timeline
 from faults.base import FaultContext
-from faults.deadman import spawn_watchdog
+from faults.deadman import Keeper
 from faults.errors import ConfigError, PreflightError
 from faults.ledger import default_state_dir
+from faults.owned import Owner
 from faults.registry import FaultRegistry
 
 __all__ = ["RunParts", "SharedSystem"]
@@ -88,7 +92,9 @@ class RunParts:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = default_state_dir()
         self.platform: LocalPlatform | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog = Keeper(self.state_dir, max_runtime_s=3600.0)
+        # What this run starts is recorded as it starts; the watchdog comes up with the first record.
+        self.owner = Owner.current(self.state_dir, on_record=self._watchdog.ensure)
         self.load: LoadGenerator | None = None
         self.alerting: RunAlerting | None = None
         self.shared = shared
@@ -130,6 +136,7 @@ class RunParts:
             canary=CanaryRollout(t.canary, self.timeline, judge="no_canary_analysis" not in t.misconfigurations)
             if t.canary is not None else None,
             cache_max_memory_bytes=t.cache.max_memory if t.cache.enabled else None, cache_ttl_s=float(t.cache.ttl),
+            owner=self.owner,
         )  # fmt: skip
         self.platform.up()
 
@@ -185,7 +192,7 @@ class RunParts:
         a = self.spec.alerting
         self.alerting = RunAlerting(a, rules_path(a.rules, spec_file=spec_file),
                                     alertmanager_path(a.alertmanager, spec_file=spec_file), self.run_dir / "alerting",
-                                    self.timeline, self.platform.topology)  # fmt: skip
+                                    self.timeline, self.platform.topology, owner=self.owner)  # fmt: skip
         return self.alerting.up()
 
     def runbook_triggers(self, spec_file: Path | str | None, launcher: RunbookLauncher | None, *,
@@ -209,13 +216,14 @@ class RunParts:
                               on_injected=self.ensure_watchdog)  # fmt: skip
 
     def ensure_watchdog(self) -> None:
-        """The dead-man watchdog: undoes any injection past its deadline even if this run hangs.
+        """The dead-man watchdog: undoes any injection past its deadline even if this run hangs, and
+        whatever this run started once it died.
 
-        It exits once the ledger is empty, so it is (re)started after each injection, never
-        before the first; one per state directory (it takes a lock), so extra starts are cheap.
+        It exits once the ledger is empty, so it is (re)started after each record (the owner's
+        ``on_record``) and each injection; one per state directory (it takes a lock), so extra
+        calls are cheap.
         """
-        if self._watchdog is None or self._watchdog.poll() is not None:
-            self._watchdog = spawn_watchdog(self.state_dir, max_runtime_s=3600.0)
+        self._watchdog.ensure()
 
     def preflight(self, scheduler: FaultScheduler) -> None:
         """Every fault's capability checks against the running target, before any injection."""
@@ -244,7 +252,7 @@ class RunParts:
             self.platform.service_url, self.timeline, self.run_dir / "load", users=spec.users,
             spawn_rate=spec.spawn_rate, shape=_load_shape(self.spec), workers=spec.workers, run_time=run_time,
             model=self.spec.target.model, think_time_s=float(spec.think_time),
-            clients=[(c.id, c.weight) for c in spec.clients],
+            clients=[(c.id, c.weight) for c in spec.clients], owner=self.owner,
         )  # fmt: skip
         self.load.start()
         if not self.load.wait_first_request(90):
@@ -264,5 +272,8 @@ class RunParts:
                     if self.alerting is not None:
                         self.alerting.close()
                 finally:
-                    if self.platform is not None:
-                        self.platform.close()
+                    try:
+                        if self.platform is not None:
+                            self.platform.close()
+                    finally:
+                        self._watchdog.settle()  # every record cleared: it exits within a poll

@@ -39,6 +39,7 @@ from faults.base import Problem
 from faults.errors import ConfigError, PreflightError
 from faults.inputlimits import read_text
 from faults.inputlimits import safe_load as bounded_safe_load
+from faults.owned import Owner
 from faults.topology import Topology
 
 __all__ = ["Binaries", "ObservabilityStack", "ScrapeTarget", "StackUnavailable", "receiver_names", "scrape_targets"]
@@ -163,6 +164,7 @@ class ObservabilityStack:
         self, workdir: Path, *, rules_file: Path, alertmanager_config: Path, webhook_url: str,
         targets: Sequence[ScrapeTarget] = (), speedup: float = 1.0, scrape_interval_s: float = 1.0,
         evaluation_interval_s: float = 1.0, binaries: Binaries | None = None, ready_timeout_s: float = 30.0,
+        owner: Owner | None = None,
     ) -> None:  # fmt: skip
         if scrape_interval_s <= 0 or evaluation_interval_s <= 0:
             raise ValueError(f"intervals must be > 0, got scrape {scrape_interval_s}, eval {evaluation_interval_s}")
@@ -173,6 +175,7 @@ class ObservabilityStack:
         self.targets, self.speedup, self.min_range_s = list(targets), speedup, 4 * scrape_interval_s  # rate: 2 samples
         self.scrape_interval_s, self.evaluation_interval_s = scrape_interval_s, evaluation_interval_s
         self.binaries, self.ready_timeout_s = binaries or Binaries(), ready_timeout_s
+        self.owner = owner  # a run's: both processes are ledger records while they run (faults/owned.py)
         self.prometheus_yml, self.rules_yml = self.workdir / "prometheus.yml", self.workdir / "rules.yml"
         self.alertmanager_yml = self.workdir / "alertmanager.yml"
         self.scaling: list[str] = describe_scaling(speedup, min_range_s=self.min_range_s)  # for the journal
@@ -198,12 +201,12 @@ class ObservabilityStack:
         self.alertmanager = ServiceProcess("alertmanager", [
             exe["alertmanager"], f"--config.file={self.alertmanager_yml}", f"--storage.path={w / 'alertmanager-data'}",
             f"--web.listen-address=127.0.0.1:{self._alertmanager_port}", "--cluster.listen-address=",
-        ], log_path=w / "alertmanager.log")  # fmt: skip
+        ], log_path=w / "alertmanager.log", owner=self.owner)  # fmt: skip
         self.prometheus = ServiceProcess("prometheus", [
             exe["prometheus"], f"--config.file={self.prometheus_yml}", f"--storage.tsdb.path={w / 'prometheus-data'}",
             f"--web.listen-address=127.0.0.1:{self._prometheus_port}", "--web.enable-lifecycle",
             f"--rules.alert.resend-delay={resend}",
-        ], log_path=w / "prometheus.log")  # fmt: skip
+        ], log_path=w / "prometheus.log", owner=self.owner)  # fmt: skip
         try:
             self.alertmanager.start()
             self.prometheus.start()

@@ -190,6 +190,8 @@ class FaultdrillSession:
         self.runner: Callable[..., RunResult] | None = None
         self._previous_sigterm: Any = None
         self._armed = False
+        self._owners: dict[Path, Any] = {}
+        self._keepers: list[Any] = []  # faults.deadman.Keeper, one per owner
 
     @property
     def out(self) -> Path:
@@ -209,6 +211,19 @@ class FaultdrillSession:
         from faults.ledger import default_state_dir
 
         return default_state_dir()
+
+    def owner(self) -> Any:
+        """``faults.owned.Owner`` of what the fixtures start (platform, load): ledger records while they run,
+        with a dead-man watchdog from the first one, so a killed pytest leaves nothing running."""
+        from faults.deadman import Keeper
+        from faults.owned import Owner
+
+        state = self.state_dir()  # one per state dir: a test may point FAULTDRILL_STATE_DIR elsewhere
+        if state not in self._owners:
+            keeper = Keeper(state, max_runtime_s=3600.0)
+            self._keepers.append(keeper)
+            self._owners[state] = Owner.current(state, on_record=keeper.ensure)
+        return self._owners[state]
 
     # -- signals: SIGTERM ends the session like Ctrl-C (rollbacks run) -----------------------
     def arm(self) -> None:
@@ -264,9 +279,11 @@ class FaultdrillSession:
         if runner is None:
             from experiments.run import run_experiment
             from gamedays.launch import GamedayLauncher
+            from reports import write_all
 
             runner = run_experiment
             extra["runbooks"] = GamedayLauncher()  # experiments may attach runbooks to faults
+            extra["reports"] = write_all  # report.html, report.md, junit.xml next to the journal
         console = Console(file=sys.stdout, width=120, color_system=None, force_terminal=False, soft_wrap=True)
         rules_file = self.resolve(rules, item) if rules else None
         result = runner(path, out=workdir / "runs", misconfigurations=tuple(misconfigurations), console=console,
@@ -291,6 +308,8 @@ class FaultdrillSession:
         registry = registry or FaultRegistry.installed()
         lines = rollback_owned(registry, ctx, os.getpid())
         lines += [str(r) for r in rollback_pending(registry, ctx) if r.outcome.value != "skipped_live"]
+        for keeper in self._keepers:  # the fixtures' watchdogs: gone with the last record
+            keeper.settle()
         return lines
 
 
@@ -433,7 +452,7 @@ def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[LocalPlatfor
         env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(misconfigurations)
     options.setdefault("replicas", 1)
     platform = LocalPlatform(session.test_dir(request.node) / "platform", timeline=Timeline(), replica_env=env,
-                             **options)  # fmt: skip
+                             owner=session.owner(), **options)  # fmt: skip
     platform.up()
     try:
         yield platform
@@ -448,11 +467,13 @@ def faultdrill_load(request: pytest.FixtureRequest, faultdrill_platform: LocalPl
     from experiments.load import LoadGenerator
 
     started: list[LoadGenerator] = []
-    workdir = _session(request.config).test_dir(request.node)
+    session = _session(request.config)
+    workdir = session.test_dir(request.node)
 
     def start(users: int = 4, run_time: str | float = "120s") -> LoadGenerator:
         load = LoadGenerator(faultdrill_platform.service_url, faultdrill_platform.timeline,
-                             workdir / f"load-{len(started)}", users=users, run_time=run_time)  # fmt: skip
+                             workdir / f"load-{len(started)}", users=users, run_time=run_time,
+                             owner=session.owner())  # fmt: skip
         started.append(load)
         load.start()
         if not load.wait_first_request(90):

@@ -37,11 +37,12 @@ def run_command(
     from experiments.run import run_experiment
     from faultdrill.output_cli import make_console
     from gamedays.launch import GamedayLauncher
+    from reports import write_all
 
     result = run_experiment(file, out=out, dry_run=dry_run, misconfigurations=tuple(misconfig or ()),
                             console=make_console(),  # in a pipe or CI log: paths never broken across lines
                             plain=True if plain else None, no_alerts=no_alerts, rules=rules,
-                            runbooks=GamedayLauncher())  # fmt: skip
+                            runbooks=GamedayLauncher(), reports=write_all)  # fmt: skip
     if result.journal is not None and result.run_dir is not None:
         _record(result.journal, result.run_dir)
     raise typer.Exit(result.exit_code)

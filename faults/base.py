@@ -250,6 +250,8 @@ class Fault(ABC):
     """What ``verify`` measures, in a few words."""
     example: ClassVar[dict[str, Any]] = {}
     """An example ``params`` mapping for the experiment spec."""
+    undo_note: str = ""
+    """What the last ``rollback`` did, when it has more to say than "ok" (``faultdrill rollback --pending``)."""
 
     def parse_config(self, raw: Mapping[str, Any], *, file: str | None = None) -> Any:
         """Validate ``raw`` into ``self.Config``; the first error becomes a ``ConfigError``."""

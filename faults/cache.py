@@ -41,6 +41,7 @@ from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Ve
 from faults.errors import ConfigError, FaultdrillError, InjectionError, RollbackError
 from faults.ledger import pid_alive, process_start_ticks
 from faults.network import set_proxy_mode
+from faults.owned import supervisor_gone, supervisor_identity
 from faults.proxy import ProxyMode
 from faults.topology import ServiceHandle
 
@@ -175,7 +176,7 @@ class CacheOutageFault(Fault):
     def inject(self, config: Config, ctx: FaultContext) -> Injection:
         cache, proxy = self._targets(config, ctx)
         _check_scope(ctx, *(h for h in (cache, proxy) if h is not None))
-        undo = _record(cache, proxy)
+        undo = {**_record(cache, proxy), "supervisor": supervisor_identity(ctx.supervisor)}
         injection = self.new_injection(config, ctx, mode=config.mode, target=cache.name, undo=undo,
                                        emulated=config.mode == "partitioned")  # fmt: skip
 
@@ -195,6 +196,8 @@ class CacheOutageFault(Fault):
             _passthrough(self, injection)
         elif ctx.supervisor is not None:
             ctx.supervisor.start(undo["name"])  # a no-op when it runs already
+        elif supervisor_gone(undo):  # its platform died with its supervisor: nothing to start it into
+            self.undo_note = f"'{undo['name']}' stays down: the platform that held it died"
         elif _direct(undo, 1.0)[0] != "ok":
             raise RollbackError(f"'{undo['name']}' was stopped and no supervisor is here to start it: "
                                 "start it again, then rerun the rollback", fault=self.name,

@@ -45,6 +45,7 @@ from pydantic_core import PydanticUndefined
 from faults.base import FaultContext, Injection, Scope
 from faults.errors import ConfigError, FaultdrillError, PreflightError, RollbackError
 from faults.ledger import Ledger, default_state_dir, pid_alive
+from faults.owned import is_resource
 from faults.registry import FaultRegistry
 from faults.topology import ServiceHandle, Topology
 
@@ -269,6 +270,8 @@ def _rollback(registry: FaultRegistry, fault: str | None, target: str | None, in
 
 
 def _selected(record: Injection, fault: str | None, target: str | None, injection_id: str | None) -> bool:
+    if is_resource(record):
+        return False  # a run's own processes and namespaces (a CTK step inside a run shares its pid): never a fault
     if injection_id is not None:
         return record.id == injection_id
     mine = record.owner_pid == os.getpid()

@@ -1,14 +1,18 @@
 """The dead-man watchdog: undoes faults whose run hung or died, from its own process.
 
-Started detached (own session) right after an injection is recorded; it polls the ledger,
-rolls back every record past its deadline (inject time + duration + grace) or whose owner
-died, and exits once the ledger is empty. One watchdog per state directory (file lock).
+Started detached (own session) right after an injection — or a run's first process or
+namespace (``faults/owned.py``) — is recorded; it polls the ledger, rolls back every record past
+its deadline (inject time + duration + grace) or whose owner died, newest first, and exits once
+the ledger is empty. While a live owner's process or namespace records remain it keeps watching,
+past ``max_runtime_s`` too: the run it guards may outlive any fixed bound. One watchdog per state
+directory (file lock); :class:`Keeper` starts one only when none holds that lock.
 
 Example::
 
     ledger.write(injection)                    # deadline is already in the record
     spawn_watchdog(ctx.state_dir, faults=["mypkg.faults:MyFault"])
     # the run may now hang or be killed: the fault is undone within a poll of its deadline
+    keeper = Keeper(state_dir)                 # a run: Owner(on_record=keeper.ensure)
 """
 
 from __future__ import annotations
@@ -19,16 +23,18 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from faults.base import FaultContext
-from faults.errors import PluginError
-from faults.ledger import Ledger, RollbackOutcome, RollbackResult, rollback_pending
+from faults.errors import LedgerError, PluginError
+from faults.ledger import Ledger, RollbackOutcome, RollbackResult, pid_alive, rollback_pending
+from faults.owned import is_resource
 from faults.registry import FaultRegistry
 
-__all__ = ["main", "spawn_watchdog", "watch"]
+__all__ = ["Keeper", "main", "spawn_watchdog", "watch", "watchdog_running"]
 
 _LOCK = "deadman.lock"
 
@@ -36,19 +42,32 @@ _LOCK = "deadman.lock"
 def watch(
     registry: FaultRegistry, ctx: FaultContext, *, poll_s: float = 0.2, max_runtime_s: float
 ) -> list[RollbackResult]:
-    """Poll until the ledger is empty (or ``max_runtime_s``); return what was undone."""
+    """Poll until the ledger is empty, or ``max_runtime_s`` is over and no live owner's process or
+    namespace record remains (those owners bound it instead); return what was undone."""
     done: list[RollbackResult] = []
     deadline = time.monotonic() + max_runtime_s
-    for _ in range(int(max_runtime_s / poll_s) + 2):
+    while True:
         results = rollback_pending(registry, ctx)
         for result in results:
             if result.outcome is not RollbackOutcome.SKIPPED_LIVE:
                 _log(ctx.state_dir, str(result))
         done += [r for r in results if r.outcome is RollbackOutcome.ROLLED_BACK]
-        if not ctx.ledger.ids() or time.monotonic() > deadline:
+        if not ctx.ledger.ids() or (time.monotonic() > deadline and not _live_resources(ctx.ledger)):
             break
         time.sleep(poll_s)
     return done
+
+
+def _live_resources(ledger: Ledger) -> bool:
+    """A process or namespace record whose owner still runs: its run may die any moment, stay."""
+    for record_id in ledger.ids():
+        try:
+            record = ledger.get(record_id)
+        except LedgerError:
+            continue  # reported by rollback_pending; not a reason to stay
+        if record is not None and is_resource(record) and pid_alive(record.owner_pid, record.owner_start):
+            return True
+    return False
 
 
 def _log(state_dir: Path, line: str) -> None:
@@ -77,6 +96,55 @@ def spawn_watchdog(
         # New session: a Ctrl-C or SIGKILL aimed at the run's process group spares it.
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=log, start_new_session=True, close_fds=True)
+
+
+def watchdog_running(state_dir: str | Path) -> bool:
+    """Whether a watchdog holds ``state_dir``'s lock right now."""
+    path = Path(state_dir) / _LOCK
+    if not path.exists():
+        return False
+    fd = _try_lock(path)
+    if fd is None:
+        return True
+    os.close(fd)  # we only looked; closing releases it
+    return False
+
+
+class Keeper:
+    """Makes sure a watchdog guards ``state_dir`` whenever this process records something; thread-safe.
+
+    ``ensure`` after each durable record: a watchdog that found the ledger empty and exited is
+    replaced; one that runs (ours or another process's: the lock says) is left alone.
+    """
+
+    def __init__(self, state_dir: str | Path, *, max_runtime_s: float = 3600.0, poll_s: float = 0.2) -> None:
+        self.state_dir, self.max_runtime_s, self.poll_s = Path(state_dir), max_runtime_s, poll_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                return  # ours still runs (poll() also reaps one that exited)
+            if watchdog_running(self.state_dir):
+                return  # a watchdog that exits re-reads the ledger after letting go: it sees our record
+            self._proc = spawn_watchdog(self.state_dir, poll_s=self.poll_s, max_runtime_s=self.max_runtime_s)
+
+    def settle(self, timeout_s: float = 2.0) -> bool:
+        """Once the ledger is empty, wait (bounded) for our watchdog to notice and exit, so a finished run
+        leaves no process behind even for a poll. False if it still runs (the ledger is not empty)."""
+        with self._lock:
+            proc = self._proc
+        if proc is None:
+            return True
+        ledger, deadline = Ledger(self.state_dir), time.monotonic() + timeout_s
+        while proc.poll() is None and not ledger.ids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return proc.poll() is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
 
 def _registry(refs: Sequence[str], state_dir: Path) -> FaultRegistry:

@@ -45,6 +45,7 @@ from faults.errors import ConfigError, FaultdrillError, RollbackError
 from faults.kube.dispatch import kube_dispatch
 from faults.ledger import pid_alive, process_start_ticks
 from faults.network import Exchange, set_proxy_mode, timed_exchange
+from faults.owned import supervisor_gone, supervisor_identity
 from faults.proxy import ProxyMode
 from faults.topology import ServiceHandle
 
@@ -128,6 +129,7 @@ class DependencyOutageFault(Fault):
             "url": store.url, "admin_url": store.admin_url or store.url,
             "token_file": str(store.admin_token_file) if store.admin_token_file else None,
             "ca_file": str(store.ca_file) if store.ca_file else None,
+            "supervisor": supervisor_identity(ctx.supervisor),
         }  # fmt: skip
         if proxy is not None:
             assert proxy.pid is not None
@@ -170,6 +172,8 @@ class DependencyOutageFault(Fault):
             elif mode == "killed":
                 if ctx.supervisor is not None:
                     ctx.supervisor.start(undo["name"])
+                elif supervisor_gone(undo):  # its platform died with its supervisor: nothing to restart it into
+                    self.undo_note = f"'{undo['name']}' stays down: the platform that held it died"
                 elif _probe(undo, timeout=1.0).outcome != "ok":
                     raise RollbackError(
                         f"'{undo['name']}' was killed and no supervisor is here to restart it: "

@@ -3,7 +3,9 @@
 A record is written (temp file, fsync, rename, fsync of the directory) *before* the
 change is made and removed after it is undone, so whatever a killed run left behind is
 listed here and ``rollback_pending`` can undo it. A per-record ``fcntl`` lock keeps two
-processes (a CLI and the dead-man watchdog, say) from undoing the same record at once.
+processes (a CLI and the dead-man watchdog, say) from undoing the same record at once. The
+processes and network namespaces a run starts are records here too (``faults/owned.py``), undone
+by the same path.
 
 Example::
 
@@ -192,9 +194,13 @@ class RollbackResult:
     fault: str
     outcome: RollbackOutcome
     message: str = ""
+    kind: str = "fault"
+    """``fault``, or a run's own ``process`` / ``netns`` (faults/owned.py)."""
+    target: str = ""
 
     def __str__(self) -> str:
-        return f"{self.outcome.value} {self.injection_id} ({self.fault}): {self.message}"
+        what = self.fault if self.kind == "fault" else f"{self.kind} {self.target}"
+        return f"{self.outcome.value} {self.injection_id} ({what}): {self.message}"
 
 
 def rollback_pending(
@@ -225,12 +231,15 @@ def rollback_pending(
             if injection is None:
                 continue  # undone by someone else between listing and locking
             if not include_live and not ledger.is_orphaned(injection, ctx.clock.time()):
+                why = "its run still uses it" if _kind(injection) != "fault" else "within its deadline"
                 results.append(
                     RollbackResult(
                         injection_id,
                         injection.fault,
                         RollbackOutcome.SKIPPED_LIVE,
-                        f"owner pid {injection.owner_pid} is alive and within its deadline",
+                        f"owner pid {injection.owner_pid} is alive and {why}",
+                        _kind(injection),
+                        injection.target,
                     )
                 )
                 continue
@@ -249,22 +258,31 @@ def _newest_first(ledger: Ledger) -> list[str]:
     return sorted(created, key=lambda i: created[i], reverse=True)
 
 
+def _kind(record: Injection) -> str:
+    from faults.owned import is_resource  # local: faults.owned imports this module
+
+    return record.fault if is_resource(record) else "fault"
+
+
 def _undo_one(registry: FaultRegistry, ctx: FaultContext, injection: Injection) -> RollbackResult:
+    kind = _kind(injection)
     try:
-        fault = registry.get(injection.fault)()
+        # record_kind: the registry's faults and the ledger's own process/netns records alike
+        fault = registry.record_kind(injection.fault)()
         fault.rollback(injection, ctx)
     except (FaultdrillError, OSError, ValueError, KeyError, RuntimeError) as exc:
         # Keep the record: the change may still be in place and must stay visible.
-        return RollbackResult(
-            injection.id, injection.fault, RollbackOutcome.FAILED, f"{type(exc).__name__}: {exc}"
-        )
+        return RollbackResult(injection.id, injection.fault, RollbackOutcome.FAILED, f"{type(exc).__name__}: {exc}",
+                              kind, injection.target)  # fmt: skip
     ctx.ledger.clear(injection.id)
-    return RollbackResult(injection.id, injection.fault, RollbackOutcome.ROLLED_BACK, "ok")
+    return RollbackResult(injection.id, injection.fault, RollbackOutcome.ROLLED_BACK, fault.undo_note or "ok", kind,
+                          injection.target)  # fmt: skip
 
 
 def rollback_owned(registry: Any, ctx: Any, owner_pid: int) -> list[str]:
     """Undo, newest first, every record ``owner_pid`` made (a process cleaning up after itself:
-    the Chaos Toolkit target when its owner exits, the pytest plugin at session end). Each record
+    the Chaos Toolkit target when its owner exits, the pytest plugin at session end), the processes
+    and namespaces it recorded included. Each record
     is locked while undone; a failed undo stays in the ledger for ``faultdrill rollback --pending``.
     Returns one line per record."""
     lines: list[str] = []
@@ -275,7 +293,7 @@ def rollback_owned(registry: Any, ctx: Any, owner_pid: int) -> list[str]:
             if not held or ctx.ledger.get(record.id) is None:
                 continue
             try:
-                registry.get(record.fault)().undo(record, ctx)
+                registry.record_kind(record.fault)().undo(record, ctx)
                 lines.append(f"rolled back {record.id} ({record.fault})")
             except Exception as exc:  # kept in the ledger: faultdrill rollback --pending retries it
                 lines.append(f"rollback of {record.id} ({record.fault}) failed: {type(exc).__name__}: {exc}")

@@ -24,13 +24,14 @@ import secrets
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
+from faults.owned import die_with_parent
 from faults.proxy import FaultProxy, ProxyMode
 
 __all__ = ["ControlServer", "ProxyControl", "RunningProxy", "parse_hostport", "run", "spawn_proxy"]
@@ -163,6 +164,8 @@ class RunningProxy:
     listen: tuple[str, int]
     control_address: tuple[str, int]
     token: str
+    argv: list[str] = field(default_factory=list)
+    """The command line (no secret in it: the token travels in a file)."""
 
     def control(self) -> ProxyControl:
         host, port = self.control_address
@@ -196,7 +199,8 @@ def spawn_proxy(
     cmd = [sys.executable, "-m", "faults.proxy", "--listen", f"{listen[0]}:{listen[1]}",
            "--upstream", f"{upstream[0]}:{upstream[1]}", "--control",
            f"{control[0]}:{control[1]}", "--token-file", str(path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    # Dies with its parent when started from the main thread (faults.owned.die_with_parent says why only then).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=die_with_parent())
     assert proc.stdout is not None
     # One line is expected; readline blocks, so the child's own startup bounds it.
     line = proc.stdout.readline()
@@ -207,7 +211,7 @@ def spawn_proxy(
         raise RuntimeError(f"proxy did not start (rc={proc.wait(timeout)}): {line!r}") from None
     listen_at = (str(ready["listen"][0]), int(ready["listen"][1]))
     control_at = (str(ready["control"][0]), int(ready["control"][1]))
-    return RunningProxy(proc, listen_at, control_at, token)
+    return RunningProxy(proc, listen_at, control_at, token, cmd)
 
 
 async def _serve(args: argparse.Namespace) -> None:

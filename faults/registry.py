@@ -8,6 +8,7 @@ Example::
     registry.load_entry_points()              # group "faultdrill.faults", built-ins included
     registry.register(FakeFault, source="tests")
     fault = registry.get("fake")()            # unknown names suggest the closest one
+    registry.record_kind("process")           # + the ledger's own kinds (faults/owned.py), for undo only
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 
 from faults.base import Fault
 from faults.errors import PluginError
+from faults.owned import RECORD_KINDS
 
 __all__ = ["ENTRY_POINT_GROUP", "FaultRegistry"]
 
@@ -41,6 +43,9 @@ class FaultRegistry:
     def __init__(self) -> None:
         self._faults: dict[str, type[Fault]] = {}
         self._sources: dict[str, str] = {}
+        # The ledger's own record kinds (a run's processes and namespaces): in every registry, so
+        # whatever undoes records undoes them too; never listed, never a spec's fault type.
+        self._kinds: dict[str, type[Fault]] = {k.name: k for k in RECORD_KINDS}
 
     def register(self, fault_cls: object, *, source: str | None = None) -> None:
         """Add ``fault_cls``; a malformed class or a taken name is a ``PluginError``."""
@@ -48,6 +53,9 @@ class FaultRegistry:
         _check_fault_class(fault_cls, where)
         cls = cast(type[Fault], fault_cls)  # narrowed by the check above
         name = cls.name
+        if name in self._kinds:
+            raise PluginError(f"fault name '{name}' is reserved for the ledger's own records (by {where})",
+                              plugin=name)  # fmt: skip
         if name in self._faults:
             if self._faults[name] is cls:
                 return  # same class via two routes (e.g. explicit + entry point): harmless
@@ -72,6 +80,10 @@ class FaultRegistry:
                 plugin=name,
                 suggestion=close[0] if close else None,
             ) from None
+
+    def record_kind(self, name: str) -> type[Fault]:
+        """What undoes a ledger record of kind ``name``: a fault, or a run's ``process``/``netns`` record."""
+        return self._kinds.get(name) or self.get(name)
 
     def source(self, name: str) -> str:
         """Where ``name`` was registered from (entry point or module path)."""

@@ -42,6 +42,7 @@ from experiments.timeline import Timeline
 from faults.registry import FaultRegistry
 from gamedays.launch import GamedayLauncher
 from gamedays.plan import LoadedPlan, load_plan
+from reports import write_all
 
 __all__ = ["GameDayResult", "run_gameday"]
 
@@ -150,7 +151,8 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
                            for f in spec.faults}  # fmt: skip
                 result = run_spec(spec, configs, base, out=directory, registry=registry, console=console, plain=plain,
                                   alerting=alerting, runbooks=GamedayLauncher(console=console), shared=shared,
-                                  stop=stop, guided=guided, run_dir=directory / f"{i + 1:02d}-{name}")  # fmt: skip
+                                  stop=stop, guided=guided, run_dir=directory / f"{i + 1:02d}-{name}",
+                                  reports=write_all)  # fmt: skip
                 results.append((name, result))
         finally:
             system.close()

@@ -45,8 +45,7 @@ def environment() -> Environment:
     """The Jinja2 environment of every HTML renderer (strict: a missing name is an error, not a blank)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    from experiments.journal import JOURNAL_VERSION
-    from faultdrill import __version__
+    from experiments.journal import JOURNAL_VERSION, faultdrill_version
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=False, lstrip_blocks=False)  # fmt: skip
@@ -56,7 +55,7 @@ def environment() -> Environment:
         fixed=lambda v: fmt.DASH if v is None else f"{v:.1f}",
         at=lambda v: fmt.DASH if v is None else f"{v:.1f} s",
     )  # fmt: skip
-    env.globals.update(version=__version__, journal_version=JOURNAL_VERSION)
+    env.globals.update(version=faultdrill_version(), journal_version=JOURNAL_VERSION)
     env.filters["canary_figure"] = _canary_figure
     return env
 

@@ -47,6 +47,7 @@ from experiments.process import ServiceError
 from experiments.timeline import Timeline
 from faults.base import Scope
 from faults.cgroups import MemoryCgroup, detect_memory_controller
+from faults.owned import Owner
 from faults.topology import ServiceHandle, Topology
 
 __all__ = ["LocalPlatform"]
@@ -79,13 +80,15 @@ class LocalPlatform:
         timeline: Timeline | None = None, with_proxy: bool = True, feature_store_netns: bool = False,
         ready_timeout_s: float = 60.0, watch_period_s: float = 0.05, breaker_period_s: float = 0.25,
         observers: tuple[Observer, ...] = (), canary: CanaryRollout | None = None,
-        cache_max_memory_bytes: int | None = None, cache_ttl_s: float = 30.0,
+        cache_max_memory_bytes: int | None = None, cache_ttl_s: float = 30.0, owner: Owner | None = None,
     ) -> None:  # fmt: skip
         self.timeline = timeline if timeline is not None else Timeline()
+        # owner: every process (restarts too) and namespace is a ledger record while it exists (faults/owned.py)
         self.stack = LocalStack(Path(workdir), replicas=replicas, memory_limit_bytes=memory_limit_bytes,
                                 replica_env=dict(replica_env or {}), with_proxy=with_proxy,
                                 feature_store_netns=feature_store_netns, ready_timeout_s=ready_timeout_s,
-                                cache_max_memory_bytes=cache_max_memory_bytes, cache_ttl_s=cache_ttl_s)  # fmt: skip
+                                cache_max_memory_bytes=cache_max_memory_bytes, cache_ttl_s=cache_ttl_s,
+                                owner=owner)  # fmt: skip
         self.restart_policy: RestartPolicy = restart_policy
         self.backoff = backoff or BackOff()
         self.ready_timeout_s = ready_timeout_s
@@ -252,6 +255,11 @@ class LocalPlatform:
             tr.lock.release()
 
     # -- Supervisor protocol (what faults use) ----------------------------------------------
+    @property
+    def supervisor_pid(self) -> int:
+        """This process: the platform lives and dies with it (``faults.owned.supervisor_identity``)."""
+        return self.stack.supervisor_pid
+
     def handle(self, name: str) -> ServiceHandle:
         return self.stack.handle(name)
 
