@@ -369,7 +369,12 @@ def test_crash_after_swap_then_rollback_pending(stack: LocalStack, tmp_path: Pat
     assert list((state / "backups").iterdir()) == []
 
 
+# The skew is injected from a worker thread, as the platform's restart watcher restarts services:
+# a child forked there gets no parent-death signal (Linux ties it to the forking *thread*), so it
+# outlives its killed supervisor — the orphan that rollback must bring back to the real clock. (A
+# run's own services are also ledger records, stopped by the watchdog: tests/unit/faults/test_faults_owned.py.)
 SKEW_CHILD = """
+import threading
 import time
 from pathlib import Path
 from experiments.localstack import LocalStack
@@ -379,7 +384,12 @@ stack = LocalStack(Path({work!r}), replicas=0, with_proxy=False)
 stack.up()
 ctx = FaultContext.create({state!r}, topology=stack.topology(), scope=stack.scope(), supervisor=stack)
 fault = CertExpiryFault()
-inj = fault.inject(fault.parse_config({{"target": "feature-store", "mode": "clock_skew"}}), ctx)
+done = []
+worker = threading.Thread(target=lambda: done.append(
+    fault.inject(fault.parse_config({{"target": "feature-store", "mode": "clock_skew"}}), ctx)))
+worker.start()
+worker.join()
+inj = done[0]
 print("injected", inj.id, stack.handle("feature-store").port, flush=True)
 time.sleep(120)
 """
