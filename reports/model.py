@@ -222,6 +222,7 @@ class RunView:
             outcome=journal.outcome, passed=sum(v.passed for v in verdicts), expectations=len(verdicts),
             availability_faults=slo.fault_availability, slo_availability=slo.availability_target,
             mttd_s=[f.mttd_s for f in faults], mttr_s=[f.mttr_s for f in faults],
+            evaluated=sum(v.evaluated for v in verdicts),
         )  # fmt: skip
         return cls(journal, duration, req, Series.of(req, duration), faults, build_lanes(journal.events, duration),
                    alert_rows(journal.events, [(f.id, f.start) for f in faults]), runbook_rows(journal.events),

@@ -10,8 +10,8 @@
     D  detection                   15    mean over faults of 1 − MTTD / 30 s, clamped (never detected: 0)
     R  recovery                    15    mean over faults of 1 − MTTR / 60 s, clamped (never recovered: 0)
 
-    outcome factor: passed or failed 1, halted 0.5; a run that ended in error (nothing was
-    injected) is not scored.
+    outcome factor: passed or failed 1, halted 0.5; a run that ended in error, or aborted before
+    any fault was injected (nothing was tested), is not scored.
 
 A part that does not apply (no expectations; no faults, so no D and R; no requests during
 faults, so no A) is left out and the others are re-weighted; a run where none applies is
@@ -79,8 +79,11 @@ def _mean_time_part(times: Sequence[float | None], ref: float) -> float | None:
 
 def resilience_score(*, outcome: str | None, passed: int, expectations: int, availability_faults: float | None,
                      slo_availability: float, mttd_s: Sequence[float | None],
-                     mttr_s: Sequence[float | None]) -> Score:  # fmt: skip
-    """Score one run from its figures (see the module docstring for the formula)."""
+                     mttr_s: Sequence[float | None], evaluated: int | None = None) -> Score:  # fmt: skip
+    """Score one run from its figures (see the module docstring for the formula).
+
+    ``evaluated``: how many expectations were judged (None: all); a run that aborted before any fault
+    was injected judged none, tested nothing, and is not scored (a 0 would blame the system)."""
     span = slo_availability - AVAILABILITY_FLOOR
     a = None if availability_faults is None else (
         _clamp((availability_faults - AVAILABILITY_FLOOR) / span) if span > 0 else float(availability_faults >= 1.0))
@@ -100,6 +103,9 @@ def resilience_score(*, outcome: str | None, passed: int, expectations: int, ava
     )  # fmt: skip
     factor = OUTCOME_FACTOR.get(outcome or "", 0.0)
     applied = [p for p in parts if p.value is not None]
+    if expectations and evaluated == 0:
+        why = "the run aborted before any fault was injected: nothing was tested"
+        return Score(None, parts, factor, f"not scored: {why}", why)
     if outcome not in OUTCOME_FACTOR:
         why = "the run ended in error before anything was injected" if outcome == "error" else "the run did not finish"
         return Score(None, parts, factor, f"not scored: {why}", why)

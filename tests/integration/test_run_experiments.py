@@ -84,4 +84,6 @@ def test_a_run_aborted_before_any_fault_says_not_evaluated_and_why(tmp_path, lef
     assert f"NOT EVALUATED: {len(journal['verdicts'])} expectation(s)" in summary
     junit = (sorted(out.glob("*/junit.xml"))[-1]).read_text()
     assert 'type="NotEvaluated"' in junit and "<failure" not in junit
+    html = (sorted(out.glob("*/report.html"))[-1]).read_text()  # nothing was tested: no score blames the system
+    assert "not scored: the run aborted before any fault was injected" in html
     assert leftovers(out, state) == []

@@ -49,6 +49,13 @@ def test_outcome_factor_and_unscored_runs():
     assert nothing.value is None and "nothing to score" in nothing.why_unscored
 
 
+def test_a_run_aborted_before_any_fault_is_not_scored():
+    aborted = score(outcome="halted", passed=0, evaluated=0, availability_faults=None, mttd_s=[None], mttr_s=[None])
+    assert aborted.value is None and aborted.label == "n/a"
+    assert "aborted before any fault was injected" in aborted.why_unscored
+    assert score(outcome="halted", passed=0, evaluated=4).value is not None  # judged, then halted: scored
+
+
 def test_slo_of_one_has_no_span():
     assert score(slo_availability=1.0, availability_faults=1.0).value == 100
     assert score(slo_availability=1.0, availability_faults=0.75).value == 85
