@@ -228,7 +228,7 @@ class _Handler(TokenHandler):
 
 def serve(args: argparse.Namespace) -> int:
     """The target process: up, state file, control API, then wait for stop or the owner's exit."""
-    from experiments.platforms.local import LocalPlatform
+    from experiments.platforms.build import build_platform
     from experiments.timeline import Timeline
 
     path = Path(args.state).absolute()
@@ -242,11 +242,10 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    env = {"FAULTDRILL_MISCONFIGURATIONS": ",".join(args.misconfig)} if args.misconfig else {}
     timeline = Timeline()
-    platform = LocalPlatform(workdir / "platform", replicas=args.replicas, replica_env=env, timeline=timeline,
-                             memory_limit_bytes=args.memory_limit_mib * 2**20 or None,
-                             feature_store_netns=args.netns)  # fmt: skip
+    platform = build_platform(timeline=timeline, workdir=workdir / "platform", misconfigurations=args.misconfig,
+                              replicas=args.replicas, memory_limit_bytes=args.memory_limit_mib * 2**20 or None,
+                              feature_store_netns=args.netns)  # fmt: skip
     alerting: Any = None
     control: _Control | None = None
     try:

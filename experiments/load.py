@@ -160,6 +160,8 @@ class LoadGenerator:
     ``stop()`` asks Locust to finish (SIGTERM: it writes final stats), then kills what is left.
     """
 
+    label = "the load generator"  # how log lines name it (experiments.platforms.base.Load)
+
     def __init__(
         self, host_url: str, timeline: Timeline, workdir: Path, *, users: int = 8,
         spawn_rate: float | None = None, shape: LoadShape | None = None, workers: int = 0,

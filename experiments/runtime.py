@@ -15,26 +15,22 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from experiments.journal import Environment, collect_environment
-from experiments.kube_spec import KubernetesSettings
-from experiments.load import LoadGenerator, LoadShape
-from experiments.platforms.local import LocalPlatform
-from experiments.platforms.probes import ProbeConfig, ProbeSet
-from experiments.platforms.restarts import BackOff
-from experiments.platforms.rollout import CanaryRollout
+from experiments.load import LoadShape
+from experiments.platforms.base import Load, Platform
+from experiments.platforms.build import build_platform, check_platform
 from experiments.rulefiles import alertmanager_path, rules_path
 from experiments.runalerts import RunAlerting
 from experiments.runbook_hook import LaunchContext, RunbookLauncher, RunbookTriggers
 from experiments.schedule import FaultScheduler
 from experiments.scraper import MetricsScraper
-from experiments.spec import PLATFORM_MISCONFIGURATIONS, Experiment
+from experiments.spec import Experiment
 from experiments.timeline import Timeline
 from faults.base import FaultContext
 from faults.deadman import Keeper
@@ -67,7 +63,7 @@ class SharedSystem:
     The scenario's run uses them and their timeline, and never stops them; the game day does.
     """
 
-    platform: LocalPlatform
+    platform: Platform
     timeline: Timeline
     alerting: RunAlerting | None = None
 
@@ -80,10 +76,8 @@ class RunParts:
         self.spec = spec
         self.timeline = timeline
         self.registry = registry
-        if spec.target.platform == "kubernetes" and shared is None:  # no cluster: one located line, exit 2
-            from experiments.platforms.kubernetes import check_cluster
-
-            check_cluster(spec.target.kubernetes or KubernetesSettings())
+        if shared is None:  # e.g. kubernetes without a cluster: one located line, exit 2
+            check_platform(spec.target)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         # Absolute once, here: every configuration the run generates (Prometheus' rule_files, Locust,
         # redis, proxies, runbooks) names files under it, and some tools resolve a relative path against
@@ -91,11 +85,11 @@ class RunParts:
         self.run_dir = (run_dir or out / f"{spec.metadata.name}-{stamp}").absolute()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = default_state_dir()
-        self.platform: LocalPlatform | None = None
+        self.platform: Platform | None = None
         self._watchdog = Keeper(self.state_dir, max_runtime_s=3600.0)
         # What this run starts is recorded as it starts; the watchdog comes up with the first record.
         self.owner = Owner.current(self.state_dir, on_record=self._watchdog.ensure)
-        self.load: LoadGenerator | None = None
+        self.load: Load | None = None
         self.alerting: RunAlerting | None = None
         self.shared = shared
         if shared is not None:
@@ -106,74 +100,19 @@ class RunParts:
     def platform_up(self) -> None:
         if self.shared is not None:
             return  # the game day's platform is up already
-        if self.spec.target.platform == "kubernetes":
-            self._kubernetes_up()
-            return
-        t = self.spec.target
-        env = dict(t.env)
-        if target_misconfigs := [m for m in t.misconfigurations if m not in PLATFORM_MISCONFIGURATIONS]:
-            env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(target_misconfigs)
-        if t.model != "digits":
-            env["FAULTDRILL_MODEL"] = t.model
-        env["FAULTDRILL_DEVICE"] = t.device
-        if t.cache.enabled:
-            env.setdefault("FAULTDRILL_CACHE_TIMEOUT_S", str(float(t.cache.timeout)))
-        p = t.probes
-        period, timeout = float(p.period), float(p.timeout)
-        probes = ProbeSet(
-            readiness=ProbeConfig("/v2/health/ready", period_s=period, timeout_s=timeout,
-                                  failure_threshold=p.failure_threshold, success_threshold=p.success_threshold),
-            # At least 1 s of failures: a crashing torch process takes ~0.5-1 s to exit after its port
-            # closes, and must be reported as its own exit, not as a liveness kill.
-            liveness=ProbeConfig("/v2/health/live", period_s=period, timeout_s=timeout,
-                                 failure_threshold=max(p.failure_threshold, round(1.0 / period))),
-        )  # fmt: skip
-        backoff = BackOff(initial_s=float(t.restart.backoff_initial), max_s=float(t.restart.backoff_max))
-        self.platform = LocalPlatform(
-            self.run_dir / "platform", replicas=t.replicas, memory_limit_bytes=t.memory_limit, replica_env=env,
-            probes=probes, restart_policy=t.restart.policy, backoff=backoff, timeline=self.timeline,
-            feature_store_netns=t.feature_store_netns, observers=(MetricsScraper(period_s=1.0),),
-            canary=CanaryRollout(t.canary, self.timeline, judge="no_canary_analysis" not in t.misconfigurations)
-            if t.canary is not None else None,
-            cache_max_memory_bytes=t.cache.max_memory if t.cache.enabled else None, cache_ttl_s=float(t.cache.ttl),
-            owner=self.owner,
-        )  # fmt: skip
+        self.platform = build_platform(self.spec.target, timeline=self.timeline, workdir=self.run_dir / "platform",
+                                       owner=self.owner, observers=(MetricsScraper(period_s=1.0),))  # fmt: skip
         self.platform.up()
-
-    def _kubernetes_up(self) -> None:
-        """The deployed target on a cluster (``experiments/platforms/kubernetes.py``): same contract."""
-        from experiments.platforms.kubernetes import KubernetesPlatform
-
-        t = self.spec.target
-        platform = KubernetesPlatform(t.kubernetes or KubernetesSettings(), replicas=t.replicas, timeline=self.timeline)
-        self.platform = cast(LocalPlatform, platform)  # duck-typed: the same platform contract
-        platform.up()
 
     def environment_stub(self) -> Environment:
         return collect_environment(device=self.spec.target.device, emulated=True)
 
     def environment(self) -> Environment:
-        """Ask the first replica what its device really is (real or emulated)."""
-        import httpx
-
+        """Ask the running platform what the target's device really is (real or emulated) and its notes."""
         assert self.platform is not None
-        if self.spec.target.platform == "kubernetes":
-            return collect_environment(device=self.spec.target.device, emulated=False, notes=[
-                f"platform kubernetes: namespace {self.platform.scope().namespaces}, pods observed through the "
-                "watch API, faults through the Kubernetes API (faults/kube)"])  # fmt: skip
-        url = self.platform.topology().get("replica-0").url
-        device: dict[str, Any] = {}
-        with contextlib.suppress(httpx.HTTPError):
-            device = httpx.get(f"{url}/v2", timeout=5).json().get("device", {})
-        emulated = bool(device.get("emulated", True))
-        notes = []
-        if emulated:
-            notes.append("no GPU: the target's device memory is an emulated budget on the CPU; GPU faults drive "
-                         "torch's own OutOfMemoryError through it")  # fmt: skip
-        notes.append("platform local: replicas are supervised processes with Kubernetes probe and restart "
-                     "semantics (CrashLoopBackOff time-scaled for CI), not pods")  # fmt: skip
-        return collect_environment(device=str(device.get("kind", self.spec.target.device)), emulated=emulated,
-                                   device_name=str(device.get("name", "")), notes=notes)  # fmt: skip
+        env = self.platform.environment(self.spec.target.device)
+        return collect_environment(device=env.device, emulated=env.emulated, device_name=env.device_name,
+                                   notes=list(env.notes))  # fmt: skip
 
     # -- alerting ------------------------------------------------------------------------
     def alerts_up(self, spec_file: Path | str | None) -> dict[str, Any]:
@@ -184,10 +123,11 @@ class RunParts:
                 raise ConfigError("this scenario expects alerts, but the game day runs without alerting",
                                   field="alerting.enabled")  # fmt: skip
             return self.alerting.info
-        if self.spec.target.platform == "kubernetes":
-            raise ConfigError("alerting in a run needs its own Prometheus scraping the replicas, which the kubernetes "
-                              "platform does not wire yet: run with --no-alerts (the cluster's Prometheus Operator "
-                              "evaluates the same rules: target_service/deploy/base/prometheusrule.yaml)",
+        if not self.platform.own_alerting:
+            raise ConfigError(f"alerting in a run needs its own Prometheus scraping the replicas, which the "
+                              f"{self.platform.name} platform does not wire yet: run with --no-alerts (the cluster's "
+                              "Prometheus Operator evaluates the same rules: "
+                              "target_service/deploy/base/prometheusrule.yaml)",
                               field="alerting.enabled")  # fmt: skip
         a = self.spec.alerting
         self.alerting = RunAlerting(a, rules_path(a.rules, spec_file=spec_file),
@@ -237,26 +177,12 @@ class RunParts:
         assert self.platform is not None
         spec = self.spec.load
         run_time = float(spec.duration) if spec.duration else total_s
-        kube = self.spec.target.kubernetes or KubernetesSettings()
-        if self.spec.target.platform == "kubernetes" and kube.locust:
-            from experiments.platforms.kube_load import KubeLoad
-
-            self.load = cast(LoadGenerator, KubeLoad(  # duck-typed: start / wait_first_request / stop
-                getattr(self.platform, "api", None), kube.namespace, self.timeline, users=spec.users,
-                spawn_rate=float(spec.spawn_rate or spec.users), run_time_s=run_time, workers=spec.workers or 2))
-            self.load.start()
-            if not self.load.wait_first_request(90):
-                log.warning("the in-cluster Locust sent no request within 90 s")
-            return
-        self.load = LoadGenerator(
-            self.platform.service_url, self.timeline, self.run_dir / "load", users=spec.users,
-            spawn_rate=spec.spawn_rate, shape=_load_shape(self.spec), workers=spec.workers, run_time=run_time,
-            model=self.spec.target.model, think_time_s=float(spec.think_time),
-            clients=[(c.id, c.weight) for c in spec.clients], owner=self.owner,
-        )  # fmt: skip
+        self.load = self.platform.load_generator(spec, shape=_load_shape(self.spec), run_time_s=run_time,
+                                                 workdir=self.run_dir / "load", model=self.spec.target.model,
+                                                 owner=self.owner)  # fmt: skip
         self.load.start()
         if not self.load.wait_first_request(90):
-            log.warning("the load generator sent no request within 90 s")
+            log.warning("%s sent no request within 90 s", self.load.label)
 
     def load_summary(self) -> dict[str, Any]:
         return self._load_summary

@@ -53,7 +53,7 @@ import pytest
 
 if TYPE_CHECKING:
     from experiments.assertions import Verdict
-    from experiments.platforms.local import LocalPlatform
+    from experiments.platforms.base import Platform
     from experiments.run import RunResult
     from faults.base import FaultContext, Injection, Verification
 
@@ -437,10 +437,11 @@ def faultdrill_expect(request: pytest.FixtureRequest) -> Callable[..., Verdict]:
 
 
 @pytest.fixture
-def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[LocalPlatform]:
-    """The bundled target up on this machine (``LocalPlatform``; options from the marker's ``platform={…}``:
-    replicas, memory_limit_bytes, feature_store_netns, replica_env, misconfigurations); always closed."""
-    from experiments.platforms.local import LocalPlatform
+def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[Platform]:
+    """The bundled target up on this machine (``LocalPlatform``, from ``build_platform``; options from the marker's
+    ``platform={…}``: replicas, memory_limit_bytes, feature_store_netns, replica_env, misconfigurations); always
+    closed."""
+    from experiments.platforms.build import build_platform
     from experiments.timeline import Timeline
 
     session = _session(request.config)
@@ -448,11 +449,11 @@ def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[LocalPlatfor
     marker = request.node.get_closest_marker("faultdrill")
     options = dict((marker.kwargs.get("platform") if marker else None) or {})
     env = dict(options.pop("replica_env", {}) or {})
-    if misconfigurations := options.pop("misconfigurations", None):
-        env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(misconfigurations)
+    misconfigurations = options.pop("misconfigurations", None) or ()
     options.setdefault("replicas", 1)
-    platform = LocalPlatform(session.test_dir(request.node) / "platform", timeline=Timeline(), replica_env=env,
-                             owner=session.owner(), **options)  # fmt: skip
+    platform = build_platform(timeline=Timeline(), workdir=session.test_dir(request.node) / "platform",
+                              replica_env=env, misconfigurations=misconfigurations, owner=session.owner(),
+                              **options)  # fmt: skip
     platform.up()
     try:
         yield platform
@@ -461,7 +462,7 @@ def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[LocalPlatfor
 
 
 @pytest.fixture
-def faultdrill_load(request: pytest.FixtureRequest, faultdrill_platform: LocalPlatform) -> Iterator[Callable[..., Any]]:
+def faultdrill_load(request: pytest.FixtureRequest, faultdrill_platform: Platform) -> Iterator[Callable[..., Any]]:
     """``faultdrill_load(users=4, run_time="120s")``: Locust against the platform's service, its requests on the
     platform's timeline; waits for the first request; stopped at teardown."""
     from experiments.load import LoadGenerator
@@ -513,7 +514,7 @@ class ActiveFault:
 
 @pytest.fixture
 def faultdrill_fault(
-    request: pytest.FixtureRequest, faultdrill_platform: LocalPlatform
+    request: pytest.FixtureRequest, faultdrill_platform: Platform
 ) -> Iterator[Callable[..., ActiveFault]]:
     """``faultdrill_fault(type, *, target=None, duration="60s", id=None, skip_unsupported=False, **params)``:
     inject a registered fault into the platform (preflight first); rolled back at teardown, newest first,

@@ -2,6 +2,8 @@
 
 ``local`` (:class:`LocalPlatform`) supervises processes on this machine: probes, restart
 policy with CrashLoopBackOff, memory cgroups, and a readiness-aware service endpoint.
+Every platform (``local``, ``kubernetes``, the shipped ``fake``) satisfies the :class:`Platform`
+contract (``base.py``); :func:`build_platform` (``build.py``) is the one place that picks one.
 
 Example::
 
@@ -12,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+from experiments.platforms.base import Load, Platform, PlatformEnvironment
+from experiments.platforms.build import build_platform
 from experiments.platforms.endpoint import ServiceEndpoint
 from experiments.platforms.local import LocalPlatform
 from experiments.platforms.probes import ProbeConfig, ProbeKind, ProbeSampler, ProbeSet
@@ -19,13 +23,17 @@ from experiments.platforms.restarts import BackOff, RestartPolicy, exit_reason, 
 
 __all__ = [
     "BackOff",
+    "Load",
     "LocalPlatform",
+    "Platform",
+    "PlatformEnvironment",
     "ProbeConfig",
     "ProbeKind",
     "ProbeSampler",
     "ProbeSet",
     "RestartPolicy",
     "ServiceEndpoint",
+    "build_platform",
     "exit_reason",
     "restarts_after",
 ]

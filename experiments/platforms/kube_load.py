@@ -49,6 +49,8 @@ def request_event(line: str | bytes, start_wall: float, source: str = "load") ->
 class KubeLoad:
     """The in-cluster Locust, driven through the API; see the module docstring."""
 
+    label = "the in-cluster Locust"  # how log lines name it (experiments.platforms.base.Load)
+
     def __init__(self, api: Any, namespace: str, timeline: Timeline, *, users: int, spawn_rate: float,
                  run_time_s: float, workers: int = 2, host: str = "http://target:8000") -> None:  # fmt: skip
         self.api, self.namespace, self.timeline = api, namespace, timeline

@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from experiments.kube_spec import KubernetesSettings
 from experiments.platforms.kube_events import NAME_LABEL, PodTracker
@@ -34,7 +35,13 @@ from faults.base import Scope
 from faults.errors import ConfigError
 from faults.kube.client import api_client, apps, cluster_ref, core, pod_exec
 from faults.kube.pods import main_sh
+from faults.owned import Owner
 from faults.topology import KubeRef, ServiceHandle, Topology
+
+if TYPE_CHECKING:
+    from experiments.load import LoadShape
+    from experiments.platforms.base import Load, PlatformEnvironment
+    from experiments.spec import LoadSpec
 
 __all__ = ["KubernetesPlatform", "check_cluster"]
 
@@ -57,6 +64,9 @@ def check_cluster(settings: KubernetesSettings, timeout_s: float = 5.0) -> Any:
 
 class KubernetesPlatform:
     """The deployed target on a cluster; see the module docstring."""
+
+    name = "kubernetes"
+    own_alerting = False  # the cluster's Prometheus Operator evaluates the rules; a run does not wire its own
 
     def __init__(self, settings: KubernetesSettings, *, replicas: int = 1, timeline: Timeline | None = None,
                  ready_timeout_s: float = 300.0) -> None:  # fmt: skip
@@ -198,6 +208,31 @@ class KubernetesPlatform:
 
     def scope(self) -> Scope:
         return Scope(namespaces=frozenset({self.namespace}))
+
+    def environment(self, device: str) -> PlatformEnvironment:
+        from experiments.platforms.base import PlatformEnvironment
+
+        return PlatformEnvironment(device=device, emulated=False, notes=(
+            f"platform kubernetes: namespace {self.scope().namespaces}, pods observed through the "
+            "watch API, faults through the Kubernetes API (faults/kube)",))  # fmt: skip
+
+    def load_generator(self, load: LoadSpec, *, shape: LoadShape, run_time_s: float, workdir: Path, model: str,
+                       owner: Owner | None) -> Load:  # fmt: skip
+        """The in-cluster Locust (``kube_load.py``) with ``settings.locust``, else Locust here against
+        :attr:`service_url`."""
+        if self.settings.locust:
+            from experiments.platforms.kube_load import KubeLoad
+
+            return KubeLoad(self.api, self.namespace, self.timeline, users=load.users,
+                            spawn_rate=float(load.spawn_rate or load.users), run_time_s=run_time_s,
+                            workers=load.workers or 2)  # fmt: skip
+        from experiments.load import LoadGenerator
+
+        return LoadGenerator(
+            self.service_url, self.timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
+            workers=load.workers, run_time=run_time_s, model=model, think_time_s=float(load.think_time),
+            clients=[(c.id, c.weight) for c in load.clients], owner=owner,
+        )  # fmt: skip
 
     # -- Supervisor protocol ---------------------------------------------------------------
     def handle(self, name: str) -> ServiceHandle:

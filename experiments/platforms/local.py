@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
@@ -49,6 +49,11 @@ from faults.base import Scope
 from faults.cgroups import MemoryCgroup, detect_memory_controller
 from faults.owned import Owner
 from faults.topology import ServiceHandle, Topology
+
+if TYPE_CHECKING:
+    from experiments.load import LoadGenerator, LoadShape
+    from experiments.platforms.base import PlatformEnvironment
+    from experiments.spec import LoadSpec
 
 __all__ = ["LocalPlatform"]
 
@@ -72,6 +77,9 @@ class _Track:
 
 class LocalPlatform:
     """N replicas + feature store on loopback, supervised like pods; see the module docstring."""
+
+    name = "local"
+    own_alerting = True  # a run may start its own Prometheus scraping the replicas (experiments/runalerts.py)
 
     def __init__(
         self, workdir: Path, *, replicas: int = 1, memory_limit_bytes: int | None = None,
@@ -164,6 +172,35 @@ class LocalPlatform:
 
     def scope(self) -> Scope:
         return self.stack.scope()
+
+    def environment(self, device: str) -> PlatformEnvironment:
+        """Ask the first replica what its device really is (real or emulated)."""
+        from experiments.platforms.base import PlatformEnvironment
+
+        url = self.topology().get("replica-0").url
+        info: dict[str, Any] = {}
+        with contextlib.suppress(httpx.HTTPError):
+            info = httpx.get(f"{url}/v2", timeout=5).json().get("device", {})
+        emulated = bool(info.get("emulated", True))
+        notes = []
+        if emulated:
+            notes.append("no GPU: the target's device memory is an emulated budget on the CPU; GPU faults drive "
+                         "torch's own OutOfMemoryError through it")  # fmt: skip
+        notes.append("platform local: replicas are supervised processes with Kubernetes probe and restart "
+                     "semantics (CrashLoopBackOff time-scaled for CI), not pods")  # fmt: skip
+        return PlatformEnvironment(device=str(info.get("kind", device)), emulated=emulated,
+                                   device_name=str(info.get("name", "")), notes=tuple(notes))  # fmt: skip
+
+    def load_generator(self, load: LoadSpec, *, shape: LoadShape, run_time_s: float, workdir: Path, model: str,
+                       owner: Owner | None) -> LoadGenerator:  # fmt: skip
+        """Locust processes on this machine against :attr:`service_url` (``experiments/load.py``)."""
+        from experiments.load import LoadGenerator
+
+        return LoadGenerator(
+            self.service_url, self.timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
+            workers=load.workers, run_time=run_time_s, model=model, think_time_s=float(load.think_time),
+            clients=[(c.id, c.weight) for c in load.clients], owner=owner,
+        )  # fmt: skip
 
     def ready_replicas(self) -> list[str]:
         return self.sampler.ready_replicas()

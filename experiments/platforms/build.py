@@ -1,0 +1,123 @@
+"""``build_platform``: the one place that maps ``target.platform`` to a platform class and turns
+the target's settings (misconfigurations, model, device, cache, probes, restart policy, canary)
+into its arguments. Runs, game days, the pytest plugin and the Chaos Toolkit target all call it.
+
+Example::
+
+    platform = build_platform(spec.target, timeline=timeline, workdir=run_dir / "platform", owner=owner)
+    platform.up()
+
+    # no spec (the pytest plugin, the CTK target): a local platform from explicit replica settings
+    platform = build_platform(timeline=timeline, workdir=tmp / "platform", replicas=2,
+                              misconfigurations=["no_readiness_probe"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from experiments.kube_spec import KubernetesSettings
+from experiments.timeline import Timeline
+
+if TYPE_CHECKING:
+    from experiments.observers import Observer
+    from experiments.platforms.base import Platform
+    from experiments.spec import TargetSpec
+    from faults.owned import Owner
+
+__all__ = ["PLATFORMS", "build_platform", "check_platform"]
+
+
+def _local(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None,
+           observers: tuple[Observer, ...]) -> Platform:  # fmt: skip
+    from experiments.platforms.local import LocalPlatform
+    from experiments.platforms.probes import ProbeConfig, ProbeSet
+    from experiments.platforms.restarts import BackOff
+    from experiments.platforms.rollout import CanaryRollout
+    from experiments.spec import PLATFORM_MISCONFIGURATIONS
+
+    env = dict(t.env)
+    if target_misconfigs := [m for m in t.misconfigurations if m not in PLATFORM_MISCONFIGURATIONS]:
+        env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(target_misconfigs)
+    if t.model != "digits":
+        env["FAULTDRILL_MODEL"] = t.model
+    env["FAULTDRILL_DEVICE"] = t.device
+    if t.cache.enabled:
+        env.setdefault("FAULTDRILL_CACHE_TIMEOUT_S", str(float(t.cache.timeout)))
+    p = t.probes
+    period, timeout = float(p.period), float(p.timeout)
+    probes = ProbeSet(
+        readiness=ProbeConfig("/v2/health/ready", period_s=period, timeout_s=timeout,
+                              failure_threshold=p.failure_threshold, success_threshold=p.success_threshold),
+        # At least 1 s of failures: a crashing torch process takes ~0.5-1 s to exit after its port
+        # closes, and must be reported as its own exit, not as a liveness kill.
+        liveness=ProbeConfig("/v2/health/live", period_s=period, timeout_s=timeout,
+                             failure_threshold=max(p.failure_threshold, round(1.0 / period))),
+    )  # fmt: skip
+    backoff = BackOff(initial_s=float(t.restart.backoff_initial), max_s=float(t.restart.backoff_max))
+    return LocalPlatform(
+        workdir, replicas=t.replicas, memory_limit_bytes=t.memory_limit, replica_env=env,
+        probes=probes, restart_policy=t.restart.policy, backoff=backoff, timeline=timeline,
+        feature_store_netns=t.feature_store_netns, observers=observers,
+        canary=CanaryRollout(t.canary, timeline, judge="no_canary_analysis" not in t.misconfigurations)
+        if t.canary is not None else None,
+        cache_max_memory_bytes=t.cache.max_memory if t.cache.enabled else None, cache_ttl_s=float(t.cache.ttl),
+        owner=owner,
+    )  # fmt: skip
+
+
+def _kubernetes(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None,
+                observers: tuple[Observer, ...]) -> Platform:  # fmt: skip
+    """The deployed target on a cluster (``experiments/platforms/kubernetes.py``): same contract."""
+    from experiments.platforms.kubernetes import KubernetesPlatform
+
+    return KubernetesPlatform(t.kubernetes or KubernetesSettings(), replicas=t.replicas, timeline=timeline)
+
+
+def _check_kubernetes(t: TargetSpec) -> None:
+    from experiments.platforms.kubernetes import check_cluster
+
+    check_cluster(t.kubernetes or KubernetesSettings())
+
+
+@dataclass(frozen=True)
+class _Kind:
+    build: Callable[[TargetSpec, Timeline, Path, Owner | None, tuple[Observer, ...]], Platform]
+    check: Callable[[TargetSpec], None] | None = None
+    """Before anything starts (e.g. no cluster: one located line, exit 2)."""
+
+
+PLATFORMS: dict[str, _Kind] = {"local": _Kind(_local), "kubernetes": _Kind(_kubernetes, _check_kubernetes)}
+"""``target.platform`` → how to build (and check) it: the one table of platform kinds."""
+
+
+def check_platform(target: TargetSpec) -> None:
+    """The platform's own checks before a run starts anything (no cluster: a ConfigError)."""
+    if (check := PLATFORMS[target.platform].check) is not None:
+        check(target)
+
+
+def build_platform(target: TargetSpec | None = None, *, timeline: Timeline, workdir: Path, owner: Owner | None = None,
+                   observers: tuple[Observer, ...] = (), replica_env: dict[str, str] | None = None,
+                   misconfigurations: Sequence[str] = (), **local: Any) -> Platform:  # fmt: skip
+    """The platform ``target.platform`` names, built (not started) from the target's settings.
+
+    Without a ``target`` (the pytest plugin, the CTK target: no spec) it is a local platform from
+    explicit settings: ``replica_env``, the target's ``misconfigurations`` (as
+    ``FAULTDRILL_MISCONFIGURATIONS``) and ``local`` (``LocalPlatform`` keywords: replicas,
+    memory_limit_bytes, feature_store_netns …).
+    """
+    if target is not None:
+        if replica_env is not None or misconfigurations or local:
+            raise TypeError("build_platform: replica_env, misconfigurations and platform keywords go without a "
+                            "target (a target carries its own)")  # fmt: skip
+        return PLATFORMS[target.platform].build(target, timeline, workdir, owner, observers)
+    from experiments.platforms.local import LocalPlatform
+
+    env = dict(replica_env or {})
+    if misconfigurations:
+        env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(misconfigurations)
+    return LocalPlatform(workdir, timeline=timeline, replica_env=env, owner=owner, observers=observers, **local)

@@ -1,0 +1,141 @@
+"""``FakePlatform``: the :class:`~experiments.platforms.base.Platform` contract in memory, for tests.
+
+It starts nothing: its topology names replicas, a feature store and a service on 127.0.0.1
+port 1 (closed: nothing answers), every supervisor call is recorded in :attr:`calls`, and held
+services stay down until started. Its load (:class:`FakeLoad`) records that it ran and returns
+an empty summary. Declared capabilities: no own alerting, an emulated CPU device.
+
+Example::
+
+    from experiments.platforms.fake import FakePlatform
+
+    platform = FakePlatform(replicas=2)
+    platform.up()
+    platform.stop("feature-store")            # held down
+    platform.start("feature-store")
+    assert platform.calls == [("up",), ("stop", "feature-store", True), ("start", "feature-store", None)]
+    assert platform.topology().get("replica-1").role == "replica"
+    platform.close()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from experiments.load import LoadSummary
+from experiments.platforms.base import PlatformEnvironment
+from experiments.timeline import Timeline
+from faults.base import Scope
+from faults.topology import ServiceHandle, Topology
+
+if TYPE_CHECKING:
+    from experiments.load import LoadShape
+    from experiments.spec import LoadSpec
+    from faults.owned import Owner
+
+__all__ = ["FakeLoad", "FakePlatform"]
+
+CLOSED_URL = "http://127.0.0.1:1"
+"""Where every fake service 'listens': a closed port, so a stray request fails at once."""
+
+
+class FakeLoad:
+    """A load that sends nothing: ``start``/``stop`` recorded, an empty summary."""
+
+    label = "the fake load"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def wait_first_request(self, timeout_s: float = 60.0) -> bool:
+        self.calls.append("wait_first_request")
+        return True
+
+    def stop(self) -> LoadSummary:
+        self.calls.append("stop")
+        return LoadSummary(requests=0, failures=0, events=0, exact=True)
+
+
+class FakePlatform:
+    """The platform contract in memory; see the module docstring."""
+
+    name = "fake"
+    own_alerting = False  # no replicas to scrape
+
+    def __init__(self, *, replicas: int = 1, timeline: Timeline | None = None) -> None:
+        self.timeline = timeline if timeline is not None else Timeline()
+        self.replicas = replicas
+        self.calls: list[tuple[Any, ...]] = []
+        self.held: set[str] = set()
+        self.exits: dict[str, int] = {}
+        self.loads: list[FakeLoad] = []
+        self.is_up = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def up(self, *, wait_ready: bool = True) -> None:
+        self.calls.append(("up",))
+        self.is_up = True
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+        self.is_up = False
+
+    # -- what runs -------------------------------------------------------------------------
+    @property
+    def service_url(self) -> str:
+        return CLOSED_URL
+
+    def topology(self) -> Topology:
+        services = {f"replica-{i}": ServiceHandle(name=f"replica-{i}", role="replica", url=CLOSED_URL, port=1)
+                    for i in range(self.replicas)}  # fmt: skip
+        services["feature-store"] = ServiceHandle(name="feature-store", role="feature_store", url=CLOSED_URL, port=1)
+        services["service"] = ServiceHandle(name="service", role="other", url=CLOSED_URL, port=1)
+        return Topology(services=services)
+
+    def scope(self) -> Scope:
+        return Scope()
+
+    def environment(self, device: str) -> PlatformEnvironment:
+        return PlatformEnvironment(device="cpu", emulated=True, notes=("platform fake: nothing runs",))
+
+    def load_generator(self, load: LoadSpec, *, shape: LoadShape, run_time_s: float, workdir: Path, model: str,
+                       owner: Owner | None) -> FakeLoad:  # fmt: skip
+        self.loads.append(FakeLoad())
+        return self.loads[-1]
+
+    # -- Supervisor protocol ---------------------------------------------------------------
+    def handle(self, name: str) -> ServiceHandle:
+        return self.topology().get(name)
+
+    def stop(self, name: str, *, hold: bool = True) -> int | None:
+        self.handle(name)
+        self.calls.append(("stop", name, hold))
+        if hold:
+            self.held.add(name)
+        self.exits[name] = 0
+        return 0
+
+    def kill(self, name: str, sig: int) -> None:
+        self.handle(name)
+        self.calls.append(("kill", name, sig))
+        self.exits[name] = -sig
+
+    def start(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        self.handle(name)
+        self.calls.append(("start", name, env))
+        self.held.discard(name)
+
+    def restart(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        self.handle(name)
+        self.calls.append(("restart", name, env))
+        self.held.discard(name)
+
+    def wait_exit(self, name: str, timeout_s: float) -> int | None:
+        return self.exits.get(name)
+
+    def exit_status(self, name: str) -> int | None:
+        return self.exits.get(name)
