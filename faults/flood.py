@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -45,6 +43,7 @@ from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Ve
 from faults.errors import FaultdrillError
 from faults.flood_worker import LOOPBACK
 from faults.ledger import pid_alive, process_start_ticks
+from faults.owned import stop_recorded_process
 
 __all__ = ["ClientFloodFault", "read_stats"]
 
@@ -61,13 +60,13 @@ def read_stats(path: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def _worker_pid(undo: dict[str, Any]) -> int | None:
-    """The live worker's pid: from the record, else from the stats file it writes itself."""
+def _worker(undo: dict[str, Any]) -> tuple[int, int | None] | None:
+    """The live worker's pid and start ticks: from the record, else from the stats file it writes itself."""
     if undo.get("pid") and pid_alive(int(undo["pid"]), undo.get("pid_start")):
-        return int(undo["pid"])
+        return int(undo["pid"]), undo.get("pid_start")
     doc = read_stats(undo["stats_file"])
     if doc and doc.get("tag") == undo.get("tag") and pid_alive(int(doc["pid"]), doc.get("start_ticks")):
-        return int(doc["pid"])
+        return int(doc["pid"]), doc.get("start_ticks")
     return None
 
 
@@ -148,18 +147,8 @@ class ClientFloodFault(Fault):
 
     def rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
-        pid = _worker_pid(undo)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5.0
-            while _worker_pid(undo) is not None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if (left := _worker_pid(undo)) is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(left, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
+        if (worker := _worker(undo)) is not None:  # SIGTERM, 5 s, SIGKILL; pid + start ticks checked; reaped
+            stop_recorded_process({"pid": worker[0], "start_ticks": worker[1], "argv": ["client_flood worker"]})
         doc = read_stats(undo["stats_file"])
         if doc is not None:
             log.info("flood %s stopped: %s", injection.id, _summary(doc))
@@ -174,7 +163,7 @@ class ClientFloodFault(Fault):
         first = read_stats(undo["stats_file"])
         time.sleep(min(_SAMPLE_S, max(0.5, float(injection.config.get("duration_s", 2.0)) / 4)))
         last = read_stats(undo["stats_file"])
-        alive = _worker_pid(undo) is not None
+        alive = _worker(undo) is not None
         if first is None or last is None:
             return Verification(False, {"alive": alive}, message="no stats from the flood worker")
         # The average since the flood began (its pacing may catch up in bursts after a slow answer).

@@ -37,8 +37,8 @@ from faults.errors import FaultdrillError, LedgerError
 if TYPE_CHECKING:
     from faults.registry import FaultRegistry
 
-__all__ = ["Ledger", "RollbackOutcome", "RollbackResult", "default_state_dir", "pid_alive", "process_start_ticks",
-           "rollback_owned", "rollback_pending"]
+__all__ = ["RESOURCE_KINDS", "Ledger", "RollbackOutcome", "RollbackResult", "default_state_dir", "pid_alive",
+           "process_start_ticks", "rollback_owned", "rollback_pending"]
 
 
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -258,10 +258,12 @@ def _newest_first(ledger: Ledger) -> list[str]:
     return sorted(created, key=lambda i: created[i], reverse=True)
 
 
-def _kind(record: Injection) -> str:
-    from faults.owned import is_resource  # local: faults.owned imports this module
+RESOURCE_KINDS = frozenset({"process", "netns"})
+"""The record kinds for what a run itself starts (``faults/owned.py`` undoes them); every other record is a fault."""
 
-    return record.fault if is_resource(record) else "fault"
+
+def _kind(record: Injection) -> str:
+    return record.fault if record.fault in RESOURCE_KINDS else "fault"
 
 
 def _undo_one(registry: FaultRegistry, ctx: FaultContext, injection: Injection) -> RollbackResult:

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification, new_injection_id
 from faults.errors import FaultdrillError, InjectionError
-from faults.ledger import Ledger, pid_alive, process_start_ticks
+from faults.ledger import RESOURCE_KINDS, Ledger, pid_alive, process_start_ticks
 from faults.netns import PREFIX, delete_namespace
 
 __all__ = [
@@ -122,12 +122,12 @@ class OwnedNetns(OwnedResource):
 
 
 RECORD_KINDS: tuple[type[OwnedResource], ...] = (OwnedProcess, OwnedNetns)
-_KIND_NAMES = frozenset(k.name for k in RECORD_KINDS)
+assert frozenset(k.name for k in RECORD_KINDS) == RESOURCE_KINDS  # the ledger names them without importing us
 
 
 def is_resource(record: Injection) -> bool:
     """Whether ``record`` is a run's own process or namespace (not an injected fault)."""
-    return record.fault in _KIND_NAMES
+    return record.fault in RESOURCE_KINDS
 
 
 def _signal(pid: int, start: int | None, group: bool, sig: int) -> bool:

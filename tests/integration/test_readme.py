@@ -105,6 +105,16 @@ def _exit_code(command: str) -> int:
     return dict(readme_commands())[command]
 
 
+def system_test(test):  # type: ignore[no-untyped-def]
+    """A whole-system README command: slow, root, one at a time on one xdist worker; skipped without root
+    (memory cgroups and network namespaces), which this machine cannot then give."""
+    marks = (pytest.mark.slow, pytest.mark.root, pytest.mark.system,
+             pytest.mark.skipif(os.geteuid() != 0, reason="needs root: memory cgroups and network namespaces"))
+    for mark in marks:
+        test = mark(test)
+    return test
+
+
 def _latest(name: str) -> Path:
     link = ROOT / "runs" / f"latest-{name}"
     assert link.is_symlink(), f"no runs/latest-{name} link"
@@ -154,12 +164,8 @@ def test_quick_readme_command(command: str, tmp_path: Path) -> None:
 # -- the main job -------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.root
-@pytest.mark.system
+@system_test
 def test_make_demo_as_the_readme_shows(tmp_path: Path, leftovers) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("make demo needs root: memory cgroups and network namespaces")
     before = set((ROOT / "runs").glob("gameday-smoke-*"))
     done = subprocess.run(["make", "demo"], cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
                           timeout=900, stdin=subprocess.DEVNULL)  # fmt: skip
@@ -190,12 +196,8 @@ def test_make_demo_as_the_readme_shows(tmp_path: Path, leftovers) -> None:
 # -- the experiment commands, in the README's order ---------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.root
-@pytest.mark.system
+@system_test
 def test_readme_experiments_in_order(tmp_path: Path, leftovers) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the experiments need root: memory cgroups and network namespaces")
     misconfigured, configured, compare, smoke, report = ORDERED
 
     done = _shell(misconfigured, tmp_path, timeout=600)
@@ -230,15 +232,11 @@ def test_readme_experiments_in_order(tmp_path: Path, leftovers) -> None:
 # -- the guided game day, on a terminal ------------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.root
-@pytest.mark.system
+@system_test
 def test_guided_monthly_game_day_halts_on_ctrl_c(tmp_path: Path, leftovers) -> None:
     """A person starts the guided monthly game day and halts it with Ctrl-C during the first scenario:
     exit 3, everything rolled back and stopped (the full guided walk is a person's job; the guided
     runbook steps themselves are driven key by key in tests/integration/test_gd_rb_guided.py)."""
-    if os.geteuid() != 0:
-        pytest.skip("the game day needs root: memory cgroups and network namespaces")
     command = "faultdrill gameday run gamedays/plans/monthly.yaml --guided"
     before = set((ROOT / "runs").glob("gameday-monthly-*"))
     master, slave = os.openpty()
