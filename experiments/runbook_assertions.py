@@ -75,8 +75,11 @@ def judge_restores(x: Any, tl: Timeline, steady: SteadyCriteria) -> Finding:
         return Finding(False, f"{who}: steady state never broke, and the runbook did not complete while {fault} was in "
                        f"effect: {where}", measured, (t0, fault_end))  # fmt: skip
     # The step in progress when steady state returned (the first to finish at or after it) is the one
-    # that fixed it; when none was in progress, recovery followed the last step.
-    during = next((e for e in steps if at is not None and e.t >= at), None)
+    # that fixed it; when none was in progress, recovery followed the last step. When the fault's own
+    # rollback restored it, the step in progress when the fault ended is the one that did not fix it
+    # (its check passed only thanks to the rollback; the next step may finish after ``at`` too).
+    pivot = fault_end if at is not None and at > fault_end else at
+    during = next((e for e in steps if pivot is not None and e.t >= pivot), None)
     last = during or (steps[-1] if steps else None)
     if during is not None and at is not None and at <= fault_end and at - t0 <= within:
         after = f"during {_step(during)} (done at t={during.t:.1f} s)"

@@ -68,6 +68,17 @@ def test_recovery_by_the_faults_own_rollback_is_not_the_runbooks() -> None:
     assert "the fault's rollback restored it, not the runbook" in v.observed
 
 
+def test_a_step_whose_check_passed_only_thanks_to_the_faults_rollback_is_the_one_named() -> None:
+    """Seen in CI: the broken fixing step's check waited until the fault ended (35 s) and passed at 35.2 s;
+    the next step finished at 36.2 s, after steady state returned (~35.5 s). Step 2 failed to fix it."""
+    tl = _tl(outage=(10.0, 35.5))
+    _runbook(tl, steps=[(13.0, "done"), (35.2, "done"), (36.2, "done")])
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert not v.passed
+    assert "recovery did not happen after step 2 'step2' (done at t=35.2 s)" in v.observed, v.observed
+    assert "the fault's rollback restored it, not the runbook" in v.observed
+
+
 def test_too_slow_and_never_launched() -> None:
     tl = _tl(outage=(10.0, 31.0))
     _runbook(tl)
