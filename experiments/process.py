@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from experiments.ports import free_port
 from faults.base import Injection
 from faults.errors import LedgerError
 from faults.owned import Owner, chain, die_with_parent
@@ -41,13 +41,6 @@ __all__ = ["ServiceError", "ServiceProcess", "free_port"]
 
 class ServiceError(RuntimeError):
     """A service did not start, died, or did not become ready in time (with its log tail)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host`` (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

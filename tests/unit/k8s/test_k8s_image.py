@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from experiments.process import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILES = [ROOT / "target_service" / "Dockerfile", ROOT / "target_service" / "Dockerfile.cuda"]
@@ -64,9 +65,7 @@ def test_k8s_image_dockerfile_is_hadolint_clean(dockerfile: Path) -> None:
 def test_k8s_image_entrypoint_serves_live(tmp_path: Path) -> None:
     ops = dict(_instructions(DOCKERFILES[0]))
     argv = json.loads(ops["ENTRYPOINT"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     image_env = _env(DOCKERFILES[0])
     assert image_env["FAULTDRILL_HOST"] == "0.0.0.0" and image_env["FAULTDRILL_DEVICE"] == "cpu"
     env = {**os.environ, **{k: v for k, v in image_env.items() if k != "PATH"},
