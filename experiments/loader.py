@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType, UnionType
+from types import UnionType
 from typing import Annotated, Any, TypeAlias, Union, get_args, get_origin
 
 import yaml
@@ -30,15 +29,9 @@ from faults.errors import ConfigError, PluginError
 from faults.inputlimits import MAX_YAML_DEPTH, one_line, read_text, yaml_error, yaml_loader
 from faults.registry import FaultRegistry
 
-__all__ = ["TARGET_ROLES", "Located", "check_experiment", "check_experiment_text", "load_experiment",
+__all__ = ["Located", "check_experiment", "check_experiment_text", "load_experiment",
            "load_experiment_text", "validate_document"]
 
-_R, _FS = ("replica",), ("feature_store",)
-TARGET_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "gpu_memory_exhaustion": _R, "oom_kill": _R, "model_load_failure": _R, "process_kill": (*_R, *_FS),
-    "process_freeze": (*_R, *_FS), "cert_expiry": (*_FS, *_R), "dependency_outage": _FS, "network_partition": _FS,
-    "network_degradation": ("proxy",)})  # fmt: skip
-"""Which services each built-in fault may aim at; a plugin class may declare ``target_roles`` itself."""
 _Errors: TypeAlias = list[ConfigError]
 MAX_REPORTED_ERRORS = 50
 """Model errors reported per document; a file of thousands of unknown keys gets 50 and a count, quickly."""
@@ -93,8 +86,7 @@ def _check(text: str, file: str, registry: FaultRegistry | None) -> tuple[Experi
     except ValidationError as exc:
         errors += _config_errors(exc, data, marks)
     if exp is not None and not errors:  # references only make sense in a well-formed document
-        roles = {n: r for n in registry.names() if (r := getattr(registry.get(n), "target_roles", TARGET_ROLES.get(n)))}
-        for p in exp.reference_problems(roles):
+        for p in exp.reference_problems(registry.target_roles()):
             errors.append(_located(marks, p.path, p.message, expected=p.expected, suggestion=p.suggestion))
         errors += _alert_errors(exp, file, marks)
     return (exp if not errors else None), sorted(errors, key=lambda e: (e.line or 0, e.column or 0))

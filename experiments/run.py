@@ -1,7 +1,8 @@
 """``faultdrill run``: the stages of one experiment, in order, and nothing else.
 
-load spec → plan (fault configs, preflight) → platform up → alerting up (Prometheus,
-Alertmanager, webhook receiver, alert watcher; ``--no-alerts`` skips it) → load on → steady state →
+load spec → plan (``experiments.plan``: fault configs parsed once, the system) → platform up →
+preflight → alerting up (Prometheus, Alertmanager, webhook receiver, alert watcher; ``--no-alerts``
+skips it) → load on → steady state →
 faults on schedule (continuous steady-state and ``halt_if`` checks) → recovery →
 rollback everything → stop everything → evaluate → journal.
 
@@ -40,6 +41,7 @@ from experiments.ctk_steps import CtkSteps
 from experiments.journal import Journal
 from experiments.liveview import LiveView
 from experiments.loader import load_experiment
+from experiments.plan import Plan, build_plan
 from experiments.process import ServiceError
 from experiments.runbook_hook import RunbookLauncher, RunbookTriggers
 from experiments.runlinks import update_links
@@ -48,15 +50,13 @@ from experiments.slo import SteadyCriteria, request_stats
 from experiments.spec import Experiment, Misconfig
 from experiments.timeline import Timeline
 from experiments.traces import TraceSummary, collect_traces
-from faults.base import FaultContext
 from faults.errors import ConfigError, FaultdrillError, PreflightError
 from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
 
 ReportWriter = Callable[[Path, Path], Mapping[str, Path]]
 """``(journal path, run directory) → {format: file written}``: ``reports.write_all``, handed in by the caller."""
 
-__all__ = ["ReportWriter", "RunResult", "plan_lines", "run_experiment", "run_spec", "with_misconfigurations"]
+__all__ = ["ReportWriter", "RunResult", "run_experiment", "run_plan", "with_misconfigurations"]
 
 STEADY_TIMEOUT_S = 60.0
 SETTLE_S = 2.0
@@ -70,32 +70,6 @@ class RunResult:
     verdicts: list[Verdict]
 
 
-def plan_lines(spec: Experiment, configs: dict[str, Any], registry: FaultRegistry) -> list[str]:
-    """What a run would do, fault by fault (``--dry-run``): nothing is started or changed."""
-    t = spec.target
-    lines = [
-        f"platform {t.platform}: feature store (TLS{', own network namespace' if t.feature_store_netns else ''}), "
-        f"fault proxy on the replica→store edge, {t.replicas} replica(s) of '{t.model}' on device {t.device}"
-        + (f", memory limit {t.memory_limit} bytes each" if t.memory_limit else "")
-        + (f", misconfigured: {', '.join(t.misconfigurations)}" if t.misconfigurations else ""),
-        f"load: Locust, {spec.load.users} users at {spec.load.spawn_rate:g}/s, shape {spec.load.shape.type}, "
-        f"{spec.load.workers or 'no'} workers",
-        f"steady state: {SteadyCriteria.of(spec.steady_state).describe()}",
-    ]
-    for f in spec.faults:
-        when = f"at steady+{float(f.at or 0):g}s" if f.after is None else f"after {f.after}"
-        lines.append(f"fault {f.id}: {f.type} on {f.target} {when} for {float(f.duration):g}s")
-        fault = registry.get(f.type)()
-        ctx = FaultContext.create(Path("<state dir>"), dry_run=True, topology=_planned_topology(spec))
-        try:
-            changes = fault.plan(configs[f.id], ctx)
-        except Exception as exc:  # a plan needs the live topology for some faults: say so
-            changes = [f"(exact changes resolved against the running target: {exc})"]
-        lines += [f"    {c}" for c in changes]
-    lines += [f"expect: {describe(e)}" for e in spec.expect]
-    return lines
-
-
 def _alerting_line(spec: Experiment, path: Path, enabled: bool) -> str:
     from experiments.rulefiles import alert_rules, rules_path
 
@@ -106,30 +80,6 @@ def _alerting_line(spec: Experiment, path: Path, enabled: bool) -> str:
     return (f"alerting: Prometheus + Alertmanager on loopback, {len(alert_rules(rules))} alert rules from {rules}, "
             f"durations ÷ {a.speedup:g} (time scale {1 / a.speedup:.4g}), scrape/eval {float(a.scrape_interval):g}s/"
             f"{float(a.evaluation_interval):g}s; receivers pager, chat, ticket → faultdrill's webhook")
-
-
-def _planned_topology(spec: Experiment) -> Topology:
-    """The services a run of ``spec`` will start, with placeholders for what only a live run knows."""
-    services: dict[str, ServiceHandle] = {}
-    for i in range(spec.target.replicas):
-        name = f"replica-{i}"
-        services[name] = ServiceHandle(
-            name=name, role="replica", pid=None, url=f"http://127.0.0.1:<{name} port>",
-            admin_url=f"http://127.0.0.1:<{name} admin port>", admin_token_file=Path(f"<run>/{name}-admin.token"),
-            cgroup=f"/sys/fs/cgroup/memory/faultdrill/<run>-{name}" if spec.target.memory_limit else None,
-            model_registry=Path("<run>/models"), model_name=spec.target.model, model_version="1",
-        )  # fmt: skip
-    services["feature-store"] = ServiceHandle(
-        name="feature-store", role="feature_store", url="https://<feature-store address>",
-        cert_file=Path("<run>/pki/feature-store.crt"), key_file=Path("<run>/pki/feature-store.key"),
-        ca_file=Path("<run>/pki/ca.crt"), admin_token_file=Path("<run>/feature-store-admin.token"),
-        netns="fd-<run>" if spec.target.feature_store_netns else None,
-    )  # fmt: skip
-    services["feature-store-proxy"] = ServiceHandle(
-        name="feature-store-proxy", role="proxy", url="tcp://127.0.0.1:<proxy port>", upstream_of="feature-store",
-        control_url="http://127.0.0.1:<proxy control port>", admin_token_file=Path("<run>/proxy.token"),
-    )  # fmt: skip
-    return Topology(services=services)
 
 
 @contextmanager
@@ -212,7 +162,7 @@ def run_experiment(
     spec = with_misconfigurations(load_experiment(path, registry), misconfigurations)
     if rules is not None:
         spec = _with_rules(spec, rules)
-    configs = {f.id: registry.get(f.type)().parse_config(f.config_input(), file=str(path)) for f in spec.faults}
+    plan = build_plan(spec, registry, source=path)
     alerting = spec.alerting.enabled and not no_alerts
     if no_alerts and (needing := spec.alert_expectations()):
         i = needing[0]
@@ -224,31 +174,32 @@ def run_experiment(
 
         Binaries().resolve()  # missing binaries: a clear error before anything starts
     if dry_run:
-        for line in [*plan_lines(spec, configs, registry), _alerting_line(spec, path, alerting)]:
+        for line in [*plan.lines(), _alerting_line(spec, path, alerting)]:
             console.print(line, highlight=False)
         console.print("[bold]dry run:[/] nothing was started and nothing was changed")
         return RunResult(0, None, None, [])
 
-    result = run_spec(spec, configs, path, out=out, registry=registry, console=console, plain=plain,
-                      alerting=alerting, runbooks=runbooks, reports=reports)  # fmt: skip
+    result = run_plan(plan, out=out, console=console, plain=plain, alerting=alerting, runbooks=runbooks,
+                      reports=reports)  # fmt: skip
     if result.run_dir is not None:
         for link in update_links(out, result.run_dir, spec.metadata.name):
             console.print(f"{link.name} → {result.run_dir.name}", highlight=False)
     return result
 
 
-def run_spec(
-    spec: Experiment, configs: dict[str, Any], path: Path, *, out: Path, registry: FaultRegistry,
-    console: Console, plain: bool | None = None, alerting: bool = True, runbooks: RunbookLauncher | None = None,
-    shared: SharedSystem | None = None, stop: threading.Event | None = None, guided: bool = False,
-    run_dir: Path | None = None, reports: ReportWriter | None = None,
+def run_plan(
+    plan: Plan, *, out: Path, console: Console, plain: bool | None = None, alerting: bool = True,
+    runbooks: RunbookLauncher | None = None, shared: SharedSystem | None = None,
+    stop: threading.Event | None = None, guided: bool = False, run_dir: Path | None = None,
+    reports: ReportWriter | None = None,
 ) -> RunResult:  # fmt: skip
     """The stages of one validated experiment. With ``shared`` (a game day's scenario) the platform,
     alerting and timeline are the game day's: they are used, not started or stopped, and the
     journal keeps the scenario's slice of the timeline. With ``stop`` the caller owns the signals."""
+    spec, path = plan.spec, plan.source
     timeline = shared.timeline if shared is not None else Timeline()
     begin = timeline.now() if shared is not None else 0.0
-    parts = RunParts(spec, timeline, out, registry, shared=shared, run_dir=run_dir)
+    parts = RunParts(plan, timeline, out, shared=shared, run_dir=run_dir)
     own_signals = stop is None
     stop, why = stop or threading.Event(), list[str]()
     outcome, reason = "failed", ""
@@ -261,7 +212,7 @@ def run_spec(
             timeline.add("phase", "run", phase="setup")
             parts.platform_up()
             journal.environment = parts.environment()
-            scheduler = parts.scheduler(configs)
+            scheduler = parts.scheduler()
             parts.preflight(scheduler)
             if alerting:
                 journal.alerting = parts.alerts_up(path)

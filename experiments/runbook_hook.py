@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from experiments.spec import Experiment, RunbookRef, service_role
+from experiments.spec import Experiment, RunbookRef
 from experiments.timeline import Timeline
 from faults.errors import ConfigError
 from faults.topology import Supervisor, Topology
@@ -77,6 +77,7 @@ class RunbookTriggers:
     def __init__(self, spec: Experiment, spec_file: Path | str | None, launcher: RunbookLauncher | None,
                  context: LaunchContext, *, guided: bool = False) -> None:  # fmt: skip
         self.spec, self.launcher, self.context, self.guided = spec, launcher, context, guided
+        self.system = spec.system()
         self.refs = {f.id: f for f in spec.faults if f.runbook is not None}
         self.paths = {fid: runbook_path(f.runbook, spec_file) for fid, f in self.refs.items() if f.runbook}
         self.running: dict[str, Running] = {}
@@ -113,7 +114,7 @@ class RunbookTriggers:
         variables = {"FAULT": fid}
         if spec.target:
             variables["SERVICE"] = spec.target
-            if service_role(spec.target) == "replica":
+            if self.system.role_of(spec.target) == "replica":
                 variables["REPLICA"] = spec.target
         if self.context.service_url:
             variables["TARGET"] = self.context.service_url

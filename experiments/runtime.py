@@ -7,7 +7,7 @@ before, during or after its faults still has its platform, alerting stack and lo
 
 Example::
 
-    parts = RunParts(spec, timeline, out_dir, registry)
+    parts = RunParts(plan, timeline, out_dir)   # plan: experiments.plan.build_plan(spec, registry, source=…)
     parts.platform_up(); parts.alerts_up(spec_file); parts.load_up(total_s=120)
     ...
     parts.close()          # load, alerting, then platform: every step even if one fails
@@ -23,6 +23,7 @@ from typing import Any
 
 from experiments.journal import Environment, collect_environment
 from experiments.load import LoadShape
+from experiments.plan import Plan
 from experiments.platforms.base import Load, Platform
 from experiments.platforms.build import build_platform, check_platform
 from experiments.rulefiles import alertmanager_path, rules_path
@@ -37,7 +38,6 @@ from faults.deadman import Keeper
 from faults.errors import ConfigError, PreflightError
 from faults.ledger import default_state_dir
 from faults.owned import Owner
-from faults.registry import FaultRegistry
 
 __all__ = ["RunParts", "SharedSystem"]
 
@@ -71,11 +71,11 @@ class SharedSystem:
 class RunParts:
     """Everything a run starts, in the order it starts them."""
 
-    def __init__(self, spec: Experiment, timeline: Timeline, out: Path, registry: FaultRegistry,
-                 shared: SharedSystem | None = None, run_dir: Path | None = None) -> None:  # fmt: skip
-        self.spec = spec
+    def __init__(self, plan: Plan, timeline: Timeline, out: Path, shared: SharedSystem | None = None,
+                 run_dir: Path | None = None) -> None:  # fmt: skip
+        self.plan = plan
+        self.spec = spec = plan.spec
         self.timeline = timeline
-        self.registry = registry
         if shared is None:  # e.g. kubernetes without a cluster: one located line, exit 2
             check_platform(spec.target)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -151,9 +151,8 @@ class RunParts:
         return FaultContext.create(self.state_dir, scope=self.platform.scope(), topology=self.platform.topology(),
                                    supervisor=self.platform)  # fmt: skip
 
-    def scheduler(self, configs: dict[str, Any]) -> FaultScheduler:
-        return FaultScheduler(self.spec, configs, self.registry, self.timeline, self.context,
-                              on_injected=self.ensure_watchdog)  # fmt: skip
+    def scheduler(self) -> FaultScheduler:
+        return FaultScheduler(self.plan.faults, self.timeline, self.context, on_injected=self.ensure_watchdog)
 
     def ensure_watchdog(self) -> None:
         """The dead-man watchdog: undoes any injection past its deadline even if this run hangs, and

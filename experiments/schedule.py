@@ -9,7 +9,7 @@ in effect — on success, failure, halt, exception or signal.
 
 Example::
 
-    scheduler = FaultScheduler(spec, configs, registry, timeline, context_factory)
+    scheduler = FaultScheduler(plan.faults, timeline, context_factory)   # plan: experiments.plan.Plan
     scheduler.start(steady_at=timeline.now())
     while not scheduler.done(timeline.now()):
         scheduler.tick(timeline.now()); time.sleep(0.05)
@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.spec import Experiment, FaultSpec
+from experiments.plan import PlannedFault
+from experiments.spec import FaultSpec
 from experiments.timeline import Timeline
 from faults.base import Fault, FaultContext, Injection
 from faults.errors import FaultdrillError
-from faults.registry import FaultRegistry
 
 __all__ = ["FaultScheduler", "ScheduledFault"]
 
@@ -56,14 +56,14 @@ class FaultScheduler:
     """Injects and undoes the spec's faults on time; see the module docstring."""
 
     def __init__(
-        self, spec: Experiment, configs: dict[str, Any], registry: FaultRegistry, timeline: Timeline,
-        context: Callable[[], FaultContext], *, on_injected: Callable[[], None] | None = None,
+        self, faults: Sequence[PlannedFault], timeline: Timeline, context: Callable[[], FaultContext], *,
+        on_injected: Callable[[], None] | None = None,
     ) -> None:  # fmt: skip
         self.timeline = timeline
         self.context = context
         self.on_injected = on_injected
         """Called after each successful injection (the run makes sure its dead-man watchdog runs)."""
-        self.faults = [ScheduledFault(f, registry.get(f.type)(), configs[f.id]) for f in spec.faults]
+        self.faults = [ScheduledFault(f.spec, f.fault, f.config) for f in faults]  # the plan's plugin instances
         self._by_id = {f.id: f for f in self.faults}
         self._steady_at: float | None = None
         self._lock = threading.Lock()
@@ -120,7 +120,7 @@ class FaultScheduler:
         ctx = self.context()
         common: dict[str, Any] = {
             "fault": f.spec.type,
-            "mode": getattr(f.config, "mode", getattr(f.config, "action", "")),
+            "mode": f.fault.mode_of(f.config),
             "target": f.spec.target or "",
         }
         try:

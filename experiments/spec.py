@@ -26,6 +26,7 @@ from experiments.alert_expectations import AlertingSpec
 from experiments.canary_spec import CanarySpec
 from experiments.expectations import Duration, Expectation, HaltCondition, Moment
 from experiments.kube_spec import KubernetesSettings
+from experiments.system import SystemDescription, bundled_role, bundled_system
 
 __all__ = [
     "MISCONFIGURATIONS",
@@ -314,11 +315,9 @@ class SpecProblem(NamedTuple):
     suggestion: str | None = None
 
 
-def service_role(name: str) -> str | None:
-    """The role of a service name in the bundled system (None for an unknown name)."""
-    replica = re.fullmatch(r"(?:replica|canary)-\d+", name)
-    roles = {"feature-store": "feature_store", "feature-store-proxy": "proxy", "cache": "cache", "cache-proxy": "proxy"}
-    return "replica" if replica else roles.get(name)
+service_role = bundled_role
+"""The role of a service name in the bundled system (None for an unknown name); a spec's own services are
+``Experiment.system()``."""
 
 
 class Experiment(_Model):
@@ -344,12 +343,17 @@ class Experiment(_Model):
 
         return [i for i, x in enumerate(self.expect) if isinstance(x, AlertExpectation | NoAlerts)]
 
+    def system(self) -> SystemDescription:
+        """The services of the system under test, with their roles (``experiments.system``)."""
+        t = self.target
+        return bundled_system(
+            replicas=t.replicas, cache=t.cache.enabled, canary_replicas=t.canary.replicas if t.canary else 0,
+            feature_store_netns=t.feature_store_netns, memory_limit=t.memory_limit is not None,
+        )  # fmt: skip
+
     def service_names(self) -> list[str]:
         """Every service the target will have: replicas first."""
-        cache = ["cache", "cache-proxy"] if self.target.cache.enabled else []
-        canary = [f"canary-{i}" for i in range(self.target.canary.replicas)] if self.target.canary else []
-        return [f"replica-{i}" for i in range(self.target.replicas)] + ["feature-store", "feature-store-proxy", *cache,
-                                                                       *canary]  # fmt: skip
+        return self.system().names()
 
     def reference_problems(self, target_roles: dict[str, tuple[str, ...]] | None = None) -> list[SpecProblem]:
         """Fault ids unique and known; services that exist, with the role ``target_roles[type]`` allows."""
@@ -362,8 +366,9 @@ def _closest(name: str, options: list[str]) -> str | None:
 
 def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> list[SpecProblem]:
     problems: list[SpecProblem] = []
-    ids, services = [f.id for f in exp.faults], exp.service_names()
-    replicas = services[: exp.target.replicas]
+    system = exp.system()
+    ids, services = [f.id for f in exp.faults], system.names()
+    replicas = system.replicas()
     refs = [*ids, *_BUILTIN_REFS]
     if exp.target.cache.enabled and exp.target.platform != "local":
         problems.append(SpecProblem(("target", "cache", "enabled"), "the prediction cache (a redis-server started "
@@ -378,7 +383,7 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
     def service(path: tuple[str | int, ...], name: str, options: list[str], what: str) -> None:
         if name in options:
             return
-        why = f"is a {service_role(name)}" if name in services else f"target.replicas is {exp.target.replicas}"
+        why = f"is a {system.role_of(name)}" if name in services else f"target.replicas is {exp.target.replicas}"
         problems.append(SpecProblem(path, f"'{name}' is not a {what} ({why})", "one of " + ", ".join(options),
                                     _closest(name, options)))  # fmt: skip
 
@@ -400,9 +405,11 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
                                         "off in this target", "target.cache.enabled: true"))  # fmt: skip
         elif fault.target is not None:
             roles = target_roles.get(fault.type)
-            options = [s for s in services if roles is None or service_role(s) in roles]
+            options = services if roles is None else system.with_role(*roles)
             service(("faults", i, "target"), fault.target, options, f"target of '{fault.type}'" if roles else "service")
-        if fault.type == "network_partition" and fault.target == "feature-store" and not exp.target.feature_store_netns:
+        aimed = system.get(fault.target or "")
+        if fault.type == "network_partition" and aimed is not None and aimed.role == "feature_store" \
+                and "own_netns" not in aimed.capabilities:
             problems.append(SpecProblem(("faults", i, "target"), "partitioning the feature store needs its own "
                                         "network namespace", "target.feature_store_netns: true"))  # fmt: skip
     for i, exp_ in enumerate(exp.expect):
@@ -436,6 +443,5 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
             if isinstance(name := getattr(exp_, key, None), str):
                 service((*path, key), name, replicas, "replica")
         if isinstance(name := getattr(exp_, "restarts", None), str):
-            supervised = [s for s in services if service_role(s) != "proxy"]
-            service((*path, "restarts"), name, supervised, "supervised service")
+            service((*path, "restarts"), name, system.supervised(), "supervised service")
     return problems

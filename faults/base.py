@@ -250,8 +250,15 @@ class Fault(ABC):
     """What ``verify`` measures, in a few words."""
     example: ClassVar[dict[str, Any]] = {}
     """An example ``params`` mapping for the experiment spec."""
+    target_roles: ClassVar[tuple[str, ...] | None] = None
+    """The roles of the services this fault may aim at (``experiments.system``: replica, feature_store,
+    proxy, cache…); None: any service. The loader refuses a target of another role, with the ones that fit."""
     undo_note: str = ""
     """What the last ``rollback`` did, when it has more to say than "ok" (``faultdrill rollback --pending``)."""
+
+    def mode_of(self, config: Any) -> str:
+        """The variant ``config`` selects (its ``mode``, or a partition's ``action``), for the timeline."""
+        return str(getattr(config, "mode", None) or getattr(config, "action", None) or "")
 
     def parse_config(self, raw: Mapping[str, Any], *, file: str | None = None) -> Any:
         """Validate ``raw`` into ``self.Config``; the first error becomes a ``ConfigError``."""

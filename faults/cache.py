@@ -146,7 +146,7 @@ class CacheOutageFault(Fault):
         """partitioned: connections accepted and never answered, or reset."""
 
     name: ClassVar[str] = "cache_outage"
-    target_roles: ClassVar[tuple[str, ...]] = ("cache",)
+    target_roles: ClassVar[tuple[str, ...] | None] = ("cache",)
     modes: ClassVar[tuple[str, ...]] = ("down", "partitioned")
     needs: ClassVar[tuple[str, ...]] = ("live platform to hold the cache down (down)",
                                         "cache fault proxy (partitioned)")
@@ -236,7 +236,7 @@ class CacheSlowFault(Fault):
             return self
 
     name: ClassVar[str] = "cache_slow"
-    target_roles: ClassVar[tuple[str, ...]] = ("cache",)
+    target_roles: ClassVar[tuple[str, ...] | None] = ("cache",)
     modes: ClassVar[tuple[str, ...]] = ("latency",)
     needs: ClassVar[tuple[str, ...]] = ("cache fault proxy",)
     verifies: ClassVar[str] = "a timed authenticated PING through the cache's proxy"
@@ -278,7 +278,7 @@ class CacheFlushFault(Fault):
         target: str = "cache"
 
     name: ClassVar[str] = "cache_flush"
-    target_roles: ClassVar[tuple[str, ...]] = ("cache",)
+    target_roles: ClassVar[tuple[str, ...] | None] = ("cache",)
     modes: ClassVar[tuple[str, ...]] = ("flushall",)
     needs: ClassVar[tuple[str, ...]] = ("the cache's password file",)
     verifies: ClassVar[str] = "a sentinel key written before the flush is gone; DBSIZE before/after"

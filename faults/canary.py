@@ -61,7 +61,7 @@ class BadCanaryFault(Fault):
 
     name: ClassVar[str] = "bad_canary"
     modes: ClassVar[tuple[str, ...]] = ("slow", "low_confidence", "erroring")
-    target_roles: ClassVar[tuple[str, ...]] = ("replica",)
+    target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
     needs: ClassVar[tuple[str, ...]] = ("a canary rollout (target.canary)", "model registry in scope", "live platform")
     verifies: ClassVar[str] = "served version, latency, confidence and non-finite answers vs a stable replica"
     example: ClassVar[dict[str, Any]] = {"mode": "slow"}

@@ -80,6 +80,7 @@ class CertExpiryFault(Fault):
         """Key of the service's CA, for modes that re-issue from it (default: ``ca.key`` beside ``ca_file``)."""
 
     name: ClassVar[str] = "cert_expiry"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("feature_store", "replica")
     modes: ClassVar[tuple[str, ...]] = (*EXPECTED, "clock_skew")
     needs: ClassVar[tuple[str, ...]] = ("CA key for re-issuing", "libfaketime + live platform (clock_skew)")
     verifies: ClassVar[str] = "a real TLS handshake fails with the expected verify error"

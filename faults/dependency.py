@@ -66,6 +66,7 @@ class DependencyOutageFault(Fault):
         delay_ms: float = Field(default=1000.0, gt=0, le=600_000)
 
     name: ClassVar[str] = "dependency_outage"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("feature_store",)
     modes: ClassVar[tuple[str, ...]] = ("killed", "hung", "refusing", "errors", "slow")
     needs: ClassVar[tuple[str, ...]] = ("feature store admin token (errors, slow)", "live platform to restart (killed)")
     verifies: ClassVar[str] = "real TLS requests to the store + the replicas' breaker state"

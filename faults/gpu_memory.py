@@ -64,6 +64,7 @@ class GpuMemoryExhaustionFault(Fault):
             return self
 
     name: ClassVar[str] = "gpu_memory_exhaustion"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
     modes: ClassVar[tuple[str, ...]] = ("in_process", "external")
     needs: ClassVar[tuple[str, ...]] = ("admin API token (in_process)", "CUDA GPU + torch (external)")
     verifies: ClassVar[str] = "held/free device memory (admin state or hog), 507s from the target"

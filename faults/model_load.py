@@ -50,6 +50,7 @@ class ModelLoadFailureFault(Fault):
         """How long verify waits for the restarted replica to exit, and rollback for it to be ready."""
 
     name: ClassVar[str] = "model_load_failure"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
     modes: ClassVar[tuple[str, ...]] = ("corrupt", "missing", "bad_version")
     needs: ClassVar[tuple[str, ...]] = ("model registry in scope", "live platform to restart the replica")
     verifies: ClassVar[str] = "artifact checksum, exit code 1, never ready"

@@ -75,6 +75,7 @@ class NetworkDegradationFault(Fault):
                              close_delay_ms=self.close_delay_ms)  # fmt: skip
 
     name: ClassVar[str] = "network_degradation"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("proxy",)
     modes: ClassVar[tuple[str, ...]] = ("latency", "bandwidth", "blackhole", "reset", "slow_close",
                                         "refuse", "drop")  # fmt: skip
     needs: ClassVar[tuple[str, ...]] = ("fault proxy on the edge",)

@@ -101,6 +101,7 @@ class OomKillFault(Fault):
         below_usage_mib: float = Field(default=16.0, gt=0)
 
     name: ClassVar[str] = "oom_kill"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
     modes: ClassVar[tuple[str, ...]] = ("leak", "limit", "signal")
     needs: ClassVar[tuple[str, ...]] = ("root", "memory cgroup controller", "replica in a faultdrill cgroup")
     verifies: ClassVar[str] = "cgroup oom_kill counter and exit status -9 (OOMKilled)"

@@ -68,6 +68,7 @@ class NetworkPartitionFault(Fault):
             return self
 
     name: ClassVar[str] = "network_partition"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("feature_store",)
     modes: ClassVar[tuple[str, ...]] = ("drop", "reject", "loss")
     needs: ClassVar[tuple[str, ...]] = ("root", "iptables", "network namespace")
     verifies: ClassVar[str] = "rules present, packet counters, a real connection times out/refused"

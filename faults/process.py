@@ -165,6 +165,7 @@ class ProcessKillFault(Fault):
         mode: Literal["sigkill", "sigterm"] = "sigkill"
 
     name: ClassVar[str] = "process_kill"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("replica", "feature_store")
     modes: ClassVar[tuple[str, ...]] = ("sigkill", "sigterm")
     needs: ClassVar[tuple[str, ...]] = ("pid in scope",)
     verifies: ClassVar[str] = "process gone and its exit status"
@@ -221,6 +222,7 @@ class ProcessFreezeFault(Fault):
         mode: Literal["sigstop", "worker"] = "sigstop"
 
     name: ClassVar[str] = "process_freeze"
+    target_roles: ClassVar[tuple[str, ...] | None] = ("replica", "feature_store")
     modes: ClassVar[tuple[str, ...]] = ("sigstop", "worker")
     needs: ClassVar[tuple[str, ...]] = ("pid in scope", "admin API token (worker)")
     verifies: ClassVar[str] = "process state T (sigstop) or liveness 503 (worker)"

@@ -93,6 +93,10 @@ class FaultRegistry:
     def names(self) -> list[str]:
         return sorted(self._faults)
 
+    def target_roles(self) -> dict[str, tuple[str, ...]]:
+        """Each fault that limits what it aims at → the roles it accepts (``Fault.target_roles``)."""
+        return {n: roles for n in self.names() if (roles := getattr(self.get(n), "target_roles", None))}
+
     def __contains__(self, name: object) -> bool:
         return name in self._faults
 

@@ -35,7 +35,8 @@ from typing import Any
 
 from rich.console import Console
 
-from experiments.run import RunResult, run_spec, with_misconfigurations
+from experiments.plan import build_plan
+from experiments.run import RunResult, run_plan, with_misconfigurations
 from experiments.runlinks import update_links
 from experiments.runtime import RunParts, SharedSystem
 from experiments.timeline import Timeline
@@ -111,7 +112,9 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
     registry = registry or FaultRegistry.installed()
     loaded = load_plan(plan_path, registry)
     plan = loaded.plan
-    scenarios = [(n, with_misconfigurations(s, misconfigurations), b) for n, s, b in loaded.scenarios]
+    # Each scenario's Plan now, before anything starts: a bad param stops the game day before its platform is up.
+    scenarios = [(n, build_plan(with_misconfigurations(s, misconfigurations), registry, source=b))
+                 for n, s, b in loaded.scenarios]  # fmt: skip
     alerting = plan.system.alerting.enabled and not no_alerts
     if alerting:
         from experiments.stack import Binaries
@@ -123,7 +126,7 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
     stop, why, notes = threading.Event(), list[str](), list[str]()
     timeline = Timeline()
     first = scenarios[0][1]
-    system = RunParts(first, timeline, directory, registry, run_dir=directory / "system")
+    system = RunParts(first, timeline, directory, run_dir=directory / "system")
     results: list[tuple[str, RunResult | None]] = []
     started = time.time()
     console.print(f"[bold]{plan.metadata.title}[/] — {plan.metadata.objective}")
@@ -137,7 +140,7 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
                 system.alerts_up(plan_path)
             assert system.platform is not None
             shared = SharedSystem(system.platform, timeline, system.alerting)
-            for i, (name, spec, base) in enumerate(scenarios):
+            for i, (name, scenario) in enumerate(scenarios):
                 if stop.is_set():
                     results.append((name, None))
                     continue
@@ -147,12 +150,9 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
                         results.append((name, None))
                         continue
                 console.rule(f"scenario {i + 1}/{len(scenarios)}: {name}")
-                configs = {f.id: registry.get(f.type)().parse_config(f.config_input(), file=str(base))
-                           for f in spec.faults}  # fmt: skip
-                result = run_spec(spec, configs, base, out=directory, registry=registry, console=console, plain=plain,
-                                  alerting=alerting, runbooks=GamedayLauncher(console=console), shared=shared,
-                                  stop=stop, guided=guided, run_dir=directory / f"{i + 1:02d}-{name}",
-                                  reports=write_all)  # fmt: skip
+                result = run_plan(scenario, out=directory, console=console, plain=plain, alerting=alerting,
+                                  runbooks=GamedayLauncher(console=console), shared=shared, stop=stop, guided=guided,
+                                  run_dir=directory / f"{i + 1:02d}-{name}", reports=write_all)  # fmt: skip
                 results.append((name, result))
         finally:
             system.close()

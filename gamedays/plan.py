@@ -190,7 +190,7 @@ def check_plan(path: Path, registry: FaultRegistry | None = None) -> tuple[Loade
             if exp.target != plan.system.target:
                 notes.append(f"scenario {name}: its own target is replaced by the game day's system")
                 merged = _on_system(exp, plan, name)
-                for problem in merged.reference_problems(_roles(registry)):
+                for problem in merged.reference_problems(registry.target_roles()):
                     at = ".".join(str(x) for x in problem.path)
                     msg = f"on the game day's system, {at} of {file.name}: {problem.message}"
                     errors.append(where.error(("scenarios", i, "experiment"), msg, expected=problem.expected))
@@ -246,12 +246,6 @@ def _runbook_errors(exp: Experiment, base: Path, where: Any, i: int, *, inline: 
         except ConfigError as exc:
             out.append(exc)
     return out
-
-
-def _roles(registry: FaultRegistry) -> dict[str, tuple[str, ...]]:
-    from experiments.loader import TARGET_ROLES
-
-    return {n: r for n in registry.names() if (r := getattr(registry.get(n), "target_roles", TARGET_ROLES.get(n)))}
 
 
 def _resolve(value: str, plan_file: Path) -> Path:

@@ -13,6 +13,7 @@ import pytest
 import experiments.runtime
 from experiments.kube_spec import KubernetesSettings
 from experiments.loader import load_experiment_text
+from experiments.plan import build_plan
 from experiments.platforms import build_platform
 from experiments.platforms.base import Load, Platform
 from experiments.platforms.fake import FakePlatform
@@ -93,7 +94,8 @@ def test_the_fake_records_supervisor_calls_and_points_nowhere() -> None:
 
 def test_run_parts_use_declared_capabilities(tmp_path: Path) -> None:
     spec = load_experiment_text(SPEC, file="contract.yaml")
-    parts = RunParts(spec, Timeline(), tmp_path, FaultRegistry.installed(), run_dir=tmp_path / "run")
+    parts = RunParts(build_plan(spec, FaultRegistry.installed(), source="contract.yaml"), Timeline(), tmp_path,
+                     run_dir=tmp_path / "run")
     parts.platform = FakePlatform()
     parts.platform.up()
     env = parts.environment()

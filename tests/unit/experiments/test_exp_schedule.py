@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from experiments.plan import build_plan
 from experiments.schedule import FaultScheduler
 from experiments.spec import Experiment
 from experiments.timeline import Timeline
@@ -27,11 +28,11 @@ def _setup(tmp_path: Path, faults: list[dict[str, Any]], on_injected: Any = None
     registry.register(FakeFault, source="test")
     spec = Experiment.model_validate({"apiVersion": "faultdrill/v1", "kind": "Experiment",
                                       "metadata": {"name": "t"}, "faults": faults})  # fmt: skip
-    configs = {f.id: registry.get(f.type)().parse_config(f.config_input()) for f in spec.faults}
+    plan = build_plan(spec, registry, source="<test>")
     clock = Clock()
     timeline = Timeline(start=0.0, clock=clock)
     scope = Scope().with_paths(tmp_path)
-    scheduler = FaultScheduler(spec, configs, registry, timeline,
+    scheduler = FaultScheduler(plan.faults, timeline,
                                lambda: FaultContext.create(tmp_path / "state", scope=scope),
                                on_injected=on_injected)  # fmt: skip
     return scheduler, timeline, clock
