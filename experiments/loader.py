@@ -23,8 +23,9 @@ from typing import Annotated, Any, TypeAlias, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from experiments.expectations import EXPECTATION_KEYS, parse_duration
+from experiments.expect import EXPECTATION_KEYS, alert_names
 from experiments.spec import Experiment
+from experiments.timespec import parse_duration
 from faults.errors import ConfigError, PluginError
 from faults.inputlimits import MAX_YAML_DEPTH, one_line, read_text, yaml_error, yaml_loader
 from faults.registry import FaultRegistry
@@ -118,7 +119,6 @@ def validate_document(text: str, file: str, model: type[BaseModel]) -> tuple[Any
 
 def _alert_errors(exp: Experiment, file: str, marks: _Marks) -> _Errors:
     """Alert names in expectations must be alerts of the rules file the run will load."""
-    from experiments.alert_expectations import AlertExpectation, NoAlerts
     from experiments.rulefiles import alert_rules, rules_path
 
     wanted = exp.alert_expectations()
@@ -134,15 +134,9 @@ def _alert_errors(exp: Experiment, file: str, marks: _Marks) -> _Errors:
         return [_located(marks, ("alerting", "rules"), f"{exc} ({path})", expected="a Prometheus rules file")]
     errors: _Errors = []
     for i in wanted:
-        x = exp.expect[i]
-        names: list[tuple[tuple[str | int, ...], str]] = []
-        if isinstance(x, AlertExpectation):
-            names = [(("expect", i, "alert"), x.alert)]
-        if isinstance(x, NoAlerts):
-            names = [(("expect", i, "allow", j), name) for j, name in enumerate(x.allow)]
-        for where, name in names:
+        for where, name in alert_names(exp.expect[i]):
             if name not in known:
-                errors.append(_located(marks, where, f"no alert named '{name}' in {path.name}",
+                errors.append(_located(marks, ("expect", i, *where), f"no alert named '{name}' in {path.name}",
                                        expected=f"an alert of {path} (faultdrill alerts list)",
                                        suggestion=_closest(name, known)))  # fmt: skip
     return errors

@@ -38,6 +38,7 @@ from rich.table import Table
 
 from experiments.assertions import Verdict, check_halt, describe, evaluate, mttd_mttr, not_evaluated
 from experiments.ctk_steps import CtkSteps
+from experiments.expect import needed_after_end
 from experiments.journal import Journal
 from experiments.liveview import LiveView
 from experiments.loader import load_experiment
@@ -106,27 +107,11 @@ def _steady(timeline: Timeline, criteria: SteadyCriteria, now: float) -> bool:
     return criteria.met(stats.total, stats.ok, stats.latencies)
 
 
-def _needed_after_end(x: Any, durations: dict[str, float]) -> float:
-    """How long after its fault ends an expectation may still need events: its ``within`` past its
-    moment, less the fault's duration when the moment is the fault's start (a runbook's ``restores``
-    is judged while its fault is in effect, so it needs none)."""
-    if type(x).__name__ == "RunbookRestores":
-        return 0.0
-    needed = []
-    for w in (x, getattr(x, "fires", None), getattr(x, "resolves", None)):
-        within, moment = getattr(w, "within", None), getattr(w, "after", None)
-        if within is None:
-            continue
-        at_start = getattr(moment, "edge", "") == "start"
-        early = durations.get(getattr(moment, "ref", None) or "", 0.0) if at_start else 0.0
-        needed.append(max(0.0, float(within) + float(getattr(moment, "offset_s", 0.0) or 0.0) - early))
-    return max(needed, default=0.0)
-
-
 def _settle_time(spec: Experiment) -> float:
-    """How long after the last fault ends expectations may still need events."""
+    """How long after the last fault ends expectations may still need events (each kind says how long
+    after its fault it does: ``experiments.expect``)."""
     durations = {f.id: float(f.duration) for f in spec.faults}
-    longest = max((_needed_after_end(e, durations) for e in spec.expect), default=0.0)
+    longest = max((needed_after_end(e, durations) for e in spec.expect), default=0.0)
     return min(60.0, max(longest, float(spec.steady_state.window)) + SETTLE_S)
 
 

@@ -24,6 +24,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from experiments.alert_expectations import AlertingSpec
 from experiments.canary_spec import CanarySpec
+from experiments.expect import kind_of
+from experiments.expect import references as expectation_references
 from experiments.expectations import Duration, Expectation, HaltCondition, Moment
 from experiments.kube_spec import KubernetesSettings
 from experiments.system import SystemDescription, bundled_role, bundled_system
@@ -338,10 +340,8 @@ class Experiment(_Model):
     chaostoolkit: list[ChaosToolkitStep] = Field(default_factory=list)
 
     def alert_expectations(self) -> list[int]:
-        """Indexes of the expectations that need Prometheus and Alertmanager."""
-        from experiments.alert_expectations import AlertExpectation, NoAlerts
-
-        return [i for i, x in enumerate(self.expect) if isinstance(x, AlertExpectation | NoAlerts)]
+        """Indexes of the expectations that need Prometheus and Alertmanager (their kind judges alerts)."""
+        return [i for i, x in enumerate(self.expect) if (k := kind_of(x)) is not None and k.alerts is not None]
 
     def system(self) -> SystemDescription:
         """The services of the system under test, with their roles (``experiments.system``)."""
@@ -412,36 +412,26 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
                 and "own_netns" not in aimed.capabilities:
             problems.append(SpecProblem(("faults", i, "target"), "partitioning the feature store needs its own "
                                         "network namespace", "target.feature_store_netns: true"))  # fmt: skip
-    for i, exp_ in enumerate(exp.expect):
-        path: tuple[str | int, ...] = ("expect", i)
-        for key in ("during", "before"):
-            fault_ref((*path, key), getattr(exp_, key, None), builtins=False)
-        if isinstance(moment := getattr(exp_, "after", None), Moment):
-            fault_ref((*path, "after"), moment.ref)
-        if isinstance(fid := getattr(exp_, "restores", None) and getattr(exp_, "runbook", None), str):
-            with_runbook = [f.id for f in exp.faults if f.runbook is not None]
-            if fid not in with_runbook:
+    client_ids = [c.id for c in exp.load.clients]
+    with_runbook = [f.id for f in exp.faults if f.runbook is not None]
+    for i, x in enumerate(exp.expect):
+        for ref in expectation_references(x):
+            path: tuple[str | int, ...] = ("expect", i, *ref.path)
+            if ref.to in ("fault", "moment"):
+                fault_ref(path, ref.name, builtins=ref.to == "moment")
+            elif ref.to == "runbook" and ref.name not in with_runbook:
                 known_ids = ", ".join(with_runbook) or "none (attach one: faults[].runbook)"
-                problems.append(SpecProblem((*path, "runbook"), f"no fault '{fid}' with a runbook attached",
-                                            f"one of {known_ids}", _closest(fid, with_runbook)))  # fmt: skip
-        if getattr(exp_, "canary", None) is not None and exp.target.canary is None:
-            problems.append(SpecProblem((*path, "canary"), "expects a canary rollout, but target.canary is not set",
-                                        "target.canary: {version: …} (or a game day system with one)"))  # fmt: skip
-        for key in ("fires", "resolves"):
-            if (within := getattr(exp_, key, None)) is not None:
-                fault_ref((*path, key, "after"), within.after.ref)
-        for j, moment in enumerate(getattr(exp_, "between", None) or ()):
-            fault_ref((*path, "between", j), moment.ref)
-        client_ids = [c.id for c in exp.load.clients]
-        for key in ("clients", "except_clients"):
-            for j, cid in enumerate(getattr(exp_, key, None) or ()):
-                if cid not in client_ids:
-                    problems.append(SpecProblem((*path, key, j), f"no load client '{cid}'",
-                                                "one of " + (", ".join(client_ids) or "none (declare load.clients)"),
-                                                _closest(cid, client_ids)))  # fmt: skip
-        for key in ("replica", "breaker"):
-            if isinstance(name := getattr(exp_, key, None), str):
-                service((*path, key), name, replicas, "replica")
-        if isinstance(name := getattr(exp_, "restarts", None), str):
-            service((*path, "restarts"), name, system.supervised(), "supervised service")
+                problems.append(SpecProblem(path, f"no fault '{ref.name}' with a runbook attached",
+                                            f"one of {known_ids}", _closest(ref.name, with_runbook)))  # fmt: skip
+            elif ref.to == "canary" and exp.target.canary is None:
+                problems.append(SpecProblem(path, "expects a canary rollout, but target.canary is not set",
+                                            "target.canary: {version: …} (or a game day system with one)"))  # fmt: skip
+            elif ref.to == "client" and ref.name not in client_ids:
+                problems.append(SpecProblem(path, f"no load client '{ref.name}'",
+                                            "one of " + (", ".join(client_ids) or "none (declare load.clients)"),
+                                            _closest(ref.name, client_ids)))  # fmt: skip
+            elif ref.to == "replica":
+                service(path, ref.name, replicas, "replica")
+            elif ref.to == "supervised":
+                service(path, ref.name, system.supervised(), "supervised service")
     return problems

@@ -4,7 +4,7 @@ Durations are ``500ms``, ``3s``, ``2m``, ``1h`` (or plain seconds). Moments are 
 references: ``run.start``, ``steady.start``, ``<fault id>.start``, ``<fault id>.end``,
 optionally with an offset (``hog.end+5s``, ``hog.start-2s``), or an absolute offset from the
 run start (``30s``). :class:`Windowed` is the mixin for expectations judged over a span
-(``during``, ``before``, ``after``, ``between``; see ``experiments.expectations``).
+(``during``, ``before``, ``after``, ``between``; see ``experiments.expect``).
 
 Example::
 
