@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from experiments.journal_models import SteadyCriteria, percentile  # their home: readers of a journal need them
 from experiments.timeline import Event
 
 if TYPE_CHECKING:
@@ -52,14 +53,6 @@ def is_lost(event: Event) -> bool:
     """A request that was never answered: no status (None or Locust's 0) or a connection error."""
     status = event.get("status")
     return status in (None, 0) or bool(_CONNECTION.search(str(event.get("error") or "")))
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in 0..1) of already sorted values; None when empty."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 
 @dataclass(frozen=True)
@@ -103,47 +96,6 @@ def request_stats(events: Iterable[Event]) -> RequestStats:
         elif is_lost(e):
             lost += 1
     return RequestStats(total=total, ok=ok, lost=lost, latencies=tuple(sorted(latencies)))
-
-
-@dataclass(frozen=True)
-class SteadyCriteria:
-    """What "steady state" means: over any ``window_s`` of requests, availability at least
-    ``availability`` and (when set) p95 latency of ok requests at most ``latency_p95_s``.
-
-    The defaults (5 s, 0.99, no latency bound) are used when a spec gives no steady state.
-    """
-
-    window_s: float = 5.0
-    availability: float = 0.99
-    latency_p95_s: float | None = None
-
-    @classmethod
-    def of(cls, steady_state: Any = None) -> SteadyCriteria:
-        """From a spec's ``steady_state`` (``window``; ``slo.availability`` / ``slo.error_ratio`` /
-        ``slo.latency_p95``, each possibly None = no bound), a ``SteadyCriteria``, or None (defaults).
-        An ``error_ratio`` bound is the availability bound ``1 - error_ratio``; the stricter one wins."""
-        if steady_state is None or isinstance(steady_state, SteadyCriteria):
-            return steady_state or cls()
-        slo, window = getattr(steady_state, "slo", None), getattr(steady_state, "window", None)
-        availability = 0.99 if slo is None else getattr(slo, "availability", 0.99)
-        error_ratio, p95 = getattr(slo, "error_ratio", None), getattr(slo, "latency_p95", None)
-        floor = max(0.0 if availability is None else float(availability),
-                    0.0 if error_ratio is None else 1.0 - float(error_ratio))  # fmt: skip
-        return cls(window_s=5.0 if window is None else float(window), availability=floor,
-                   latency_p95_s=None if p95 is None else float(p95))  # fmt: skip
-
-    def met(self, total: int, ok: int, sorted_latencies: Sequence[float]) -> bool:
-        """Do these requests (counts, sorted ok latencies) meet the criteria? None at all never do."""
-        if not total or ok / total < self.availability:
-            return False
-        p95 = percentile(sorted_latencies, 0.95)
-        return self.latency_p95_s is None or (p95 is not None and p95 <= self.latency_p95_s)
-
-    def describe(self) -> str:
-        text = f"availability ≥ {self.availability:g}"
-        if self.latency_p95_s is not None:
-            text += f" and p95 ≤ {self.latency_p95_s * 1000:g} ms"
-        return f"{text} over {self.window_s:g} s windows"
 
 
 def regained_at(requests: Sequence[Event], start: float, criteria: SteadyCriteria, *, horizon: float) -> float | None:

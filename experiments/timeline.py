@@ -9,31 +9,10 @@ timelines; the journal stores the timeline, so reports can be re-rendered from a
 Time is **seconds since the run started** (``t``, from a monotonic clock) plus the wall time
 (``wall``) for humans. Events may be appended from several threads; reads sort by ``t``.
 
-Event kinds and their conventional attributes:
-
-============  ===========================  =================================================
-kind          source                       attrs
-============  ===========================  =================================================
-request       load generator (``load``)    ``ok`` bool, ``status`` int, ``latency_s``,
-                                           ``name`` (endpoint), ``error`` (str|None),
-                                           ``version`` (model version served, canary rollouts)
-probe         replica name                 ``probe`` (readiness|liveness|startup),
-                                           ``value`` bool, ``status`` int|None, ``latency_s``
-breaker       replica name                 ``state`` (closed|open|half-open)
-process       service name                 ``event`` (start|exit|restart|ready|unready),
-                                           ``pid``, ``code``, ``signal``, ``reason``
-                                           (Completed|Error|OOMKilled|Signal), ``restarts``
-fault         fault id                     ``event`` (start|end|verified|error), ``fault``
-                                           (type), ``mode``, ``target``, ``emulated``
-metric        scrape target                ``name``, ``value``, ``labels``
-alert         alert name                   ``state`` (pending|firing|resolved), ``labels``
-notification  receiver name                ``alert``, ``status`` (firing|resolved), ``labels``
-runbook       runbook file                 ``step``, ``status``, ``note``
-phase         ``run``                      ``phase`` (setup|steady|inject|recover|teardown)
-canary        ``canary`` (the analysis)    ``event`` (revision|check|weight|promote|rollback|error),
-                                           ``version``, ``weight`` (canary %), ``result``,
-                                           ``reason``, ``checks``, per-pool SLIs ``stable``/``canary``
-============  ===========================  =================================================
+Event kinds (``request``, ``probe``, ``breaker``, ``process``, ``fault``, ``metric``, ``alert``,
+``notification``, ``runbook``, ``phase``, ``canary``) and the attributes of each are typed in
+``experiments.journal_events`` (one pydantic model per kind; the journal's JSON Schema is generated
+from them): that module, not a table here, is the reference.
 
 Example::
 
@@ -49,33 +28,11 @@ import bisect
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from experiments.journal_events import KINDS, Event, EventKind  # their home: the journal's own models
 
 __all__ = ["KINDS", "Event", "EventKind", "Timeline"]
-
-EventKind = Literal[
-    "request", "probe", "breaker", "process", "fault", "metric", "alert", "notification", "runbook", "phase",
-    "canary",
-]
-KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
-
-
-class Event(BaseModel):
-    """One observation at ``t`` seconds after the run started."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    t: float
-    kind: EventKind
-    source: str
-    attrs: dict[str, Any] = Field(default_factory=dict)
-    wall: float | None = None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.attrs.get(key, default)
-
 
 class Timeline:
     """Append-only, thread-safe event store; reads are sorted by time.

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
+from experiments.journal_models import ExampleTrace, SpanEvent, SpanNode, TraceSummary, TraceWindow
 from experiments.slo import percentile
 from experiments.timeline import Timeline
 
@@ -44,74 +44,6 @@ ROOT_SERVICE = "faultdrill-target"
 _DROP = {"http.request.method", "http.route", "url.scheme", "url.template", "server.address", "server.port",
          "faultdrill.model", "faultdrill.dependency"}  # fmt: skip
 _PREFIX = b'{"trace_id":"'
-
-
-class SpanEvent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    at_ms: float
-    """Offset from the trace's start."""
-    attributes: dict[str, Any] = Field(default_factory=dict)
-
-
-class SpanNode(BaseModel):
-    """One span of an example trace, in tree order (``depth`` 0 is the request)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    service: str
-    instance: str | None = None
-    kind: str
-    depth: int
-    start_ms: float
-    """Offset from the trace's start."""
-    duration_ms: float
-    status: Literal["OK", "ERROR", "UNSET"]
-    status_message: str | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    events: list[SpanEvent] = Field(default_factory=list)
-
-
-class ExampleTrace(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trace_id: str
-    t: float
-    """Run time (s) the request started."""
-    duration_ms: float
-    failed: bool
-    http_status: int | None = None
-    replica: str | None = None
-    services: list[str]
-    spans: list[SpanNode]
-    truncated: int = 0
-    """Spans left out (beyond the bound of one example)."""
-
-
-class TraceWindow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    """``steady`` or a fault id."""
-    label: str
-    start: float
-    end: float
-    requests: int
-    failed: int
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    slowest: list[ExampleTrace] = Field(default_factory=list)
-    failures: list[ExampleTrace] = Field(default_factory=list)
-
-
-class TraceSummary(BaseModel):
-    """What the journal keeps of the run's traces; the span files stay in the run directory."""
-
-    model_config = ConfigDict(extra="forbid")
-    files: list[str] = Field(default_factory=list)
-    """Span files, relative to the run directory."""
-    spans: int = 0
-    """Request (root) spans read."""
-    windows: list[TraceWindow] = Field(default_factory=list)
-    note: str = ""
 
 
 def windows_of(timeline: Timeline) -> list[tuple[str, str, float, float]]:

@@ -21,9 +21,8 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from experiments.timeline import Event
+from experiments.journal import CanaryAttrs, CanarySlis, Event
 
 __all__ = ["CanaryDecision", "CanaryPoint", "CanaryView", "canary_markdown", "canary_svg", "canary_view"]
 
@@ -60,10 +59,10 @@ class CanaryView:
     end: float
 
 
-def _slis(raw: Any) -> dict[str, float | None]:
-    raw = raw if isinstance(raw, dict) else {}
-    return {k: (float(raw[k]) if isinstance(raw.get(k), int | float) else None)
-            for k in ("requests", "success_rate", "latency_p95_s", "confidence")}  # fmt: skip
+def _slis(slis: CanarySlis | None) -> dict[str, float | None]:
+    slis = slis or CanarySlis()
+    return {"requests": None if slis.requests is None else float(slis.requests), "success_rate": slis.success_rate,
+            "latency_p95_s": slis.latency_p95_s, "confidence": slis.confidence}  # fmt: skip
 
 
 def canary_view(events: Iterable[Event]) -> CanaryView | None:
@@ -75,18 +74,15 @@ def canary_view(events: Iterable[Event]) -> CanaryView | None:
         end = max(end, e.t)
         if e.kind != "canary":
             continue
-        a = e.attrs
-        weight = int(a.get("weight") or 0)
+        a = CanaryAttrs.of(e)
+        weight = a.weight or 0
         if not weights or weights[-1][1] != weight:
             weights.append((e.t, weight))
-        if a.get("event") == "check":
-            points.append(CanaryPoint(e.t, weight, str(a.get("result", "")), str(a.get("version", "")),
-                                      _slis(a.get("canary")), _slis(a.get("stable"))))  # fmt: skip
-        elif a.get("event") in ("revision", "weight", "promote", "rollback"):
-            seconds = a.get("seconds")
-            decisions.append(CanaryDecision(e.t, str(a["event"]), str(a.get("version", "")), weight,
-                                            str(a.get("reason") or ""),
-                                            float(seconds) if isinstance(seconds, int | float) else None))  # fmt: skip
+        if a.event == "check":
+            points.append(CanaryPoint(e.t, weight, a.result or "", a.version or "", _slis(a.canary),
+                                      _slis(a.stable)))  # fmt: skip
+        elif a.event in ("revision", "weight", "promote", "rollback"):
+            decisions.append(CanaryDecision(e.t, a.event, a.version or "", weight, a.reason or "", a.seconds))
     if not points and not decisions:
         return None
     return CanaryView(tuple(points), tuple(decisions), tuple(weights), end)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from experiments.journal import AlertAttrs, FaultAttrs, NotificationAttrs, RunbookAttrs
+
 if TYPE_CHECKING:
     from reports.model import RunView
 
@@ -38,19 +40,21 @@ def day_timeline(views: Sequence[RunView]) -> list[DayRow]:
         rows.append(DayRow(j.started_at, name, 0.0, "scenario started", f"run {j.run_id}", "phase"))
         for e in j.events:
             wall = e.wall if e.wall is not None else j.started_at + e.t
-            a = e.attrs
             if e.kind == "runbook":
-                note = f" — {a.get('note')}" if a.get("note") else ""
-                rows.append(DayRow(wall, name, e.t, f"runbook step ({a.get('status') or 'noted'})",
-                                   f"{a.get('step') or ''}{note} [{e.source}]", "step"))  # fmt: skip
-            elif e.kind == "fault" and a.get("event") in ("start", "end", "error"):
-                what = {"start": "fault injected", "end": "fault ended", "error": "fault error"}[str(a["event"])]
-                rows.append(DayRow(wall, name, e.t, what, f"{e.source} ({a.get('fault') or ''})"))
-            elif e.kind == "alert" and a.get("state") in ("firing", "resolved"):
-                rows.append(DayRow(wall, name, e.t, f"alert {a['state']}", e.source))
+                r = RunbookAttrs.of(e)
+                note = f" — {r.note}" if r.note else ""
+                rows.append(DayRow(wall, name, e.t, f"runbook step ({r.status or 'noted'})",
+                                   f"{r.step or ''}{note} [{e.source}]", "step"))  # fmt: skip
+            elif e.kind == "fault":
+                f = FaultAttrs.of(e)
+                if what := {"start": "fault injected", "end": "fault ended", "error": "fault error"}.get(f.event):
+                    rows.append(DayRow(wall, name, e.t, what, f"{e.source} ({f.fault or ''})"))
+            elif e.kind == "alert":
+                if (state := AlertAttrs.of(e).state) in ("firing", "resolved"):
+                    rows.append(DayRow(wall, name, e.t, f"alert {state}", e.source))
             elif e.kind == "notification":
-                rows.append(DayRow(wall, name, e.t, f"notified ({a.get('status', 'firing')})",
-                                   f"{a.get('alert')} → {e.source}"))  # fmt: skip
+                n = NotificationAttrs.of(e)
+                rows.append(DayRow(wall, name, e.t, f"notified ({n.status})", f"{n.alert} → {e.source}"))
         end = j.ended_at if j.ended_at is not None else j.started_at + v.duration
         rows.append(DayRow(end, name, v.duration, f"scenario {j.outcome or 'unfinished'}",
                            j.reason or v.summary, "phase"))  # fmt: skip

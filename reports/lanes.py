@@ -5,11 +5,11 @@ probes per replica, breakers, process restarts with their reason, alerts (pendin
 notified, resolved) and runbook steps. Consecutive events in the same state merge into one
 span, so a 10 Hz probe stream draws as a handful of rectangles.
 
->>> from experiments.timeline import Event
+>>> from experiments.journal import Event
 >>> lanes = build_lanes([Event(t=1, kind="breaker", source="replica-0", attrs={"state": "open"}),
 ...                      Event(t=3, kind="breaker", source="replica-0", attrs={"state": "closed"})], 5.0)
 >>> [(s.state, s.start, s.end) for s in lanes[0].spans]
-[('open', 1, 3), ('closed', 3, 5.0)]
+[('open', 1.0, 3.0), ('closed', 3.0, 5.0)]
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from experiments.timeline import Event
+from experiments.journal import (
+    AlertAttrs,
+    BreakerAttrs,
+    Event,
+    NotificationAttrs,
+    ProbeAttrs,
+    ProcessAttrs,
+    RunbookAttrs,
+)
 
 __all__ = ["AlertRow", "Lane", "Mark", "RunbookRow", "Span", "alert_rows", "build_lanes", "runbook_rows"]
 
@@ -93,32 +101,37 @@ def build_lanes(events: Iterable[Event], end: float) -> tuple[Lane, ...]:
     alerts: dict[str, list[tuple[float, str]]] = {}
     notified: dict[str, list[Mark]] = {}
     runbook: list[Mark] = []
-    exits: dict[str, Event] = {}
+    exits: dict[str, ProcessAttrs] = {}
     for e in events:
-        a = e.attrs
-        if e.kind == "probe" and a.get("probe") in PROBES:
-            state = "ready" if a.get("probe") == "readiness" else "live"
-            probes.setdefault((e.source, str(a["probe"])), []).append(
-                (e.t, state if a.get("value") is True else f"not {state}"))
-        elif e.kind == "breaker" and a.get("state"):
-            breakers.setdefault(e.source, []).append((e.t, str(a["state"])))
-        elif e.kind == "process" and a.get("event") in ("exit", "start", "restart", "ready"):
-            if a["event"] == "exit":
-                exits[e.source] = e
-            down.setdefault(e.source, []).append((e.t, "down" if a["event"] == "exit" else "up"))
-            if a["event"] == "restart":
+        if e.kind == "probe":
+            p = ProbeAttrs.of(e)
+            if p.probe in PROBES:
+                state = "ready" if p.probe == "readiness" else "live"
+                probes.setdefault((e.source, p.probe), []).append((e.t, state if p.value else f"not {state}"))
+        elif e.kind == "breaker":
+            if state := BreakerAttrs.of(e).state:
+                breakers.setdefault(e.source, []).append((e.t, state))
+        elif e.kind == "process":
+            pr = ProcessAttrs.of(e)
+            if pr.event not in ("exit", "start", "restart", "ready"):
+                continue
+            if pr.event == "exit":
+                exits[e.source] = pr
+            down.setdefault(e.source, []).append((e.t, "down" if pr.event == "exit" else "up"))
+            if pr.event == "restart":
                 died = exits.get(e.source)
-                reason = a.get("reason") or (died.attrs.get("reason") if died else None) or "?"
-                cause = died.attrs.get("cause") if died else None
+                reason = pr.reason or (died.reason if died else None) or "?"
+                cause = died.cause if died else None
                 restarts.append(Mark(e.t, f"{e.source}: {reason}" + (f" ({cause})" if cause else ""), "bad"))
-        elif e.kind == "alert" and a.get("state"):
-            alerts.setdefault(e.source, []).append((e.t, str(a["state"])))
+        elif e.kind == "alert":
+            if state := AlertAttrs.of(e).state:
+                alerts.setdefault(e.source, []).append((e.t, state))
         elif e.kind == "notification":
-            name = str(a.get("alert") or "?")
-            notified.setdefault(name, []).append(Mark(e.t, f"→ {e.source}", str(a.get("status", "firing"))))
+            n = NotificationAttrs.of(e)
+            notified.setdefault(n.alert or "?", []).append(Mark(e.t, f"→ {e.source}", str(n.status)))
         elif e.kind == "runbook":
-            status = str(a.get("status") or "")
-            runbook.append(Mark(e.t, str(a.get("step") or "step"), status))
+            r = RunbookAttrs.of(e)
+            runbook.append(Mark(e.t, str(r.step or "step"), r.status or ""))
     lanes: list[Lane] = []
     for replica in sorted({r for r, _ in probes} | set(breakers)):
         gone = tuple(s for s in _spans(down.get(replica, []), end) if s.state == "down")
@@ -154,21 +167,20 @@ def alert_rows(events: Iterable[Event], fault_starts: Sequence[tuple[str, float 
     rows: dict[str, _Seen] = {}
     for e in events:
         if e.kind == "alert":
+            a = AlertAttrs.of(e)
             row = rows.setdefault(e.source, _Seen())
-            state = str(e.attrs.get("state"))
-            if state in ("pending", "firing", "resolved") and getattr(row, state) is None:
-                setattr(row, state, e.t)
-            labels = e.attrs.get("labels")
-            severity = e.attrs.get("severity") or (labels.get("severity") if isinstance(labels, dict) else None)
-            row.severity = row.severity or str(severity or "")
+            if a.state in ("pending", "firing", "resolved") and getattr(row, a.state) is None:
+                setattr(row, a.state, e.t)
+            row.severity = row.severity or a.severity or a.labels.get("severity") or ""
         elif e.kind == "notification":
-            row = rows.setdefault(str(e.attrs.get("alert") or "?"), _Seen())
+            n = NotificationAttrs.of(e)
+            row = rows.setdefault(n.alert or "?", _Seen())
             row.count += 1
-            if e.attrs.get("status", "firing") == "firing" and row.notified is None:
+            if n.status == "firing" and row.notified is None:
                 row.notified = e.t
             if e.source not in row.receivers:
                 row.receivers.append(e.source)
-            row.severity = row.severity or str(e.attrs.get("severity") or "")
+            row.severity = row.severity or n.severity or ""
     out = []
     for name, row in rows.items():
         at = row.firing if row.firing is not None else row.pending
@@ -180,6 +192,9 @@ def alert_rows(events: Iterable[Event], fault_starts: Sequence[tuple[str, float 
 
 
 def runbook_rows(events: Iterable[Event]) -> tuple[RunbookRow, ...]:
-    return tuple(RunbookRow(e.t, e.wall, e.source, str(e.attrs.get("step") or ""), str(e.attrs.get("status") or ""),
-                            str(e.attrs.get("note") or "")) for e in events if e.kind == "runbook")  # fmt: skip
-
+    rows = []
+    for e in events:
+        if e.kind == "runbook":
+            r = RunbookAttrs.of(e)
+            rows.append(RunbookRow(e.t, e.wall, e.source, str(r.step or ""), r.status or "", r.note or ""))
+    return tuple(rows)

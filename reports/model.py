@@ -2,7 +2,9 @@
 
 Request arithmetic follows :mod:`experiments.slo` (availability = ok / all requests;
 latency percentiles over ok requests, nearest rank), so a report never disagrees with the
-verdicts. Series are per second of run time (``t`` since the run started).
+verdicts. Series are per second of run time (``t`` since the run started). Everything is read
+through the journal's typed accessors (``experiments.journal``): the faults as they ran, the
+verdicts, the steady state the run judged by, each event's attributes.
 
 Example::
 
@@ -13,14 +15,13 @@ Example::
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from experiments.journal import Journal
-from experiments.slo import percentile
+from experiments.journal import FaultRecord, Journal, PhaseAttrs, RequestColumns, VerdictRecord, percentile
 from reports.lanes import AlertRow, Lane, RunbookRow, alert_rows, build_lanes, runbook_rows
 from reports.score import Score, resilience_score
 
@@ -130,7 +131,7 @@ class VerdictRow:
     expected: str
     observed: str
     window: tuple[float, float] | None
-    measured: dict[str, Any]
+    measured: dict[str, float | int | None]
     evidence: int
     evaluated: bool = True
     """False when the run aborted before it could be judged (``observed`` says why)."""
@@ -146,10 +147,6 @@ def _consumed(availability: float | None, target: float) -> float | None:
         return None
     budget = 1.0 - target
     return (1.0 - availability) / budget if budget > 0 else (0.0 if availability >= 1.0 else math.inf)
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)
@@ -201,23 +198,18 @@ class RunView:
 
     @classmethod
     def of(cls, journal: Journal) -> RunView:
-        t, ok, lat, counts = [], [], [], dict[str, int]()
-        for e in journal.events:
-            counts[e.kind] = counts.get(e.kind, 0) + 1
-            if e.kind == "request":
-                good = e.attrs.get("ok") is True
-                t.append(e.t)
-                ok.append(good)
-                lat.append(_float(e.attrs.get("latency_s")) if good else None)
-        req = Requests(np.asarray(t, dtype=np.float64), np.asarray(ok, dtype=np.bool_),
-                       np.asarray([math.nan if x is None else x for x in lat], dtype=np.float64))  # fmt: skip
+        counts: dict[str, int] = dict(Counter(e.kind for e in journal.events))
+        r = RequestColumns.of(journal.events)  # one typed pass over every request
+        lat = [x if good and x is not None else math.nan for good, x in zip(r.ok, r.latency_s, strict=True)]
+        req = Requests(np.asarray(r.t, dtype=np.float64), np.asarray(r.ok, dtype=np.bool_),
+                       np.asarray(lat, dtype=np.float64))  # fmt: skip
         last = max((e.t for e in journal.events), default=0.0)
         wall = (journal.ended_at - journal.started_at) if journal.ended_at else 0.0
         duration = max(last, wall, 0.0)
-        phases = tuple((str(e.attrs.get("phase")), e.t) for e in journal.events if e.kind == "phase")
-        faults = _faults(journal, req, duration)
+        phases = tuple((PhaseAttrs.of(e).phase, e.t) for e in journal.events if e.kind == "phase")
+        faults = tuple(_fault(f, req, duration) for f in journal.fault_records())
         slo = _slo(journal, req, faults, phases, duration)
-        verdicts = tuple(_verdict(v) for v in journal.verdicts)
+        verdicts = tuple(_verdict(v) for v in journal.verdict_records())
         score = resilience_score(
             outcome=journal.outcome, passed=sum(v.passed for v in verdicts), expectations=len(verdicts),
             availability_faults=slo.fault_availability, slo_availability=slo.availability_target,
@@ -229,50 +221,18 @@ class RunView:
                    phases, slo, verdicts, score, counts)  # fmt: skip
 
 
-def _faults(journal: Journal, req: Requests, duration: float) -> tuple[FaultWindow, ...]:
-    """Faults from the journal's summary, completed (or found) from the fault events."""
-    events: dict[str, dict[str, Any]] = {}
-    for e in journal.events:
-        if e.kind != "fault":
-            continue
-        info = events.setdefault(e.source, {})
-        what = e.attrs.get("event")
-        if what == "start" and "start" not in info:
-            info.update(start=e.t, **{k: e.attrs[k] for k in ("fault", "mode", "target", "emulated") if k in e.attrs})
-        elif what == "end" and "end" not in info:
-            info["end"] = e.t
-        elif what == "verified":
-            info.update(effective=e.attrs.get("effective"), message=e.attrs.get("message", ""))
-        elif what == "error":
-            info["error"] = e.attrs.get("error") or e.attrs.get("message") or "error"
-    out = []
-    for fid in [*journal.faults, *(f for f in events if f not in journal.faults)]:
-        s, ev = journal.faults.get(fid, {}), events.get(fid, {})
-        # The events first: the verdicts and MTTD/MTTR place a fault by its start/end events.
-        start = _float(ev.get("start", s.get("start_s", s.get("start"))))
-        end = _float(ev.get("end", s.get("end_s", s.get("end"))))
-        verified: dict[str, Any] = s["verified"] if isinstance(s.get("verified"), dict) else {}
-        effective = verified.get("effective", ev.get("effective"))
-        note = str(s.get("error") or ev.get("error") or verified.get("message") or ev.get("message") or "")
-        total, _, avail, p95 = req.window(start, duration if end is None else end) if start is not None \
-            else (0, 0, None, None)  # fmt: skip
-        out.append(FaultWindow(
-            id=fid, type=str(s.get("type") or ev.get("fault") or "?"), target=str(s.get("target") or ev.get("target")
-            or "?"), mode=str(s.get("mode") or ev.get("mode") or ""), start=start, end=end,
-            emulated=bool(s.get("emulated", ev.get("emulated", False))), mttd_s=_float(s.get("mttd_s")),
-            mttr_s=_float(s.get("mttr_s")), requests=total, availability=avail, p95_s=p95,
-            effective=effective if isinstance(effective, bool) else None, note=note,
-        ))  # fmt: skip
-    return tuple(out)
+def _fault(f: FaultRecord, req: Requests, duration: float) -> FaultWindow:
+    """A fault as the journal records it, with what it did to the requests in its window."""
+    total, _, avail, p95 = req.window(f.start, duration if f.end is None else f.end) if f.start is not None \
+        else (0, 0, None, None)  # fmt: skip
+    return FaultWindow(id=f.id, type=f.type or "?", target=f.target or "?", mode=f.mode or "", start=f.start,
+                       end=f.end, emulated=f.emulated, mttd_s=f.mttd_s, mttr_s=f.mttr_s, requests=total,
+                       availability=avail, p95_s=p95, effective=f.effective, note=f.note)  # fmt: skip
 
 
 def _slo(journal: Journal, req: Requests, faults: tuple[FaultWindow, ...], phases: tuple[tuple[str, float], ...],
          duration: float) -> SloView:  # fmt: skip
-    steady = journal.spec.get("steady_state") or {}
-    slo = steady.get("slo") or {} if isinstance(steady, dict) else {}
-    availability = _float(slo.get("availability")) if "availability" in slo else 0.99
-    error_ratio = _float(slo.get("error_ratio"))
-    target = max(availability or 0.0, 0.0 if error_ratio is None else 1.0 - error_ratio)
+    steady = journal.steady_criteria()  # what the run judged by, not the spec's defaults again
     start = next((t for name, t in phases if name == "steady"), float(req.t[0]) if len(req.t) else 0.0)
     end = next((t for name, t in phases if name == "teardown" and t >= start), duration)
     total, ok, avail, p95 = req.window(start, end)
@@ -282,20 +242,15 @@ def _slo(journal: Journal, req: Requests, faults: tuple[FaultWindow, ...], phase
             inside |= (req.t >= f.start) & (req.t <= (duration if f.end is None else f.end))
     f_total = int(inside.sum())
     f_avail = int((inside & req.ok).sum()) / f_total if f_total else None
+    target = steady.availability
     return SloView(
-        availability_target=target, latency_p95_target_s=_float(slo.get("latency_p95")),
-        window_s=_float(steady.get("window")) or 5.0 if isinstance(steady, dict) else 5.0,
+        availability_target=target, latency_p95_target_s=steady.latency_p95_s, window_s=steady.window_s,
         measured_from=start, measured_to=end, requests=total, failed=total - ok, availability=avail, p95_s=p95,
         budget_consumed=_consumed(avail, target), fault_requests=f_total, fault_availability=f_avail,
         fault_budget_consumed=_consumed(f_avail, target),
     )  # fmt: skip
 
 
-def _verdict(raw: dict[str, Any]) -> VerdictRow:
-    window = raw.get("window")
-    span = (float(window[0]), float(window[1])) if isinstance(window, list | tuple) and len(window) == 2 else None
-    measured = raw.get("measured") if isinstance(raw.get("measured"), dict) else {}
-    return VerdictRow(name=str(raw.get("name", "?")), passed=raw.get("passed") is True,
-                      expected=str(raw.get("expected", "")), observed=str(raw.get("observed", "")), window=span,
-                      measured=dict(measured or {}), evidence=len(raw.get("evidence") or []),
-                      evaluated=raw.get("evaluated") is not False)  # fmt: skip
+def _verdict(v: VerdictRecord) -> VerdictRow:
+    return VerdictRow(name=v.name, passed=v.passed, expected=v.expected, observed=v.observed, window=v.window,
+                      measured=dict(v.measured), evidence=len(v.evidence), evaluated=v.evaluated)  # fmt: skip

@@ -3,7 +3,7 @@
 Per window of the run (steady state, each fault) the figures of its traced requests, then
 the slowest and the failed example traces as indented span lists with a text bar each —
 a waterfall that reads in a pull-request comment. Everything comes from the journal's
-``traces`` (``experiments.traces``); nothing reads the span files.
+``traces`` (``experiments.journal``'s trace models); nothing reads the span files.
 
 Example::
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from experiments.traces import ExampleTrace, TraceSummary
+    from experiments.journal import ExampleTrace, TraceSummary
 
 __all__ = ["bar", "traces_markdown"]
 

@@ -1,0 +1,301 @@
+"""Timeline events as the journal keeps them: :class:`Event` and the typed attributes of each kind.
+
+An event is ``{t, kind, source, attrs, wall}``; ``attrs`` is what its producer recorded. Each kind has
+a model of those attributes (``RequestAttrs`` … ``CanaryAttrs``, ``ATTRS`` by kind), written from the
+``timeline.add`` calls that record them, so readers (the reports) use typed fields instead of string
+keys. The models only *read*: the timeline stores the plain dict, the journal writes it unchanged,
+and producers' further attributes stay readable (``extra="allow"``, under ``model_extra``). Every
+field has a default: events recorded by older versions and by tests (fewer attributes) still load.
+
+>>> e = Event(t=1.5, kind="probe", source="replica-0", attrs={"probe": "readiness", "value": False})
+>>> p = ProbeAttrs.of(e)
+>>> p.probe, p.value, p.status
+('readiness', False, None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, TypeAdapter, ValidationError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+from pydantic_core import core_schema as cs
+
+__all__ = [
+    "ATTRS", "KINDS", "AlertAttrs", "BreakerAttrs", "CanaryAttrs", "CanarySlis", "Event", "EventAttrs", "EventKind",
+    "FaultAttrs", "JournalValueError", "MetricAttrs", "NotificationAttrs", "PhaseAttrs", "ProbeAttrs", "ProcessAttrs",
+    "RequestAttrs", "RequestColumns", "RunbookAttrs", "as_definition", "read_as",
+]  # fmt: skip
+
+EventKind = Literal[
+    "request", "probe", "breaker", "process", "fault", "metric", "alert", "notification", "runbook", "phase",
+    "canary",
+]
+KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class JournalValueError(ValueError):
+    """A journal value that does not match its model (a hand-edited or foreign file): one line saying where."""
+
+
+def read_as(model: type[M], value: Any, where: str) -> M:
+    """``value`` as ``model``; a mismatch is a :class:`JournalValueError` naming ``where`` and the field."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        field = ".".join([where, *(str(p) for p in first["loc"])])
+        raise JournalValueError(f"{field}: {first['msg']}{more}") from None
+
+
+def as_definition(tp: Any) -> CoreSchema:
+    """``tp``'s core schema such that its JSON Schema is a ``$ref`` into ``$defs`` (a model used once stays named)."""
+    core = TypeAdapter(tp).core_schema
+    if "ref" not in core:
+        return core
+    return cs.definitions_schema(cs.definition_reference_schema(core["ref"]), [core])
+
+
+class _Attrs(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, use_attribute_docstrings=True)
+
+    @classmethod
+    def of(cls, event: Event) -> Self:
+        """The attributes of ``event`` (its kind must be this model's)."""
+        if ATTRS[event.kind] is not cls:
+            raise ValueError(f"a {event.kind} event has no {cls.__name__}")
+        return read_as(cls, event.attrs, event.where)
+
+
+class RequestAttrs(_Attrs):
+    """``request`` (source: the load generator): one request's outcome."""
+
+    ok: bool = False
+    status: int | None = None
+    """HTTP status; None or 0 (Locust) when the connection failed."""
+    latency_s: float | None = None
+    name: str = ""
+    """The endpoint."""
+    error: str | None = None
+    client: str | None = None
+    """The client id (``load.clients``)."""
+    version: str | None = None
+    """The model version that answered (canary rollouts)."""
+
+
+class ProbeAttrs(_Attrs):
+    """``probe`` (source: the replica): a readiness, liveness, startup (or Chaos Toolkit) probe's result."""
+
+    probe: str = ""
+    """readiness, liveness, startup or chaostoolkit."""
+    value: bool = False
+    status: int | str | None = None
+    """HTTP status (None: no answer); a Chaos Toolkit probe's run status."""
+    latency_s: float | None = None
+    pid: int | None = None
+    samples: int | None = None
+    """Samples since the last event (events are throttled while the value holds)."""
+    origin: str | None = None
+    """Where the value came from when it was not probed (``pod Ready condition``)."""
+
+
+class BreakerAttrs(_Attrs):
+    """``breaker`` (source: the replica): its circuit breaker's state."""
+
+    state: str = ""
+    """closed, open or half-open."""
+    pid: int | None = None
+    from_state: str | None = None
+
+
+class ProcessAttrs(_Attrs):
+    """``process`` (source: the service): a start, exit, restart, ready or unready."""
+
+    event: str = ""
+    """start, exit, restart, ready or unready."""
+    pid: int | None = None
+    pod: str | None = None
+    code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    """Completed, Error, OOMKilled or Signal."""
+    cause: str | None = None
+    """Who ended it when it was us (a fault, ``deleted``)."""
+    ran_s: float | None = None
+    restarts: int | None = None
+    backoff_s: float | None = None
+
+
+class FaultAttrs(_Attrs):
+    """``fault`` (source: the fault id): start, verified, end, rolled_back or error."""
+
+    event: str = ""
+    """start, verified, end, rolled_back or error."""
+    fault: str | None = None
+    """The fault type."""
+    mode: str | None = None
+    target: str | None = None
+    emulated: bool | None = None
+    injection: str | None = None
+    effective: bool | None = None
+    """verified: whether the fault's effect was really there."""
+    message: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+    """rolled_back: how long the undo took."""
+
+
+class MetricAttrs(_Attrs):
+    """``metric`` (source: the scrape target, or ``run`` for ``steady_state``): one sample."""
+
+    name: str = ""
+    value: float | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AlertAttrs(_Attrs):
+    """``alert`` (source: the alert name): a state change."""
+
+    state: str = ""
+    """pending, firing or resolved."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    severity: str | None = None
+    active_at: float | None = None
+    last_seen: float | None = None
+
+
+class NotificationAttrs(_Attrs):
+    """``notification`` (source: the receiver): an Alertmanager webhook delivery."""
+
+    alert: str | None = None
+    status: str | None = "firing"
+    """firing or resolved."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    severity: str | None = None
+    group_key: str | None = None
+    starts_at: str | None = None
+    ends_at: str | None = None
+    fingerprint: str | None = None
+
+
+class RunbookAttrs(_Attrs):
+    """``runbook`` (source: the runbook's name): a step, a launch or an engine failure."""
+
+    step: int | str | None = None
+    """The step's number (older journals and tests: its text)."""
+    title: str | None = None
+    status: str | None = None
+    """launched, started, done, failed, skipped or halted."""
+    note: str | None = None
+    check: str | None = None
+    duration_s: float | None = None
+    fault: str | None = None
+    trigger: str | None = None
+    file: str | None = None
+
+
+class PhaseAttrs(_Attrs):
+    """``phase`` (source: ``run``)."""
+
+    phase: str = ""
+    """setup, steady, recover or teardown."""
+
+
+class CanarySlis(BaseModel):
+    """One pool's SLIs over an analysis window (None: nothing measured)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    requests: int | None = None
+    success_rate: float | None = None
+    latency_p95_s: float | None = None
+    confidence: float | None = None
+    version: str | None = None
+
+
+class CanaryAttrs(_Attrs):
+    """``canary`` (source: ``canary``, the analysis): revision, check, weight, promote, rollback or error."""
+
+    event: str = ""
+    version: str | None = None
+    weight: int | None = None
+    """The canary's traffic weight (%)."""
+    result: str | None = None
+    """check: passed, failed, inconclusive or not_judged."""
+    reason: str | None = None
+    judged: bool | None = None
+    canary: CanarySlis | None = None
+    stable: CanarySlis | None = None
+    checks: list[dict[str, Any]] | None = None
+    failures: int | None = None
+    by: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+EventAttrs = (RequestAttrs | ProbeAttrs | BreakerAttrs | ProcessAttrs | FaultAttrs | MetricAttrs | AlertAttrs
+              | NotificationAttrs | RunbookAttrs | PhaseAttrs | CanaryAttrs)  # fmt: skip
+ATTRS: dict[str, type[EventAttrs]] = {
+    "request": RequestAttrs, "probe": ProbeAttrs, "breaker": BreakerAttrs, "process": ProcessAttrs,
+    "fault": FaultAttrs, "metric": MetricAttrs, "alert": AlertAttrs, "notification": NotificationAttrs,
+    "runbook": RunbookAttrs, "phase": PhaseAttrs, "canary": CanaryAttrs,
+}  # fmt: skip
+
+
+class Event(BaseModel):
+    """One observation at ``t`` seconds after the run started."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    t: float
+    kind: EventKind
+    source: str
+    attrs: dict[str, Any] = Field(default_factory=dict)
+    wall: float | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+    def payload(self) -> EventAttrs:
+        """The typed attributes of this event's kind."""
+        return read_as(ATTRS[self.kind], self.attrs, self.where)
+
+    @property
+    def where(self) -> str:
+        """``events[probe from replica-0 at t=1.5].attrs``: this event's attributes, in an error message."""
+        return f"events[{self.kind} from {self.source} at t={self.t:g}].attrs"
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The published schema says which attributes each kind has (``attrs`` stays an open object)."""
+        json_schema = handler(core_schema)
+        target = handler.resolve_ref_schema(json_schema)
+        target["allOf"] = [{"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                            "then": {"properties": {"attrs": handler(as_definition(model))}}}
+                           for kind, model in ATTRS.items()]  # fmt: skip
+        return json_schema
+
+
+class RequestColumns(BaseModel):
+    """Every ``request`` event's time, ``ok`` and ``latency_s`` as columns, validated as :class:`RequestAttrs`
+    validates them: a long run's readers get them in one pass (a model per request costs µs each)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    t: list[float] = Field(default_factory=list)
+    ok: list[bool] = Field(default_factory=list)
+    latency_s: list[float | None] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, events: Iterable[Event]) -> Self:
+        reqs = [e for e in events if e.kind == "request"]
+        ok = RequestAttrs.model_fields["ok"].default
+        columns = {"t": [e.t for e in reqs], "ok": [e.attrs.get("ok", ok) for e in reqs],
+                   "latency_s": [e.attrs.get("latency_s") for e in reqs]}  # fmt: skip
+        return read_as(cls, columns, "events[request].attrs")
