@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PIP) --upgrade pip > $(VENV)/pip.log 2>&1 || { tail -30 $(VENV)/pip.log; exit 1; }
 	@$(PIP) "$(TORCH)" >> $(VENV)/pip.log 2>&1 || { tail -30 $(VENV)/pip.log; exit 1; }
 	@$(PIP) -e ".[dev]" >> $(VENV)/pip.log 2>&1 || { tail -30 $(VENV)/pip.log; exit 1; }
-	@$(BIN)/python -c "import torch, faultdrill, target_service; print('setup: torch', torch.__version__)"
+	@$(BIN)/python -c "import torch, faultdrill.target_service; print('setup: torch', torch.__version__)"
 	@$(BIN)/faultdrill target train
 	@touch $@
 

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.target_bench import LUA, body_file, start_target, wrk  # noqa: E402
-from experiments.process import free_port  # noqa: E402
-from experiments.redisserver import RedisServerConfig, wait_redis  # noqa: E402
+from faultdrill.experiments.process import free_port  # noqa: E402
+from faultdrill.experiments.redisserver import RedisServerConfig, wait_redis  # noqa: E402
 
 CONCURRENCIES = (1, 8, 32)
 # Every request distinct: the first input value becomes a counter (the shape stays [1, 64]).
@@ -108,7 +108,7 @@ def main() -> int:
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds
     loadgen = "wrk (1 thread)" if shutil.which("wrk") else "benchmarks/loadgen.py (wrk not installed)"
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

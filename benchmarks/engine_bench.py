@@ -39,10 +39,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments.observers import ObserverContext  # noqa: E402
-from experiments.platforms.local import LocalPlatform  # noqa: E402
-from experiments.scraper import MetricsScraper  # noqa: E402
-from experiments.timeline import Timeline  # noqa: E402
+from faultdrill.experiments.observers import ObserverContext  # noqa: E402
+from faultdrill.experiments.platforms.local import LocalPlatform  # noqa: E402
+from faultdrill.experiments.scraper import MetricsScraper  # noqa: E402
+from faultdrill.experiments.timeline import Timeline  # noqa: E402
 
 INFER_PATH = "/v2/models/digits/infer"
 BODY = json.dumps(

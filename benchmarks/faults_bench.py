@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import run_load  # noqa: E402
-from experiments.localstack import LocalStack  # noqa: E402
-from faults.base import FaultContext  # noqa: E402
-from faults.proxy_control import spawn_proxy  # noqa: E402
-from faults.registry import FaultRegistry  # noqa: E402
+from faultdrill.experiments.localstack import LocalStack  # noqa: E402
+from faultdrill.faults.base import FaultContext  # noqa: E402
+from faultdrill.faults.proxy_control import spawn_proxy  # noqa: E402
+from faultdrill.faults.registry import FaultRegistry  # noqa: E402
 
 CASES: list[tuple[str, dict[str, object]]] = [
     ("network_degradation", {"target": "feature-store-proxy", "mode": "latency", "latency_ms": 100, "jitter_ms": 10}),

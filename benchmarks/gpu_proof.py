@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import run_load  # noqa: E402
-from experiments.process import ServiceProcess, free_port  # noqa: E402
+from faultdrill.experiments.process import ServiceProcess, free_port  # noqa: E402
 
 
 class Proof:
@@ -68,7 +68,7 @@ def environment() -> dict[str, object]:
 
 
 def start_target(workdir: Path, model: str, token: str) -> tuple[ServiceProcess, str, str]:
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     registry = workdir / "models"
     ModelRegistry(registry).ensure_defaults()
@@ -76,7 +76,7 @@ def start_target(workdir: Path, model: str, token: str) -> tuple[ServiceProcess,
     env = {"FAULTDRILL_PORT": str(port), "FAULTDRILL_ADMIN_PORT": str(admin), "FAULTDRILL_ADMIN_TOKEN": token,
            "FAULTDRILL_MODEL_REGISTRY": str(registry), "FAULTDRILL_MODEL": model, "FAULTDRILL_DEVICE": "cuda",
            "FAULTDRILL_OOM_UNREADY_THRESHOLD": "2", "FAULTDRILL_MAX_BATCH_SIZE": "64"}  # fmt: skip
-    svc = ServiceProcess("target", [sys.executable, "-m", "target_service", "serve"], env=env,
+    svc = ServiceProcess("target", [sys.executable, "-m", "faultdrill.target_service", "serve"], env=env,
                          log_path=workdir / f"target-{model}.log")  # fmt: skip
     svc.start()
     svc.wait_http(f"http://127.0.0.1:{port}/v2/models/{model}", 120)
@@ -113,8 +113,8 @@ def prove_oom(proof: Proof, base: str, admin: str, token: str, model: str, mode:
     if mode == "in_process":
         httpx.post(f"{admin}/admin/device-memory/hold", json={"leave_free_mib": 0}, headers=headers, timeout=60)
     else:
-        hog = subprocess.Popen([sys.executable, "-m", "faults.gpu_hog", "--device", "cuda:0", "--leave-free-mib", "0"],
-                               stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+        hog = subprocess.Popen([sys.executable, "-m", "faultdrill.faults.gpu_hog", "--device", "cuda:0",
+                                "--leave-free-mib", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
         assert hog.stdout is not None
         hog.stdout.readline()  # its JSON ready line
     codes = [httpx.post(f"{base}/v2/models/{model}/infer", json=body, timeout=30).status_code for _ in range(6)]

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments.journal import Journal, collect_environment  # noqa: E402
-from experiments.timeline import Event  # noqa: E402
+from faultdrill.experiments.journal import Journal, collect_environment  # noqa: E402
+from faultdrill.experiments.timeline import Event  # noqa: E402
 
 RPS, PROBE_HZ, REPLICAS, METRICS = 150, 10, 2, 10
 FAULTS = [("hog", "gpu_memory_exhaustion", "replica-0"), ("part", "network_partition", "feature-store"),
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from reports import RunView, load_journal, render
+    from faultdrill.reports import RunView, load_journal, render
 
     journal = synthesize(args.minutes)
     counts: dict[str, int] = {}

@@ -40,7 +40,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments.process import ServiceProcess, free_port  # noqa: E402
+from faultdrill.experiments.process import ServiceProcess, free_port  # noqa: E402
 
 LUA = """
 wrk.method = "POST"
@@ -85,7 +85,7 @@ def start_target(registry: Path, workdir: Path, model: str, extra: dict[str, str
     env = {"FAULTDRILL_PORT": str(port), "FAULTDRILL_MODEL_REGISTRY": str(registry),
            "FAULTDRILL_MODEL": model, "FAULTDRILL_ECHO_ENDPOINT": "true",
            "FAULTDRILL_MAX_QUEUE_SIZE": "1024", "FAULTDRILL_LOG_LEVEL": "warning", **extra}  # fmt: skip
-    svc = ServiceProcess(f"target-{model}", [sys.executable, "-m", "target_service", "serve"], env=env,
+    svc = ServiceProcess(f"target-{model}", [sys.executable, "-m", "faultdrill.target_service", "serve"], env=env,
                          log_path=workdir / f"target-{model}.log")  # fmt: skip
     svc.start()
     ready = svc.wait_http(f"http://127.0.0.1:{port}/v2/health/ready", 60)
@@ -96,8 +96,8 @@ def offline_ceiling(registry: Path, model: str, seconds: float) -> tuple[int, fl
     """(best batch size, rows/s at it, batch-1 forward ms) with one torch thread, as served."""
     import torch
 
-    from target_service.models import example_inputs
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.models import example_inputs
+    from faultdrill.target_service.registry import ModelRegistry
 
     torch.set_num_threads(1)
     # The same device the served runs use (FAULTDRILL_DEVICE=cuda on a GPU machine).
@@ -126,7 +126,7 @@ def offline_ceiling(registry: Path, model: str, seconds: float) -> tuple[int, fl
 
 
 def body_file(workdir: Path) -> Path:
-    from target_service.models import example_inputs
+    from faultdrill.target_service.models import example_inputs
 
     row = example_inputs(1)[0].tolist()
     path = workdir / "body.json"
@@ -189,7 +189,7 @@ def main() -> int:
     args = parser.parse_args()
     loadgen = "wrk (1 thread)" if shutil.which("wrk") else "benchmarks/loadgen.py (wrk not installed)"
     seconds = 1.0 if args.quick else args.seconds
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

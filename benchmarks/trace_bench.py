@@ -71,7 +71,7 @@ def main() -> int:
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     loadgen = "wrk (1 thread)" if shutil.which("wrk") else "benchmarks/loadgen.py (wrk not installed)"
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     results: dict[str, list[dict[int, dict[str, float]]]] = {m: [] for m in MODES}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,15 +1,44 @@
-"""experiments."""
+"""faultdrill's experiment engine: the public API.
 
+Load a spec, plan it, run the plan; everything else in this package is reached through these::
+
+    from faultdrill.experiments import FaultRegistry, build_plan, load_experiment, run_plan
+    registry = FaultRegistry.installed()
+    plan = build_plan(load_experiment(path, registry), registry, source=path)
+    print("\\n".join(plan.lines()))                      # what --dry-run prints
+    result = run_plan(plan, out=Path("runs"), console=Console())
+
+Names are imported on first use (PEP 562), so ``import faultdrill.experiments.spec`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
 from typing import Any
 
+_API = {
+    "load_experiment": "faultdrill.experiments.loader",
+    "check_experiment": "faultdrill.experiments.loader",
+    "Experiment": "faultdrill.experiments.spec",
+    "build_plan": "faultdrill.experiments.plan",
+    "Plan": "faultdrill.experiments.plan",
+    "SystemDescription": "faultdrill.experiments.system",
+    "run_plan": "faultdrill.experiments.run",
+    "run_experiment": "faultdrill.experiments.run",
+    "RunResult": "faultdrill.experiments.run",
+    "Journal": "faultdrill.experiments.journal",
+    "Timeline": "faultdrill.experiments.timeline",
+    "FaultRegistry": "faultdrill.faults.registry",
+}
+__all__ = sorted(_API)
 
-def discover(discover_system: bool = True) -> dict[str, Any]:
-    """What ``chaos discover faultdrill`` lists (``faults.chaostoolkit.discover``).
 
-    Chaos Toolkit imports the distribution's first top-level package — this one, as
-    ``top_level.txt`` is sorted — and calls its ``discover``; the import is deferred so that
-    ``import experiments`` stays free.
-    """
-    from faults.chaostoolkit import discover as discover_faultdrill
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
-    return discover_faultdrill(discover_system=discover_system)
+
+def __dir__() -> list[str]:
+    return __all__

@@ -26,9 +26,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from experiments.expect.alert import alert_events, judge_alert, judge_fires
-from experiments.expect.no_alerts import judge_no_alerts
-from experiments.timeline import Event, Timeline
+from faultdrill.experiments.expect.alert import alert_events, judge_alert, judge_fires
+from faultdrill.experiments.expect.no_alerts import judge_no_alerts
+from faultdrill.experiments.timeline import Event, Timeline
 
 __all__ = ["alert_events", "judge_alert", "judge_fires", "judge_no_alerts", "time_to_notification"]
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from experiments.expect.alert import RECEIVERS, SEVERITIES, AlertExpectation, AlertWithin
-from experiments.expect.no_alerts import NoAlerts
-from experiments.timespec import Duration
+from faultdrill.experiments.expect.alert import RECEIVERS, SEVERITIES, AlertExpectation, AlertWithin
+from faultdrill.experiments.expect.no_alerts import NoAlerts
+from faultdrill.experiments.timespec import Duration
 
 __all__ = ["RECEIVERS", "SEVERITIES", "AlertExpectation", "AlertWithin", "AlertingSpec", "NoAlerts"]
 

@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BufferedIOBase
 from typing import TYPE_CHECKING, Any
 
-from experiments.observers import ObserverContext, Poller
+from faultdrill.experiments.observers import ObserverContext, Poller
 
 if TYPE_CHECKING:
     import requests

@@ -28,11 +28,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from experiments import alert_assertions, slo
-from experiments.expect import describe, kind_of
-from experiments.expect.windows import Missing, resolve_moment, resolve_window
-from experiments.slo import SteadyCriteria, check_halt
-from experiments.timeline import Timeline
+from faultdrill.experiments import alert_assertions, slo
+from faultdrill.experiments.expect import describe, kind_of
+from faultdrill.experiments.expect.windows import Missing, resolve_moment, resolve_window
+from faultdrill.experiments.slo import SteadyCriteria, check_halt
+from faultdrill.experiments.timeline import Timeline
 
 __all__ = ["Verdict", "check_halt", "describe", "evaluate", "mttd_mttr", "not_evaluated", "resolve_moment",
            "resolve_window"]

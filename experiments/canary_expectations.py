@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from experiments.expect.canary import CanaryExpectation, describe_canary, judge_canary
+from faultdrill.experiments.expect.canary import CanaryExpectation, describe_canary, judge_canary
 
 __all__ = ["CanaryExpectation", "describe_canary", "judge_canary"]

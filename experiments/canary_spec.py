@@ -32,7 +32,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from experiments.timespec import Duration
+from faultdrill.experiments.timespec import Duration
 
 __all__ = ["CanaryAnalysis", "CanaryChecks", "CanarySpec"]
 

@@ -38,9 +38,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from experiments.assertions import Verdict
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
+from faultdrill.experiments.assertions import Verdict
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
 
 __all__ = ["JOURNAL_NAME", "check_ctk", "run_ctk"]
 
@@ -78,7 +78,7 @@ def _read_bounded(path: Path) -> None:
     which it does without any: every problem here is a located ConfigError."""
     import json
 
-    from faults.inputlimits import json_depth_error, load_yaml, read_text
+    from faultdrill.faults.inputlimits import json_depth_error, load_yaml, read_text
 
     file, what = str(path), "invalid Chaos Toolkit experiment"
     try:

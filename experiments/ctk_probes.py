@@ -14,7 +14,7 @@ reads them.
 Example (a steady-state hypothesis probe)::
 
     {"type": "probe", "name": "service-availability", "tolerance": {"type": "range", "range": [0.95, 1.0]},
-     "provider": {"type": "python", "module": "experiments.ctk_probes", "func": "slo_availability",
+     "provider": {"type": "python", "module": "faultdrill.experiments.ctk_probes", "func": "slo_availability",
                   "arguments": {"window_s": 3}}}
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
-from faults.chaostoolkit import TargetState, read_state, state_path
-from faults.errors import ConfigError
+from faultdrill.faults.chaostoolkit import TargetState, read_state, state_path
+from faultdrill.faults.errors import ConfigError
 
 __all__ = [
     "alert_firing",

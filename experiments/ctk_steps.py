@@ -19,9 +19,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from experiments.spec import Experiment
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
+from faultdrill.experiments.spec import Experiment
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
 
 __all__ = ["CtkSteps"]
 
@@ -40,7 +40,7 @@ class CtkSteps:
         if not self.steps:
             return
         try:
-            from experiments.ctk_embed import check_ctk
+            from faultdrill.experiments.ctk_embed import check_ctk
         except ImportError:  # pragma: no cover - the extra is part of the dev install
             raise ConfigError("this experiment embeds Chaos Toolkit experiments: install faultdrill[chaostoolkit]",
                               field="chaostoolkit") from None  # fmt: skip
@@ -59,8 +59,8 @@ class CtkSteps:
                 thread.start()
 
     def _run(self, i: int, step: Any, path: Path) -> None:
-        from experiments.assertions import Verdict
-        from experiments.ctk_embed import run_ctk
+        from faultdrill.experiments.assertions import Verdict
+        from faultdrill.experiments.ctk_embed import run_ctk
 
         try:
             configuration = dict(step.vars)
@@ -81,7 +81,7 @@ class CtkSteps:
             thread.join(timeout_s)
         for i, _, path in self.steps:
             if i not in self._threads:  # never started (the run halted first)
-                from experiments.assertions import Verdict
+                from faultdrill.experiments.assertions import Verdict
 
                 self.verdicts.append(Verdict(name=f"chaostoolkit {path.name}", passed=False, expected="the experiment "
                                              "runs", observed="the run ended before it started"))  # fmt: skip

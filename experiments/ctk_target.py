@@ -3,7 +3,7 @@
 ``chaos run`` needs the target up before its steady-state hypothesis, so an experiment names
 this module as a **control** (``before_experiment_control`` starts it, ``after_experiment_control``
 stops it), or calls the ``faultdrill_up``/``faultdrill_down`` actions itself. Either way a
-detached process (``python -m experiments.ctk_target serve``) runs a
+detached process (``python -m faultdrill.experiments.ctk_target serve``) runs a
 :class:`~experiments.platforms.local.LocalPlatform` (replicas + feature store + fault proxy,
 probes, restart policy, readiness-aware service URL), optionally Prometheus + Alertmanager
 with the shipped rules, and a loopback control API (bearer token in a 0600 file) that
@@ -20,7 +20,7 @@ supervisor, stops Prometheus, Alertmanager and every process, and removes the st
 Example (an experiment's controls)::
 
     "controls": [{"name": "faultdrill-target",
-                  "provider": {"type": "python", "module": "experiments.ctk_target",
+                  "provider": {"type": "python", "module": "faultdrill.experiments.ctk_target",
                                "arguments": {"replicas": 2, "alerting": false}}}]
 """
 
@@ -38,11 +38,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from experiments.spec import MISCONFIGURATIONS
-from experiments.tokenapi import TokenHandler, TokenServer
-from faults.chaostoolkit import TargetState, read_state, state_path, write_state
-from faults.errors import ConfigError, FaultdrillError
-from faults.ledger import default_state_dir, pid_alive, process_start_ticks, rollback_owned
+from faultdrill.experiments.spec import MISCONFIGURATIONS
+from faultdrill.experiments.tokenapi import TokenHandler, TokenServer
+from faultdrill.faults.chaostoolkit import TargetState, read_state, state_path, write_state
+from faultdrill.faults.errors import ConfigError, FaultdrillError
+from faultdrill.faults.ledger import default_state_dir, pid_alive, process_start_ticks, rollback_owned
 
 # Only the activities: the control hooks below are found by name by Chaos Toolkit.
 __all__ = ["faultdrill_down", "faultdrill_up"]
@@ -73,7 +73,7 @@ def faultdrill_up(replicas: int = 2, misconfigurations: str = "", alerting: bool
     _refuse_running(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     log = path.with_suffix(".log")
-    argv = [sys.executable, "-m", "experiments.ctk_target", "serve", "--state", str(path), "--owner",
+    argv = [sys.executable, "-m", "faultdrill.experiments.ctk_target", "serve", "--state", str(path), "--owner",
             str(os.getpid()), "--replicas", str(int(replicas)),
             "--memory-limit-mib", str(int(memory_limit_mib))]  # fmt: skip
     for name in names:
@@ -228,8 +228,8 @@ class _Handler(TokenHandler):
 
 def serve(args: argparse.Namespace) -> int:
     """The target process: up, state file, control API, then wait for stop or the owner's exit."""
-    from experiments.platforms.build import build_platform
-    from experiments.timeline import Timeline
+    from faultdrill.experiments.platforms.build import build_platform
+    from faultdrill.experiments.timeline import Timeline
 
     path = Path(args.state).absolute()
     owner_start = process_start_ticks(args.owner)
@@ -282,9 +282,9 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _alerting(workdir: Path, timeline: Any, platform: Any) -> Any:
-    from experiments.alert_expectations import AlertingSpec
-    from experiments.rulefiles import alertmanager_path, rules_path
-    from experiments.runalerts import RunAlerting
+    from faultdrill.experiments.alert_expectations import AlertingSpec
+    from faultdrill.experiments.rulefiles import alertmanager_path, rules_path
+    from faultdrill.experiments.runalerts import RunAlerting
 
     return RunAlerting(AlertingSpec(), rules_path("default", spec_file=None),
                        alertmanager_path("default", spec_file=None), workdir / "alerting", timeline,
@@ -315,8 +315,8 @@ def _teardown(path: Path, state: TargetState, owner: int, platform: Any, alertin
 
 
 def _rollback_owner(owner: int, platform: Any) -> list[str]:
-    from faults.base import FaultContext
-    from faults.registry import FaultRegistry
+    from faultdrill.faults.base import FaultContext
+    from faultdrill.faults.registry import FaultRegistry
 
     ctx = FaultContext.create(default_state_dir(), scope=platform.scope(), topology=platform.topology(),
                               supervisor=platform)  # fmt: skip
@@ -324,7 +324,8 @@ def _rollback_owner(owner: int, platform: Any) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.ctk_target", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m faultdrill.experiments.ctk_target",
+                                     description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("serve", help="run the target until stopped or until the owner exits")
     up.add_argument("--state", required=True)

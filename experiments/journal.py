@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from experiments.journal_events import (
+from faultdrill.experiments.journal_events import (
     ATTRS,
     KINDS,
     AlertAttrs,
@@ -56,7 +56,7 @@ from experiments.journal_events import (
     RunbookAttrs,
     read_as,
 )
-from experiments.journal_models import (
+from faultdrill.experiments.journal_models import (
     AlertingRecord,
     ExampleTrace,
     FaultRecord,
@@ -72,8 +72,8 @@ from experiments.journal_models import (
     VerdictRecord,
     percentile,
 )
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
 
 __all__ = [
     "ATTRS", "EXIT_CODES", "JOURNAL_VERSION", "KINDS", "AlertAttrs", "AlertingRecord", "BreakerAttrs", "CanaryAttrs",
@@ -265,7 +265,7 @@ class Journal(BaseModel):
         or an unknown version is a ConfigError."""
         import json
 
-        from faults.inputlimits import MAX_JOURNAL_BYTES, decode_utf8, json_depth_error, read_bytes
+        from faultdrill.faults.inputlimits import MAX_JOURNAL_BYTES, decode_utf8, json_depth_error, read_bytes
 
         try:
             raw = decode_utf8(read_bytes(path, limit=MAX_JOURNAL_BYTES, what="journal"), str(path))

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from experiments.journal_events import as_definition
+from faultdrill.experiments.journal_events import as_definition
 
 __all__ = [
     "AlertingRecord", "ExampleTrace", "FaultRecord", "FaultSummary", "FaultVerification", "JsonSchemaOf",

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from experiments.timeline import Timeline
+from faultdrill.experiments.timeline import Timeline
 
 __all__ = ["LiveView", "Snapshot", "snapshot"]
 

@@ -40,12 +40,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from experiments.expectations import Duration, parse_duration
-from experiments.process import free_port
-from experiments.timeline import Event, Timeline
-from faults.base import Injection
-from faults.errors import LedgerError
-from faults.owned import Owner, die_with_parent
+from faultdrill.experiments.expectations import Duration, parse_duration
+from faultdrill.experiments.process import free_port
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.faults.base import Injection
+from faultdrill.faults.errors import LedgerError
+from faultdrill.faults.owned import Owner, die_with_parent
 
 __all__ = ["LoadGenerator", "LoadShape", "LoadSummary", "locustfile_path"]
 
@@ -116,9 +116,9 @@ class LoadSummary:
 
 def locustfile_path() -> Path:
     """The bundled target's locustfile, found without importing the target (and torch)."""
-    spec = importlib.util.find_spec("target_service")
+    spec = importlib.util.find_spec("faultdrill.target_service")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError("package target_service not found")
+        raise FileNotFoundError("package faultdrill.target_service not found")
     return Path(spec.origin).parent / "locustfile.py"
 
 

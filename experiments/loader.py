@@ -23,12 +23,12 @@ from typing import Annotated, Any, TypeAlias, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from experiments.expect import EXPECTATION_KEYS, alert_names
-from experiments.spec import Experiment
-from experiments.timespec import parse_duration
-from faults.errors import ConfigError, PluginError
-from faults.inputlimits import MAX_YAML_DEPTH, one_line, read_text, yaml_error, yaml_loader
-from faults.registry import FaultRegistry
+from faultdrill.experiments.expect import EXPECTATION_KEYS, alert_names
+from faultdrill.experiments.spec import Experiment
+from faultdrill.experiments.timespec import parse_duration
+from faultdrill.faults.errors import ConfigError, PluginError
+from faultdrill.faults.inputlimits import MAX_YAML_DEPTH, one_line, read_text, yaml_error, yaml_loader
+from faultdrill.faults.registry import FaultRegistry
 
 __all__ = ["Located", "check_experiment", "check_experiment_text", "load_experiment",
            "load_experiment_text", "validate_document"]
@@ -119,7 +119,7 @@ def validate_document(text: str, file: str, model: type[BaseModel]) -> tuple[Any
 
 def _alert_errors(exp: Experiment, file: str, marks: _Marks) -> _Errors:
     """Alert names in expectations must be alerts of the rules file the run will load."""
-    from experiments.rulefiles import alert_rules, rules_path
+    from faultdrill.experiments.rulefiles import alert_rules, rules_path
 
     wanted = exp.alert_expectations()
     if not wanted:

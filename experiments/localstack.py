@@ -39,13 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from experiments.process import ServiceError, ServiceProcess, free_port
-from faults.base import Injection, Scope
-from faults.cgroups import MemoryCgroup, detect_memory_controller
-from faults.netns import PREFIX, Namespace, create_namespace, delete_namespace, netns_exec
-from faults.owned import Owner
-from faults.proxy_control import RunningProxy, spawn_proxy
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.process import ServiceError, ServiceProcess, free_port
+from faultdrill.faults.base import Injection, Scope
+from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
+from faultdrill.faults.netns import PREFIX, Namespace, create_namespace, delete_namespace, netns_exec
+from faultdrill.faults.owned import Owner
+from faultdrill.faults.proxy_control import RunningProxy, spawn_proxy
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 __all__ = ["LocalStack"]
 
@@ -117,8 +117,8 @@ class LocalStack:
 
     def up(self) -> None:
         """Start everything and wait until each service answers (or stop all and raise)."""
-        from target_service.pki import ensure_dev_pki
-        from target_service.registry import ModelRegistry
+        from faultdrill.target_service.pki import ensure_dev_pki
+        from faultdrill.target_service.registry import ModelRegistry
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -198,9 +198,9 @@ class LocalStack:
         port = free_port()
         token_file = self._token_file("feature-store-admin")
         host, cert = "127.0.0.1", self.pki.feature_store
-        argv = [sys.executable, "-m", "target_service", "feature-store"]
+        argv = [sys.executable, "-m", "faultdrill.target_service", "feature-store"]
         if self.feature_store_netns:
-            from target_service.pki import issue_cert
+            from faultdrill.target_service.pki import issue_cert
 
             suffix = "fs" + secrets.token_hex(4)
             if self.owner is not None:  # recorded before it exists: deleting one never made is a no-op
@@ -232,7 +232,7 @@ class LocalStack:
 
     def _start_cache(self) -> None:
         """redis-server (password in 0600 files only) and its own fault proxy; replicas use the proxy."""
-        from experiments.redisserver import RedisServerConfig, wait_redis
+        from faultdrill.experiments.redisserver import RedisServerConfig, wait_redis
 
         assert self.cache_max_memory_bytes is not None
         server = RedisServerConfig(self.workdir / "cache", max_memory_bytes=self.cache_max_memory_bytes)
@@ -279,7 +279,8 @@ class LocalStack:
             model_version=env.get("FAULTDRILL_MODEL_VERSION", "1"), port=port,
         )  # fmt: skip
         url = f"{handle.url}/v2/models/{handle.model_name}"
-        self._launch(handle, env, url, True, [sys.executable, "-m", "target_service", "serve"], cgroup, wait=False)
+        argv = [sys.executable, "-m", "faultdrill.target_service", "serve"]
+        self._launch(handle, env, url, True, argv, cgroup, wait=False)
 
     def _launch(
         self, handle: ServiceHandle, env: dict[str, str], ready_url: str, verify: ssl.SSLContext | bool,

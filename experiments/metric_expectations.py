@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from experiments.expect.counter import CounterIncrease, describe_counter, judge_counter
+from faultdrill.experiments.expect.counter import CounterIncrease, describe_counter, judge_counter
 
 __all__ = ["CounterIncrease", "describe_counter", "judge_counter"]

@@ -32,8 +32,8 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
-from experiments.timeline import Timeline
-from faults.topology import Topology
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.topology import Topology
 
 __all__ = ["BreakerPoller", "Observer", "ObserverContext", "ObserverGroup", "Poller"]
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.assertions import describe
-from experiments.slo import SteadyCriteria
-from experiments.spec import Experiment, FaultSpec
-from experiments.system import Service, SystemDescription
-from faults.base import Fault, FaultContext
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.assertions import describe
+from faultdrill.experiments.slo import SteadyCriteria
+from faultdrill.experiments.spec import Experiment, FaultSpec
+from faultdrill.experiments.system import Service, SystemDescription
+from faultdrill.faults.base import Fault, FaultContext
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 __all__ = ["Plan", "PlannedFault", "build_plan", "planned_topology"]
 

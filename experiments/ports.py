@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
 
 __all__ = ["free_port", "port_range"]
 

@@ -10,7 +10,7 @@ main thread also dies with its parent (``PR_SET_PDEATHSIG``).
 
 Example::
 
-    svc = ServiceProcess("target", [sys.executable, "-m", "target_service", "serve"],
+    svc = ServiceProcess("target", [sys.executable, "-m", "faultdrill.target_service", "serve"],
                          env={"FAULTDRILL_PORT": "8000"}, log_path=Path("target.log"),
                          owner=Owner.current(state_dir))   # owner: optional
     svc.start()
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import httpx
 
-from experiments.ports import free_port
-from faults.base import Injection
-from faults.errors import LedgerError
-from faults.owned import Owner, chain, die_with_parent
+from faultdrill.experiments.ports import free_port
+from faultdrill.faults.base import Injection
+from faultdrill.faults.errors import LedgerError
+from faultdrill.faults.owned import Owner, chain, die_with_parent
 
 __all__ = ["ServiceError", "ServiceProcess", "free_port"]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from experiments.process import ServiceError, free_port
+from faultdrill.experiments.process import ServiceError, free_port
 
 __all__ = ["RedisServerConfig", "redis_binary", "redis_client", "wait_redis"]
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from faults.errors import ConfigError
-from faults.inputlimits import load_yaml, read_text
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.inputlimits import load_yaml, read_text
 
 __all__ = ["DEFAULT_ALERTMANAGER", "DEFAULT_RULES", "alert_rules", "alertmanager_path", "load_rules", "rules_path"]
 
 
 def _alerts_dir() -> Path:
-    import target_service
+    from faultdrill import target_service
 
     return Path(target_service.__file__).resolve().parent / "alerts"
 

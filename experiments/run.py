@@ -36,23 +36,23 @@ from typing import Any, get_args
 from rich.console import Console
 from rich.table import Table
 
-from experiments.assertions import Verdict, check_halt, describe, evaluate, mttd_mttr, not_evaluated
-from experiments.ctk_steps import CtkSteps
-from experiments.expect import needed_after_end
-from experiments.journal import Journal
-from experiments.liveview import LiveView
-from experiments.loader import load_experiment
-from experiments.plan import Plan, build_plan
-from experiments.process import ServiceError
-from experiments.runbook_hook import RunbookLauncher, RunbookTriggers
-from experiments.runlinks import update_links
-from experiments.runtime import RunParts, SharedSystem
-from experiments.slo import SteadyCriteria, request_stats
-from experiments.spec import Experiment, Misconfig
-from experiments.timeline import Timeline
-from experiments.traces import TraceSummary, collect_traces
-from faults.errors import ConfigError, FaultdrillError, PreflightError
-from faults.registry import FaultRegistry
+from faultdrill.experiments.assertions import Verdict, check_halt, describe, evaluate, mttd_mttr, not_evaluated
+from faultdrill.experiments.ctk_steps import CtkSteps
+from faultdrill.experiments.expect import needed_after_end
+from faultdrill.experiments.journal import Journal
+from faultdrill.experiments.liveview import LiveView
+from faultdrill.experiments.loader import load_experiment
+from faultdrill.experiments.plan import Plan, build_plan
+from faultdrill.experiments.process import ServiceError
+from faultdrill.experiments.runbook_hook import RunbookLauncher, RunbookTriggers
+from faultdrill.experiments.runlinks import update_links
+from faultdrill.experiments.runtime import RunParts, SharedSystem
+from faultdrill.experiments.slo import SteadyCriteria, request_stats
+from faultdrill.experiments.spec import Experiment, Misconfig
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.traces import TraceSummary, collect_traces
+from faultdrill.faults.errors import ConfigError, FaultdrillError, PreflightError
+from faultdrill.faults.registry import FaultRegistry
 
 ReportWriter = Callable[[Path, Path], Mapping[str, Path]]
 """``(journal path, run directory) → {format: file written}``: ``reports.write_all``, handed in by the caller."""
@@ -72,7 +72,7 @@ class RunResult:
 
 
 def _alerting_line(spec: Experiment, path: Path, enabled: bool) -> str:
-    from experiments.rulefiles import alert_rules, rules_path
+    from faultdrill.experiments.rulefiles import alert_rules, rules_path
 
     if not enabled:
         return "alerting: off (no Prometheus or Alertmanager; alert expectations are refused)"
@@ -155,7 +155,7 @@ def run_experiment(
                           f"Alertmanager", file=str(path), field=f"expect[{i}]",
                           suggestion="run without --no-alerts (make setup installs both)")  # fmt: skip
     if alerting:
-        from experiments.stack import Binaries
+        from faultdrill.experiments.stack import Binaries
 
         Binaries().resolve()  # missing binaries: a clear error before anything starts
     if dry_run:
@@ -290,7 +290,7 @@ def _traces(parts: RunParts, seen: Timeline) -> TraceSummary | None:
 
 def _with_rules(spec: Experiment, rules: Path) -> Experiment:
     """The spec with another rules file; alerts it expects must exist there (ConfigError otherwise)."""
-    from experiments.rulefiles import alert_rules
+    from faultdrill.experiments.rulefiles import alert_rules
 
     path = rules.resolve()
     known = alert_rules(path)

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.alert_expectations import AlertingSpec
-from experiments.observers import ObserverContext, ObserverGroup
-from experiments.timeline import Timeline
-from faults.owned import Owner
-from faults.topology import Topology
+from faultdrill.experiments.alert_expectations import AlertingSpec
+from faultdrill.experiments.observers import ObserverContext, ObserverGroup
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.owned import Owner
+from faultdrill.faults.topology import Topology
 
 __all__ = ["FIRST_SAMPLE_TIMEOUT_S", "RunAlerting"]
 
@@ -53,9 +53,9 @@ class RunAlerting:
         self.info: dict[str, Any] = {"enabled": True}
 
     def up(self) -> dict[str, Any]:
-        from experiments.alerting import AlertWatcher, WebhookReceiver
-        from experiments.platforms.exporter import PlatformExporter
-        from experiments.stack import ObservabilityStack, scrape_targets
+        from faultdrill.experiments.alerting import AlertWatcher, WebhookReceiver
+        from faultdrill.experiments.platforms.exporter import PlatformExporter
+        from faultdrill.experiments.stack import ObservabilityStack, scrape_targets
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         ctx = ObserverContext(self.timeline, topology=self.topology)

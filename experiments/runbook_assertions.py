@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from experiments.expect.runbook import judge_restores, launched
+from faultdrill.experiments.expect.runbook import judge_restores, launched
 
 __all__ = ["judge_restores", "launched"]

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from experiments.spec import Experiment, RunbookRef
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
-from faults.topology import Supervisor, Topology
+from faultdrill.experiments.spec import Experiment, RunbookRef
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.topology import Supervisor, Topology
 
 __all__ = ["LaunchContext", "RunbookLauncher", "RunbookTriggers", "Running"]
 

@@ -21,23 +21,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.journal import Environment, collect_environment
-from experiments.load import LoadShape
-from experiments.plan import Plan
-from experiments.platforms.base import Load, Platform
-from experiments.platforms.build import build_platform, check_platform
-from experiments.rulefiles import alertmanager_path, rules_path
-from experiments.runalerts import RunAlerting
-from experiments.runbook_hook import LaunchContext, RunbookLauncher, RunbookTriggers
-from experiments.schedule import FaultScheduler
-from experiments.scraper import MetricsScraper
-from experiments.spec import Experiment
-from experiments.timeline import Timeline
-from faults.base import FaultContext
-from faults.deadman import Keeper
-from faults.errors import ConfigError, PreflightError
-from faults.ledger import default_state_dir
-from faults.owned import Owner
+from faultdrill.experiments.journal import Environment, collect_environment
+from faultdrill.experiments.load import LoadShape
+from faultdrill.experiments.plan import Plan
+from faultdrill.experiments.platforms.base import Load, Platform
+from faultdrill.experiments.platforms.build import build_platform, check_platform
+from faultdrill.experiments.rulefiles import alertmanager_path, rules_path
+from faultdrill.experiments.runalerts import RunAlerting
+from faultdrill.experiments.runbook_hook import LaunchContext, RunbookLauncher, RunbookTriggers
+from faultdrill.experiments.schedule import FaultScheduler
+from faultdrill.experiments.scraper import MetricsScraper
+from faultdrill.experiments.spec import Experiment
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.deadman import Keeper
+from faultdrill.faults.errors import ConfigError, PreflightError
+from faultdrill.faults.ledger import default_state_dir
+from faultdrill.faults.owned import Owner
 
 __all__ = ["RunParts", "SharedSystem"]
 

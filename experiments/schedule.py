@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.plan import PlannedFault
-from experiments.spec import FaultSpec
-from experiments.timeline import Timeline
-from faults.base import Fault, FaultContext, Injection
-from faults.errors import FaultdrillError
+from faultdrill.experiments.plan import PlannedFault
+from faultdrill.experiments.spec import FaultSpec
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.base import Fault, FaultContext, Injection
+from faultdrill.faults.errors import FaultdrillError
 
 __all__ = ["FaultScheduler", "ScheduledFault"]
 

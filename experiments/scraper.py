@@ -30,8 +30,8 @@ from collections.abc import Iterable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from experiments.observers import ObserverContext, Poller
-from experiments.timeline import Timeline
+from faultdrill.experiments.observers import ObserverContext, Poller
+from faultdrill.experiments.timeline import Timeline
 
 __all__ = ["DEFAULT_METRICS", "MetricsScraper", "parse_samples"]
 

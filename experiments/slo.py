@@ -32,18 +32,23 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from experiments.journal_models import SteadyCriteria, percentile  # their home: readers of a journal need them
-from experiments.timeline import Event
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from faultdrill.experiments.journal_models import (  # their home: readers of a journal need them
+    SteadyCriteria,
+    percentile,
+)
+from faultdrill.experiments.timeline import Event
+from faultdrill.experiments.timespec import Duration
 
 if TYPE_CHECKING:
-    from experiments.expectations import HaltCondition
-    from experiments.timeline import Timeline
+    from faultdrill.experiments.timeline import Timeline
 
-__all__ = ["Finding", "RequestStats", "SteadyCriteria", "check_halt", "clients_label", "fmt_value", "is_lost",
-           "judge_budget", "judge_requests", "judge_slo", "mttd_mttr", "of_clients", "percentile", "regained_at",
-           "request_stats"]  # fmt: skip
+__all__ = ["Finding", "HaltCondition", "RequestStats", "SteadyCriteria", "check_halt", "clients_label", "fmt_value",
+           "is_lost", "judge_budget", "judge_requests", "judge_slo", "mttd_mttr", "of_clients", "percentile",
+           "regained_at", "request_stats"]  # fmt: skip
 
 # Locust reports a refused/reset connection as status 0; httpx-based generators give None.
 _CONNECTION = re.compile(r"connect|connection|disconnect|reset by peer|broken pipe", re.IGNORECASE)
@@ -208,6 +213,24 @@ def judge_budget(events: Sequence[Event], label: str, span: tuple[float, float],
                    f"expected at most {at_most:.0%})",
                    {"consumed": consumed, "availability": stats.availability, "requests": stats.total},
                    span)  # fmt: skip
+
+
+class HaltCondition(BaseModel):
+    """``{slo: availability, below: 0.5, for: 10s}`` — a spec's ``halt_if`` entry: stop early (exit 3) when it
+    holds that long (``check_halt``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    slo: Literal["availability", "error_ratio", "latency_p95"]
+    below: float | None = None
+    above: float | Duration | None = None
+    for_: Duration = Field(alias="for")
+
+    @model_validator(mode="after")
+    def _bound(self) -> HaltCondition:
+        if (self.below is None) == (self.above is None):
+            raise ValueError("give exactly one of below or above")
+        return self
 
 
 def check_halt(condition: HaltCondition, timeline: Timeline, now: float, *, step_s: float = 1.0) -> str | None:

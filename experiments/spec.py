@@ -22,13 +22,13 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 
-from experiments.alert_expectations import AlertingSpec
-from experiments.canary_spec import CanarySpec
-from experiments.expect import kind_of
-from experiments.expect import references as expectation_references
-from experiments.expectations import Duration, Expectation, HaltCondition, Moment
-from experiments.kube_spec import KubernetesSettings
-from experiments.system import SystemDescription, bundled_role, bundled_system
+from faultdrill.experiments.alert_expectations import AlertingSpec
+from faultdrill.experiments.canary_spec import CanarySpec
+from faultdrill.experiments.expect import kind_of
+from faultdrill.experiments.expect import references as expectation_references
+from faultdrill.experiments.expectations import Duration, Expectation, HaltCondition, Moment
+from faultdrill.experiments.kube_spec import KubernetesSettings
+from faultdrill.experiments.system import SystemDescription, bundled_role, bundled_system
 
 __all__ = [
     "MISCONFIGURATIONS",

@@ -33,14 +33,14 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from experiments.process import ServiceError, ServiceProcess, free_port
-from experiments.timescale import describe_scaling, format_duration, scale_alertmanager, scale_rules
-from faults.base import Problem
-from faults.errors import ConfigError, PreflightError
-from faults.inputlimits import read_text
-from faults.inputlimits import safe_load as bounded_safe_load
-from faults.owned import Owner
-from faults.topology import Topology
+from faultdrill.experiments.process import ServiceError, ServiceProcess, free_port
+from faultdrill.experiments.timescale import describe_scaling, format_duration, scale_alertmanager, scale_rules
+from faultdrill.faults.base import Problem
+from faultdrill.faults.errors import ConfigError, PreflightError
+from faultdrill.faults.inputlimits import read_text
+from faultdrill.faults.inputlimits import safe_load as bounded_safe_load
+from faultdrill.faults.owned import Owner
+from faultdrill.faults.topology import Topology
 
 __all__ = ["Binaries", "ObservabilityStack", "ScrapeTarget", "StackUnavailable", "receiver_names", "scrape_targets"]
 

@@ -30,7 +30,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
-from faults.topology import Role
+from faultdrill.faults.topology import Role
 
 __all__ = ["ROLES", "Role", "Service", "SystemDescription", "bundled_role", "bundled_system"]
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from experiments.journal_events import KINDS, Event, EventKind  # their home: the journal's own models
+from faultdrill.experiments.journal_events import KINDS, Event, EventKind  # their home: the journal's own models
 
 __all__ = ["KINDS", "Event", "EventKind", "Timeline"]
 

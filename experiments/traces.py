@@ -29,9 +29,9 @@ from typing import Any
 
 import orjson
 
-from experiments.journal_models import ExampleTrace, SpanEvent, SpanNode, TraceSummary, TraceWindow
-from experiments.slo import percentile
-from experiments.timeline import Timeline
+from faultdrill.experiments.journal_models import ExampleTrace, SpanEvent, SpanNode, TraceSummary, TraceWindow
+from faultdrill.experiments.slo import percentile
+from faultdrill.experiments.timeline import Timeline
 
 __all__ = ["ExampleTrace", "SpanNode", "TraceSummary", "TraceWindow", "collect_traces", "windows_of"]
 

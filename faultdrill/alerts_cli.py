@@ -50,7 +50,7 @@ class AlertRule:
 
 def read_alert_rules(path: Path) -> list[AlertRule]:
     """Every alerting rule of ``path``, in file order (a missing or malformed file: a located ConfigError)."""
-    from experiments.rulefiles import alert_rules, load_rules
+    from faultdrill.experiments.rulefiles import alert_rules, load_rules
 
     alert_rules(path)  # a missing or malformed file, or one over the input limits: a located ConfigError, exit 2
     doc = load_rules(path)
@@ -75,7 +75,7 @@ def read_alert_rules(path: Path) -> list[AlertRule]:
 @alerts_app.command("list")
 def alerts_list(rules: RulesOpt = "default", as_json: JsonOpt = False) -> None:
     """Every alerting rule: name, severity (→ receiver), for, runbook."""
-    from experiments.rulefiles import rules_path
+    from faultdrill.experiments.rulefiles import rules_path
 
     path = rules_path(rules, spec_file=None)
     found = read_alert_rules(path)
@@ -114,9 +114,9 @@ def alerts_check(
     """promtool check + unit tests of the rules, amtool check of the Alertmanager config, scaled copy."""
     import yaml
 
-    from experiments.rulefiles import alert_rules, alertmanager_path, load_rules, rules_path
-    from experiments.timescale import scale_rules
-    from faults.errors import ConfigError
+    from faultdrill.experiments.rulefiles import alert_rules, alertmanager_path, load_rules, rules_path
+    from faultdrill.experiments.timescale import scale_rules
+    from faultdrill.faults.errors import ConfigError
 
     path = rules_path(rules, spec_file=None)
     alert_rules(path)  # a missing or malformed file, or one over the input limits: a located ConfigError, exit 2
@@ -155,8 +155,8 @@ def alerts_export(
     = False,
 ) -> None:
     """Print the rules for another system: ``--prometheusrule`` for the Kubernetes manifests."""
-    from experiments.platforms.kube_manifests import prometheus_rule
-    from experiments.rulefiles import rules_path
+    from faultdrill.experiments.platforms.kube_manifests import prometheus_rule
+    from faultdrill.experiments.rulefiles import rules_path
 
     path = rules_path(rules, spec_file=None)
     if not prometheusrule:

@@ -97,7 +97,7 @@ def target_serve(
     ] = None,
 ) -> None:
     """Run the inference server (Open Inference Protocol v2) until SIGTERM."""
-    from target_service.config import TargetSettings
+    from faultdrill.target_service.config import TargetSettings
 
     settings = _settings(
         TargetSettings,
@@ -108,7 +108,7 @@ def target_serve(
         },
         "FAULTDRILL_",
     )  # fmt: skip
-    from target_service.server import exit_process, serve_target
+    from faultdrill.target_service.server import exit_process, serve_target
 
     exit_process(serve_target(settings))  # its port is closed: skip the interpreter's slow teardown
 
@@ -120,12 +120,12 @@ def target_feature_store(
     key: Annotated[Path | None, typer.Option(help="Server key [FAULTDRILL_FS_TLS_KEY_FILE].")] = None,
 ) -> None:
     """Run the feature store (HTTPS when a certificate is given) until SIGTERM."""
-    from target_service.config import FeatureStoreSettings
+    from faultdrill.target_service.config import FeatureStoreSettings
 
     settings = _settings(
         FeatureStoreSettings, {"port": port, "tls_cert_file": cert, "tls_key_file": key}, "FAULTDRILL_FS_"
     )
-    from target_service.feature_store import serve_feature_store
+    from faultdrill.target_service.feature_store import serve_feature_store
 
     raise typer.Exit(serve_feature_store(settings))
 
@@ -135,10 +135,10 @@ def target_train(
     registry: Annotated[Path | None, typer.Option(help="Model registry [FAULTDRILL_MODEL_REGISTRY].")] = None,
 ) -> None:
     """Train and publish the default model versions if missing (deterministic, no downloads)."""
-    from target_service.config import TargetSettings
+    from faultdrill.target_service.config import TargetSettings
 
     settings = _settings(TargetSettings, {"model_registry": registry}, "FAULTDRILL_")
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     for m in ModelRegistry(settings.model_registry).ensure_defaults():
         acc = m.metrics.get("accuracy")
@@ -151,7 +151,7 @@ def target_certs(
     directory: Annotated[Path, typer.Argument(help="Where to write the CA and certificates.")],
 ) -> None:
     """Create (or reuse) the project's CA and the feature store / target certificates."""
-    from target_service.pki import cert_info, ensure_dev_pki
+    from faultdrill.target_service.pki import cert_info, ensure_dev_pki
 
     pki = ensure_dev_pki(directory)
     for role, paths in (("ca", pki.ca), ("feature_store", pki.feature_store), ("target", pki.target)):
@@ -162,7 +162,7 @@ def target_certs(
 @target_app.command("config")
 def target_config() -> None:
     """Print every environment variable of the target and feature store as a Markdown table."""
-    from target_service.config import FeatureStoreSettings, TargetSettings
+    from faultdrill.target_service.config import FeatureStoreSettings, TargetSettings
 
     for cls, prefix in ((TargetSettings, "FAULTDRILL_"), (FeatureStoreSettings, "FAULTDRILL_FS_")):
         typer.echo("\n| variable | default | meaning |\n|---|---|---|")
@@ -185,7 +185,7 @@ def target_tour(
 
 def main() -> None:
     """Console-script entry point: framework errors become one readable line, never a traceback."""
-    from faults.errors import (
+    from faultdrill.faults.errors import (
         BlastRadiusError,
         ConfigError,
         FaultdrillError,

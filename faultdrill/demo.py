@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from rich.markup import escape
 
-from experiments.process import ServiceError, ServiceProcess, free_port
+from faultdrill.experiments.process import ServiceError, ServiceProcess, free_port
 from faultdrill.output_cli import make_console, make_table, print_table, row
 
 __all__ = ["run_demo"]
@@ -33,9 +33,9 @@ def _infer(client: httpx.Client, base: str, rows: list[list[float]]) -> httpx.Re
 def run_demo(workdir: Path) -> int:
     console = make_console()  # in a pipe (CI logs): lines with paths and URLs are never wrapped
     workdir.mkdir(parents=True, exist_ok=True)
-    from target_service.models import load_digits_data
-    from target_service.pki import ensure_dev_pki
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.models import load_digits_data
+    from faultdrill.target_service.pki import ensure_dev_pki
+    from faultdrill.target_service.registry import ModelRegistry
 
     console.rule("[bold]faultdrill demo: the bundled inference target")
     pki = ensure_dev_pki(workdir / "pki")
@@ -46,13 +46,13 @@ def run_demo(workdir: Path) -> int:
     fs_port, port, admin_port = free_port(), free_port(), free_port()
     token = secrets.token_urlsafe(24)
     store = ServiceProcess(
-        "feature-store", [sys.executable, "-m", "target_service", "feature-store"],
+        "feature-store", [sys.executable, "-m", "faultdrill.target_service", "feature-store"],
         env={"FAULTDRILL_FS_PORT": str(fs_port), "FAULTDRILL_FS_TLS_CERT_FILE": str(pki.feature_store.cert),
              "FAULTDRILL_FS_TLS_KEY_FILE": str(pki.feature_store.key)},
         log_path=workdir / "feature-store.log",
     )  # fmt: skip
     target = ServiceProcess(
-        "target", [sys.executable, "-m", "target_service", "serve"],
+        "target", [sys.executable, "-m", "faultdrill.target_service", "serve"],
         env={"FAULTDRILL_PORT": str(port), "FAULTDRILL_ADMIN_PORT": str(admin_port),
              "FAULTDRILL_ADMIN_TOKEN": token, "FAULTDRILL_MODEL_REGISTRY": str(registry),
              "FAULTDRILL_FEATURE_STORE_URL": f"https://127.0.0.1:{fs_port}",

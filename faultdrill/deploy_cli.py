@@ -26,7 +26,7 @@ def deploy_secrets(
     namespace: Annotated[str, typer.Option(help="Namespace named in the certificate's DNS names.")] = "faultdrill",
 ) -> None:
     """Write CA, feature-store certificate + key and admin tokens (existing tokens are kept)."""
-    from experiments.platforms.kube_manifests import write_secrets
+    from faultdrill.experiments.platforms.kube_manifests import write_secrets
 
     for path in write_secrets(directory, namespace=namespace):
         typer.echo(f"wrote {path}")
@@ -38,7 +38,7 @@ def deploy_render(
         "target_service/deploy/overlays/cpu"),
 ) -> None:
     """Print the rendered manifests (multi-document YAML)."""
-    from experiments.platforms.kube_manifests import dump_all, render
+    from faultdrill.experiments.platforms.kube_manifests import dump_all, render
 
     typer.echo(dump_all(render(overlay)), nl=False)
 

@@ -32,7 +32,8 @@ __all__ = ["export_app", "to_chaostoolkit"]
 
 export_app = typer.Typer(help="Turn a faultdrill experiment into another tool's format.", no_args_is_help=True)
 
-_FAULTS, _PROBES, _TARGET = "faults.chaostoolkit", "experiments.ctk_probes", "experiments.ctk_target"
+_FAULTS = "faultdrill.faults.chaostoolkit"
+_PROBES, _TARGET = "faultdrill.experiments.ctk_probes", "faultdrill.experiments.ctk_target"
 _JUDGED_ONLY = "recorded in the journal, not judged: Chaos Toolkit judges only its steady-state hypothesis"
 
 
@@ -42,8 +43,8 @@ def export_chaostoolkit(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the JSON here (default stdout).")] = None,
 ) -> None:
     """The nearest Chaos Toolkit experiment (JSON); what cannot be expressed goes to stderr."""
-    from experiments.loader import load_experiment
-    from faults.registry import FaultRegistry
+    from faultdrill.experiments.loader import load_experiment
+    from faultdrill.faults.registry import FaultRegistry
 
     spec = load_experiment(file, FaultRegistry.installed())  # a bad spec: main() prints it, exit 2
     doc, notes = to_chaostoolkit(spec)
@@ -98,7 +99,7 @@ def _at(moment: Any, times: dict[str, tuple[float, float]]) -> float | None:
 
 def _observation(x: Any, times: dict[str, tuple[float, float]]) -> tuple[float, dict[str, Any]] | None:
     """A method probe for a point-in-time expectation: (when, activity), or None."""
-    from experiments import expectations as ex
+    from faultdrill.experiments import expectations as ex
 
     args: dict[str, Any]
     if isinstance(x, ex.ProbeBecomes) and x.probe in ("readiness", "liveness"):
@@ -120,7 +121,7 @@ def _observation(x: Any, times: dict[str, tuple[float, float]]) -> tuple[float, 
 
 
 def _hypothesis(spec: Any) -> dict[str, Any]:
-    from experiments.slo import SteadyCriteria
+    from faultdrill.experiments.slo import SteadyCriteria
 
     criteria = SteadyCriteria.of(spec.steady_state)
     window = round(criteria.window_s, 3)
@@ -136,8 +137,8 @@ def _hypothesis(spec: Any) -> dict[str, Any]:
 
 def to_chaostoolkit(spec: Any) -> tuple[dict[str, Any], list[str]]:
     """``(experiment, notes)``: the nearest Chaos Toolkit experiment and what it cannot express."""
-    from experiments import expectations as ex
-    from experiments.assertions import describe
+    from faultdrill.experiments import expectations as ex
+    from faultdrill.experiments.assertions import describe
 
     times = _schedule(spec)
     notes: list[str] = []

@@ -20,7 +20,7 @@ faults_app = typer.Typer(help="The fault library: list, describe.", no_args_is_h
 
 
 def _registry() -> Any:
-    from faults.registry import FaultRegistry
+    from faultdrill.faults.registry import FaultRegistry
 
     return FaultRegistry.installed()  # a bad plugin is a PluginError: main() prints it, exit 2
 
@@ -95,7 +95,7 @@ def faults_describe(
     as_json: JsonOpt = False,
 ) -> None:
     """A fault's configuration: fields, types, defaults, and an example."""
-    from faults.errors import FaultdrillError
+    from faultdrill.faults.errors import FaultdrillError
 
     if as_json and json_schema:
         typer.echo("faultdrill: error: choose one of --json and --json-schema", err=True)
@@ -151,8 +151,8 @@ def rollback_command(
     if not pending:
         typer.echo("faultdrill: error: say what to roll back: --pending", err=True)
         raise typer.Exit(2)
-    from faults.base import FaultContext
-    from faults.ledger import RollbackOutcome, default_state_dir, rollback_pending
+    from faultdrill.faults.base import FaultContext
+    from faultdrill.faults.ledger import RollbackOutcome, default_state_dir, rollback_pending
 
     state_dir = default_state_dir()
     registry = _registry()

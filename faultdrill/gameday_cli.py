@@ -12,7 +12,7 @@ from faultdrill.output_cli import JsonOpt, emit_json, error_json
 from faultdrill.schedule_cli import gameday_schedule_command
 
 if TYPE_CHECKING:
-    from faults.errors import ConfigError
+    from faultdrill.faults.errors import ConfigError
 
 __all__ = ["PlanResult", "gameday_app"]
 
@@ -42,7 +42,7 @@ class PlanResult:
 
 
 def _plan_result(path: Path) -> PlanResult:
-    from gamedays.plan import check_plan
+    from faultdrill.gamedays.plan import check_plan
 
     loaded, errors = check_plan(path)
     if loaded is None:
@@ -88,8 +88,8 @@ def gameday_run(
     ] = None,
 ) -> None:
     """Every scenario on one shared system; exit 0 all passed, 1 one failed, 3 halted."""
+    from faultdrill.gamedays.gameday_run import run_gameday
     from faultdrill.output_cli import make_console
-    from gamedays.gameday_run import run_gameday
 
     result = run_gameday(plan, out=out, guided=guided, plain=True if plain else None, no_alerts=no_alerts,
                          console=make_console(),

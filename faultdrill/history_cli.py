@@ -27,7 +27,7 @@ import typer
 from faultdrill.output_cli import JsonOpt, emit_json, make_console, make_table, print_table, row
 
 if TYPE_CHECKING:
-    from gamedays.history import History, RunPoint, Trend
+    from faultdrill.gamedays.history import History, RunPoint, Trend
 
 __all__ = ["history_app", "sparkline"]
 
@@ -51,7 +51,7 @@ def sparkline(scores: list[int | None]) -> str:
 
 
 def _history(db: Path | None) -> History:
-    from gamedays.history import History, default_history_path
+    from faultdrill.gamedays.history import History, default_history_path
 
     return History(db or default_history_path())
 
@@ -135,8 +135,8 @@ def history_command(
     """Trends per scenario: outcome, score, MTTD, MTTR, runbook step times; REGRESSION flags."""
     if ctx.invoked_subcommand is not None:
         return
-    from faults.errors import ConfigError
-    from gamedays.history import SCHEMA_VERSION
+    from faultdrill.faults.errors import ConfigError
+    from faultdrill.gamedays.history import SCHEMA_VERSION
 
     history = _history(db)
     known = history.scenarios()
@@ -187,7 +187,7 @@ def history_record(
     as_json: JsonOpt = False,
 ) -> None:
     """Import existing runs into the history (a run already there is left as it is)."""
-    from reports import load_journal
+    from faultdrill.reports import load_journal
 
     history = _history(db)
     recorded: list[Recorded] = []

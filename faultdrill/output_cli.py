@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.table import Table
 
-    from faults.errors import ConfigError
+    from faultdrill.faults.errors import ConfigError
 
 __all__ = ["JsonOpt", "emit_json", "error_json", "is_pipe", "make_console", "make_table", "print_table", "row"]
 

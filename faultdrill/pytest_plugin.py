@@ -52,10 +52,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from experiments.assertions import Verdict
-    from experiments.platforms.base import Platform
-    from experiments.run import RunResult
-    from faults.base import FaultContext, Injection, Verification
+    from faultdrill.experiments.assertions import Verdict
+    from faultdrill.experiments.platforms.base import Platform
+    from faultdrill.experiments.run import RunResult
+    from faultdrill.faults.base import FaultContext, Injection, Verification
 
 __all__ = [
     "SMOKE_PROFILE",
@@ -84,7 +84,7 @@ SMOKE_PROFILE = SmokeProfile()
 
 
 def _seconds(value: Any) -> float:
-    from experiments.expectations import parse_duration
+    from faultdrill.experiments.expectations import parse_duration
 
     return float(parse_duration(value))
 
@@ -154,8 +154,8 @@ def check_expectation(timeline: Any, expectation: Mapping[str, Any] | Any, *, wa
     ``item``, the verdict becomes a JUnit property of that test."""
     from pydantic import TypeAdapter
 
-    from experiments.assertions import evaluate
-    from experiments.expectations import Expectation
+    from faultdrill.experiments.assertions import evaluate
+    from faultdrill.experiments.expectations import Expectation
 
     x = TypeAdapter(Expectation).validate_python(expectation) if isinstance(expectation, Mapping) else expectation
     limit = float(getattr(x, "within", 0.0) or 0.0) + 1.0 if wait is True else float(wait or 0.0)
@@ -208,15 +208,15 @@ class FaultdrillSession:
 
     @staticmethod
     def state_dir() -> Path:
-        from faults.ledger import default_state_dir
+        from faultdrill.faults.ledger import default_state_dir
 
         return default_state_dir()
 
     def owner(self) -> Any:
         """``faults.owned.Owner`` of what the fixtures start (platform, load): ledger records while they run,
         with a dead-man watchdog from the first one, so a killed pytest leaves nothing running."""
-        from faults.deadman import Keeper
-        from faults.owned import Owner
+        from faultdrill.faults.deadman import Keeper
+        from faultdrill.faults.owned import Owner
 
         state = self.state_dir()  # one per state dir: a test may point FAULTDRILL_STATE_DIR elsewhere
         if state not in self._owners:
@@ -277,9 +277,9 @@ class FaultdrillSession:
         runner = self.runner
         extra: dict[str, Any] = {}
         if runner is None:
-            from experiments.run import run_experiment
-            from gamedays.launch import GamedayLauncher
-            from reports import write_all
+            from faultdrill.experiments.run import run_experiment
+            from faultdrill.gamedays.launch import GamedayLauncher
+            from faultdrill.reports import write_all
 
             runner = run_experiment
             extra["runbooks"] = GamedayLauncher()  # experiments may attach runbooks to faults
@@ -297,9 +297,9 @@ class FaultdrillSession:
     # -- the end of the session ---------------------------------------------------------------
     def rollback_leftovers(self, registry: Any = None) -> list[str]:
         """Undo ledger records this process still owns, then every orphaned one; one line each."""
-        from faults.base import FaultContext
-        from faults.ledger import rollback_owned, rollback_pending
-        from faults.registry import FaultRegistry
+        from faultdrill.faults.base import FaultContext
+        from faultdrill.faults.ledger import rollback_owned, rollback_pending
+        from faultdrill.faults.registry import FaultRegistry
 
         state = self.state_dir()
         if not (state / "ledger").is_dir():
@@ -441,8 +441,8 @@ def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[Platform]:
     """The bundled target up on this machine (``LocalPlatform``, from ``build_platform``; options from the marker's
     ``platform={…}``: replicas, memory_limit_bytes, feature_store_netns, replica_env, misconfigurations); always
     closed."""
-    from experiments.platforms.build import build_platform
-    from experiments.timeline import Timeline
+    from faultdrill.experiments.platforms.build import build_platform
+    from faultdrill.experiments.timeline import Timeline
 
     session = _session(request.config)
     session.arm()
@@ -465,7 +465,7 @@ def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[Platform]:
 def faultdrill_load(request: pytest.FixtureRequest, faultdrill_platform: Platform) -> Iterator[Callable[..., Any]]:
     """``faultdrill_load(users=4, run_time="120s")``: Locust against the platform's service, its requests on the
     platform's timeline; waits for the first request; stopped at teardown."""
-    from experiments.load import LoadGenerator
+    from faultdrill.experiments.load import LoadGenerator
 
     started: list[LoadGenerator] = []
     session = _session(request.config)
@@ -519,10 +519,10 @@ def faultdrill_fault(
     """``faultdrill_fault(type, *, target=None, duration="60s", id=None, skip_unsupported=False, **params)``:
     inject a registered fault into the platform (preflight first); rolled back at teardown, newest first,
     also when the test errors or is interrupted. ``duration`` is the dead-man bound."""
-    from faults.base import FaultContext
-    from faults.deadman import spawn_watchdog
-    from faults.errors import PreflightError
-    from faults.registry import FaultRegistry
+    from faultdrill.faults.base import FaultContext
+    from faultdrill.faults.deadman import spawn_watchdog
+    from faultdrill.faults.errors import PreflightError
+    from faultdrill.faults.registry import FaultRegistry
 
     session = _session(request.config)
     session.arm()

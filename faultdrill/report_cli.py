@@ -30,7 +30,7 @@ _FORMATS = {"single": ("html", "md", "junit", "json"), "compare": ("md", "json")
 
 
 def _format(given: str | None, mode: str, default: str) -> str:
-    from faults.errors import ConfigError
+    from faultdrill.faults.errors import ConfigError
 
     allowed = _FORMATS[mode]
     fmt = (given or default).lower()
@@ -44,7 +44,7 @@ def _format(given: str | None, mode: str, default: str) -> str:
 
 
 def _emit(text: str, out: Path | None) -> None:
-    from faults.errors import ConfigError
+    from faultdrill.faults.errors import ConfigError
 
     if out is None:
         typer.echo(text, nl=False)
@@ -79,13 +79,13 @@ def report_command(
 
     --compare RUN_A RUN_B: what got better or worse. --gameday RUN_DIR...: a game day in one document.
     """
-    from faults.errors import ConfigError
+    from faultdrill.faults.errors import ConfigError
 
     runs = list(runs or [])
     if sum((compare, gameday, schema)) > 1:
         raise ConfigError("choose one of --compare, --gameday and --schema", field="--compare/--gameday/--schema")
     if schema:
-        from reports.jsonout import schema_text
+        from faultdrill.reports.jsonout import schema_text
 
         if runs:
             raise ConfigError("--schema takes no run directory", field="--schema")
@@ -107,21 +107,21 @@ def report_command(
 
 def _render_runs(runs: list[Path], *, fmt: str | None, out: Path | None, compare: bool, gameday: bool,
                  title: str | None) -> None:  # fmt: skip
-    from faults.errors import ConfigError
-    from reports import FILES, RunView, load_journal, render, write_all
+    from faultdrill.faults.errors import ConfigError
+    from faultdrill.reports import FILES, RunView, load_journal, render, write_all
 
     if compare:
         if len(runs) != 2:
             raise ConfigError(f"--compare takes exactly two runs (A then B), got {len(runs)}", field="--compare")
-        from reports.compare import compare_runs, render_comparison_json, render_comparison_markdown
+        from faultdrill.reports.compare import compare_runs, render_comparison_json, render_comparison_markdown
 
         result = compare_runs(*(RunView.of(load_journal(r)) for r in runs))
         kind = _format(fmt, "compare", "md")
         _emit(render_comparison_markdown(result) if kind == "md" else render_comparison_json(result), out)
         return
     if gameday:
-        from reports.gameday import render_gameday, render_gameday_markdown
-        from reports.junit import render_junit
+        from faultdrill.reports.gameday import render_gameday, render_gameday_markdown
+        from faultdrill.reports.junit import render_junit
 
         views = [RunView.of(load_journal(r)) for r in runs]
         kind = _format(fmt, "gameday", "html")

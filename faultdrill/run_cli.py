@@ -34,10 +34,10 @@ def run_command(
 
     Exit codes: 0 every expectation held, 1 one failed, 2 bad input, 3 halted or interrupted.
     """
-    from experiments.run import run_experiment
+    from faultdrill.experiments.run import run_experiment
+    from faultdrill.gamedays.launch import GamedayLauncher
     from faultdrill.output_cli import make_console
-    from gamedays.launch import GamedayLauncher
-    from reports import write_all
+    from faultdrill.reports import write_all
 
     result = run_experiment(file, out=out, dry_run=dry_run, misconfigurations=tuple(misconfig or ()),
                             console=make_console(),  # in a pipe or CI log: paths never broken across lines
@@ -51,7 +51,7 @@ def run_command(
 def _record(journal: object, run_dir: Path) -> None:
     """Every run goes into the history database (``faultdrill history``); a failure here is only a warning."""
     try:
-        from gamedays.history import History, default_history_path
+        from faultdrill.gamedays.history import History, default_history_path
 
         History(default_history_path()).record_run(journal, run_dir)  # type: ignore[arg-type]
     except Exception as exc:

@@ -24,7 +24,7 @@ runbook_app = typer.Typer(help="Executable runbooks: check them, run them (autom
 
 
 def _expand(files: list[Path]) -> list[Path]:
-    from gamedays.runbook import expand_runbook_args
+    from faultdrill.gamedays.runbook import expand_runbook_args
 
     runbooks, skipped = expand_runbook_args(files)
     for index in skipped:
@@ -43,8 +43,8 @@ def runbook_check(
 ) -> None:
     """Static validation: steps parse, programs exist, alerts/metrics/actions/variables are known,
     and every alert rule's runbook_url names a runbook that lists it."""
-    from experiments.rulefiles import rules_path
-    from gamedays.runbook_check import check_runbooks
+    from faultdrill.experiments.rulefiles import rules_path
+    from faultdrill.gamedays.runbook_check import check_runbooks
 
     paths = _expand(files)
     rules_file = rules_path(rules, spec_file=None)
@@ -64,7 +64,7 @@ def runbook_check(
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
-    from faults.errors import ConfigError
+    from faultdrill.faults.errors import ConfigError
 
     out: dict[str, str] = {}
     for value in values:
@@ -91,12 +91,12 @@ def runbook_run(
     """Run a runbook against a running system: automated (stops at the first failed step) or --guided."""
     from rich.markup import escape
 
-    from experiments.timeline import Timeline
+    from faultdrill.experiments.timeline import Timeline
+    from faultdrill.faults.errors import ConfigError
+    from faultdrill.faults.topology import ServiceHandle, Topology
+    from faultdrill.gamedays.runbook import parse_runbook
+    from faultdrill.gamedays.runbook_run import RunbookEnv, bind_variables, run_runbook, write_result
     from faultdrill.output_cli import is_pipe, make_console
-    from faults.errors import ConfigError
-    from faults.topology import ServiceHandle, Topology
-    from gamedays.runbook import parse_runbook
-    from gamedays.runbook_run import RunbookEnv, bind_variables, run_runbook, write_result
 
     runbook = parse_runbook(file)
     variables = _pairs(var or [], "--var")

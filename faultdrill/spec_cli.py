@@ -23,7 +23,7 @@ import typer
 from faultdrill.output_cli import JsonOpt, emit_json, error_json
 
 if TYPE_CHECKING:
-    from faults.errors import ConfigError
+    from faultdrill.faults.errors import ConfigError
 
 __all__ = ["FileResult", "experiment_json_schema", "schema_command", "validate_command"]
 
@@ -53,9 +53,9 @@ def validate_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Check experiment files: YAML, fields, fault types and params, references. Exit 2 if any is invalid."""
-    from experiments.loader import check_experiment, load_experiment
-    from faults.errors import ConfigError
-    from faults.registry import FaultRegistry
+    from faultdrill.experiments.loader import check_experiment, load_experiment
+    from faultdrill.faults.errors import ConfigError
+    from faultdrill.faults.registry import FaultRegistry
 
     registry = FaultRegistry.installed()  # a bad plugin is a PluginError: main() prints it, exit 2
     results: list[FileResult] = []
@@ -95,7 +95,7 @@ def schema_command(
 
 def experiment_json_schema() -> dict[str, Any]:
     """``Experiment``'s JSON Schema, with moments (``hog.start+2s``) accepted as strings, as the loader does."""
-    from experiments.spec import Experiment
+    from faultdrill.experiments.spec import Experiment
 
     schema = Experiment.model_json_schema(by_alias=True)
     defs = schema.get("$defs", {})

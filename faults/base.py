@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from faults.errors import BlastRadiusError, ConfigError, InjectionError
-from faults.topology import Supervisor, Topology
+from faultdrill.faults.errors import BlastRadiusError, ConfigError, InjectionError
+from faultdrill.faults.topology import Supervisor, Topology
 
 if TYPE_CHECKING:
-    from faults.ledger import Ledger
+    from faultdrill.faults.ledger import Ledger
 
 
 def _empty_topology() -> Topology:
@@ -176,7 +176,7 @@ class FaultContext:
     @classmethod
     def create(cls, state_dir: str | Path, **kwargs: Any) -> FaultContext:
         """A context whose ledger lives under ``state_dir``."""
-        from faults.ledger import Ledger  # local: ledger imports this module
+        from faultdrill.faults.ledger import Ledger  # local: ledger imports this module
 
         path = Path(state_dir)
         return cls(state_dir=path, ledger=Ledger(path), **kwargs)
@@ -311,7 +311,7 @@ class Fault(ABC):
         emulated: bool = False,
     ) -> Injection:
         """Build the record; deadline = now + duration + grace (the dead-man bound)."""
-        from faults.ledger import process_start_ticks
+        from faultdrill.faults.ledger import process_start_ticks
 
         now = ctx.clock.time()
         return Injection(

@@ -37,13 +37,13 @@ import httpx
 import redis
 from pydantic import Field, model_validator
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import ConfigError, FaultdrillError, InjectionError, RollbackError
-from faults.ledger import pid_alive, process_start_ticks
-from faults.network import set_proxy_mode
-from faults.owned import supervisor_gone, supervisor_identity
-from faults.proxy import ProxyMode
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import ConfigError, FaultdrillError, InjectionError, RollbackError
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.network import set_proxy_mode
+from faultdrill.faults.owned import supervisor_gone, supervisor_identity
+from faultdrill.faults.proxy import ProxyMode
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["CacheFlushFault", "CacheOutageFault", "CacheSlowFault", "ping"]
 

@@ -36,9 +36,9 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import PreflightError, RollbackError
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import PreflightError, RollbackError
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["BadCanaryFault"]
 
@@ -122,7 +122,7 @@ class BadCanaryFault(Fault):
         injection = injection.model_copy(update={"undo": undo})
 
         def apply() -> None:
-            from faults.canary_models import publish_bad_version
+            from faultdrill.faults.canary_models import publish_bad_version
 
             publish_bad_version(Path(str(undo["registry"])), h.model_name or "digits", h.model_version or "1", bad,
                                 config.mode, width=config.width, logit_scale=config.logit_scale)  # fmt: skip
@@ -150,7 +150,7 @@ class BadCanaryFault(Fault):
             shutil.rmtree(version_dir, ignore_errors=True)
 
     def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
-        from faults.canary_models import measure_replica
+        from faultdrill.faults.canary_models import measure_replica
 
         u = injection.undo
         details: dict[str, Any] = {"version_published": Path(u["version_dir"], "manifest.json").is_file()}

@@ -28,7 +28,7 @@ def build_bad_model(model: Any, arch: dict[str, Any], kind: str, *, width: int =
     import torch
     from torch import nn
 
-    from target_service.models import DigitsNet
+    from faultdrill.target_service.models import DigitsNet
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if kind == "slow":
@@ -62,7 +62,7 @@ def publish_bad_version(registry: Path, model_name: str, from_version: str, vers
     """Publish the bad ``version`` of ``model_name`` built from ``from_version``; its sha256."""
     import torch
 
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     reg = ModelRegistry(registry)
     loaded = reg.load(model_name, from_version, torch.device("cpu"))
@@ -75,7 +75,7 @@ def measure_replica(url: str | None, model: str, requests: int = 20, timeout_s: 
     """Send ``requests`` real inferences straight to a replica: version, latency, confidence, non-finite share."""
     if url is None:
         return {"error": "no url"}
-    from target_service.models import example_inputs
+    from faultdrill.target_service.models import example_inputs
 
     rows = example_inputs(requests, seed=7)
     latencies: list[float] = []

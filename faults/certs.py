@@ -45,12 +45,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import FaultdrillError, PreflightError
-from faults.files import backup_file, restore_file, write_atomic
-from faults.kube.dispatch import kube_dispatch
-from faults.ledger import pid_alive, process_start_ticks
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import FaultdrillError, PreflightError
+from faultdrill.faults.files import backup_file, restore_file, write_atomic
+from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["FAKETIME_LIB", "CertExpiryFault", "served_certificate", "tagged_pids", "tls_handshake"]
 
@@ -270,7 +270,7 @@ def _ca_key(config: CertExpiryFault.Config, h: ServiceHandle) -> Path:
 
 def _mint(config: CertExpiryFault.Config, h: ServiceHandle, out: Path) -> tuple[Path, Path]:
     """The bad certificate and key for ``config.mode``, written under ``out``."""
-    from target_service.pki import CertPaths, cert_info, create_ca, issue_cert
+    from faultdrill.target_service.pki import CertPaths, cert_info, create_ca, issue_cert
 
     assert h.cert_file is not None and h.ca_file is not None
     hosts = cert_info(h.cert_file).sans or ("127.0.0.1", "localhost")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from faults.errors import BlastRadiusError, FaultdrillError
+from faultdrill.faults.errors import BlastRadiusError, FaultdrillError
 
 __all__ = ["OWNER_DIR", "MemoryCgroup", "MemoryController", "detect_memory_controller"]
 

@@ -25,7 +25,7 @@ Chaos Toolkit's discovery reads them to describe each argument.
 Example (a step of an experiment's method)::
 
     {"type": "action", "name": "exhaust-gpu-memory",
-     "provider": {"type": "python", "module": "faults.chaostoolkit", "func": "inject_gpu_memory_exhaustion",
+     "provider": {"type": "python", "module": "faultdrill.faults.chaostoolkit", "func": "inject_gpu_memory_exhaustion",
                   "arguments": {"target": "replica-0", "leave_free_mib": 0, "duration_s": 60}}}
 """
 
@@ -42,12 +42,12 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticUndefined
 
-from faults.base import FaultContext, Injection, Scope
-from faults.errors import ConfigError, FaultdrillError, PreflightError, RollbackError
-from faults.ledger import Ledger, default_state_dir, pid_alive
-from faults.owned import is_resource
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
+from faultdrill.faults.base import FaultContext, Injection, Scope
+from faultdrill.faults.errors import ConfigError, FaultdrillError, PreflightError, RollbackError
+from faultdrill.faults.ledger import Ledger, default_state_dir, pid_alive
+from faultdrill.faults.owned import is_resource
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 __all__ = [
     "DEFAULT_STATE",
@@ -123,7 +123,7 @@ def read_state(path: Path) -> TargetState:
         return TargetState.model_validate_json(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no faultdrill target is up (no state file {path})", field=CONFIG_KEY,
-                          suggestion="start it with the control 'experiments.ctk_target' or the action "
+                          suggestion="start it with the control 'faultdrill.experiments.ctk_target' or the action "
                           "'faultdrill_up' before any faultdrill activity") from None  # fmt: skip
     except (OSError, ValueError) as exc:
         raise ConfigError(f"unreadable target state file {path}: {exc}", field=CONFIG_KEY) from exc
@@ -280,7 +280,7 @@ def _selected(record: Injection, fault: str | None, target: str | None, injectio
 
 def _inject(registry: FaultRegistry, name: str, args: dict[str, Any], *, verify: bool, state: str | None,
             configuration: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
-    from faults.deadman import spawn_watchdog
+    from faultdrill.faults.deadman import spawn_watchdog
 
     fault = registry.get(name)()
     config = fault.parse_config(args)
@@ -395,8 +395,8 @@ def __dir__() -> list[str]:
 
 
 # -- discovery -----------------------------------------------------------------------------
-_PROBE_MODULES = ("experiments.ctk_probes",)
-_ACTION_MODULES = ("experiments.ctk_target",)
+_PROBE_MODULES = ("faultdrill.experiments.ctk_probes",)
+_ACTION_MODULES = ("faultdrill.experiments.ctk_target",)
 
 
 def describe_activity(fn: Callable[..., Any], kind: str) -> dict[str, Any]:

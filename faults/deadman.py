@@ -28,11 +28,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from faults.base import FaultContext
-from faults.errors import LedgerError, PluginError
-from faults.ledger import Ledger, RollbackOutcome, RollbackResult, pid_alive, rollback_pending
-from faults.owned import is_resource
-from faults.registry import FaultRegistry
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.errors import LedgerError, PluginError
+from faultdrill.faults.ledger import Ledger, RollbackOutcome, RollbackResult, pid_alive, rollback_pending
+from faultdrill.faults.owned import is_resource
+from faultdrill.faults.registry import FaultRegistry
 
 __all__ = ["Keeper", "main", "spawn_watchdog", "watch", "watchdog_running"]
 
@@ -79,16 +79,16 @@ def spawn_watchdog(
     state_dir: str | Path, *, faults: Sequence[str] = (), poll_s: float = 0.2,
     max_runtime_s: float = 86_400.0,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m faults.deadman`` detached; ``faults`` are extra ``module:Class``."""
+    """Start ``python -m faultdrill.faults.deadman`` detached; ``faults`` are extra ``module:Class``."""
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    import faults as package
+    from faultdrill import faults as package
 
     env = dict(os.environ)
     # The watchdog must import this very package, installed or not.
     root = str(Path(package.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "faults.deadman", "--state-dir", str(state),
+    cmd = [sys.executable, "-m", "faultdrill.faults.deadman", "--state-dir", str(state),
            "--poll", str(poll_s), "--max-runtime", str(max_runtime_s)]
     for ref in faults:
         cmd += ["--fault", ref]
@@ -173,7 +173,7 @@ def _try_lock(path: Path) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faults.deadman")
+    parser = argparse.ArgumentParser(prog="python -m faultdrill.faults.deadman")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--fault", action="append", default=[], help="module:Class")
     parser.add_argument("--poll", type=float, default=0.2)

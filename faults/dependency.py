@@ -40,14 +40,14 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import ConfigError, FaultdrillError, RollbackError
-from faults.kube.dispatch import kube_dispatch
-from faults.ledger import pid_alive, process_start_ticks
-from faults.network import Exchange, set_proxy_mode, timed_exchange
-from faults.owned import supervisor_gone, supervisor_identity
-from faults.proxy import ProxyMode
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import ConfigError, FaultdrillError, RollbackError
+from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.network import Exchange, set_proxy_mode, timed_exchange
+from faultdrill.faults.owned import supervisor_gone, supervisor_identity
+from faultdrill.faults.proxy import ProxyMode
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["DependencyOutageFault"]
 

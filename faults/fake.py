@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 
 __all__ = ["FakeFault"]
 

@@ -17,7 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from faults.errors import RollbackError
+from faultdrill.faults.errors import RollbackError
 
 __all__ = ["backup_file", "restore_file", "sha256_file", "write_atomic"]
 

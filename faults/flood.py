@@ -1,6 +1,6 @@
 """The noisy neighbour as a fault (``client_flood``): one client floods the service.
 
-``inject`` starts a detached, self-bounded load process (``python -m faults.flood_worker``) that
+``inject`` starts a detached, self-bounded load process (``python -m faultdrill.faults.flood_worker``) that
 sends inference requests as one client id (``X-Client-Id``) to a service of the run's topology —
 the service endpoint (``service``) or one replica directly — on loopback only, at most ``rps``
 requests per second over ``concurrency`` connections, and exits by itself at the fault's
@@ -39,11 +39,11 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import FaultdrillError
-from faults.flood_worker import LOOPBACK
-from faults.ledger import pid_alive, process_start_ticks
-from faults.owned import stop_recorded_process
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import FaultdrillError
+from faultdrill.faults.flood_worker import LOOPBACK
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.owned import stop_recorded_process
 
 __all__ = ["ClientFloodFault", "read_stats"]
 
@@ -109,7 +109,7 @@ class ClientFloodFault(Fault):
 
     def plan(self, config: Config, ctx: FaultContext) -> list[str]:
         url, model = self._url(config, ctx)
-        return [f"python -m faults.flood_worker --url {url} --model {model} --client-id {config.client_id} "
+        return [f"python -m faultdrill.faults.flood_worker --url {url} --model {model} --client-id {config.client_id} "
                 f"--rps {config.rps:g} --concurrency {config.concurrency} --rows {config.rows}  "
                 f"# for {config.duration_s:g} s, exits by itself at the deadline",
                 "rollback: SIGTERM that process (pid + start time checked), SIGKILL after 5 s"]  # fmt: skip
@@ -122,7 +122,7 @@ class ClientFloodFault(Fault):
         stats = ctx.state_dir / f"flood-{inj.id}.json"
         # The record names the stats file (the worker writes its pid there) before the worker exists.
         inj = inj.model_copy(update={"undo": {**undo, "stats_file": str(stats), "tag": inj.id}})
-        argv = [sys.executable, "-m", "faults.flood_worker", "--url", url, "--model", model,
+        argv = [sys.executable, "-m", "faultdrill.faults.flood_worker", "--url", url, "--model", model,
                 "--client-id", config.client_id, "--rps", str(config.rps), "--concurrency", str(config.concurrency),
                 "--rows", str(config.rows), "--deadline", f"{inj.deadline:.3f}", "--stats", str(stats),
                 "--tag", inj.id]  # fmt: skip

@@ -17,7 +17,7 @@ of httpx's per-request work (the target always answers with ``Content-Length``).
 
 Example::
 
-    python -m faults.flood_worker --url http://127.0.0.1:8000 --client-id batch-importer \\
+    python -m faultdrill.faults.flood_worker --url http://127.0.0.1:8000 --client-id batch-importer \\
         --rps 400 --concurrency 16 --deadline 1735000000 --stats /tmp/state/flood-ab12.json --tag ab12
 """
 
@@ -66,7 +66,7 @@ class _Flood:
         self.counter = itertools.count()
 
     def stats(self, done: bool = False) -> dict[str, object]:
-        from faults.ledger import process_start_ticks
+        from faultdrill.faults.ledger import process_start_ticks
 
         return {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid()), "tag": self.args.tag,
                 "client": self.args.client_id, "rps": self.args.rps, "started": self.started, "updated": time.time(),
@@ -147,7 +147,7 @@ class _Flood:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faults.flood_worker")
+    parser = argparse.ArgumentParser(prog="python -m faultdrill.faults.flood_worker")
     parser.add_argument("--url", required=True)
     parser.add_argument("--model", default="digits")
     parser.add_argument("--client-id", required=True)

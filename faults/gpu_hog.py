@@ -8,7 +8,7 @@ an orphaned hog frees the GPU by itself) and frees everything.
 
 Example::
 
-    python -m faults.gpu_hog --device cuda:0 --leave-free-mib 256 --deadline 1735000000 \\
+    python -m faultdrill.faults.gpu_hog --device cuda:0 --leave-free-mib 256 --deadline 1735000000 \\
         --pidfile /tmp/state/gpu_hog-ab12.pid --tag ab12
 """
 
@@ -54,7 +54,7 @@ def _fill(torch: Any, device: Any, leave_free: int | None, hold: int | None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faults.gpu_hog")
+    parser = argparse.ArgumentParser(prog="python -m faultdrill.faults.gpu_hog")
     parser.add_argument("--device", default="cuda:0")
     amount = parser.add_mutually_exclusive_group(required=True)
     amount.add_argument("--leave-free-mib", type=float)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.pidfile is not None:
-        from faults.ledger import process_start_ticks
+        from faultdrill.faults.ledger import process_start_ticks
 
         args.pidfile.write_text(f"{os.getpid()} {process_start_ticks(os.getpid())}\n")
     try:

@@ -3,7 +3,7 @@
 Mode ``in_process`` makes the target hold device memory itself through its admin API (on
 a GPU real CUDA allocations, without one the emulated budget, so batches hit torch's own
 ``OutOfMemoryError`` → 507). Mode ``external`` starts a separate hog process
-(``python -m faults.gpu_hog``) that fills the GPU from outside, as a noisy neighbour
+(``python -m faultdrill.faults.gpu_hog``) that fills the GPU from outside, as a noisy neighbour
 would; the hog also exits by itself at the fault's deadline (a dead-man).
 
 Example::
@@ -29,11 +29,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import FaultdrillError
-from faults.kube.dispatch import kube_dispatch
-from faults.ledger import pid_alive, process_start_ticks
-from faults.process import _service_problems, admin_if_alive, admin_request, service_undo, target_handle
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import FaultdrillError
+from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.process import _service_problems, admin_if_alive, admin_request, service_undo, target_handle
 
 __all__ = ["NO_CUDA", "GpuMemoryExhaustionFault"]
 
@@ -166,7 +166,7 @@ class GpuMemoryExhaustionFault(Fault):
 def _hog_argv(config: GpuMemoryExhaustionFault.Config, tag: str, pidfile: Path, deadline: float) -> list[str]:
     amount = (["--hold-mib", str(config.hold_mib)] if config.hold_mib is not None
               else ["--leave-free-mib", str(config.leave_free_mib)])  # fmt: skip
-    return [sys.executable, "-m", "faults.gpu_hog", "--device", f"cuda:{config.device}", *amount,
+    return [sys.executable, "-m", "faultdrill.faults.gpu_hog", "--device", f"cuda:{config.device}", *amount,
             "--deadline", f"{deadline:.3f}", "--pidfile", str(pidfile), "--tag", tag]  # fmt: skip
 
 

@@ -50,7 +50,7 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-from faults.errors import ConfigError
+from faultdrill.faults.errors import ConfigError
 
 __all__ = [
     "JSON_DEPTH_LIMIT",

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from faults.base import FaultContext, Injection
-from faults.errors import FaultdrillError, LedgerError
+from faultdrill.faults.base import FaultContext, Injection
+from faultdrill.faults.errors import FaultdrillError, LedgerError
 
 if TYPE_CHECKING:
-    from faults.registry import FaultRegistry
+    from faultdrill.faults.registry import FaultRegistry
 
 __all__ = ["RESOURCE_KINDS", "Ledger", "RollbackOutcome", "RollbackResult", "default_state_dir", "pid_alive",
            "process_start_ticks", "rollback_owned", "rollback_pending"]

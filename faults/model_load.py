@@ -28,11 +28,11 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import FaultdrillError, PreflightError, RollbackError
-from faults.files import backup_file, restore_file, sha256_file, write_atomic
-from faults.kube.dispatch import kube_dispatch
-from faults.topology import ServiceHandle, Supervisor
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import FaultdrillError, PreflightError, RollbackError
+from faultdrill.faults.files import backup_file, restore_file, sha256_file, write_atomic
+from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.topology import ServiceHandle, Supervisor
 
 __all__ = ["ModelLoadFailureFault"]
 

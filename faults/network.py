@@ -34,12 +34,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field, ValidationError, model_validator
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import ConfigError, FaultdrillError, RollbackError
-from faults.ledger import pid_alive, process_start_ticks
-from faults.proxy import ProxyMode
-from faults.proxy_control import ProxyControl
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import ConfigError, FaultdrillError, RollbackError
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.proxy import ProxyMode
+from faultdrill.faults.proxy_control import ProxyControl
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["Exchange", "NetworkDegradationFault", "set_proxy_mode", "timed_exchange"]
 

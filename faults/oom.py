@@ -38,12 +38,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.cgroups import MemoryCgroup, detect_memory_controller
-from faults.errors import FaultdrillError
-from faults.kube.dispatch import kube_dispatch
-from faults.ledger import pid_alive
-from faults.process import (
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
+from faultdrill.faults.errors import FaultdrillError
+from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.ledger import pid_alive
+from faultdrill.faults.process import (
     _service_problems,
     admin_if_alive,
     admin_request,

@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification, new_injection_id
-from faults.errors import FaultdrillError, InjectionError
-from faults.ledger import RESOURCE_KINDS, Ledger, pid_alive, process_start_ticks
-from faults.netns import PREFIX, delete_namespace
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification, new_injection_id
+from faultdrill.faults.errors import FaultdrillError, InjectionError
+from faultdrill.faults.ledger import RESOURCE_KINDS, Ledger, pid_alive, process_start_ticks
+from faultdrill.faults.netns import PREFIX, delete_namespace
 
 __all__ = [
     "NO_DEADLINE",

@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import ConfigError, FaultdrillError
-from faults.kube.dispatch import kube_dispatch
-from faults.netns import (
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import ConfigError, FaultdrillError
+from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.netns import (
     PREFIX,
     PartitionRule,
     add_rules,

@@ -26,11 +26,11 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
-from faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faults.errors import FaultdrillError, InjectionError
-from faults.kube.dispatch import kube_dispatch
-from faults.ledger import pid_alive, process_start_ticks
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import FaultdrillError, InjectionError
+from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = [
     "ProcessFreezeFault",

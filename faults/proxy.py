@@ -8,7 +8,7 @@ to existing connections too, as a real network fault would. Built on ``asyncio.P
 
 Run it as a process, controlled over HTTP (see ``faults.proxy_control``)::
 
-    python -m faults.proxy --listen 127.0.0.1:9000 --upstream 127.0.0.1:8000 \\
+    python -m faultdrill.faults.proxy --listen 127.0.0.1:9000 --upstream 127.0.0.1:8000 \\
         --control 127.0.0.1:9001 --token-file /run/fd/token
     # stdout: {"event": "ready", "listen": ["127.0.0.1", 9000], "control": [...]}
 """
@@ -376,8 +376,8 @@ class FaultProxy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m faults.proxy`` (see ``faults.proxy_control.run``)."""
-    from faults.proxy_control import run
+    """Entry point of ``python -m faultdrill.faults.proxy`` (see ``faults.proxy_control.run``)."""
+    from faultdrill.faults.proxy_control import run
 
     return run(argv)
 

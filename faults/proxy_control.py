@@ -31,8 +31,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from faults.owned import die_with_parent
-from faults.proxy import FaultProxy, ProxyMode
+from faultdrill.faults.owned import die_with_parent
+from faultdrill.faults.proxy import FaultProxy, ProxyMode
 
 __all__ = ["ControlServer", "ProxyControl", "RunningProxy", "parse_hostport", "run", "spawn_proxy"]
 
@@ -190,13 +190,13 @@ def spawn_proxy(
     env: dict[str, str] | None = None,
     timeout: float = 15.0,
 ) -> RunningProxy:
-    """Start ``python -m faults.proxy`` (writing a fresh token if the file is missing)."""
+    """Start ``python -m faultdrill.faults.proxy`` (writing a fresh token if the file is missing)."""
     path = Path(token_file)
     if not path.exists():
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     token = path.read_text().strip()
-    cmd = [sys.executable, "-m", "faults.proxy", "--listen", f"{listen[0]}:{listen[1]}",
+    cmd = [sys.executable, "-m", "faultdrill.faults.proxy", "--listen", f"{listen[0]}:{listen[1]}",
            "--upstream", f"{upstream[0]}:{upstream[1]}", "--control",
            f"{control[0]}:{control[1]}", "--token-file", str(path)]
     # Dies with its parent when started from the main thread (faults.owned.die_with_parent says why only then).
@@ -231,7 +231,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faults.proxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m faultdrill.faults.proxy", description=__doc__)
     parser.add_argument("--listen", type=parse_hostport, required=True)
     parser.add_argument("--upstream", type=parse_hostport, required=True)
     parser.add_argument("--control", type=parse_hostport, required=True)

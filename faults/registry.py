@@ -21,9 +21,9 @@ from typing import cast
 
 from pydantic import BaseModel
 
-from faults.base import Fault
-from faults.errors import PluginError
-from faults.owned import RECORD_KINDS
+from faultdrill.faults.base import Fault
+from faultdrill.faults.errors import PluginError
+from faultdrill.faults.owned import RECORD_KINDS
 
 __all__ = ["ENTRY_POINT_GROUP", "FaultRegistry"]
 

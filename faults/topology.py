@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from faults.errors import ConfigError
+from faultdrill.faults.errors import ConfigError
 
 __all__ = ["KubeRef", "Role", "ServiceHandle", "Supervisor", "Topology"]
 

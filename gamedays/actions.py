@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from experiments.timespec import parse_duration
-from faults.errors import FaultdrillError
-from faults.topology import ServiceHandle, Supervisor, Topology
+from faultdrill.experiments.timespec import parse_duration
+from faultdrill.faults.errors import FaultdrillError
+from faultdrill.faults.topology import ServiceHandle, Supervisor, Topology
 
 __all__ = [
     "ACTIONS",
@@ -295,7 +295,7 @@ def _canary(h: ServiceHandle, *, rollback: bool) -> str:
 
 
 def _release(h: ServiceHandle) -> str:
-    from faults.process import admin_request
+    from faultdrill.faults.process import admin_request
 
     if h.admin_url is None or h.admin_token_file is None:
         raise ActionError(f"'{h.name}' has no admin API in this topology")
@@ -305,8 +305,8 @@ def _release(h: ServiceHandle) -> str:
 
 
 def _renew(h: ServiceHandle) -> str:
-    from faults.files import write_atomic
-    from target_service.pki import CertPaths, cert_info, issue_cert
+    from faultdrill.faults.files import write_atomic
+    from faultdrill.target_service.pki import CertPaths, cert_info, issue_cert
 
     if h.cert_file is None or h.key_file is None or h.ca_file is None:
         raise ActionError(f"'{h.name}' serves no certificate of the project's CA (no cert_file/key_file/ca_file)")

@@ -41,9 +41,9 @@ from typing import Any, Literal
 
 import httpx
 
-from experiments.timespec import parse_duration
-from faults.errors import FaultdrillError
-from faults.topology import Topology
+from faultdrill.experiments.timespec import parse_duration
+from faultdrill.faults.errors import FaultdrillError
+from faultdrill.faults.topology import Topology
 
 __all__ = [
     "CHECK_KINDS",

@@ -35,15 +35,15 @@ from typing import Any
 
 from rich.console import Console
 
-from experiments.plan import build_plan
-from experiments.run import RunResult, run_plan, with_misconfigurations
-from experiments.runlinks import update_links
-from experiments.runtime import RunParts, SharedSystem
-from experiments.timeline import Timeline
-from faults.registry import FaultRegistry
-from gamedays.launch import GamedayLauncher
-from gamedays.plan import LoadedPlan, load_plan
-from reports import write_all
+from faultdrill.experiments.plan import build_plan
+from faultdrill.experiments.run import RunResult, run_plan, with_misconfigurations
+from faultdrill.experiments.runlinks import update_links
+from faultdrill.experiments.runtime import RunParts, SharedSystem
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.gamedays.launch import GamedayLauncher
+from faultdrill.gamedays.plan import LoadedPlan, load_plan
+from faultdrill.reports import write_all
 
 __all__ = ["GameDayResult", "run_gameday"]
 
@@ -117,7 +117,7 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
                  for n, s, b in loaded.scenarios]  # fmt: skip
     alerting = plan.system.alerting.enabled and not no_alerts
     if alerting:
-        from experiments.stack import Binaries
+        from faultdrill.experiments.stack import Binaries
 
         Binaries().resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -187,8 +187,8 @@ def _finish(loaded: LoadedPlan, directory: Path, results: list[tuple[str, RunRes
 
 def _reports(directory: Path, journals: list[Path], title: str, console: Console) -> None:
     try:
-        from reports import RunView, load_journal
-        from reports.gameday import render_gameday, render_gameday_markdown
+        from faultdrill.reports import RunView, load_journal
+        from faultdrill.reports.gameday import render_gameday, render_gameday_markdown
 
         views = [RunView.of(load_journal(j)) for j in journals]
         (directory / "gameday.html").write_text(render_gameday(views, title=title))
@@ -200,8 +200,8 @@ def _reports(directory: Path, journals: list[Path], title: str, console: Console
 
 def _history(journals: list[Path], gameday: str, console: Console) -> None:
     try:
-        from experiments.journal import Journal
-        from gamedays.history import History, default_history_path
+        from faultdrill.experiments.journal import Journal
+        from faultdrill.gamedays.history import History, default_history_path
 
         db = History(default_history_path())
         for j in journals:

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.journal import Journal
-from faults.errors import ConfigError
+from faultdrill.experiments.journal import Journal
+from faultdrill.faults.errors import ConfigError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -342,7 +342,7 @@ class History:
     def record_run(self, journal: Journal, run_dir: Path, *, gameday: str | None = None,
                    scenario: str | None = None) -> int:  # fmt: skip
         """Record one run; returns its row id. Recording the same ``run_id`` again changes nothing."""
-        from reports import RunView
+        from faultdrill.reports import RunView
 
         view = RunView.of(journal)
         env = journal.environment

@@ -15,9 +15,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from experiments.runbook_hook import LaunchContext
-from gamedays.runbook import parse_runbook
-from gamedays.runbook_run import RunbookEnv, RunbookResult, run_runbook
+from faultdrill.experiments.runbook_hook import LaunchContext
+from faultdrill.gamedays.runbook import parse_runbook
+from faultdrill.gamedays.runbook_run import RunbookEnv, RunbookResult, run_runbook
 
 __all__ = ["GamedayLauncher", "RunningRunbook"]
 

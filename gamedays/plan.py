@@ -33,13 +33,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from experiments.alert_expectations import AlertingSpec
-from experiments.expectations import Duration, HaltCondition
-from experiments.loader import check_experiment_text, load_experiment, validate_document
-from experiments.spec import Experiment, TargetSpec
-from faults.errors import ConfigError
-from faults.inputlimits import read_text
-from faults.registry import FaultRegistry
+from faultdrill.experiments.alert_expectations import AlertingSpec
+from faultdrill.experiments.expectations import Duration, HaltCondition
+from faultdrill.experiments.loader import check_experiment_text, load_experiment, validate_document
+from faultdrill.experiments.spec import Experiment, TargetSpec
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.inputlimits import read_text
+from faultdrill.faults.registry import FaultRegistry
 
 __all__ = ["GameDayPlan", "LoadedPlan", "Scenario", "load_plan"]
 
@@ -71,7 +71,7 @@ class Schedule(_M):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from gamedays.schedule import parse_cron
+        from faultdrill.gamedays.schedule import parse_cron
 
         try:
             parse_cron(value)
@@ -223,8 +223,8 @@ def check_plan(path: Path, registry: FaultRegistry | None = None) -> tuple[Loade
 
 def _runbook_errors(exp: Experiment, base: Path, where: Any, i: int, *, inline: bool) -> list[ConfigError]:
     """Every attached runbook must exist and parse (a runbook's own errors keep their file:line)."""
-    from experiments.runbook_hook import runbook_path
-    from gamedays.runbook import parse_runbook
+    from faultdrill.experiments.runbook_hook import runbook_path
+    from faultdrill.gamedays.runbook import parse_runbook
 
     out: list[ConfigError] = []
     for j, fault in enumerate(exp.faults):

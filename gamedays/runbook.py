@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from faults.errors import ConfigError
-from faults.inputlimits import read_text
-from gamedays.actions import Action, ActionSyntaxError, parse_action
-from gamedays.checks import Check, CheckSyntaxError, parse_check
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.inputlimits import read_text
+from faultdrill.gamedays.actions import Action, ActionSyntaxError, parse_action
+from faultdrill.gamedays.checks import Check, CheckSyntaxError, parse_check
 
 __all__ = [
     "SHELL_VARIABLES",

@@ -38,16 +38,16 @@ from pathlib import Path
 
 import yaml
 
-from experiments.rulefiles import alert_rules
-from faults.errors import ConfigError
-from faults.inputlimits import load_yaml, read_text
-from gamedays.actions import ACTIONS
-from gamedays.checks import AlertCheck, MetricCheck, OutputCheck
-from gamedays.runbook import SHELL_VARIABLES, VARIABLES, Runbook, parse_runbook_text, variables_in
+from faultdrill.experiments.rulefiles import alert_rules
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.inputlimits import load_yaml, read_text
+from faultdrill.gamedays.actions import ACTIONS
+from faultdrill.gamedays.checks import AlertCheck, MetricCheck, OutputCheck
+from faultdrill.gamedays.runbook import SHELL_VARIABLES, VARIABLES, Runbook, parse_runbook_text, variables_in
 
 __all__ = ["PLATFORMS", "PROMQL_WORDS", "check_runbooks", "known_metrics", "metric_names"]
 
-PLATFORMS: dict[str, str | None] = {"local": "experiments.platforms.local:LocalPlatform", "standalone": None}
+PLATFORMS: dict[str, str | None] = {"local": "faultdrill.experiments.platforms.local:LocalPlatform", "standalone": None}
 """Platform name → the class a run uses (None: no platform, as ``faultdrill runbook run``)."""
 
 PLATFORM_METRICS = frozenset({
@@ -103,9 +103,9 @@ def _exposed(registry: object) -> set[str]:
 def _exposition() -> frozenset[str]:
     from prometheus_client import CollectorRegistry
 
-    from target_service.config import FeatureStoreSettings
-    from target_service.feature_store import create_feature_store_app
-    from target_service.metrics import TargetMetrics
+    from faultdrill.target_service.config import FeatureStoreSettings
+    from faultdrill.target_service.feature_store import create_feature_store_app
+    from faultdrill.target_service.metrics import TargetMetrics
 
     target, store = CollectorRegistry(), CollectorRegistry()
     TargetMetrics(target, model="digits")

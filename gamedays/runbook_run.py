@@ -47,11 +47,11 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
-from experiments.timeline import Timeline
-from faults.topology import Supervisor, Topology
-from gamedays.actions import ActionContext, parse_action, run_action
-from gamedays.checks import CheckContext, UnboundVariable, run_check, substitute
-from gamedays.runbook import VARIABLES, Runbook, Step, variables_in
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.topology import Supervisor, Topology
+from faultdrill.gamedays.actions import ActionContext, parse_action, run_action
+from faultdrill.gamedays.checks import CheckContext, UnboundVariable, run_check, substitute
+from faultdrill.gamedays.runbook import VARIABLES, Runbook, Step, variables_in
 
 __all__ = ["RunbookEnv", "RunbookResult", "StepResult", "bind_variables", "run_runbook", "write_result"]
 

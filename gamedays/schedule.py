@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from faults.errors import ConfigError
+from faultdrill.faults.errors import ConfigError
 
 __all__ = [
     "CronExpr",
@@ -520,7 +520,7 @@ def load_plan_schedule(plan_path: Path) -> PlanSchedule:
     """``title`` and ``schedule: {cron, timezone}`` (or ``schedule: "CRON"``) of a plan, checked."""
     import yaml
 
-    from faults.inputlimits import read_text, yaml_error, yaml_loader
+    from faultdrill.faults.inputlimits import read_text, yaml_error, yaml_loader
 
     where = str(plan_path)
     try:

@@ -2,7 +2,7 @@
 
 A report can be rendered from any past run; ``faultdrill run`` writes them all at the end::
 
-    from reports import write_all
+    from faultdrill.reports import write_all
     paths = write_all(run_dir / "journal.json", run_dir)
     # {'html': …/report.html, 'md': …/report.md, 'junit': …/junit.xml, 'json': …/journal.json}
 
@@ -20,16 +20,16 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from experiments.journal import Journal
-from reports.compare import Comparison, compare_runs, render_comparison_json, render_comparison_markdown
-from reports.gameday import render_gameday, render_gameday_markdown
-from reports.html import render_html
-from reports.jsonout import journal_schema, render_json
-from reports.junit import render_junit
-from reports.markdown import render_markdown
-from reports.model import RunView
-from reports.score import Score, resilience_score
-from reports.source import load_journal
+from faultdrill.experiments.journal import Journal
+from faultdrill.reports.compare import Comparison, compare_runs, render_comparison_json, render_comparison_markdown
+from faultdrill.reports.gameday import render_gameday, render_gameday_markdown
+from faultdrill.reports.html import render_html
+from faultdrill.reports.jsonout import journal_schema, render_json
+from faultdrill.reports.junit import render_junit
+from faultdrill.reports.markdown import render_markdown
+from faultdrill.reports.model import RunView
+from faultdrill.reports.score import Score, resilience_score
+from faultdrill.reports.source import load_journal
 
 __all__ = [
     "FILES",

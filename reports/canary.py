@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from experiments.journal import CanaryAttrs, CanarySlis, Event
+from faultdrill.experiments.journal import CanaryAttrs, CanarySlis, Event
 
 __all__ = ["CanaryDecision", "CanaryPoint", "CanaryView", "canary_markdown", "canary_svg", "canary_view"]
 
@@ -93,7 +93,7 @@ def canary_svg(view: CanaryView, *, width_in: float = 12.0) -> str:
     import matplotlib
     from matplotlib.figure import Figure
 
-    from reports.figure import RC
+    from faultdrill.reports.figure import RC
 
     with matplotlib.rc_context(RC):  # type: ignore[arg-type]
         fig = Figure(figsize=(width_in, 6.4))

@@ -17,10 +17,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
-from reports.fmt import ms, percent, seconds
+from faultdrill.reports.fmt import ms, percent, seconds
 
 if TYPE_CHECKING:
-    from reports.model import RunView
+    from faultdrill.reports.model import RunView
 
 __all__ = ["Comparison", "Row", "VerdictChange", "compare_runs", "render_comparison_json",
            "render_comparison_markdown"]  # fmt: skip
@@ -130,7 +130,7 @@ ARROW = {"better": "▲ better", "worse": "▼ worse", "same": "= same", "n/a": 
 
 
 def render_comparison_markdown(cmp: Comparison) -> str:
-    from reports.markdown import cell
+    from faultdrill.reports.markdown import cell
 
     out = [f"### Comparison: `{cmp.a_run}` (A) → `{cmp.b_run}` (B)", ""]
     if cmp.a_name != cmp.b_name:

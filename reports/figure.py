@@ -18,7 +18,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reports.model import FaultWindow, RunView
+    from faultdrill.reports.model import FaultWindow, RunView
 
 __all__ = ["STATE_COLORS", "timeline_svg"]
 

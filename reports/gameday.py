@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from experiments.journal import AlertAttrs, FaultAttrs, NotificationAttrs, RunbookAttrs
+from faultdrill.experiments.journal import AlertAttrs, FaultAttrs, NotificationAttrs, RunbookAttrs
 
 if TYPE_CHECKING:
-    from reports.model import RunView
+    from faultdrill.reports.model import RunView
 
 __all__ = ["DayRow", "day_timeline", "render_gameday", "render_gameday_markdown"]
 
@@ -64,9 +64,9 @@ def day_timeline(views: Sequence[RunView]) -> list[DayRow]:
 def render_gameday(views: Sequence[RunView], *, title: str | None = None) -> str:
     from markupsafe import Markup
 
-    from reports.figure import timeline_svg
-    from reports.fmt import clock
-    from reports.html import environment
+    from faultdrill.reports.figure import timeline_svg
+    from faultdrill.reports.fmt import clock
+    from faultdrill.reports.html import environment
 
     first = min((v.journal.started_at for v in views), default=None)
     last = max((v.journal.ended_at or v.journal.started_at for v in views), default=None)
@@ -79,8 +79,8 @@ def render_gameday(views: Sequence[RunView], *, title: str | None = None) -> str
 
 
 def render_gameday_markdown(views: Sequence[RunView], *, title: str | None = None) -> str:
-    from reports.fmt import clock
-    from reports.markdown import cell, render_markdown
+    from faultdrill.reports.fmt import clock
+    from faultdrill.reports.markdown import cell, render_markdown
 
     first = min((v.journal.started_at for v in views), default=None)
     out = [f"## {cell(title or f'Game day {clock(first)[:10]}')}", "", "| # | scenario | outcome | held | score |",

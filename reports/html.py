@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reports import fmt
+from faultdrill.reports import fmt
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from reports.model import RunView
+    from faultdrill.reports.model import RunView
 
 __all__ = ["environment", "render_html"]
 
@@ -45,7 +45,7 @@ def environment() -> Environment:
     """The Jinja2 environment of every HTML renderer (strict: a missing name is an error, not a blank)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    from experiments.journal import JOURNAL_VERSION, faultdrill_version
+    from faultdrill.experiments.journal import JOURNAL_VERSION, faultdrill_version
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=False, lstrip_blocks=False)  # fmt: skip
@@ -64,7 +64,7 @@ def _canary_figure(events: Any) -> dict[str, Any] | None:
     """``{view, svg}`` of a run's canary rollout (None without one): the template's canary section."""
     from markupsafe import Markup
 
-    from reports.canary import canary_svg, canary_view
+    from faultdrill.reports.canary import canary_svg, canary_view
 
     view = canary_view(events)
     return None if view is None else {"view": view, "svg": Markup(canary_svg(view))}
@@ -74,7 +74,7 @@ def render_html(view: RunView, *, env: Environment | None = None) -> str:
     """The run's report as one HTML document."""
     from markupsafe import Markup
 
-    from reports.figure import timeline_svg
+    from faultdrill.reports.figure import timeline_svg
 
     env = env or environment()
     return env.get_template("report.html.j2").render(v=view, svg=Markup(timeline_svg(view)))

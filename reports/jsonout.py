@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from experiments.journal import JOURNAL_VERSION, Journal
+from faultdrill.experiments.journal import JOURNAL_VERSION, Journal
 
 __all__ = ["SCHEMA_PATH", "journal_schema", "render_json", "schema_text"]
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from reports.model import RunView
+    from faultdrill.reports.model import RunView
 
 __all__ = ["render_junit"]
 

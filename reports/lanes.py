@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from experiments.journal import (
+from faultdrill.experiments.journal import (
     AlertAttrs,
     BreakerAttrs,
     Event,

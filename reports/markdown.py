@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reports.canary import canary_markdown, canary_view
-from reports.fmt import ms, number, percent, seconds
-from reports.traces import traces_markdown
+from faultdrill.reports.canary import canary_markdown, canary_view
+from faultdrill.reports.fmt import ms, number, percent, seconds
+from faultdrill.reports.traces import traces_markdown
 
 if TYPE_CHECKING:
-    from reports.model import RunView
+    from faultdrill.reports.model import RunView
 
 __all__ = ["render_markdown"]
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from experiments.journal import FaultRecord, Journal, PhaseAttrs, RequestColumns, VerdictRecord, percentile
-from reports.lanes import AlertRow, Lane, RunbookRow, alert_rows, build_lanes, runbook_rows
-from reports.score import Score, resilience_score
+from faultdrill.experiments.journal import FaultRecord, Journal, PhaseAttrs, RequestColumns, VerdictRecord, percentile
+from faultdrill.reports.lanes import AlertRow, Lane, RunbookRow, alert_rows, build_lanes, runbook_rows
+from faultdrill.reports.score import Score, resilience_score
 
 __all__ = ["FaultWindow", "Requests", "RunView", "Series", "SloView", "VerdictRow"]
 

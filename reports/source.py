@@ -16,9 +16,9 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from experiments.journal import JOURNAL_VERSION, Journal
-from faults.errors import ConfigError
-from faults.inputlimits import MAX_JOURNAL_BYTES, gunzip_bounded, json_depth_error, read_bytes
+from faultdrill.experiments.journal import JOURNAL_VERSION, Journal
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.inputlimits import MAX_JOURNAL_BYTES, gunzip_bounded, json_depth_error, read_bytes
 
 __all__ = ["journal_path", "load_journal"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from experiments.journal import ExampleTrace, TraceSummary
+    from faultdrill.experiments.journal import ExampleTrace, TraceSummary
 
 __all__ = ["bar", "traces_markdown"]
 

@@ -23,20 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        from target_service.config import TargetSettings
-        from target_service.server import exit_process, serve_target
+        from .config import TargetSettings
+        from .server import exit_process, serve_target
 
         overrides = {k: v for k, v in (("port", args.port), ("admin_port", args.admin_port)) if v is not None}
         exit_process(serve_target(TargetSettings(**overrides)))  # its port is closed: no slow teardown
     if args.command == "feature-store":
-        from target_service.config import FeatureStoreSettings
-        from target_service.feature_store import serve_feature_store
-        from target_service.server import exit_process
+        from .config import FeatureStoreSettings
+        from .feature_store import serve_feature_store
+        from .server import exit_process
 
         fs_overrides = {"port": args.port} if args.port is not None else {}
         exit_process(serve_feature_store(FeatureStoreSettings(**fs_overrides)))
-    from target_service.config import TargetSettings
-    from target_service.registry import ModelRegistry
+    from .config import TargetSettings
+    from .registry import ModelRegistry
 
     for manifest in ModelRegistry(TargetSettings().model_registry).ensure_defaults():
         print(f"{manifest.name} v{manifest.version} sha256={manifest.sha256[:12]} {manifest.metrics}")

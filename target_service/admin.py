@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from target_service.replica import Replica
+from .replica import Replica
 
 __all__ = ["create_admin"]
 

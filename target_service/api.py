@@ -25,13 +25,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from target_service.protocol import ProtocolError, build_infer_response, parse_infer_request, parse_timeout_header
-from target_service.ratelimit import limiter_for
-from target_service.replica import Replica
-from target_service.spans import annotate, event, instrument_route
+from .protocol import ProtocolError, build_infer_response, parse_infer_request, parse_timeout_header
+from .ratelimit import limiter_for
+from .replica import Replica
+from .spans import annotate, event, instrument_route
 
 if TYPE_CHECKING:
-    from target_service.cache import PredictionCache
+    from .cache import PredictionCache
 
 __all__ = ["create_api", "read_body"]
 
@@ -167,7 +167,7 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
         if header_timeout_s is not None:
             timeout = header_timeout_s
         deadline = t0 + (timeout if timeout is not None else settings.request_timeout_s)
-        from target_service.batcher import DeadlineExceeded, DeviceOutOfMemory, EngineStopped, QueueFull
+        from .batcher import DeadlineExceeded, DeviceOutOfMemory, EngineStopped, QueueFull
 
         features = None
         temperature, bias = 1.0, None
@@ -176,7 +176,7 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
             temperature, bias = features.features.temperature, features.features.bias_array
         cache_key, cached = None, None
         if cache is not None:  # after the features: they change the answer, so they are in the key
-            from target_service.cache import CacheUnavailable
+            from .cache import CacheUnavailable
 
             cache_key = cache.key(model_name, loaded.manifest.version, req.rows, temperature, bias)
             try:

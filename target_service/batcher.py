@@ -42,10 +42,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from torch import nn
 
-from target_service.device import DeviceManager, module_bytes
-from target_service.metrics import TargetMetrics
-from target_service.spans import record_engine_spans, start_batch_span
-from target_service.tracing import TRACER_NAME
+from .device import DeviceManager, module_bytes
+from .metrics import TargetMetrics
+from .spans import record_engine_spans, start_batch_span
+from .tracing import TRACER_NAME
 
 __all__ = [
     "BatchConfig",

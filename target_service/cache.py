@@ -59,8 +59,8 @@ from purgatory.domain.model import Context, OpenedState
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from target_service.breaker import BreakerState, drain_transitions
-from target_service.metrics import BREAKER_STATES, TargetMetrics
+from .breaker import BreakerState, drain_transitions
+from .metrics import BREAKER_STATES, TargetMetrics
 
 __all__ = ["CacheLookup", "CacheResult", "CacheUnavailable", "PredictionCache"]
 

@@ -21,7 +21,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from target_service.ratelimit import RateLimitTable, parse_rate_limits
+from .ratelimit import RateLimitTable, parse_rate_limits
 
 __all__ = [
     "DeviceChoice",

@@ -58,10 +58,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from target_service.config import FeatureStoreSettings
-from target_service.jsonlog import configure_logging
-from target_service.spans import ServerSpanMiddleware, event
-from target_service.tlsreload import CertWatcher, ConnectionDrainer, ReloadingServerContext
+from .config import FeatureStoreSettings
+from .jsonlog import configure_logging
+from .spans import ServerSpanMiddleware, event
+from .tlsreload import CertWatcher, ConnectionDrainer, ReloadingServerContext
 
 __all__ = [
     "FEATURES_VERSION",
@@ -289,7 +289,7 @@ def create_feature_store_app(
                 await watcher.stop()
 
     middleware = [Middleware(_MetricsMiddleware, metrics=metrics)]
-    from target_service.tracing import installed_tracer
+    from .tracing import installed_tracer
 
     if (tracer := installed_tracer("faultdrill.feature_store")) is not None:  # spans only when tracing is on
         middleware.append(Middleware(ServerSpanMiddleware, tracer=tracer, prefix="/v1/features/",
@@ -345,7 +345,7 @@ def build_server(settings: FeatureStoreSettings, app: Starlette) -> uvicorn.Serv
 def serve_feature_store(settings: FeatureStoreSettings) -> int:
     """Run the feature store until SIGTERM/SIGINT; return the exit code (0 on a signal)."""
     configure_logging(settings.log_level, component="feature-store")
-    from target_service.tracing import FEATURE_STORE_SERVICE, TracingConfig, TracingError, setup_tracing
+    from .tracing import FEATURE_STORE_SERVICE, TracingConfig, TracingError, setup_tracing
 
     try:  # once per process, before the app is built (its middleware is added when this is on)
         tracing = setup_tracing(TracingConfig(

@@ -57,12 +57,12 @@ import numpy as np
 from opentelemetry import trace
 from purgatory.domain.model import Context, OpenedState
 
-from target_service.breaker import BreakerState, drain_transitions
-from target_service.metrics import BREAKER_STATES, TargetMetrics
-from target_service.spans import client_headers, end_client_span
-from target_service.spans import event as span_event
-from target_service.tlsreload import ReloadingClientContext
-from target_service.tracing import TRACER_NAME
+from .breaker import BreakerState, drain_transitions
+from .metrics import BREAKER_STATES, TargetMetrics
+from .spans import client_headers, end_client_span
+from .spans import event as span_event
+from .tlsreload import ReloadingClientContext
+from .tracing import TRACER_NAME
 
 __all__ = [
     "DEFAULT_FEATURES",

@@ -117,7 +117,7 @@ def users_at(shape: ShapeSettings, t: float, users: int, spawn_rate: float) -> t
 @functools.cache
 def _bodies(model_rows: int) -> tuple[str, ...]:
     """Pre-serialised OIP v2 request bodies of real digit rows (JSON encoding off the hot path)."""
-    from target_service.models import example_inputs  # torch: ~2 s, so only where users run
+    from target_service.models import example_inputs  # loaded by path, its grandparent on PYTHONPATH; torch: ~2 s
 
     rows = example_inputs(model_rows)
     inputs = ({"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [round(float(v), 6) for v in row]}

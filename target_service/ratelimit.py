@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
-    from target_service.metrics import TargetMetrics
+    from .metrics import TargetMetrics
 
 __all__ = ["Decision", "Limit", "RateLimitTable", "RateLimiter", "TokenBucket",
            "client_identity", "hash_api_key", "limiter_for", "parse_rate_limits"]  # fmt: skip

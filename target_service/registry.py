@@ -34,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from target_service.models import (
+from .models import (
     HEAVY_DEFAULT_DEPTH,
     HEAVY_DEFAULT_WIDTH,
     INPUT_FEATURES,

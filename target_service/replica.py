@@ -28,14 +28,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from target_service.config import Misconfiguration, TargetSettings
-from target_service.metrics import TargetMetrics
+from .config import Misconfiguration, TargetSettings
+from .metrics import TargetMetrics
 
 if TYPE_CHECKING:
-    from target_service.batcher import InferenceEngine
-    from target_service.device import DeviceManager
-    from target_service.features import FeatureClient
-    from target_service.registry import ModelManifest
+    from .batcher import InferenceEngine
+    from .device import DeviceManager
+    from .features import FeatureClient
+    from .registry import ModelManifest
 
 __all__ = ["LoadedState", "Replica"]
 
@@ -105,9 +105,9 @@ class Replica:
         t0 = time.monotonic()
         import torch  # deferred: 2-3 s, and the probes must answer meanwhile
 
-        from target_service.batcher import BatchConfig, InferenceEngine, estimate_bytes_per_row
-        from target_service.device import DeviceManager
-        from target_service.registry import ModelRegistry
+        from .batcher import BatchConfig, InferenceEngine, estimate_bytes_per_row
+        from .device import DeviceManager
+        from .registry import ModelRegistry
 
         s = self.settings
         torch.set_num_threads(s.torch_threads)

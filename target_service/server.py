@@ -33,17 +33,17 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from target_service.admin import create_admin
-from target_service.api import create_api
-from target_service.config import Misconfiguration, TargetSettings
-from target_service.features import FeatureClient
-from target_service.jsonlog import configure_logging
-from target_service.metrics import TargetMetrics
-from target_service.replica import Replica
-from target_service.tlsreload import CertWatcher, ConnectionDrainer, ReloadingServerContext, Watchable
+from .admin import create_admin
+from .api import create_api
+from .config import Misconfiguration, TargetSettings
+from .features import FeatureClient
+from .jsonlog import configure_logging
+from .metrics import TargetMetrics
+from .replica import Replica
+from .tlsreload import CertWatcher, ConnectionDrainer, ReloadingServerContext, Watchable
 
 if TYPE_CHECKING:
-    from target_service.cache import PredictionCache
+    from .cache import PredictionCache
 
 __all__ = ["exit_process", "serve_target"]
 
@@ -227,7 +227,7 @@ def _prediction_cache(settings: TargetSettings, metrics: TargetMetrics) -> Predi
     """The prediction cache when ``cache_url`` is set; its password is read from a file, never logged."""
     if not settings.cache_url:
         return None
-    from target_service.cache import PredictionCache
+    from .cache import PredictionCache
 
     password = settings.cache_password_file.read_text().strip() if settings.cache_password_file else None
     bypass = not settings.misconfigured(Misconfiguration.no_cache_bypass)
@@ -259,7 +259,7 @@ def exit_process(code: int) -> NoReturn:
 def serve_target(settings: TargetSettings) -> int:
     """Run the target until SIGTERM/SIGINT; return the process exit code."""
     configure_logging(settings.log_level, component="target")
-    from target_service.tracing import TARGET_SERVICE, TracingConfig, TracingError, setup_tracing
+    from .tracing import TARGET_SERVICE, TracingConfig, TracingError, setup_tracing
 
     try:  # once per process, before the app is built: its routes are instrumented if this is on
         tracing = setup_tracing(TracingConfig(

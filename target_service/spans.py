@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from target_service.tracing import TRACER_NAME, installed_tracer
+from .tracing import TRACER_NAME, installed_tracer
 
 __all__ = [
     "ServerSpanMiddleware",

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from target_service.jsonlog import redact
+from .jsonlog import redact
 
 __all__ = ["JsonLinesSpanExporter", "read_span_file", "span_record"]
 

@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from target_service.traceexport import JsonLinesSpanExporter
+from .traceexport import JsonLinesSpanExporter
 
 __all__ = [
     "FEATURE_STORE_SERVICE",

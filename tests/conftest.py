@@ -47,7 +47,7 @@ def serve_http() -> Iterator[ServeHttp]:
 
 
 def _faketime() -> bool:
-    from faults.certs import FAKETIME_LIB  # where the clock_skew fault loads it from
+    from faultdrill.faults.certs import FAKETIME_LIB  # where the clock_skew fault loads it from
 
     return bool(shutil.which("faketime")) and FAKETIME_LIB.exists()
 

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 
 from pydantic import BaseModel, Discriminator, Tag
 
-from experiments.expect import (
+from faultdrill.experiments.expect import (
     alert,
     breaker,
     canary,
@@ -64,7 +64,7 @@ from experiments.expect import (
     runbook,
     slo,
 )
-from experiments.expect.kind import Kind, Path, Ref
+from faultdrill.experiments.expect.kind import Kind, Path, Ref
 
 __all__ = ["EXPECTATION_KEYS", "KINDS", "Expectation", "alert_names", "describe", "kind_of", "needed_after_end",
            "references"]

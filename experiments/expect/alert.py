@@ -34,11 +34,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from experiments.expect.kind import Kind, Path, Ref
-from experiments.expect.windows import after_end, moment_at, moment_ref
-from experiments.slo import Finding, SteadyCriteria
-from experiments.timeline import Event, Timeline
-from experiments.timespec import Duration, Moment
+from faultdrill.experiments.expect.kind import Kind, Path, Ref
+from faultdrill.experiments.expect.windows import after_end, moment_at, moment_ref
+from faultdrill.experiments.slo import Finding, SteadyCriteria
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.timespec import Duration, Moment
 
 __all__ = ["KIND", "RECEIVERS", "SEVERITIES", "AlertExpectation", "AlertName", "AlertWithin", "alert_events",
            "judge", "judge_alert", "judge_fires"]

@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from experiments.expect.kind import Kind, Ref
-from experiments.expect.windows import moment_at, moment_ref, timed_after_end
-from experiments.slo import Finding, SteadyCriteria
-from experiments.timeline import Timeline
-from experiments.timespec import Duration, Moment
+from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.windows import moment_at, moment_ref, timed_after_end
+from faultdrill.experiments.slo import Finding, SteadyCriteria
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.timespec import Duration, Moment
 
 __all__ = ["KIND", "BreakerSequence", "judge"]
 

@@ -26,11 +26,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from experiments.expect.kind import Kind, Ref
-from experiments.expect.windows import after_end, moment_at, moment_ref
-from experiments.slo import Finding, SteadyCriteria
-from experiments.timeline import Timeline
-from experiments.timespec import Duration, Moment
+from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.windows import after_end, moment_at, moment_ref
+from faultdrill.experiments.slo import Finding, SteadyCriteria
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.timespec import Duration, Moment
 
 __all__ = ["KIND", "CanaryExpectation", "describe_canary", "judge", "judge_canary"]
 

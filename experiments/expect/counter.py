@@ -28,11 +28,11 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from experiments.expect.kind import Kind
-from experiments.expect.windows import label, span, window_refs
-from experiments.slo import Finding, SteadyCriteria
-from experiments.timeline import Event, Timeline
-from experiments.timespec import Windowed
+from faultdrill.experiments.expect.kind import Kind
+from faultdrill.experiments.expect.windows import label, span, window_refs
+from faultdrill.experiments.slo import Finding, SteadyCriteria
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.timespec import Windowed
 
 __all__ = ["KIND", "CounterIncrease", "describe_counter", "judge", "judge_counter"]
 

@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from experiments.expect.kind import Kind
-from experiments.expect.windows import label, requests_in, window_refs
-from experiments.slo import Finding, SteadyCriteria, judge_budget
-from experiments.timeline import Timeline
-from experiments.timespec import Windowed
+from faultdrill.experiments.expect.kind import Kind
+from faultdrill.experiments.expect.windows import label, requests_in, window_refs
+from faultdrill.experiments.slo import Finding, SteadyCriteria, judge_budget
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.timespec import Windowed
 
 __all__ = ["KIND", "ErrorBudget", "judge"]
 

@@ -12,12 +12,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from experiments.expect.alert import AlertName
-from experiments.expect.kind import Kind, Path
-from experiments.expect.windows import anchor, label, span, window_refs
-from experiments.slo import Finding, SteadyCriteria
-from experiments.timeline import Event, Timeline
-from experiments.timespec import Windowed
+from faultdrill.experiments.expect.alert import AlertName
+from faultdrill.experiments.expect.kind import Kind, Path
+from faultdrill.experiments.expect.windows import anchor, label, span, window_refs
+from faultdrill.experiments.slo import Finding, SteadyCriteria
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.timespec import Windowed
 
 __all__ = ["KIND", "NoAlerts", "judge", "judge_no_alerts"]
 

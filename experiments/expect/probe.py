@@ -21,11 +21,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from experiments.expect.kind import Kind, Ref
-from experiments.expect.windows import label, moment_at, moment_ref, span, timed_after_end, window_refs
-from experiments.slo import Finding, SteadyCriteria
-from experiments.timeline import Event, Timeline
-from experiments.timespec import Duration, Moment, Windowed
+from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.windows import label, moment_at, moment_ref, span, timed_after_end, window_refs
+from faultdrill.experiments.slo import Finding, SteadyCriteria
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.timespec import Duration, Moment, Windowed
 
 __all__ = ["BECOMES", "HOLDS", "ProbeBecomes", "ProbeHolds", "judge_becomes", "judge_holds"]
 

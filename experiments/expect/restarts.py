@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from experiments.expect.kind import Kind, Ref
-from experiments.expect.windows import label, span, window_refs
-from experiments.slo import Finding, SteadyCriteria
-from experiments.timeline import Event, Timeline
-from experiments.timespec import Windowed
+from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.windows import label, span, window_refs
+from faultdrill.experiments.slo import Finding, SteadyCriteria
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.timespec import Windowed
 
 __all__ = ["KIND", "Restarts", "judge"]
 

@@ -26,10 +26,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from experiments.expect.kind import Kind, Ref
-from experiments.slo import Finding, SteadyCriteria, regained_at, request_stats
-from experiments.timeline import Event, Timeline
-from experiments.timespec import Duration
+from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.slo import Finding, SteadyCriteria, regained_at, request_stats
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.timespec import Duration
 
 __all__ = ["KIND", "RunbookRestores", "judge_restores", "launched"]
 

@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from experiments.expect.kind import Kind, Ref
-from experiments.expect.windows import label, requests_in, window_refs
-from experiments.slo import Finding, SteadyCriteria, clients_label, fmt_value, judge_slo, of_clients
-from experiments.timeline import Timeline
-from experiments.timespec import Duration, Windowed, parse_duration
+from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.windows import label, requests_in, window_refs
+from faultdrill.experiments.slo import Finding, SteadyCriteria, clients_label, fmt_value, judge_slo, of_clients
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.timespec import Duration, Windowed, parse_duration
 
 __all__ = ["KIND", "SloOver", "judge"]
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from experiments.expect.kind import Path, Ref
-from experiments.timeline import Event, Timeline
-from experiments.timespec import Moment, Window, Windowed
+from faultdrill.experiments.expect.kind import Path, Ref
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.timespec import Moment, Window, Windowed
 
 __all__ = ["Missing", "Timed", "after_end", "anchor", "label", "moment_at", "moment_ref", "requests_in",
            "resolve_moment", "resolve_window", "span", "timed_after_end", "window_refs"]

@@ -7,19 +7,19 @@ contract (``base.py``); :func:`build_platform` (``build.py``) is the one place t
 
 Example::
 
-    from experiments.platforms import LocalPlatform
+    from faultdrill.experiments.platforms import LocalPlatform
     with LocalPlatform(workdir, replicas=2) as platform:
         print(platform.service_url, platform.ready_replicas())
 """
 
 from __future__ import annotations
 
-from experiments.platforms.base import Load, Platform, PlatformEnvironment
-from experiments.platforms.build import build_platform
-from experiments.platforms.endpoint import ServiceEndpoint
-from experiments.platforms.local import LocalPlatform
-from experiments.platforms.probes import ProbeConfig, ProbeKind, ProbeSampler, ProbeSet
-from experiments.platforms.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
+from faultdrill.experiments.platforms.base import Load, Platform, PlatformEnvironment
+from faultdrill.experiments.platforms.build import build_platform
+from faultdrill.experiments.platforms.endpoint import ServiceEndpoint
+from faultdrill.experiments.platforms.local import LocalPlatform
+from faultdrill.experiments.platforms.probes import ProbeConfig, ProbeKind, ProbeSampler, ProbeSet
+from faultdrill.experiments.platforms.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
 
 __all__ = [
     "BackOff",

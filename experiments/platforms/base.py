@@ -28,17 +28,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from faults.topology import Supervisor
+from faultdrill.faults.topology import Supervisor
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from experiments.load import LoadShape, LoadSummary
-    from experiments.spec import LoadSpec
-    from experiments.timeline import Timeline
-    from faults.base import Scope
-    from faults.owned import Owner
-    from faults.topology import Topology
+    from faultdrill.experiments.load import LoadShape, LoadSummary
+    from faultdrill.experiments.spec import LoadSpec
+    from faultdrill.experiments.timeline import Timeline
+    from faultdrill.faults.base import Scope
+    from faultdrill.faults.owned import Owner
+    from faultdrill.faults.topology import Topology
 
 __all__ = ["Load", "Platform", "PlatformEnvironment"]
 

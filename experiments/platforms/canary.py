@@ -35,9 +35,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Literal
 
-from experiments.canary_spec import CanarySpec
-from experiments.platforms.split import PoolStats, Slis, TrafficSplit
-from experiments.timeline import Timeline
+from faultdrill.experiments.canary_spec import CanarySpec
+from faultdrill.experiments.platforms.split import PoolStats, Slis, TrafficSplit
+from faultdrill.experiments.timeline import Timeline
 
 __all__ = ["CanaryAnalyzer", "CanaryController", "Phase", "check_slis"]
 

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from experiments.tokenapi import TokenHandler, TokenServer
+from faultdrill.experiments.tokenapi import TokenHandler, TokenServer
 
 __all__ = ["ControlServer"]
 

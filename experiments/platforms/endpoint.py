@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from experiments.platforms.split import CanaryRouting
+    from faultdrill.experiments.platforms.split import CanaryRouting
 
 __all__ = ["ServiceEndpoint"]
 

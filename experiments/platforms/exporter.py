@@ -38,9 +38,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from experiments.observers import ObserverContext
-from experiments.timeline import Event
-from faults.topology import ServiceHandle
+from faultdrill.experiments.observers import ObserverContext
+from faultdrill.experiments.timeline import Event
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["PlatformExporter", "cgroup_memory"]
 

@@ -7,7 +7,7 @@ an empty summary. Declared capabilities: no own alerting, an emulated CPU device
 
 Example::
 
-    from experiments.platforms.fake import FakePlatform
+    from faultdrill.experiments.platforms.fake import FakePlatform
 
     platform = FakePlatform(replicas=2)
     platform.up()
@@ -23,16 +23,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.load import LoadSummary
-from experiments.platforms.base import PlatformEnvironment
-from experiments.timeline import Timeline
-from faults.base import Scope
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.load import LoadSummary
+from faultdrill.experiments.platforms.base import PlatformEnvironment
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.base import Scope
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 if TYPE_CHECKING:
-    from experiments.load import LoadShape
-    from experiments.spec import LoadSpec
-    from faults.owned import Owner
+    from faultdrill.experiments.load import LoadShape
+    from faultdrill.experiments.spec import LoadSpec
+    from faultdrill.faults.owned import Owner
 
 __all__ = ["FakeLoad", "FakePlatform"]
 

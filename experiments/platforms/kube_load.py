@@ -25,9 +25,9 @@ import threading
 import time
 from typing import Any
 
-from experiments.load import LoadSummary
-from experiments.timeline import Event, Timeline
-from faults.errors import FaultdrillError
+from faultdrill.experiments.load import LoadSummary
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.faults.errors import FaultdrillError
 
 __all__ = ["KubeLoad", "request_event"]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from faults.errors import ConfigError
+from faultdrill.faults.errors import ConfigError
 
 __all__ = ["DEPLOY_DIR", "SECRET_FILES", "dump_all", "prometheus_rule", "render", "write_secrets"]
 
@@ -153,7 +153,7 @@ def prometheus_rule(rules_file: Path, *, name: str = "faultdrill-target") -> str
 
 def write_secrets(directory: Path, *, pki_dir: Path | None = None, namespace: str = "faultdrill") -> list[Path]:
     """Write the files the base's secretGenerator reads into ``directory`` (kept, if present)."""
-    from target_service.pki import ensure_dev_pki, issue_cert
+    from faultdrill.target_service.pki import ensure_dev_pki, issue_cert
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -27,21 +27,21 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.kube_spec import KubernetesSettings
-from experiments.platforms.kube_events import NAME_LABEL, PodTracker
-from experiments.process import ServiceError
-from experiments.timeline import Timeline
-from faults.base import Scope
-from faults.errors import ConfigError
-from faults.kube.client import api_client, apps, cluster_ref, core, pod_exec
-from faults.kube.pods import main_sh
-from faults.owned import Owner
-from faults.topology import KubeRef, ServiceHandle, Topology
+from faultdrill.experiments.kube_spec import KubernetesSettings
+from faultdrill.experiments.platforms.kube_events import NAME_LABEL, PodTracker
+from faultdrill.experiments.process import ServiceError
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.base import Scope
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.kube.client import api_client, apps, cluster_ref, core, pod_exec
+from faultdrill.faults.kube.pods import main_sh
+from faultdrill.faults.owned import Owner
+from faultdrill.faults.topology import KubeRef, ServiceHandle, Topology
 
 if TYPE_CHECKING:
-    from experiments.load import LoadShape
-    from experiments.platforms.base import Load, PlatformEnvironment
-    from experiments.spec import LoadSpec
+    from faultdrill.experiments.load import LoadShape
+    from faultdrill.experiments.platforms.base import Load, PlatformEnvironment
+    from faultdrill.experiments.spec import LoadSpec
 
 __all__ = ["KubernetesPlatform", "check_cluster"]
 
@@ -107,7 +107,7 @@ class KubernetesPlatform:
                                        f"{self.ready_timeout_s:.0f}s, have {self.ready_replicas()}")  # fmt: skip
                 time.sleep(0.2)
             if self.settings.service_url is None:
-                from experiments.platforms.kube_forward import PortForwarder
+                from faultdrill.experiments.platforms.kube_forward import PortForwarder
 
                 self._forwarder = PortForwarder(self.api, self.namespace, self._ready_pods, 8000)
                 self._forwarder.start()
@@ -210,7 +210,7 @@ class KubernetesPlatform:
         return Scope(namespaces=frozenset({self.namespace}))
 
     def environment(self, device: str) -> PlatformEnvironment:
-        from experiments.platforms.base import PlatformEnvironment
+        from faultdrill.experiments.platforms.base import PlatformEnvironment
 
         return PlatformEnvironment(device=device, emulated=False, notes=(
             f"platform kubernetes: namespace {self.scope().namespaces}, pods observed through the "
@@ -221,12 +221,12 @@ class KubernetesPlatform:
         """The in-cluster Locust (``kube_load.py``) with ``settings.locust``, else Locust here against
         :attr:`service_url`."""
         if self.settings.locust:
-            from experiments.platforms.kube_load import KubeLoad
+            from faultdrill.experiments.platforms.kube_load import KubeLoad
 
             return KubeLoad(self.api, self.namespace, self.timeline, users=load.users,
                             spawn_rate=float(load.spawn_rate or load.users), run_time_s=run_time_s,
                             workers=load.workers or 2)  # fmt: skip
-        from experiments.load import LoadGenerator
+        from faultdrill.experiments.load import LoadGenerator
 
         return LoadGenerator(
             self.service_url, self.timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,

@@ -37,23 +37,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from experiments.localstack import LocalStack
-from experiments.observers import BreakerPoller, Observer, ObserverContext, ObserverGroup, Poller
-from experiments.platforms.endpoint import ServiceEndpoint
-from experiments.platforms.probes import ProbeKind, ProbeSampler, ProbeSet
-from experiments.platforms.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
-from experiments.platforms.rollout import CanaryRollout
-from experiments.process import ServiceError
-from experiments.timeline import Timeline
-from faults.base import Scope
-from faults.cgroups import MemoryCgroup, detect_memory_controller
-from faults.owned import Owner
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.observers import BreakerPoller, Observer, ObserverContext, ObserverGroup, Poller
+from faultdrill.experiments.platforms.endpoint import ServiceEndpoint
+from faultdrill.experiments.platforms.probes import ProbeKind, ProbeSampler, ProbeSet
+from faultdrill.experiments.platforms.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
+from faultdrill.experiments.platforms.rollout import CanaryRollout
+from faultdrill.experiments.process import ServiceError
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.base import Scope
+from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
+from faultdrill.faults.owned import Owner
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 if TYPE_CHECKING:
-    from experiments.load import LoadGenerator, LoadShape
-    from experiments.platforms.base import PlatformEnvironment
-    from experiments.spec import LoadSpec
+    from faultdrill.experiments.load import LoadGenerator, LoadShape
+    from faultdrill.experiments.platforms.base import PlatformEnvironment
+    from faultdrill.experiments.spec import LoadSpec
 
 __all__ = ["LocalPlatform"]
 
@@ -175,7 +175,7 @@ class LocalPlatform:
 
     def environment(self, device: str) -> PlatformEnvironment:
         """Ask the first replica what its device really is (real or emulated)."""
-        from experiments.platforms.base import PlatformEnvironment
+        from faultdrill.experiments.platforms.base import PlatformEnvironment
 
         url = self.topology().get("replica-0").url
         info: dict[str, Any] = {}
@@ -194,7 +194,7 @@ class LocalPlatform:
     def load_generator(self, load: LoadSpec, *, shape: LoadShape, run_time_s: float, workdir: Path, model: str,
                        owner: Owner | None) -> LoadGenerator:  # fmt: skip
         """Locust processes on this machine against :attr:`service_url` (``experiments/load.py``)."""
-        from experiments.load import LoadGenerator
+        from faultdrill.experiments.load import LoadGenerator
 
         return LoadGenerator(
             self.service_url, self.timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
@@ -353,7 +353,7 @@ class LocalPlatform:
         """Until ``name`` answers its health route (bounded); ServiceError if it exits first."""
         h = self.stack.handle(name)
         if h.role == "cache":  # RESP, not HTTP: an authenticated PING (exits are checked while waiting)
-            from experiments.redisserver import wait_redis
+            from faultdrill.experiments.redisserver import wait_redis
 
             wait_redis("127.0.0.1", h.port or 0, h.admin_token_file, self.ready_timeout_s,
                        alive=lambda: self.stack.exit_status(name) is None)  # fmt: skip

@@ -33,7 +33,7 @@ from typing import Literal
 
 import httpx
 
-from experiments.observers import ObserverContext
+from faultdrill.experiments.observers import ObserverContext
 
 __all__ = ["ProbeConfig", "ProbeKind", "ProbeSampler", "ProbeSet"]
 

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.canary_spec import CanarySpec
-from experiments.platforms.canary import CanaryController
-from experiments.platforms.split import CanaryRouting, Pool, PoolStats, TrafficSplit
-from experiments.timeline import Timeline
+from faultdrill.experiments.canary_spec import CanarySpec
+from faultdrill.experiments.platforms.canary import CanaryController
+from faultdrill.experiments.platforms.split import CanaryRouting, Pool, PoolStats, TrafficSplit
+from faultdrill.experiments.timeline import Timeline
 
 if TYPE_CHECKING:
-    from experiments.localstack import LocalStack
+    from faultdrill.experiments.localstack import LocalStack
 
 __all__ = ["CANARY_PREFIX", "CanaryRollout", "pool_of", "publish_version"]
 
@@ -40,8 +40,8 @@ def pool_of(name: str) -> Pool:
 
 def publish_version(registry: Path, model: str, version: str) -> bool:
     """Publish ``model`` ``version`` unless it exists (digits retrained with that seed); True if published."""
-    from target_service.models import HeavyNet, train_digits
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.models import HeavyNet, train_digits
+    from faultdrill.target_service.registry import ModelRegistry
 
     reg = ModelRegistry(registry)
     reg.ensure_defaults()
@@ -88,7 +88,7 @@ class CanaryRollout:
               started_at: Callable[[str], float] = lambda _n: 0.0) -> None:  # fmt: skip
         """Analysis on; ``ready()`` lists ready replicas, ``stop(name)`` holds one down, ``started_at(name)``
         is when its process started (monotonic): only a canary started for the current revision counts."""
-        from experiments.platforms.control import ControlServer
+        from faultdrill.experiments.platforms.control import ControlServer
 
         def stop_canary() -> None:
             for name in self.names():

@@ -18,11 +18,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from faults.base import Fault, FaultContext, Injection, Problem, Verification
-from faults.errors import FaultdrillError, PreflightError, RollbackError
-from faults.kube.client import api_client, cluster_ref
-from faults.kube.dispatch import PLATFORM
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import Fault, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.errors import FaultdrillError, PreflightError, RollbackError
+from faultdrill.faults.kube.client import api_client, cluster_ref
+from faultdrill.faults.kube.dispatch import PLATFORM
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["KubeAction", "action_for", "inject", "preflight", "rollback", "verify"]
 
@@ -60,7 +60,7 @@ class KubeAction(ABC):
 
 
 def action_for(fault_name: str) -> KubeAction:
-    from faults.kube import objects, pods
+    from faultdrill.faults.kube import objects, pods
 
     table: dict[str, KubeAction] = {**pods.ACTIONS, **objects.ACTIONS}
     if fault_name not in table:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from faults.errors import FaultdrillError
+from faultdrill.faults.errors import FaultdrillError
 
 __all__ = ["ClusterRef", "api_client", "apps", "cluster_ref", "core", "networking", "not_found", "pod_exec",
            "tolerate_404"]  # fmt: skip

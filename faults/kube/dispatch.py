@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from faults.base import Fault, FaultContext, Injection, Problem, Verification
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import Fault, FaultContext, Injection, Problem, Verification
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["PLATFORM", "kube_dispatch", "kube_handle"]
 
@@ -50,14 +50,14 @@ def kube_dispatch(cls: F) -> F:
     def preflight(self: Fault, config: Any, ctx: FaultContext) -> list[Problem]:
         if (handle := kube_handle(config, ctx)) is None:
             return list(local["preflight"](self, config, ctx))
-        from faults.kube.actions import preflight as kube_preflight
+        from faultdrill.faults.kube.actions import preflight as kube_preflight
 
         return kube_preflight(self, config, ctx, handle)
 
     def plan(self: Fault, config: Any, ctx: FaultContext) -> list[str]:
         if (handle := kube_handle(config, ctx)) is None:
             return list(local["plan"](self, config, ctx))
-        from faults.kube.actions import action_for
+        from faultdrill.faults.kube.actions import action_for
 
         return action_for(self.name).plan(config, handle)
 
@@ -65,7 +65,7 @@ def kube_dispatch(cls: F) -> F:
         if (handle := kube_handle(config, ctx)) is None:
             result: Injection = local["inject"](self, config, ctx)
             return result
-        from faults.kube.actions import inject as kube_inject
+        from faultdrill.faults.kube.actions import inject as kube_inject
 
         return kube_inject(self, config, ctx, handle)
 
@@ -73,7 +73,7 @@ def kube_dispatch(cls: F) -> F:
         if not _is_kube(injection):
             local["rollback"](self, injection, ctx)
             return
-        from faults.kube.actions import rollback as kube_rollback
+        from faultdrill.faults.kube.actions import rollback as kube_rollback
 
         kube_rollback(self, injection)
 
@@ -81,7 +81,7 @@ def kube_dispatch(cls: F) -> F:
         if not _is_kube(injection):
             result: Verification = local["verify"](self, injection, ctx)
             return result
-        from faults.kube.actions import verify as kube_verify
+        from faultdrill.faults.kube.actions import verify as kube_verify
 
         return kube_verify(self, injection)
 

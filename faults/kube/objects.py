@@ -25,12 +25,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from faults.base import FaultContext, Problem, Verification
-from faults.errors import FaultdrillError, RollbackError
-from faults.kube.actions import KubeAction
-from faults.kube.client import apps, core, networking, pod_exec, tolerate_404
-from faults.kube.pods import ADMIN_PY, admin_exec, main_sh
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import FaultContext, Problem, Verification
+from faultdrill.faults.errors import FaultdrillError, RollbackError
+from faultdrill.faults.kube.actions import KubeAction
+from faultdrill.faults.kube.client import apps, core, networking, pod_exec, tolerate_404
+from faultdrill.faults.kube.pods import ADMIN_PY, admin_exec, main_sh
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["ACTIONS", "DEFAULT_CA_DIR"]
 
@@ -147,7 +147,7 @@ class CertAction(KubeAction):
         path.parent.rmdir()
 
     def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
-        from target_service.pki import cert_info
+        from faultdrill.target_service.pki import cert_info
 
         secret = core(api).read_namespaced_secret(undo["secret"], _ns(undo))
         pem = base64.b64decode((secret.data or {}).get("tls.crt", ""))
@@ -170,7 +170,7 @@ def _bad_pair(mode: str, ca_dir: Path, host: str, wrong_host: str) -> tuple[byte
     """A certificate + key for ``mode``, issued by the project CA (a fresh CA for wrong_ca)."""
     import tempfile
 
-    from target_service.pki import CertPaths, create_ca, issue_cert
+    from faultdrill.target_service.pki import CertPaths, create_ca, issue_cert
 
     with tempfile.TemporaryDirectory(prefix="faultdrill-cert-") as tmp:
         ca = create_ca(Path(tmp)) if mode == "wrong_ca" else CertPaths(ca_dir / "ca.crt", ca_dir / "ca.key")

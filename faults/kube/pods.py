@@ -25,11 +25,11 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from faults.base import FaultContext, Problem, Verification
-from faults.errors import FaultdrillError
-from faults.kube.actions import KubeAction
-from faults.kube.client import apps, core, pod_exec, tolerate_404
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import FaultContext, Problem, Verification
+from faultdrill.faults.errors import FaultdrillError
+from faultdrill.faults.kube.actions import KubeAction
+from faultdrill.faults.kube.client import apps, core, pod_exec, tolerate_404
+from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["ACTIONS", "ADMIN_PY", "MAIN_PID", "admin_exec", "main_sh", "same_pod"]
 

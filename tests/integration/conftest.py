@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.process import ServiceProcess, free_port
+from faultdrill.experiments.process import ServiceProcess, free_port
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("registry")
     ModelRegistry(root).ensure_defaults()
@@ -69,7 +69,7 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def session_pki(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from target_service.pki import ensure_dev_pki
+    from faultdrill.target_service.pki import ensure_dev_pki
 
     return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
 
@@ -82,7 +82,7 @@ def start_stack(
     fs_port, port, admin_port = free_port(), free_port(), free_port()
     token = secrets.token_urlsafe(16)
     store = ServiceProcess(
-        "feature-store", [sys.executable, "-m", "target_service", "feature-store"],
+        "feature-store", [sys.executable, "-m", "faultdrill.target_service", "feature-store"],
         env={"FAULTDRILL_FS_PORT": str(fs_port),
              "FAULTDRILL_FS_TLS_CERT_FILE": str(pki.feature_store.cert),  # type: ignore[attr-defined]
              "FAULTDRILL_FS_TLS_KEY_FILE": str(pki.feature_store.key),  # type: ignore[attr-defined]
@@ -101,7 +101,7 @@ def start_stack(
         **(extra_env or {}),
     }
     target = ServiceProcess(
-        "target", [sys.executable, "-m", "target_service", "serve"], env=env,
+        "target", [sys.executable, "-m", "faultdrill.target_service", "serve"], env=env,
         log_path=workdir / "target.log",
     )  # fmt: skip
     stack = Stack(workdir, pki, store, target, fs_port, port, admin_port, token, env)

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.localstack import LocalStack
-from faults.netns import list_rules
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.netns import list_rules
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from faults.base import FaultContext, Scope
-from faults.registry import FaultRegistry
-from faults.topology import Topology
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import Topology
 
 spec = json.loads(Path(sys.argv[1]).read_text())
 scope = Scope(pids=frozenset(spec["scope"]["pids"]), cgroups=frozenset(spec["scope"]["cgroups"]),

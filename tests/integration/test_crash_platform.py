@@ -228,7 +228,8 @@ def test_sigkill_before_any_fault_the_watchdog_stops_the_platform(
         records = run.records()
         assert records and all(r["fault"] in RESOURCE_KINDS for r in records), records  # no fault yet (at: 3s)
         assert namespaces and {r["target"] for r in records if r["fault"] == "netns"} == namespaces
-        dog = [p for p in psutil.process_iter(["cmdline"]) if "faults.deadman" in " ".join(p.info["cmdline"] or [])
+        dog = [p for p in psutil.process_iter(["cmdline"])
+               if "faultdrill.faults.deadman" in " ".join(p.info["cmdline"] or [])
                and str(run.state) in " ".join(p.info["cmdline"] or [])]  # fmt: skip
         assert dog, "no dead-man watchdog although the run has recorded its processes"
     finally:

@@ -19,12 +19,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from experiments.alerting import AlertWatcher, WebhookReceiver
-from experiments.observers import ObserverContext, ObserverGroup
-from experiments.platforms.exporter import PlatformExporter
-from experiments.stack import ObservabilityStack, ScrapeTarget, scrape_targets
-from experiments.timeline import Event, Timeline
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.alerting import AlertWatcher, WebhookReceiver
+from faultdrill.experiments.observers import ObserverContext, ObserverGroup
+from faultdrill.experiments.platforms.exporter import PlatformExporter
+from faultdrill.experiments.stack import ObservabilityStack, ScrapeTarget, scrape_targets
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 pytestmark = pytest.mark.slow
 

@@ -54,7 +54,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from reports import write_all
+    from faultdrill.reports import write_all
 
     run_dir = tmp_path_factory.mktemp("run")
     return write_all(JOURNAL, run_dir)["html"]

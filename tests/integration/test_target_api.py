@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from target_service.models import load_digits_data
+from faultdrill.target_service.models import load_digits_data
 
 pytestmark = pytest.mark.slow
 
@@ -158,7 +158,7 @@ def test_corrupt_model_fails_startup_with_clear_log(tmp_path, model_registry, cl
     import shutil
     import sys
 
-    from experiments.process import ServiceProcess, free_port
+    from faultdrill.experiments.process import ServiceProcess, free_port
 
     registry = tmp_path / "registry"
     shutil.copytree(model_registry, registry)
@@ -167,7 +167,7 @@ def test_corrupt_model_fails_startup_with_clear_log(tmp_path, model_registry, cl
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
     port = free_port()
-    proc = ServiceProcess("target", [sys.executable, "-m", "target_service", "serve"],
+    proc = ServiceProcess("target", [sys.executable, "-m", "faultdrill.target_service", "serve"],
                           env={"FAULTDRILL_PORT": str(port), "FAULTDRILL_MODEL_REGISTRY": str(registry)},
                           log_path=tmp_path / "t.log")  # fmt: skip
     proc.start()

@@ -91,7 +91,7 @@ def test_breaker_opens_falls_back_and_recovers_when_store_stops(make_stack, infe
 def test_expired_certificate_is_rejected_after_hot_swap(make_stack, infer_body, client, tmp_path):
     from datetime import UTC, datetime, timedelta
 
-    from target_service.pki import issue_cert
+    from faultdrill.target_service.pki import issue_cert
 
     stack = make_stack()
     body = infer_body([[0.7] * 64])

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from experiments.ctk_target import _Control
-from faults.base import Scope
-from faults.chaostoolkit import TargetState, write_state
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.ctk_target import _Control
+from faultdrill.faults.base import Scope
+from faultdrill.faults.chaostoolkit import TargetState, write_state
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 
 @dataclass

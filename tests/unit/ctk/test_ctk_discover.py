@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 
-from faults.chaostoolkit import describe_activity, discover, fault_activities
-from faults.fake import FakeFault
-from faults.registry import FaultRegistry
+from faultdrill.faults.chaostoolkit import describe_activity, discover, fault_activities
+from faultdrill.faults.fake import FakeFault
+from faultdrill.faults.registry import FaultRegistry
 
 
 def test_ctk_chaos_toolkit_resolves_our_distribution_to_a_discover_function():
     from chaoslib.discovery.package import get_discover_function, get_importname_from_package, load_package
 
-    # chaoslib imports the distribution's first top-level package (top_level.txt is sorted).
+    # chaoslib imports the distribution's top-level package: one installed name, faultdrill.
     module = get_importname_from_package("faultdrill")
-    assert module == "experiments"
-    assert get_discover_function(load_package("faultdrill")).__module__ == "experiments"
+    assert module == "faultdrill"
+    assert get_discover_function(load_package("faultdrill")).__module__ == "faultdrill"
 
 
 def test_ctk_discover_lists_every_fault_action_the_target_actions_and_the_probes():
@@ -25,13 +25,13 @@ def test_ctk_discover_lists_every_fault_action_the_target_actions_and_the_probes
     by_name = {a["name"]: a for a in found["activities"]}
     for name in FaultRegistry.installed().names():
         inject = by_name[f"inject_{name}"]
-        assert inject["type"] == "action" and inject["mod"] == "faults.chaostoolkit"
+        assert inject["type"] == "action" and inject["mod"] == "faultdrill.faults.chaostoolkit"
         assert by_name[f"rollback_{name}"]["type"] == "action"
     for action in ("inject_fault", "rollback_fault", "faultdrill_up", "faultdrill_down"):
         assert by_name[action]["type"] == "action"
     for probe in ("replica_ready", "replica_live", "breaker_state", "alert_firing", "slo_availability",
                   "slo_latency_p95_ms"):
-        assert by_name[probe]["type"] == "probe" and by_name[probe]["mod"] == "experiments.ctk_probes"
+        assert by_name[probe]["type"] == "probe" and by_name[probe]["mod"] == "faultdrill.experiments.ctk_probes"
     args = {a["name"]: a for a in by_name["inject_gpu_memory_exhaustion"]["arguments"]}
     assert args["target"] == {"name": "target", "type": "string"}
     assert args["device"] == {"name": "device", "default": 0, "type": "integer"}

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from experiments.ctk_embed import JOURNAL_NAME, check_ctk, judge, run_ctk
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
+from faultdrill.experiments.ctk_embed import JOURNAL_NAME, check_ctk, judge, run_ctk
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
 
 
 def _experiment(base: str, action: str) -> dict[str, Any]:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from experiments.assertions import describe
-from experiments.loader import load_experiment
 from faultdrill.cli import app
+from faultdrill.experiments.assertions import describe
+from faultdrill.experiments.loader import load_experiment
 from faultdrill.export_cli import to_chaostoolkit
-from faults.registry import FaultRegistry
+from faultdrill.faults.registry import FaultRegistry
 
 ROOT = Path(__file__).resolve().parents[3]
 CATALOG = ROOT / "experiments" / "catalog"
@@ -45,10 +45,10 @@ def test_ctk_smoke_schedule_becomes_injects_rollbacks_and_pauses():
     assert doc["method"][-1]["pauses"]["after"] == 20.0  # recovers within 20 s → the after-hypothesis waits
     assert [r["name"] for r in doc["rollbacks"]] == [f"rollback-{f.id}" for f in spec.faults]
     inject = next(a for a in doc["method"] if a["name"] == "inject-oom")["provider"]
-    assert inject == {"type": "python", "module": "faults.chaostoolkit", "func": "inject_oom_kill",
+    assert inject == {"type": "python", "module": "faultdrill.faults.chaostoolkit", "func": "inject_oom_kill",
                       "arguments": {"mode": "leak", "rate_mib_s": 400, "target": "replica-1", "duration_s": 8.0}}
     control = doc["controls"][0]["provider"]
-    assert control["module"] == "experiments.ctk_target"
+    assert control["module"] == "faultdrill.experiments.ctk_target"
     assert control["arguments"] == {"replicas": 2, "misconfigurations": "${misconfigurations}", "alerting": True,
                                     "feature_store_netns": True, "memory_limit_mib": 700}  # fmt: skip
     probes = doc["steady-state-hypothesis"]["probes"]

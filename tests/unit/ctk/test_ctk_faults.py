@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import faults.chaostoolkit as ctk
-from faults.base import FaultContext
-from faults.chaostoolkit import (
+import faultdrill.faults.chaostoolkit as ctk
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.chaostoolkit import (
     DEFAULT_STATE,
     RemoteSupervisor,
     RemoteSupervisorError,
@@ -22,9 +22,9 @@ from faults.chaostoolkit import (
     read_state,
     state_path,
 )
-from faults.errors import ConfigError, PreflightError
-from faults.fake import FakeFault
-from faults.registry import FaultRegistry
+from faultdrill.faults.errors import ConfigError, PreflightError
+from faultdrill.faults.fake import FakeFault
+from faultdrill.faults.registry import FaultRegistry
 
 
 def _fake_registry() -> FaultRegistry:
@@ -42,7 +42,7 @@ def test_ctk_public_api_is_pinned():
 def test_ctk_every_installed_fault_resolves_to_an_inject_and_a_rollback_action():
     for name in FaultRegistry.installed().names():
         inject, rollback = getattr(ctk, f"inject_{name}"), getattr(ctk, f"rollback_{name}")
-        assert inject.__name__ == f"inject_{name}" and inject.__module__ == "faults.chaostoolkit"
+        assert inject.__name__ == f"inject_{name}" and inject.__module__ == "faultdrill.faults.chaostoolkit"
         assert {"state", "configuration", "verify"} <= set(inspect.signature(inject).parameters)
         assert list(inspect.signature(rollback).parameters) == ["target", "injection_id", "state", "configuration"]
         assert f"inject_{name}" in dir(ctk)
@@ -62,7 +62,7 @@ def test_ctk_chaos_toolkit_validates_activity_arguments_against_the_signature():
     from chaoslib.exceptions import InvalidActivity
     from chaoslib.provider.python import validate_python_activity
 
-    good = {"type": "action", "name": "x", "provider": {"type": "python", "module": "faults.chaostoolkit",
+    good = {"type": "action", "name": "x", "provider": {"type": "python", "module": "faultdrill.faults.chaostoolkit",
             "func": "inject_oom_kill", "arguments": {"target": "replica-0", "mode": "leak"}}}  # fmt: skip
     validate_python_activity(good)
     bad = {**good, "provider": {**good["provider"], "arguments": {"target": "replica-0", "rate": 1}}}

@@ -15,12 +15,12 @@ from types import SimpleNamespace
 
 import yaml
 
-from experiments.assertions import Verdict
-from experiments.run import RunResult
+from faultdrill.experiments.assertions import Verdict
+from faultdrill.experiments.run import RunResult
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.fake import FakeFault
+from faultdrill.faults.registry import FaultRegistry
 from faultdrill.pytest_plugin import FaultdrillSession, failure_report, smoke_spec
-from faults.base import FaultContext, Scope
-from faults.fake import FakeFault
-from faults.registry import FaultRegistry
 
 CONFTEST = '''
 import json, time
@@ -30,8 +30,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from experiments.assertions import Verdict
-from experiments.run import RunResult
+from faultdrill.experiments.assertions import Verdict
+from faultdrill.experiments.run import RunResult
 
 
 def fake_run(path, *, out, misconfigurations, console, plain, no_alerts, rules):

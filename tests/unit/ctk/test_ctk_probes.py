@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from experiments import ctk_probes as probes
-from experiments.ctk_target import faultdrill_down, faultdrill_up
-from faults.chaostoolkit import TargetState, write_state
-from faults.errors import ConfigError, FaultdrillError
+from faultdrill.experiments import ctk_probes as probes
+from faultdrill.experiments.ctk_target import faultdrill_down, faultdrill_up
+from faultdrill.faults.chaostoolkit import TargetState, write_state
+from faultdrill.faults.errors import ConfigError, FaultdrillError
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from experiments.ctk_embed import JOURNAL_NAME
-from experiments.ctk_steps import CtkSteps
-from experiments.loader import check_experiment_text
-from experiments.spec import Experiment
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
+from faultdrill.experiments.ctk_embed import JOURNAL_NAME
+from faultdrill.experiments.ctk_steps import CtkSteps
+from faultdrill.experiments.loader import check_experiment_text
+from faultdrill.experiments.spec import Experiment
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
 
 
 def _write(path: Path, base: str, action: str) -> Path:

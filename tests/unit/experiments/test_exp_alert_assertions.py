@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from experiments import assertions
-from experiments.alert_expectations import AlertExpectation, AlertingSpec, NoAlerts
-from experiments.assertions import describe, evaluate
-from experiments.loader import check_experiment_text, load_experiment_text
-from experiments.run import run_experiment
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
+from faultdrill.experiments import assertions
+from faultdrill.experiments.alert_expectations import AlertExpectation, AlertingSpec, NoAlerts
+from faultdrill.experiments.assertions import describe, evaluate
+from faultdrill.experiments.loader import check_experiment_text, load_experiment_text
+from faultdrill.experiments.run import run_experiment
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
 
 RULES = """
 groups:

@@ -8,15 +8,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.assertions import evaluate
-from experiments.canary_spec import CanarySpec
-from experiments.expectations import CanaryExpectation
-from experiments.loader import check_experiment_text
-from experiments.platforms.canary import CanaryAnalyzer, CanaryController, check_slis
-from experiments.platforms.control import ControlServer
-from experiments.platforms.split import Outcome, PoolStats, Slis, TrafficSplit
-from experiments.timeline import Timeline
-from faults.registry import FaultRegistry
+from faultdrill.experiments.assertions import evaluate
+from faultdrill.experiments.canary_spec import CanarySpec
+from faultdrill.experiments.expectations import CanaryExpectation
+from faultdrill.experiments.loader import check_experiment_text
+from faultdrill.experiments.platforms.canary import CanaryAnalyzer, CanaryController, check_slis
+from faultdrill.experiments.platforms.control import ControlServer
+from faultdrill.experiments.platforms.split import Outcome, PoolStats, Slis, TrafficSplit
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.registry import FaultRegistry
 
 SPEC = CanarySpec.model_validate({
     "version": "2", "initial_weight": 10, "step_weight": 20, "max_weight": 50,

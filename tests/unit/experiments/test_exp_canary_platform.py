@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.canary_spec import CanarySpec
-from experiments.platforms.local import LocalPlatform
-from experiments.platforms.rollout import CanaryRollout
-from experiments.timeline import Timeline
-from faults.base import FaultContext
-from faults.canary import BadCanaryFault
-from target_service.models import example_inputs
+from faultdrill.experiments.canary_spec import CanarySpec
+from faultdrill.experiments.platforms.local import LocalPlatform
+from faultdrill.experiments.platforms.rollout import CanaryRollout
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.canary import BadCanaryFault
+from faultdrill.target_service.models import example_inputs
 
 SPEC = CanarySpec.model_validate({
     "version": "2", "initial_weight": 50, "step_weight": 10, "max_weight": 60,

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from experiments.platforms.split import CanaryRouting, Outcome, PoolStats, TrafficSplit
+from faultdrill.experiments.platforms.split import CanaryRouting, Outcome, PoolStats, TrafficSplit
 
 
 @pytest.mark.parametrize("weight", [0, 1, 10, 25, 33, 50, 90, 100])

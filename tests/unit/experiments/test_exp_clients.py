@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from experiments import expectations as ex
-from experiments.assertions import evaluate
-from experiments.load import LoadGenerator, _Tail
-from experiments.loader import check_experiment_text, load_experiment
-from experiments.spec import MISCONFIGURATIONS
-from experiments.timeline import Timeline
-from faults.registry import FaultRegistry
+from faultdrill.experiments import expectations as ex
+from faultdrill.experiments.assertions import evaluate
+from faultdrill.experiments.load import LoadGenerator, _Tail
+from faultdrill.experiments.loader import check_experiment_text, load_experiment
+from faultdrill.experiments.spec import MISCONFIGURATIONS
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.registry import FaultRegistry
 
 REPO = Path(__file__).resolve().parents[3]
 SPEC = """apiVersion: faultdrill/v1

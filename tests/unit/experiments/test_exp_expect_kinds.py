@@ -9,9 +9,17 @@ import pytest
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-import experiments.expect as expect
-from experiments.expect import EXPECTATION_KEYS, KINDS, Expectation, describe, kind_of, needed_after_end, references
-from experiments.expect.kind import Kind, Ref
+import faultdrill.experiments.expect as expect
+from faultdrill.experiments.expect import (
+    EXPECTATION_KEYS,
+    KINDS,
+    Expectation,
+    describe,
+    kind_of,
+    needed_after_end,
+    references,
+)
+from faultdrill.experiments.expect.kind import Kind, Ref
 
 _ADAPTER: TypeAdapter[object] = TypeAdapter(Expectation)
 _SHARED = {"kind", "windows"}  # the package's modules that define no kind

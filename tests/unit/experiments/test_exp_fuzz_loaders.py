@@ -25,14 +25,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from experiments.loader import check_experiment, check_experiment_text, load_experiment, load_experiment_text
-from experiments.rulefiles import DEFAULT_RULES, alert_rules
-from faults.errors import ConfigError
-from faults.registry import FaultRegistry
-from gamedays.plan import check_plan
-from gamedays.runbook import parse_runbook, parse_runbook_text, runbook_files
-from gamedays.schedule import load_plan_schedule
-from reports.source import load_journal
+from faultdrill.experiments.loader import check_experiment, check_experiment_text, load_experiment, load_experiment_text
+from faultdrill.experiments.rulefiles import DEFAULT_RULES, alert_rules
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.gamedays.plan import check_plan
+from faultdrill.gamedays.runbook import parse_runbook, parse_runbook_text, runbook_files
+from faultdrill.gamedays.schedule import load_plan_schedule
+from faultdrill.reports.source import load_journal
 
 ROOT = Path(__file__).resolve().parents[3]
 SPECS = sorted((ROOT / "experiments" / "catalog").glob("*.yaml"))
@@ -229,7 +229,7 @@ RULES_DOC = yaml.safe_load(RULES.read_text(encoding="utf-8"))
 @settings(FUZZ, max_examples=80)
 @given(data=st.data())
 def test_mutated_alert_rules(data: st.DataObject, fuzz_dir: Path) -> None:
-    from gamedays.runbook_check import check_runbooks
+    from faultdrill.gamedays.runbook_check import check_runbooks
 
     if data.draw(st.booleans()):
         content: str | bytes = _dump(data.draw(mutated_documents(RULES_DOC)))
@@ -252,7 +252,7 @@ JOURNAL_DOC = _small_journal()
 @settings(FUZZ, max_examples=80)
 @given(data=st.data())
 def test_mutated_journals(data: st.DataObject, fuzz_dir: Path) -> None:
-    from experiments.journal import Journal
+    from faultdrill.experiments.journal import Journal
 
     run = fuzz_dir / "run"
     run.mkdir(exist_ok=True)

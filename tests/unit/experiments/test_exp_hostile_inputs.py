@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments.ctk_embed import check_ctk
-from experiments.journal import Journal
-from experiments.loader import check_experiment, check_experiment_text, load_experiment
-from experiments.rulefiles import DEFAULT_RULES, alert_rules
-from faults.errors import ConfigError
-from faults.inputlimits import (
+from faultdrill.experiments.ctk_embed import check_ctk
+from faultdrill.experiments.journal import Journal
+from faultdrill.experiments.loader import check_experiment, check_experiment_text, load_experiment
+from faultdrill.experiments.rulefiles import DEFAULT_RULES, alert_rules
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.inputlimits import (
     MAX_JOURNAL_BYTES,
     MAX_TEXT_BYTES,
     MAX_YAML_DEPTH,
@@ -36,12 +36,12 @@ from faults.inputlimits import (
     load_yaml,
     yaml_loader,
 )
-from faults.registry import FaultRegistry
-from gamedays.plan import check_plan, load_plan
-from gamedays.runbook import parse_runbook
-from gamedays.runbook_check import check_runbooks
-from gamedays.schedule import load_plan_schedule
-from reports.source import load_journal
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.gamedays.plan import check_plan, load_plan
+from faultdrill.gamedays.runbook import parse_runbook
+from faultdrill.gamedays.runbook_check import check_runbooks
+from faultdrill.gamedays.schedule import load_plan_schedule
+from faultdrill.reports.source import load_journal
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / DEFAULT_RULES
@@ -281,7 +281,7 @@ def test_journal_specific_hostility(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert time.monotonic() - t0 < LOADER_SECONDS
     zipped = tmp_path / "bomb.json.gz"
     zipped.write_bytes(gzip.compress(b" " * (8 << 20), compresslevel=9))  # 8 KiB → 8 MiB
-    monkeypatch.setattr("reports.source.MAX_JOURNAL_BYTES", 1 << 20)  # the same code path, a smaller bomb
+    monkeypatch.setattr("faultdrill.reports.source.MAX_JOURNAL_BYTES", 1 << 20)  # the same code path, a smaller bomb
     with pytest.raises(ConfigError, match=r"journal is too large once decompressed \(more than 1 MiB\)"):
         load_journal(zipped)
 

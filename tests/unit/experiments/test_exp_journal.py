@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from experiments.journal import EXIT_CODES, Journal, collect_environment
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
+from faultdrill.experiments.journal import EXIT_CODES, Journal, collect_environment
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
 
 
 def _journal() -> Journal:

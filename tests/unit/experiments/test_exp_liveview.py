@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from experiments.liveview import LiveView, snapshot
-from experiments.timeline import Timeline
+from faultdrill.experiments.liveview import LiveView, snapshot
+from faultdrill.experiments.timeline import Timeline
 
 
 def _timeline(now: float) -> Timeline:

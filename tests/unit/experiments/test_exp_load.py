@@ -9,9 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from experiments.load import LoadGenerator, LoadShape, LoadSummary, _Tail
-from experiments.localstack import LocalStack
-from experiments.timeline import Timeline
+from faultdrill.experiments.load import LoadGenerator, LoadShape, LoadSummary, _Tail
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.timeline import Timeline
 
 
 @pytest.fixture(scope="module")

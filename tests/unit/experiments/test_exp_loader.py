@@ -10,11 +10,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from experiments.loader import check_experiment, check_experiment_text, load_experiment, load_experiment_text
+from faultdrill.experiments.loader import check_experiment, check_experiment_text, load_experiment, load_experiment_text
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.fake import FakeFault
+from faultdrill.faults.registry import FaultRegistry
 from faultdrill.spec_cli import schema_command, validate_command
-from faults.errors import ConfigError
-from faults.fake import FakeFault
-from faults.registry import FaultRegistry
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 BROKEN = sorted((FIXTURES / "broken_specs").glob("*.yaml"))

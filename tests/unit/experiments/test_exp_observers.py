@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from experiments.observers import BreakerPoller, Observer, ObserverContext, ObserverGroup, Poller
-from experiments.platforms.probes import ProbeConfig, ProbeSampler, ProbeSet
-from experiments.timeline import Timeline
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.observers import BreakerPoller, Observer, ObserverContext, ObserverGroup, Poller
+from faultdrill.experiments.platforms.probes import ProbeConfig, ProbeSampler, ProbeSet
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 
 class FakeReplica:

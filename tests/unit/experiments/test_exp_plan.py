@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from experiments.loader import load_experiment, load_experiment_text
-from experiments.plan import build_plan
-from experiments.schedule import FaultScheduler
-from experiments.system import bundled_role, bundled_system
-from experiments.timeline import Timeline
-from faults.base import FaultContext
-from faults.errors import ConfigError
-from faults.registry import FaultRegistry
+from faultdrill.experiments.loader import load_experiment, load_experiment_text
+from faultdrill.experiments.plan import build_plan
+from faultdrill.experiments.schedule import FaultScheduler
+from faultdrill.experiments.system import bundled_role, bundled_system
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.registry import FaultRegistry
 
 ROOT = Path(__file__).resolve().parents[3]
 SPEC = """\

@@ -16,13 +16,13 @@ import httpx
 import psutil
 import pytest
 
-from experiments.platforms import BackOff, LocalPlatform, ServiceEndpoint, exit_reason, restarts_after
-from experiments.process import free_port
-from experiments.timeline import Event, Timeline
-from faults.base import FaultContext
-from faults.cgroups import detect_memory_controller
-from faults.process import admin_request
-from faults.registry import FaultRegistry
+from faultdrill.experiments.platforms import BackOff, LocalPlatform, ServiceEndpoint, exit_reason, restarts_after
+from faultdrill.experiments.process import free_port
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.cgroups import detect_memory_controller
+from faultdrill.faults.process import admin_request
+from faultdrill.faults.registry import FaultRegistry
 
 MIB = 1024 * 1024
 INFER = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}

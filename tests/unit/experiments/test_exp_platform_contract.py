@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-import experiments.runtime
-from experiments.kube_spec import KubernetesSettings
-from experiments.loader import load_experiment_text
-from experiments.plan import build_plan
-from experiments.platforms import build_platform
-from experiments.platforms.base import Load, Platform
-from experiments.platforms.fake import FakePlatform
-from experiments.platforms.kubernetes import KubernetesPlatform
-from experiments.platforms.local import LocalPlatform
-from experiments.runtime import RunParts
-from experiments.spec import LoadSpec, TargetSpec
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
-from faults.registry import FaultRegistry
+from faultdrill import experiments
+from faultdrill.experiments.kube_spec import KubernetesSettings
+from faultdrill.experiments.loader import load_experiment_text
+from faultdrill.experiments.plan import build_plan
+from faultdrill.experiments.platforms import build_platform
+from faultdrill.experiments.platforms.base import Load, Platform
+from faultdrill.experiments.platforms.fake import FakePlatform
+from faultdrill.experiments.platforms.kubernetes import KubernetesPlatform
+from faultdrill.experiments.platforms.local import LocalPlatform
+from faultdrill.experiments.runtime import RunParts
+from faultdrill.experiments.spec import LoadSpec, TargetSpec
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.registry import FaultRegistry
 
 SPEC = """apiVersion: faultdrill/v1
 kind: Experiment

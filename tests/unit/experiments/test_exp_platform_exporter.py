@@ -9,11 +9,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from experiments.observers import ObserverContext
-from experiments.platforms import exporter as exporter_mod
-from experiments.platforms.exporter import PlatformExporter, cgroup_memory
-from experiments.timeline import Timeline
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.observers import ObserverContext
+from faultdrill.experiments.platforms import exporter as exporter_mod
+from faultdrill.experiments.platforms.exporter import PlatformExporter, cgroup_memory
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

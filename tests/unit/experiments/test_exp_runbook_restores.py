@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from experiments.assertions import evaluate
-from experiments.expectations import RunbookRestores
-from experiments.runbook_hook import LaunchContext, RunbookTriggers
-from experiments.slo import SteadyCriteria
-from experiments.spec import Experiment
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
+from faultdrill.experiments.assertions import evaluate
+from faultdrill.experiments.expectations import RunbookRestores
+from faultdrill.experiments.runbook_hook import LaunchContext, RunbookTriggers
+from faultdrill.experiments.slo import SteadyCriteria
+from faultdrill.experiments.spec import Experiment
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
 
 STEADY = SteadyCriteria(window_s=2.0, availability=0.99)
 

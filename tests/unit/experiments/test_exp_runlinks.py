@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from experiments.runlinks import update_links
+from faultdrill.experiments.runlinks import update_links
 
 
 def test_links_move_on_with_each_run_and_are_relative(tmp_path: Path, monkeypatch) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.plan import build_plan
-from experiments.schedule import FaultScheduler
-from experiments.spec import Experiment
-from experiments.timeline import Timeline
-from faults.base import FaultContext, Scope
-from faults.fake import FakeFault
-from faults.registry import FaultRegistry
+from faultdrill.experiments.plan import build_plan
+from faultdrill.experiments.schedule import FaultScheduler
+from faultdrill.experiments.spec import Experiment
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.fake import FakeFault
+from faultdrill.faults.registry import FaultRegistry
 
 
 class Clock:

@@ -9,24 +9,24 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from experiments.observers import Observer, ObserverContext
-from experiments.process import ServiceProcess, free_port
-from experiments.scraper import DEFAULT_METRICS, MetricsScraper, parse_samples
-from experiments.timeline import Event, Timeline
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.observers import Observer, ObserverContext
+from faultdrill.experiments.process import ServiceProcess, free_port
+from faultdrill.experiments.scraper import DEFAULT_METRICS, MetricsScraper, parse_samples
+from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 INFER_BODY = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.25] * 64}]}
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     registry = tmp_path_factory.mktemp("registry")
     ModelRegistry(registry).ensure_defaults()
     port = free_port()
     proc = ServiceProcess(
-        "target", [sys.executable, "-m", "target_service", "serve"],
+        "target", [sys.executable, "-m", "faultdrill.target_service", "serve"],
         env={"FAULTDRILL_PORT": str(port), "FAULTDRILL_MODEL_REGISTRY": str(registry)},
         log_path=tmp_path_factory.mktemp("log") / "target.log",
     )  # fmt: skip

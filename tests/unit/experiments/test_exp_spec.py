@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from experiments.spec import MISCONFIGURATIONS, Experiment, FaultSpec, parse_memory, service_role
+from faultdrill.experiments.spec import MISCONFIGURATIONS, Experiment, FaultSpec, parse_memory, service_role
 from faultdrill.spec_cli import experiment_json_schema
 
 
@@ -57,7 +57,7 @@ def test_shape_shorthand_and_params() -> None:
 
 
 def test_misconfigurations_match_the_target() -> None:
-    from target_service.config import Misconfiguration
+    from faultdrill.target_service.config import Misconfiguration
 
     assert set(MISCONFIGURATIONS) == {m.value for m in Misconfiguration}
     with pytest.raises(ValidationError, match="listed twice"):

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from experiments import stack as stack_mod
-from experiments.stack import (
+from faultdrill.experiments import stack as stack_mod
+from faultdrill.experiments.stack import (
     Binaries,
     ObservabilityStack,
     ScrapeTarget,
@@ -20,8 +20,8 @@ from experiments.stack import (
     receiver_names,
     scrape_targets,
 )
-from faults.errors import ConfigError, PreflightError
-from faults.topology import ServiceHandle, Topology
+from faultdrill.faults.errors import ConfigError, PreflightError
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 RULES = {"groups": [{"name": "t", "interval": "1m", "rules": [
     {"record": "job:x:rate5m", "expr": 'sum(rate(x{le="0.5"}[5m]))'},

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from experiments import timescale
-from experiments.timescale import (
+from faultdrill.experiments import timescale
+from faultdrill.experiments.timescale import (
     describe_scaling,
     format_duration,
     parse_duration,

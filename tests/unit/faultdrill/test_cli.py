@@ -74,7 +74,7 @@ def test_docs_target_table_matches_the_settings():
 
 
 def test_every_builtin_fault_is_registered_by_entry_point():
-    from faults.registry import FaultRegistry
+    from faultdrill.faults.registry import FaultRegistry
 
     registry = FaultRegistry()
     registry.load_entry_points()

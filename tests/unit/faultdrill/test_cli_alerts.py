@@ -8,8 +8,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from experiments.rulefiles import alert_rules, rules_path
 from faultdrill.cli import app
+from faultdrill.experiments.rulefiles import alert_rules, rules_path
 
 runner = CliRunner()
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from faults.registry import FaultRegistry
+from faultdrill.faults.registry import FaultRegistry
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "target_service" / "alerts" / "rules.yml"
@@ -189,7 +189,7 @@ def test_alerts_list_json_has_every_alert_of_the_rules_file() -> None:
 
 
 def test_runbook_check_json_lists_every_shipped_runbook() -> None:
-    from gamedays.runbook import is_index
+    from faultdrill.gamedays.runbook import is_index
 
     doc = _json("runbook", "check", str(RUNBOOKS))
     shipped = sorted(str(p) for p in RUNBOOKS.glob("*.md") if not is_index(p))

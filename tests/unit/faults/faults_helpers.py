@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-import faults
+from faultdrill import faults
 
 REPO_ROOT = Path(faults.__file__).resolve().parent.parent
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from faults.base import FaultContext, Injection, Scope
-from faults.errors import BlastRadiusError, ConfigError, InjectionError
-from faults.fake import FakeFault
+from faultdrill.faults.base import FaultContext, Injection, Scope
+from faultdrill.faults.errors import BlastRadiusError, ConfigError, InjectionError
+from faultdrill.faults.fake import FakeFault
 
 
 @pytest.fixture

@@ -16,14 +16,14 @@ import httpx
 import pytest
 from faults_helpers import child_env, wait_for_line
 
-from experiments.localstack import LocalStack
-from faults.base import FaultContext, Scope
-from faults.cache import CacheFlushFault, CacheOutageFault, CacheSlowFault, ping
-from faults.errors import BlastRadiusError, ConfigError, RollbackError
-from faults.ledger import RollbackOutcome, rollback_pending
-from faults.proxy_control import ProxyControl
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.cache import CacheFlushFault, CacheOutageFault, CacheSlowFault, ping
+from faultdrill.faults.errors import BlastRadiusError, ConfigError, RollbackError
+from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
+from faultdrill.faults.proxy_control import ProxyControl
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 BODY = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [(i % 17) / 16 for i in range(64)]}]}
 
@@ -71,7 +71,7 @@ faults:
 
 
 def test_spec_cache_section_and_targets_are_located() -> None:
-    from experiments.loader import check_experiment_text, load_experiment_text
+    from faultdrill.experiments.loader import check_experiment_text, load_experiment_text
 
     exp = load_experiment_text(SPEC % ("true", "32Mi", "cache"))
     assert exp.target.cache.max_memory == 32 * 2**20 and "cache-proxy" in exp.service_names()
@@ -126,7 +126,7 @@ def test_platform_cache_is_private_and_used(stack: LocalStack) -> None:
     for log in stack.workdir.glob("*.log"):
         assert password not in log.read_text(errors="replace"), log
     # Prometheus scrapes each proxy with its own token: one job per token file.
-    from experiments.stack import _scrape_configs, scrape_targets
+    from faultdrill.experiments.stack import _scrape_configs, scrape_targets
 
     jobs = {c["job_name"] for c in _scrape_configs(scrape_targets(stack.topology()))}
     assert {"fault-proxy", "fault-proxy-cache", "target"} <= jobs
@@ -196,9 +196,9 @@ def test_down_holds_the_cache_and_restarts_it(stack: LocalStack, ctx: FaultConte
 CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from faults.base import FaultContext, Scope
-    from faults.cache import CacheOutageFault
-    from faults.topology import Topology
+    from faultdrill.faults.base import FaultContext, Scope
+    from faultdrill.faults.cache import CacheOutageFault
+    from faultdrill.faults.topology import Topology
     spec = json.loads(sys.argv[1])
     ctx = FaultContext.create(spec["state"], scope=Scope(pids=frozenset(spec["pids"]),
                               ports=frozenset(spec["ports"])),

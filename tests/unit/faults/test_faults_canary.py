@@ -13,19 +13,19 @@ import pytest
 import torch
 from faults_helpers import start_python, wait_for_line
 
-from faults.base import FaultContext, Scope
-from faults.canary import BadCanaryFault
-from faults.errors import ConfigError, PreflightError
-from faults.ledger import rollback_pending
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
-from gamedays.actions import RecordingSupervisor
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.canary import BadCanaryFault
+from faultdrill.faults.errors import ConfigError, PreflightError
+from faultdrill.faults.ledger import rollback_pending
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.gamedays.actions import RecordingSupervisor
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from target_service.models import train_digits
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.models import train_digits
+    from faultdrill.target_service.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("registry")
     model, metrics = train_digits(seed=0)
@@ -68,9 +68,9 @@ def test_preflight_without_a_canary_or_supervisor_injects_nothing(tmp_path: Path
 
 @pytest.mark.parametrize("mode", ["slow", "low_confidence", "erroring"])
 def test_each_bad_version_has_its_real_effect(tmp_path: Path, models: Path, mode: str) -> None:
-    from faults.canary_models import publish_bad_version
-    from target_service.models import example_inputs
-    from target_service.registry import ModelRegistry
+    from faultdrill.faults.canary_models import publish_bad_version
+    from faultdrill.target_service.models import example_inputs
+    from faultdrill.target_service.registry import ModelRegistry
 
     reg = ModelRegistry(models)
     publish_bad_version(models, "digits", "2", f"t-{mode}", mode, width=4096, logit_scale=0.15)
@@ -94,10 +94,10 @@ def test_each_bad_version_has_its_real_effect(tmp_path: Path, models: Path, mode
 
 CHILD = """
 import sys, time
-from faults.base import FaultContext, Scope
-from faults.canary import BadCanaryFault
-from faults.topology import Topology
-from gamedays.actions import RecordingSupervisor
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.canary import BadCanaryFault
+from faultdrill.faults.topology import Topology
+from faultdrill.gamedays.actions import RecordingSupervisor
 topo = Topology.model_validate_json(sys.argv[1])
 ctx = FaultContext.create({state!r}, topology=topo, scope=Scope().with_paths({allowed!r}),
                           supervisor=RecordingSupervisor(topo))

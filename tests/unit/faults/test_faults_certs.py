@@ -19,15 +19,15 @@ import httpx
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from experiments.localstack import LocalStack
-from faults.base import FaultContext, Scope
-from faults.certs import TAG_ENV, CertExpiryFault, tagged_pids, tls_handshake
-from faults.errors import ConfigError, PreflightError
-from faults.ledger import rollback_pending
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
-from target_service.pki import DevPki, create_ca, ensure_dev_pki, issue_cert
-from target_service.tlsreload import ReloadingServerContext
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.certs import TAG_ENV, CertExpiryFault, tagged_pids, tls_handshake
+from faultdrill.faults.errors import ConfigError, PreflightError
+from faultdrill.faults.ledger import rollback_pending
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.target_service.pki import DevPki, create_ca, ensure_dev_pki, issue_cert
+from faultdrill.target_service.tlsreload import ReloadingServerContext
 
 
 def _sha(path: Path) -> str:
@@ -331,9 +331,9 @@ def test_clock_skew_restarts_under_faketime_and_back(stack: LocalStack, tmp_path
 
 FILE_CHILD = """
 import sys, time
-from faults.base import FaultContext, Scope
-from faults.certs import CertExpiryFault
-from faults.topology import Topology
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.certs import CertExpiryFault
+from faultdrill.faults.topology import Topology
 topo = Topology.model_validate_json(sys.argv[1])
 ctx = FaultContext.create({state!r}, topology=topo, scope=Scope().with_paths({allowed!r}))
 fault = CertExpiryFault()
@@ -377,9 +377,9 @@ SKEW_CHILD = """
 import threading
 import time
 from pathlib import Path
-from experiments.localstack import LocalStack
-from faults.base import FaultContext
-from faults.certs import CertExpiryFault
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.certs import CertExpiryFault
 stack = LocalStack(Path({work!r}), replicas=0, with_proxy=False)
 stack.up()
 ctx = FaultContext.create({state!r}, topology=stack.topology(), scope=stack.scope(), supervisor=stack)

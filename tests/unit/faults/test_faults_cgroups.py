@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from faults.cgroups import OWNER_DIR, MemoryCgroup, detect_memory_controller
-from faults.errors import BlastRadiusError
+from faultdrill.faults.cgroups import OWNER_DIR, MemoryCgroup, detect_memory_controller
+from faultdrill.faults.errors import BlastRadiusError
 
 CONTROLLER = detect_memory_controller()
 needs_cgroup = pytest.mark.skipif(

@@ -10,24 +10,24 @@ from pathlib import Path
 
 from faults_helpers import start_python, wait_for_line
 
-from faults.base import FaultContext, Scope
-from faults.deadman import spawn_watchdog, watch
-from faults.fake import FakeFault
-from faults.ledger import pid_alive
-from faults.registry import FaultRegistry
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.deadman import spawn_watchdog, watch
+from faultdrill.faults.fake import FakeFault
+from faultdrill.faults.ledger import pid_alive
+from faultdrill.faults.registry import FaultRegistry
 
 CHILD = textwrap.dedent(
     """
     import time
-    from faults.base import FaultContext, Scope
-    from faults.deadman import spawn_watchdog
-    from faults.fake import FakeFault
+    from faultdrill.faults.base import FaultContext, Scope
+    from faultdrill.faults.deadman import spawn_watchdog
+    from faultdrill.faults.fake import FakeFault
     ctx = FaultContext.create({state!r}, scope=Scope().with_paths({path!r}), grace_s=0.5)
     fault = FakeFault()
     cfg = fault.parse_config({{"path": {path!r} + "/flag", "content": "broken",
                               "duration_s": 0.5}})
     fault.inject(cfg, ctx)
-    dog = spawn_watchdog({state!r}, faults=["faults.fake:FakeFault"], poll_s=0.1,
+    dog = spawn_watchdog({state!r}, faults=["faultdrill.faults.fake:FakeFault"], poll_s=0.1,
                          max_runtime_s=30)
     print("injected", dog.pid, flush=True)
     time.sleep(60)

@@ -18,15 +18,15 @@ import httpx
 import pytest
 from faults_helpers import child_env, wait_for_line
 
-from experiments.localstack import LocalStack
-from faults.base import FaultContext, Scope
-from faults.dependency import DependencyOutageFault
-from faults.errors import BlastRadiusError, ConfigError, RollbackError
-from faults.ledger import RollbackOutcome, process_start_ticks, rollback_pending
-from faults.network import NetworkDegradationFault, timed_exchange
-from faults.proxy_control import ProxyControl
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.dependency import DependencyOutageFault
+from faultdrill.faults.errors import BlastRadiusError, ConfigError, RollbackError
+from faultdrill.faults.ledger import RollbackOutcome, process_start_ticks, rollback_pending
+from faultdrill.faults.network import NetworkDegradationFault, timed_exchange
+from faultdrill.faults.proxy_control import ProxyControl
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 
 def _registry() -> FaultRegistry:
@@ -186,9 +186,9 @@ def test_killed_without_supervisor_keeps_record_until_back(stack: LocalStack, ct
 CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from faults.base import FaultContext, Scope
-    from faults.dependency import DependencyOutageFault
-    from faults.topology import Topology
+    from faultdrill.faults.base import FaultContext, Scope
+    from faultdrill.faults.dependency import DependencyOutageFault
+    from faultdrill.faults.topology import Topology
     spec = json.loads(sys.argv[1])
     ctx = FaultContext.create(spec["state"], scope=Scope(pids=frozenset(spec["pids"]),
                               ports=frozenset(spec["ports"])),
@@ -264,7 +264,7 @@ def test_foreign_store_is_refused(tmp_path: Path) -> None:
 
 def test_rollback_retries_a_store_that_is_briefly_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rolled back next to a certificate swap, the store's TLS fails for a moment: the levers still come off."""
-    import faults.dependency as dep
+    import faultdrill.faults.dependency as dep
 
     calls: list[str] = []
 

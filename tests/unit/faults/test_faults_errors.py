@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import faults.errors as errors_mod
-from faults.base import Problem
-from faults.errors import (
+import faultdrill.faults.errors as errors_mod
+from faultdrill.faults.base import Problem
+from faultdrill.faults.errors import (
     BlastRadiusError,
     ConfigError,
     FaultdrillError,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from faults.base import FaultContext
-from faults.errors import ConfigError
-from faults.flood import ClientFloodFault, read_stats
-from faults.ledger import pid_alive, process_start_ticks
-from faults.topology import ServiceHandle, Topology
-from target_service.ratelimit import Limit, RateLimiter, RateLimitTable
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.flood import ClientFloodFault, read_stats
+from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.target_service.ratelimit import Limit, RateLimiter, RateLimitTable
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -121,13 +121,13 @@ def test_a_recycled_pid_is_never_killed(tmp_path: Path) -> None:
 
 def test_the_worker_stops_by_itself_at_its_deadline(tmp_path: Path) -> None:
     stats = tmp_path / "stats.json"
-    proc = subprocess.Popen([sys.executable, "-m", "faults.flood_worker", "--url", "http://127.0.0.1:9",
+    proc = subprocess.Popen([sys.executable, "-m", "faultdrill.faults.flood_worker", "--url", "http://127.0.0.1:9",
                              "--client-id", "x", "--rps", "5", "--concurrency", "1",
                              "--deadline", f"{time.time() + 0.5:.3f}", "--stats", str(stats)], cwd=REPO)  # fmt: skip
     assert proc.wait(timeout=20) == 0
     doc = read_stats(stats)
     assert doc is not None and doc["done"] is True and doc["errors"] > 0  # nothing listens on port 9
-    refused = subprocess.run([sys.executable, "-m", "faults.flood_worker", "--url", "http://10.1.2.3:80",
+    refused = subprocess.run([sys.executable, "-m", "faultdrill.faults.flood_worker", "--url", "http://10.1.2.3:80",
                               "--client-id", "x", "--rps", "5", "--deadline", "0", "--stats", str(stats)],
                              capture_output=True, text=True, timeout=20, cwd=REPO)  # fmt: skip
     assert refused.returncode != 0 and "only http:// on loopback" in refused.stderr

@@ -12,22 +12,22 @@ import httpx
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from experiments.localstack import LocalStack
-from faults.base import FaultContext
-from faults.errors import ConfigError, InjectionError
-from faults.gpu_memory import MIB, NO_CUDA, GpuMemoryExhaustionFault
-from faults.ledger import RollbackOutcome, pid_alive, rollback_pending
-from faults.process import admin_request
-from faults.registry import FaultRegistry
-from faults.topology import Topology
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.errors import ConfigError, InjectionError
+from faultdrill.faults.gpu_memory import MIB, NO_CUDA, GpuMemoryExhaustionFault
+from faultdrill.faults.ledger import RollbackOutcome, pid_alive, rollback_pending
+from faultdrill.faults.process import admin_request
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import Topology
 
 pytestmark = pytest.mark.slow
 
 CHILD = """
 import time
-from faults.base import FaultContext, Scope
-from faults.topology import Topology
-from faults.gpu_memory import GpuMemoryExhaustionFault
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.topology import Topology
+from faultdrill.faults.gpu_memory import GpuMemoryExhaustionFault
 topo = Topology.model_validate_json({topo!r})
 ctx = FaultContext.create({state!r}, topology=topo, scope=Scope(pids=frozenset({pids!r})))
 fault = GpuMemoryExhaustionFault()
@@ -100,7 +100,8 @@ def test_external_mode_without_cuda_is_refused_and_leaves_nothing(ctx: FaultCont
     cfg = fault.parse_config({"target": "replica-0", "mode": "external", "leave_free_mib": 64})
     problems = fault.preflight(cfg, ctx)
     assert [(p.code, p.message) for p in problems] == [("no_cuda", NO_CUDA)]
-    assert "python -m faults.gpu_hog --device cuda:0 --leave-free-mib 64.0" in " ".join(fault.plan(cfg, ctx)[0:1])
+    planned = " ".join(fault.plan(cfg, ctx)[0:1])
+    assert "python -m faultdrill.faults.gpu_hog --device cuda:0 --leave-free-mib 64.0" in planned
     with pytest.raises(InjectionError, match=r"GPU hog failed: torch.cuda.is_available"):
         fault.inject(cfg, ctx)  # the hog checks for itself too, and is reaped
     assert ctx.ledger.ids() == [] and not list(ctx.state_dir.glob("gpu_hog-*"))

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from faults.base import FaultContext, Scope
-from faults.errors import LedgerError
-from faults.fake import FakeFault
-from faults.ledger import (
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.errors import LedgerError
+from faultdrill.faults.fake import FakeFault
+from faultdrill.faults.ledger import (
     Ledger,
     RollbackOutcome,
     default_state_dir,
     pid_alive,
     rollback_pending,
 )
-from faults.registry import FaultRegistry
+from faultdrill.faults.registry import FaultRegistry
 
 
 @pytest.fixture
@@ -133,8 +133,8 @@ def test_pid_alive() -> None:
 CHILD = textwrap.dedent(
     """
     import time
-    from faults.base import FaultContext, Scope
-    from faults.fake import FakeFault
+    from faultdrill.faults.base import FaultContext, Scope
+    from faultdrill.faults.fake import FakeFault
     state, allowed = {state!r}, {allowed!r}
     ctx = FaultContext.create(state, scope=Scope().with_paths(allowed))
     fault = FakeFault()

@@ -16,14 +16,14 @@ import httpx
 import pytest
 from faults_helpers import child_env, start_python, wait_for_line
 
-from experiments.localstack import LocalStack
-from experiments.process import free_port
-from faults.base import FaultContext, Scope
-from faults.errors import ConfigError, PreflightError
-from faults.ledger import rollback_pending
-from faults.model_load import ModelLoadFailureFault
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.process import free_port
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.errors import ConfigError, PreflightError
+from faultdrill.faults.ledger import rollback_pending
+from faultdrill.faults.model_load import ModelLoadFailureFault
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 
 def _sha(path: Path) -> str:
@@ -136,9 +136,9 @@ def test_mode_fails_startup_and_rollback_recovers(stack: LocalStack, tmp_path: P
 
 CHILD = """
 import sys, time
-from faults.base import FaultContext, Scope
-from faults.model_load import ModelLoadFailureFault
-from faults.topology import Topology
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.model_load import ModelLoadFailureFault
+from faultdrill.faults.topology import Topology
 topo = Topology.model_validate_json(sys.argv[1])
 ctx = FaultContext.create({state!r}, topology=topo, scope=Scope().with_paths({allowed!r}))
 fault = ModelLoadFailureFault()
@@ -177,7 +177,7 @@ def test_crash_then_rollback_pending_restores_the_artifact(
     env = {**child_env(), "FAULTDRILL_PORT": str(port), "FAULTDRILL_MODEL_REGISTRY": str(stack.model_registry),
            "FAULTDRILL_FEATURE_STORE_URL": "https://127.0.0.1:9"}  # fmt: skip
     env.pop("FAULTDRILL_ADMIN_PORT", None)
-    serve = subprocess.Popen([sys.executable, "-m", "target_service", "serve"], env=env,
+    serve = subprocess.Popen([sys.executable, "-m", "faultdrill.target_service", "serve"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         ready = False

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from faults_helpers import child_env, start_python, wait_for_line
 
-from faults.base import FaultContext, Scope
-from faults.errors import BlastRadiusError, ConfigError
-from faults.ledger import RollbackOutcome, rollback_pending
-from faults.netns import (
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.errors import BlastRadiusError, ConfigError
+from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
+from faultdrill.faults.netns import (
     Namespace,
     PartitionRule,
     create_namespace,
@@ -30,8 +30,8 @@ from faults.netns import (
     netns_exec,
     rule_argvs,
 )
-from faults.partition import NetworkPartitionFault
-from faults.registry import FaultRegistry
+from faultdrill.faults.partition import NetworkPartitionFault
+from faultdrill.faults.registry import FaultRegistry
 
 PORT = 8765
 can_netns = os.geteuid() == 0 and shutil.which("ip") and shutil.which("iptables")
@@ -185,9 +185,9 @@ def test_loss_rule_is_installed_with_probability(ctx: FaultContext, netns: Names
 CHILD = textwrap.dedent(
     """
     import time
-    from faults.base import FaultContext, Scope
-    from faults.fake import FakeFault
-    from faults.partition import NetworkPartitionFault
+    from faultdrill.faults.base import FaultContext, Scope
+    from faultdrill.faults.fake import FakeFault
+    from faultdrill.faults.partition import NetworkPartitionFault
     ctx = FaultContext.create({state!r}, scope=Scope().with_netns({ns!r}).with_paths({path!r}))
     fake, part = FakeFault(), NetworkPartitionFault()
     fake.inject(fake.parse_config({{"path": {path!r} + "/flag", "content": "broken"}}), ctx)
@@ -216,7 +216,7 @@ def test_crash_mid_fault_then_rollback_pending(
         proc.wait(10)
     registry = FaultRegistry()
     registry.register(NetworkPartitionFault)
-    from faults.fake import FakeFault
+    from faultdrill.faults.fake import FakeFault
 
     registry.register(FakeFault)
     results = rollback_pending(registry, ctx)

@@ -20,16 +20,16 @@ from urllib.parse import urlsplit
 import pytest
 from faults_helpers import child_env, wait_for_line
 
-from experiments.localstack import LocalStack
-from faults.base import FaultContext
-from faults.errors import BlastRadiusError, ConfigError
-from faults.ledger import RollbackOutcome, rollback_pending
-from faults.netns import list_rules, netns_exec
-from faults.network import NetworkDegradationFault, timed_exchange
-from faults.partition import NetworkPartitionFault
-from faults.proxy_control import ProxyControl
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.errors import BlastRadiusError, ConfigError
+from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
+from faultdrill.faults.netns import list_rules, netns_exec
+from faultdrill.faults.network import NetworkDegradationFault, timed_exchange
+from faultdrill.faults.partition import NetworkPartitionFault
+from faultdrill.faults.proxy_control import ProxyControl
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 can_netns = os.geteuid() == 0 and bool(shutil.which("ip")) and bool(shutil.which("iptables"))
 
@@ -230,10 +230,10 @@ def test_kernel_reject_on_named_target_refuses(stack: LocalStack, ctx: FaultCont
 CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from faults.base import FaultContext, Scope
-    from faults.network import NetworkDegradationFault
-    from faults.partition import NetworkPartitionFault
-    from faults.topology import Topology
+    from faultdrill.faults.base import FaultContext, Scope
+    from faultdrill.faults.network import NetworkDegradationFault
+    from faultdrill.faults.partition import NetworkPartitionFault
+    from faultdrill.faults.topology import Topology
     spec = json.loads(sys.argv[1])
     scope = Scope(pids=frozenset(spec["pids"]), ports=frozenset(spec["ports"]),
                   netns=frozenset(spec["netns"]))

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from experiments.localstack import LocalStack
-from faults.base import FaultContext
-from faults.cgroups import detect_memory_controller
-from faults.errors import ConfigError
-from faults.ledger import RollbackOutcome, pid_alive, rollback_pending
-from faults.oom import OomKillFault
-from faults.process import admin_request
-from faults.registry import FaultRegistry
-from faults.topology import Topology
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.base import FaultContext
+from faultdrill.faults.cgroups import detect_memory_controller
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.ledger import RollbackOutcome, pid_alive, rollback_pending
+from faultdrill.faults.oom import OomKillFault
+from faultdrill.faults.process import admin_request
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import Topology
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,9 +34,9 @@ LIMIT = 700 * MIB
 
 CHILD = """
 import time
-from faults.base import FaultContext, Scope
-from faults.topology import Topology
-from faults.oom import OomKillFault
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.topology import Topology
+from faultdrill.faults.oom import OomKillFault
 topo = Topology.model_validate_json({topo!r})
 ctx = FaultContext.create({state!r}, topology=topo,
                           scope=Scope(pids=frozenset({pids!r}), cgroups=frozenset({cgroups!r})))

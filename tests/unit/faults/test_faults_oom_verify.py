@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from faults.base import FaultContext, Injection
-from faults.cgroups import MemoryCgroup, detect_memory_controller
-from faults.ledger import process_start_ticks
-from faults.oom import OomKillFault
-from faults.topology import ServiceHandle
+from faultdrill.faults.base import FaultContext, Injection
+from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
+from faultdrill.faults.ledger import process_start_ticks
+from faultdrill.faults.oom import OomKillFault
+from faultdrill.faults.topology import ServiceHandle
 
 CONTROLLER = detect_memory_controller()
 needs_cgroup = pytest.mark.skipif(

@@ -19,12 +19,19 @@ from pathlib import Path
 import pytest
 from faults_helpers import REPO_ROOT, child_env, start_python, wait_for_line
 
-from faults.base import FaultContext, Injection
-from faults.deadman import watch
-from faults.errors import InjectionError, PluginError
-from faults.ledger import Ledger, RollbackOutcome, pid_alive, process_start_ticks, rollback_pending
-from faults.owned import NO_DEADLINE, OwnedProcess, Owner, die_with_parent, is_resource, stop_recorded_process
-from faults.registry import FaultRegistry
+from faultdrill.faults.base import FaultContext, Injection
+from faultdrill.faults.deadman import watch
+from faultdrill.faults.errors import InjectionError, PluginError
+from faultdrill.faults.ledger import Ledger, RollbackOutcome, pid_alive, process_start_ticks, rollback_pending
+from faultdrill.faults.owned import (
+    NO_DEADLINE,
+    OwnedProcess,
+    Owner,
+    die_with_parent,
+    is_resource,
+    stop_recorded_process,
+)
+from faultdrill.faults.registry import FaultRegistry
 
 
 def _wait_for(pred: Callable[[], bool], timeout: float) -> bool:
@@ -68,7 +75,7 @@ def _alive(proc: subprocess.Popen[bytes]) -> bool:
 OWNER_CHILD = textwrap.dedent(
     """
     import subprocess, sys, time
-    from faults.owned import Owner
+    from faultdrill.faults.owned import Owner
     owner = Owner.current(sys.argv[1])
     # No die_with_parent here on purpose: only the ledger record can stop it once we are killed.
     proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
@@ -185,7 +192,7 @@ def test_newest_first(tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]) -
 def test_a_namespace_record_is_deleted(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: network namespaces")
-    from faults.netns import create_namespace, delete_namespace
+    from faultdrill.faults.netns import create_namespace, delete_namespace
 
     suffix = "t" + secrets.token_hex(4)
     owner = _dead_owner(tmp_path)
@@ -245,8 +252,8 @@ def test_the_watchdog_stays_while_a_live_owner_has_resources(tmp_path: Path, sle
 KEEPER_CHILD = textwrap.dedent(
     """
     import subprocess, sys, time
-    from faults.deadman import Keeper
-    from faults.owned import Owner
+    from faultdrill.faults.deadman import Keeper
+    from faultdrill.faults.owned import Owner
     keeper = Keeper(sys.argv[1], poll_s=0.1)
     owner = Owner.current(sys.argv[1], on_record=keeper.ensure)
     proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
@@ -283,8 +290,8 @@ def test_the_watchdog_stops_a_killed_owners_processes_by_itself(tmp_path: Path) 
 PDEATH_CHILD = textwrap.dedent(
     """
     import sys, threading, time
-    from experiments.process import ServiceProcess
-    from faults.owned import die_with_parent
+    from faultdrill.experiments.process import ServiceProcess
+    from faultdrill.faults.owned import die_with_parent
     svc = ServiceProcess("sleeper", ["sleep", "600"])
     svc.start()
     off_main = []
@@ -314,7 +321,7 @@ def test_a_child_started_from_the_main_thread_dies_with_its_parent() -> None:
 
 
 def test_a_service_process_is_recorded_while_it_runs(tmp_path: Path) -> None:
-    from experiments.process import ServiceProcess
+    from faultdrill.experiments.process import ServiceProcess
 
     ledger = Ledger(tmp_path)
     svc = ServiceProcess("sleeper", ["sleep", "600"], owner=Owner.current(tmp_path))
@@ -336,7 +343,7 @@ def test_a_service_process_is_recorded_while_it_runs(tmp_path: Path) -> None:
 
 
 def test_a_hold_is_moot_once_the_platforms_supervisor_died(tmp_path: Path) -> None:
-    from faults.owned import supervisor_gone, supervisor_identity
+    from faultdrill.faults.owned import supervisor_gone, supervisor_identity
 
     class Here:
         supervisor_pid = os.getpid()
@@ -353,7 +360,7 @@ def test_a_hold_is_moot_once_the_platforms_supervisor_died(tmp_path: Path) -> No
 
 
 def test_the_keeper_starts_one_watchdog_and_settles_when_the_ledger_empties(tmp_path: Path, sleepers: Sleepers) -> None:
-    from faults.deadman import Keeper, watchdog_running
+    from faultdrill.faults.deadman import Keeper, watchdog_running
 
     keeper = Keeper(tmp_path, poll_s=0.05)
     owner = Owner.current(tmp_path, on_record=keeper.ensure)

@@ -11,21 +11,21 @@ import httpx
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from experiments.localstack import LocalStack
-from faults.base import FaultContext, Scope
-from faults.errors import BlastRadiusError, ConfigError
-from faults.ledger import RollbackOutcome, pid_alive, rollback_pending
-from faults.process import ProcessFreezeFault, ProcessKillFault, process_state
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.errors import BlastRadiusError, ConfigError
+from faultdrill.faults.ledger import RollbackOutcome, pid_alive, rollback_pending
+from faultdrill.faults.process import ProcessFreezeFault, ProcessKillFault, process_state
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 pytestmark = pytest.mark.slow
 
 CHILD = """
 import time
-from faults.base import FaultContext, Scope
-from faults.topology import Topology
-from faults.process import {cls}
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.topology import Topology
+from faultdrill.faults.process import {cls}
 topo = Topology.model_validate_json({topo!r})
 ctx = FaultContext.create({state!r}, topology=topo, scope=Scope(pids=frozenset({pids!r})))
 fault = {cls}()

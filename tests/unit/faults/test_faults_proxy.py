@@ -13,7 +13,7 @@ import httpx
 import pytest
 from faults_helpers import child_env
 
-from faults.proxy_control import ProxyControl, RunningProxy, spawn_proxy
+from faultdrill.faults.proxy_control import ProxyControl, RunningProxy, spawn_proxy
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -215,7 +215,7 @@ def test_metrics_exposition(ctl: ProxyControl) -> None:
 
 
 def test_mode_validation_and_private_token(tmp_path: Path) -> None:
-    from faults.proxy import ProxyMode
+    from faultdrill.faults.proxy import ProxyMode
 
     with pytest.raises(ValueError, match="bandwidth_bps"):
         ProxyMode(mode="bandwidth")

@@ -8,9 +8,9 @@ from typing import ClassVar
 import pytest
 from pydantic import BaseModel
 
-from faults.errors import PluginError
-from faults.fake import FakeFault
-from faults.registry import ENTRY_POINT_GROUP, FaultRegistry
+from faultdrill.faults.errors import PluginError
+from faultdrill.faults.fake import FakeFault
+from faultdrill.faults.registry import ENTRY_POINT_GROUP, FaultRegistry
 
 
 def _ep(name: str, value: str) -> EntryPoint:
@@ -49,8 +49,8 @@ def test_duplicate_name_names_both_sources() -> None:
 
 def test_load_entry_points() -> None:
     reg = FaultRegistry()
-    assert reg.load_entry_points(eps=[_ep("fake", "faults.fake:FakeFault")]) == ["fake"]
-    assert "faults.fake:FakeFault" in reg.source("fake")
+    assert reg.load_entry_points(eps=[_ep("fake", "faultdrill.faults.fake:FakeFault")]) == ["fake"]
+    assert "faultdrill.faults.fake:FakeFault" in reg.source("fake")
 
 
 def test_default_group_loads_without_error() -> None:
@@ -61,9 +61,9 @@ def test_default_group_loads_without_error() -> None:
     ("ep", "expected"),
     [
         (_ep("broken", "no_such_module_xyz:Fault"), "failed to load: ModuleNotFoundError"),
-        (_ep("notfault", "faults.base:Problem"), "is not a Fault subclass"),
-        (_ep("abstract", "faults.base:Fault"), "does not implement"),
-        (_ep("wrongname", "faults.fake:FakeFault"), "names its fault 'fake', not 'wrongname'"),
+        (_ep("notfault", "faultdrill.faults.base:Problem"), "is not a Fault subclass"),
+        (_ep("abstract", "faultdrill.faults.base:Fault"), "does not implement"),
+        (_ep("wrongname", "faultdrill.faults.fake:FakeFault"), "names its fault 'fake', not 'wrongname'"),
     ],
 )
 def test_bad_plugins_are_named(ep: EntryPoint, expected: str) -> None:
@@ -80,7 +80,7 @@ def test_duplicate_entry_points() -> None:
     reg = FaultRegistry()
     reg.register(Twin, source="module tests:Twin")
     with pytest.raises(PluginError, match=r"by module tests:Twin and by entry point 'fake"):
-        reg.load_entry_points(eps=[_ep("fake", "faults.fake:FakeFault")])
+        reg.load_entry_points(eps=[_ep("fake", "faultdrill.faults.fake:FakeFault")])
 
 
 def test_config_must_forbid_extra_keys() -> None:

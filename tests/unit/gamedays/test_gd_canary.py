@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from experiments.canary_spec import CanarySpec
-from experiments.platforms.canary import CanaryController
-from experiments.platforms.control import ControlServer
-from experiments.platforms.split import PoolStats, TrafficSplit
-from experiments.rulefiles import rules_path
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
-from faults.registry import FaultRegistry
-from faults.topology import ServiceHandle, Topology
-from gamedays.actions import ActionContext, ActionError, parse_action, run_action
-from gamedays.gameday_run import run_gameday
-from gamedays.plan import check_plan
-from gamedays.runbook import parse_runbook
-from gamedays.runbook_check import check_runbooks
+from faultdrill.experiments.canary_spec import CanarySpec
+from faultdrill.experiments.platforms.canary import CanaryController
+from faultdrill.experiments.platforms.control import ControlServer
+from faultdrill.experiments.platforms.split import PoolStats, TrafficSplit
+from faultdrill.experiments.rulefiles import rules_path
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.gamedays.actions import ActionContext, ActionError, parse_action, run_action
+from faultdrill.gamedays.gameday_run import run_gameday
+from faultdrill.gamedays.plan import check_plan
+from faultdrill.gamedays.runbook import parse_runbook
+from faultdrill.gamedays.runbook_check import check_runbooks
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = ROOT / "gamedays" / "plans" / "canary.yaml"

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from experiments.journal import EXIT_CODES, Environment, Journal
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
-from gamedays.history import SCHEMA_VERSION, History, default_history_path, regressions_between
-from reports import RunView, load_journal
+from faultdrill.experiments.journal import EXIT_CODES, Environment, Journal
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
+from faultdrill.gamedays.history import SCHEMA_VERSION, History, default_history_path, regressions_between
+from faultdrill.reports import RunView, load_journal
 
 SMOKE = Path(__file__).resolve().parents[2] / "fixtures" / "reports" / "smoke_journal.json.gz"
 DAY = 86_400.0

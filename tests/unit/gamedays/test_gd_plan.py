@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gamedays.plan import check_plan, load_plan
+from faultdrill.gamedays.plan import check_plan, load_plan
 
 ROOT = Path(__file__).resolve().parents[3]
 HEAD = """apiVersion: faultdrill/v1

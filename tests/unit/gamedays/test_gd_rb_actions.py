@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from faults.topology import ServiceHandle, Topology
-from gamedays.actions import (
+from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.gamedays.actions import (
     ActionContext,
     ActionError,
     ActionSyntaxError,
@@ -27,7 +27,7 @@ from gamedays.actions import (
     parse_action,
     run_action,
 )
-from target_service.pki import cert_info, ensure_dev_pki, issue_cert
+from faultdrill.target_service.pki import cert_info, ensure_dev_pki, issue_cert
 
 
 def _topo(*handles: ServiceHandle) -> Topology:

@@ -10,15 +10,15 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from experiments.observers import ObserverContext
-from experiments.platforms import exporter
-from experiments.rulefiles import alert_rules, rules_path
-from experiments.timeline import Timeline
-from faults.errors import ConfigError
-from faults.topology import Topology
-from gamedays.checks import MetricCheck
-from gamedays.runbook import parse_runbook, runbook_files
-from gamedays.runbook_check import PLATFORM_METRICS, check_runbooks, known_metrics, metric_names
+from faultdrill.experiments.observers import ObserverContext
+from faultdrill.experiments.platforms import exporter
+from faultdrill.experiments.rulefiles import alert_rules, rules_path
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.topology import Topology
+from faultdrill.gamedays.checks import MetricCheck
+from faultdrill.gamedays.runbook import parse_runbook, runbook_files
+from faultdrill.gamedays.runbook_check import PLATFORM_METRICS, check_runbooks, known_metrics, metric_names
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNBOOKS = ROOT / "gamedays" / "runbooks"

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from faults.topology import ServiceHandle, Topology
-from gamedays.checks import CheckContext, CheckSyntaxError, parse_check, run_check, substitute
+from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.gamedays.checks import CheckContext, CheckSyntaxError, parse_check, run_check, substitute
 
 Answer = Callable[[str, dict[str, list[str]]], tuple[int, object]]
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faultdrill.cli import app
-from faults.errors import ConfigError
+from faultdrill.faults.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
 runner = CliRunner()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments.rulefiles import rules_path
-from faults.errors import ConfigError
-from gamedays import actions, checks, runbook, runbook_check, runbook_run
-from gamedays.checks import AlertCheck, HttpCheck, MetricCheck, OutputCheck, ProbeCheck
-from gamedays.runbook import parse_runbook, parse_runbook_text, runbook_files, variables_in
-from gamedays.runbook_check import check_runbooks
+from faultdrill.experiments.rulefiles import rules_path
+from faultdrill.faults.errors import ConfigError
+from faultdrill.gamedays import actions, checks, runbook, runbook_check, runbook_run
+from faultdrill.gamedays.checks import AlertCheck, HttpCheck, MetricCheck, OutputCheck, ProbeCheck
+from faultdrill.gamedays.runbook import parse_runbook, parse_runbook_text, runbook_files, variables_in
+from faultdrill.gamedays.runbook_check import check_runbooks
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "fixtures" / "broken_runbooks"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from experiments.timeline import Timeline
-from faults.topology import ServiceHandle, Topology
-from gamedays.actions import RecordingSupervisor
-from gamedays.runbook import Runbook, parse_runbook_text
-from gamedays.runbook_run import RunbookEnv, bind_variables, run_runbook, write_result
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.gamedays.actions import RecordingSupervisor
+from faultdrill.gamedays.runbook import Runbook, parse_runbook_text
+from faultdrill.gamedays.runbook_run import RunbookEnv, bind_variables, run_runbook, write_result
 
 
 @pytest.fixture()

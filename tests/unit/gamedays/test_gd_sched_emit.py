@@ -16,9 +16,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from faultdrill.schedule_cli import gameday_schedule_command
-from faults.errors import ConfigError
-from gamedays.schedule import (
+from faultdrill.faults.errors import ConfigError
+from faultdrill.gamedays.schedule import (
     crontab_line,
     kubernetes_cronjob,
     load_plan_schedule,
@@ -27,6 +26,7 @@ from gamedays.schedule import (
     schedule_command,
     systemd_units,
 )
+from faultdrill.schedule_cli import gameday_schedule_command
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = ROOT / "gamedays" / "plans" / "monthly.yaml"

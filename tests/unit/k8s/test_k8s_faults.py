@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from faults.base import FaultContext, Scope
-from faults.errors import BlastRadiusError, PreflightError
-from faults.kube.pods import MAIN_PID, main_sh
-from faults.registry import FaultRegistry
-from faults.topology import KubeRef, ServiceHandle, Topology
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.errors import BlastRadiusError, PreflightError
+from faultdrill.faults.kube.pods import MAIN_PID, main_sh
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import KubeRef, ServiceHandle, Topology
 
 NS = "faultdrill"
 POD = "target-7c9d5b8f4-x2kqp"
@@ -153,7 +153,7 @@ def test_k8s_network_partition_is_a_network_policy_deleted_on_rollback(kube_api:
 
 def test_k8s_cert_expiry_swaps_the_secret_and_restores_it_byte_for_byte(kube_api: Any, tmp_path: Path,
                                                                           registry: FaultRegistry) -> None:  # fmt: skip
-    from target_service.pki import ensure_dev_pki
+    from faultdrill.target_service.pki import ensure_dev_pki
 
     pki = ensure_dev_pki(tmp_path / "pki")
     ctx = context(kube_api, tmp_path)

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.platforms.kube_load import KubeLoad, request_event
-from experiments.timeline import Timeline
-from faults.kube.client import api_client, cluster_ref
+from faultdrill.experiments.platforms.kube_load import KubeLoad, request_event
+from faultdrill.experiments.timeline import Timeline
+from faultdrill.faults.kube.client import api_client, cluster_ref
 
 NS = "faultdrill"
 

@@ -20,8 +20,14 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from experiments.platforms.kube_manifests import DEPLOY_DIR, SECRET_FILES, prometheus_rule, render, write_secrets
-from faults.errors import ConfigError
+from faultdrill.experiments.platforms.kube_manifests import (
+    DEPLOY_DIR,
+    SECRET_FILES,
+    prometheus_rule,
+    render,
+    write_secrets,
+)
+from faultdrill.faults.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "target_service" / "alerts" / "rules.yml"

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from experiments.kube_spec import KubernetesSettings
-from experiments.loader import load_experiment
-from experiments.platforms.kubernetes import KubernetesPlatform, check_cluster
-from faults.errors import ConfigError
-from faults.kube.client import api_client, cluster_ref
+from faultdrill.experiments.kube_spec import KubernetesSettings
+from faultdrill.experiments.loader import load_experiment
+from faultdrill.experiments.platforms.kubernetes import KubernetesPlatform, check_cluster
+from faultdrill.faults.errors import ConfigError
+from faultdrill.faults.kube.client import api_client, cluster_ref
 
 ROOT = Path(__file__).resolve().parents[3]
 SPEC = """\

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from experiments.journal import EXIT_CODES, Environment, Journal
-from experiments.timeline import Event
+from faultdrill.experiments.journal import EXIT_CODES, Environment, Journal
+from faultdrill.experiments.timeline import Event
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "reports"
 SMOKE = FIXTURES / "smoke_journal.json.gz"
@@ -118,14 +118,14 @@ def journal_factory() -> JournalFactory:
 
 @pytest.fixture(scope="session")
 def smoke_journal() -> Journal:
-    from reports.source import load_journal
+    from faultdrill.reports.source import load_journal
 
     return load_journal(SMOKE)
 
 
 @pytest.fixture(scope="session")
 def smoke_view(smoke_journal: Journal) -> Any:
-    from reports.model import RunView
+    from faultdrill.reports.model import RunView
 
     return RunView.of(smoke_journal)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from experiments.journal import Journal
-from experiments.timeline import Event
-from reports.canary import canary_markdown, canary_view
-from reports.html import render_html
-from reports.markdown import render_markdown
-from reports.model import RunView
+from faultdrill.experiments.journal import Journal
+from faultdrill.experiments.timeline import Event
+from faultdrill.reports.canary import canary_markdown, canary_view
+from faultdrill.reports.html import render_html
+from faultdrill.reports.markdown import render_markdown
+from faultdrill.reports.model import RunView
 
 
 def _slis(n: int, ok: float | None, p95: float | None, conf: float | None) -> dict[str, Any]:

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from faultdrill.cli import app
-from faults.errors import ConfigError
-from reports import FILES, render, write_all
-from reports.model import RunView
+from faultdrill.faults.errors import ConfigError
+from faultdrill.reports import FILES, render, write_all
+from faultdrill.reports.model import RunView
 
 ROOT = Path(__file__).resolve().parents[3]
 runner = CliRunner()
@@ -38,7 +38,7 @@ def test_write_all_writes_every_format(tmp_path, journal_factory):
 
 
 def test_write_all_from_a_journal_object_writes_the_journal_too(tmp_path, journal_factory, monkeypatch):
-    monkeypatch.setattr("reports.render_html", lambda view: "<!DOCTYPE html>")  # the figure is tested elsewhere
+    monkeypatch.setattr("faultdrill.reports.render_html", lambda view: "<!DOCTYPE html>")  # figure: tested elsewhere
     paths = write_all(journal_factory(), tmp_path / "fresh")
     assert paths["json"].exists() and paths["html"].read_text() == "<!DOCTYPE html>"
 
@@ -144,7 +144,7 @@ def test_render_rejects_unknown_format(journal_factory):
 
 
 def test_public_api_is_pinned():
-    import reports
+    from faultdrill import reports
 
     assert set(reports.__all__) == {
         "FILES", "FORMATS", "Comparison", "Format", "RunView", "Score", "compare_runs", "journal_schema",

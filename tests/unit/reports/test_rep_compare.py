@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from reports.compare import compare_runs, render_comparison_json, render_comparison_markdown
-from reports.model import RunView
+from faultdrill.reports.compare import compare_runs, render_comparison_json, render_comparison_markdown
+from faultdrill.reports.model import RunView
 
 
 def test_better_and_worse(journal_factory):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reports.gameday import day_timeline, render_gameday, render_gameday_markdown
-from reports.model import RunView
+from faultdrill.reports.gameday import day_timeline, render_gameday, render_gameday_markdown
+from faultdrill.reports.model import RunView
 
 
 def _views(journal_factory):

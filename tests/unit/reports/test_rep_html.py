@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from reports.html import render_html
-from reports.model import RunView
+from faultdrill.reports.html import render_html
+from faultdrill.reports.model import RunView
 
 CASES = {
     "passed": {},
@@ -94,8 +94,8 @@ def test_real_run(smoke_view):
 def test_unfinished_run_and_a_fault_that_never_ended(journal_factory, xsd_path):
     import xmlschema
 
-    from reports.junit import render_junit
-    from reports.markdown import render_markdown
+    from faultdrill.reports.junit import render_junit
+    from faultdrill.reports.markdown import render_markdown
 
     journal = journal_factory("halted", reason="killed")
     journal = journal.model_copy(update={

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from experiments.journal import (
+from faultdrill.experiments.journal import (
     ATTRS,
     KINDS,
     AlertingRecord,
@@ -25,14 +25,14 @@ from experiments.journal import (
     SteadyCriteria,
     VerdictRecord,
 )
-from reports.jsonout import journal_schema, render_json
+from faultdrill.reports.jsonout import journal_schema, render_json
 
 
 def test_every_kind_has_a_model_and_the_old_homes_re_export_the_moved_names():
-    import experiments.journal as journal
-    import experiments.slo as slo
-    import experiments.timeline as timeline
-    import experiments.traces as traces
+    import faultdrill.experiments.journal as journal
+    import faultdrill.experiments.slo as slo
+    import faultdrill.experiments.timeline as timeline
+    import faultdrill.experiments.traces as traces
 
     assert set(ATTRS) == set(KINDS)
     assert timeline.Event is journal.Event and timeline.KINDS is journal.KINDS
@@ -57,9 +57,9 @@ def test_a_real_run_is_fully_described_by_the_models(smoke_journal):
 
 
 def test_the_records_mirror_the_producers_types():
-    from experiments.assertions import Verdict, not_evaluated
-    from experiments.expectations import ProbeHolds
-    from experiments.load import LoadSummary
+    from faultdrill.experiments.assertions import Verdict, not_evaluated
+    from faultdrill.experiments.expectations import ProbeHolds
+    from faultdrill.experiments.load import LoadSummary
 
     assert set(VerdictRecord.model_fields) == set(Verdict.model_fields)
     holds = ProbeHolds(probe="liveness", replica="replica-0", holds=True, during="hog")
@@ -98,7 +98,7 @@ def test_fault_records_complete_the_summary_from_the_events(journal_factory):
 
 
 def test_steady_criteria_are_the_runs_read_back_from_the_spec_in_the_journal(journal_factory):
-    from experiments.spec import Experiment
+    from faultdrill.experiments.spec import Experiment
 
     for steady in (None, {"window": "3s", "slo": {"availability": 0.95, "error_ratio": 0.001, "latency_p95": "500ms"}},
                    {"slo": {"availability": None}}):  # fmt: skip

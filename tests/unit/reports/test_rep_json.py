@@ -6,9 +6,9 @@ import json
 
 from typer.testing import CliRunner
 
-from experiments.journal import JOURNAL_VERSION
 from faultdrill.cli import app
-from reports.jsonout import SCHEMA_PATH, journal_schema, render_json, schema_text
+from faultdrill.experiments.journal import JOURNAL_VERSION
+from faultdrill.reports.jsonout import SCHEMA_PATH, journal_schema, render_json, schema_text
 
 
 def test_checked_in_schema_is_up_to_date():
@@ -35,7 +35,7 @@ def test_schema_pins_the_version_and_validates_journals(journal_factory, smoke_j
 
 
 def test_json_round_trips(journal_factory):
-    from experiments.journal import Journal
+    from faultdrill.experiments.journal import Journal
 
     journal = journal_factory("halted", reason="stopped")
     assert Journal.model_validate_json(render_json(journal)) == journal

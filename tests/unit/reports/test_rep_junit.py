@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reports.junit import render_junit
-from reports.model import RunView
+from faultdrill.reports.junit import render_junit
+from faultdrill.reports.model import RunView
 
 
 @pytest.fixture(scope="module")

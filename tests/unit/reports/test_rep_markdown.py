@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reports.markdown import cell, render_markdown
-from reports.model import RunView
+from faultdrill.reports.markdown import cell, render_markdown
+from faultdrill.reports.model import RunView
 
 
 def test_summary_links_the_html_and_lists_failures_first(journal_factory):

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from experiments.slo import percentile
-from reports.model import RunView
+from faultdrill.experiments.slo import percentile
+from faultdrill.reports.model import RunView
 
 
 def test_series_per_second_match_the_slo_arithmetic(journal_factory):

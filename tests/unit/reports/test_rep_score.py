@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.model import RunView
-from reports.score import DEFINITION, resilience_score
+from faultdrill.reports.model import RunView
+from faultdrill.reports.score import DEFINITION, resilience_score
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "reports.md"
 

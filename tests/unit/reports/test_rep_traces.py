@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from experiments.traces import ExampleTrace, SpanEvent, SpanNode, TraceSummary, TraceWindow
-from reports import RunView, render_html, render_markdown
-from reports.traces import bar, traces_markdown
+from faultdrill.experiments.traces import ExampleTrace, SpanEvent, SpanNode, TraceSummary, TraceWindow
+from faultdrill.reports import RunView, render_html, render_markdown
+from faultdrill.reports.traces import bar, traces_markdown
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 

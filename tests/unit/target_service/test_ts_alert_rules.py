@@ -17,10 +17,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gamedays.runbook_check import PROMQL_WORDS as RUNBOOK_PROMQL_WORDS
-from target_service.config import FeatureStoreSettings
-from target_service.feature_store import create_feature_store_app
-from target_service.metrics import TargetMetrics
+from faultdrill.gamedays.runbook_check import PROMQL_WORDS as RUNBOOK_PROMQL_WORDS
+from faultdrill.target_service.config import FeatureStoreSettings
+from faultdrill.target_service.feature_store import create_feature_store_app
+from faultdrill.target_service.metrics import TargetMetrics
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 REPO = Path(__file__).resolve().parents[3]

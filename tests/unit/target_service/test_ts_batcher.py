@@ -17,7 +17,7 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from target_service.batcher import (
+from faultdrill.target_service.batcher import (
     BatchConfig,
     DeadlineExceeded,
     DeviceOutOfMemory,
@@ -26,9 +26,9 @@ from target_service.batcher import (
     QueueFull,
     estimate_bytes_per_row,
 )
-from target_service.device import DeviceManager
-from target_service.metrics import TargetMetrics
-from target_service.models import DigitsNet, HeavyNet, example_inputs
+from faultdrill.target_service.device import DeviceManager
+from faultdrill.target_service.metrics import TargetMetrics
+from faultdrill.target_service.models import DigitsNet, HeavyNet, example_inputs
 
 MIB = 1 << 20
 LABELS = {"model": "digits"}

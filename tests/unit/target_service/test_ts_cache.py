@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from experiments.redisserver import RedisServerConfig, redis_client, wait_redis
-from faults.proxy_control import RunningProxy, spawn_proxy
-from target_service.cache import CacheUnavailable, PredictionCache, decode, encode
-from target_service.metrics import TargetMetrics
+from faultdrill.experiments.redisserver import RedisServerConfig, redis_client, wait_redis
+from faultdrill.faults.proxy_control import RunningProxy, spawn_proxy
+from faultdrill.target_service.cache import CacheUnavailable, PredictionCache, decode, encode
+from faultdrill.target_service.metrics import TargetMetrics
 
 T = TypeVar("T")
 ROWS = np.arange(128, dtype=np.float32).reshape(2, 64) / 128

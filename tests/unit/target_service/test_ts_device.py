@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from target_service.device import DeviceManager, module_bytes
-from target_service.models import DigitsNet
+from faultdrill.target_service.device import DeviceManager, module_bytes
+from faultdrill.target_service.models import DigitsNet
 
 MIB = 1 << 20
 

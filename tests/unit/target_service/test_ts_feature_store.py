@@ -19,9 +19,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from target_service.config import FeatureStoreSettings
-from target_service.feature_store import FeatureStoreThread, create_feature_store_app, features_for
-from target_service.pki import DevPki, cert_info, create_ca, ensure_dev_pki, issue_cert
+from faultdrill.target_service.config import FeatureStoreSettings
+from faultdrill.target_service.feature_store import FeatureStoreThread, create_feature_store_app, features_for
+from faultdrill.target_service.pki import DevPki, cert_info, create_ca, ensure_dev_pki, issue_cert
 
 TOKEN = "s3cret-token"
 REPO = Path(__file__).resolve().parents[3]

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from target_service.config import FeatureStoreSettings
-from target_service.feature_store import FeatureStoreThread, features_for
-from target_service.features import DEFAULT_FEATURES, FeatureClient, Features
-from target_service.metrics import TargetMetrics
-from target_service.pki import DevPki, create_ca, ensure_dev_pki, issue_cert
+from faultdrill.target_service.config import FeatureStoreSettings
+from faultdrill.target_service.feature_store import FeatureStoreThread, features_for
+from faultdrill.target_service.features import DEFAULT_FEATURES, FeatureClient, Features
+from faultdrill.target_service.metrics import TargetMetrics
+from faultdrill.target_service.pki import DevPki, create_ca, ensure_dev_pki, issue_cert
 
 TOKEN = "tok-features"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -34,10 +34,10 @@ class Served:
     def __init__(self, registry_dir: Path) -> None:
         from prometheus_client import CollectorRegistry
 
-        from target_service.api import create_api
-        from target_service.config import TargetSettings
-        from target_service.metrics import TargetMetrics
-        from target_service.replica import Replica
+        from faultdrill.target_service.api import create_api
+        from faultdrill.target_service.config import TargetSettings
+        from faultdrill.target_service.metrics import TargetMetrics
+        from faultdrill.target_service.replica import Replica
 
         settings_ = TargetSettings(model_registry=registry_dir, device="cpu", feature_store_url=None,
                                    max_rows_per_request=MAX_ROWS, misconfigurations=[])  # fmt: skip
@@ -60,7 +60,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     registry_dir = tmp_path_factory.mktemp("registry")
     ModelRegistry(registry_dir).ensure_defaults()

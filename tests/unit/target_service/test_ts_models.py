@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from target_service.models import (
+from faultdrill.target_service.models import (
     HEAVY_DEFAULT_DEPTH,
     HEAVY_DEFAULT_WIDTH,
     DigitsNet,

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from target_service.pki import (
+from faultdrill.target_service.pki import (
     cert_info,
     create_ca,
     ensure_dev_pki,

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from experiments.process import ServiceProcess, free_port
-from target_service.config import Misconfiguration, TargetSettings
-from target_service.metrics import TargetMetrics
-from target_service.ratelimit import (
+from faultdrill.experiments.process import ServiceProcess, free_port
+from faultdrill.target_service.config import Misconfiguration, TargetSettings
+from faultdrill.target_service.metrics import TargetMetrics
+from faultdrill.target_service.ratelimit import (
     Limit,
     RateLimiter,
     RateLimitTable,
@@ -156,7 +156,7 @@ def test_yaml_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
 # -- the real target over HTTP ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    from target_service.registry import ModelRegistry
+    from faultdrill.target_service.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("ratelimit")
     ModelRegistry(root / "registry").ensure_defaults()
@@ -165,7 +165,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
                           "keyed": {"rps": 0.5, "burst": 1, "api_key_sha256": hash_api_key(SECRET)}}}
     env = {"FAULTDRILL_PORT": str(port), "FAULTDRILL_MODEL_REGISTRY": str(root / "registry"),
            "FAULTDRILL_DEVICE": "cpu", "FAULTDRILL_RATE_LIMITS": json.dumps(limits), "FAULTDRILL_LOG_LEVEL": "debug"}
-    svc = ServiceProcess("target", [sys.executable, "-m", "target_service", "serve"], env=env, log_path=log)
+    svc = ServiceProcess("target", [sys.executable, "-m", "faultdrill.target_service", "serve"], env=env, log_path=log)
     svc.start()
     try:
         svc.wait_http(f"http://127.0.0.1:{port}/v2/models/digits", 60)

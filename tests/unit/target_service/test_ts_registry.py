@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from target_service.models import DigitsNet, HeavyNet, example_inputs, train_digits
-from target_service.registry import ModelLoadError, ModelManifest, ModelRegistry
+from faultdrill.target_service.models import DigitsNet, HeavyNet, example_inputs, train_digits
+from faultdrill.target_service.registry import ModelLoadError, ModelManifest, ModelRegistry
 
 CPU = torch.device("cpu")
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from target_service.pki import CertPaths, cert_info, create_ca, issue_cert
-from target_service.tlsreload import (
+from faultdrill.target_service.pki import CertPaths, cert_info, create_ca, issue_cert
+from faultdrill.target_service.tlsreload import (
     CertWatcher,
     ConnectionDrainer,
     FileSignature,

@@ -13,12 +13,12 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from prometheus_client import CollectorRegistry
 
-from target_service.batcher import BatchConfig, DeadlineExceeded, InferenceEngine, estimate_bytes_per_row
-from target_service.device import DeviceManager
-from target_service.metrics import TargetMetrics
-from target_service.models import DigitsNet
-from target_service.traceexport import JsonLinesSpanExporter, read_span_file
-from target_service.tracing import TARGET_SERVICE, TracingConfig, TracingError, setup_tracing
+from faultdrill.target_service.batcher import BatchConfig, DeadlineExceeded, InferenceEngine, estimate_bytes_per_row
+from faultdrill.target_service.device import DeviceManager
+from faultdrill.target_service.metrics import TargetMetrics
+from faultdrill.target_service.models import DigitsNet
+from faultdrill.target_service.traceexport import JsonLinesSpanExporter, read_span_file
+from faultdrill.target_service.tracing import TARGET_SERVICE, TracingConfig, TracingError, setup_tracing
 
 
 def _config(path: Path | None, **kw: object) -> TracingConfig:
@@ -184,7 +184,7 @@ def test_a_process_with_an_otlp_endpoint_but_no_package_exits_2_before_serving(t
     import subprocess
     import sys
 
-    from experiments.process import free_port
+    from faultdrill.experiments.process import free_port
 
     try:
         installed = importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None
@@ -194,8 +194,8 @@ def test_a_process_with_an_otlp_endpoint_but_no_package_exits_2_before_serving(t
         pytest.skip("opentelemetry-exporter-otlp-proto-http is installed here: the missing-package path cannot run")
     env = {**os.environ, "FAULTDRILL_FS_PORT": str(free_port()), "FAULTDRILL_FS_TRACE_FILE": str(tmp_path / "s.jsonl"),
            "FAULTDRILL_FS_OTLP_ENDPOINT": "http://127.0.0.1:9/v1/traces"}  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "target_service", "feature-store"], env=env, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "faultdrill.target_service", "feature-store"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert "opentelemetry-exporter-otlp-proto-http" in result.stderr and "faultdrill[otlp]" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "s.jsonl").exists()

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from experiments.localstack import LocalStack
-from target_service.traceexport import read_span_file
-from target_service.tracing import FEATURE_STORE_SERVICE, TARGET_SERVICE
+from faultdrill.experiments.localstack import LocalStack
+from faultdrill.target_service.traceexport import read_span_file
+from faultdrill.target_service.tracing import FEATURE_STORE_SERVICE, TARGET_SERVICE
 
 pytestmark = pytest.mark.slow  # three processes and a restart: ~10 s on an idle 2-core machine
 
