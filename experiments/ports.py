@@ -12,22 +12,20 @@ finds it still free.
 
 Hand-written because no library reserves ports across processes without a daemon (``portpicker``
 needs its port server for that and still draws from the ephemeral range when it has none).
-Reservations are one small file per asking process, under a host-wide lock.
+Reservations are one small file per asking process, under a host-wide lock (``faults.hostlock``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import random
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from faultdrill.faults.hostlock import host_lock, lock_folder
 from faultdrill.faults.ledger import pid_alive, process_start_ticks
 
 __all__ = ["free_port", "port_range"]
@@ -60,7 +58,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     span = port_range()
     if span is not None:
         folder = _folder()
-        with _locked(folder):
+        with host_lock("ports", folder):
             held = _held(folder)
             rng = random.SystemRandom()
             for _ in range(_TRIES):
@@ -85,20 +83,9 @@ def _bindable(host: str, port: int) -> bool:
 
 
 def _folder() -> Path:
-    base = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
-    folder = base / f"faultdrill-ports-{os.getuid()}"
+    folder = lock_folder() / f"faultdrill-ports-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     return folder
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _held(folder: Path) -> set[int]:

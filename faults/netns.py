@@ -19,19 +19,15 @@ Example::
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
-import os
 import re
 import subprocess
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from faultdrill.faults.errors import BlastRadiusError, FaultdrillError
+from faultdrill.faults.hostlock import host_lock
 
 __all__ = [
     "PREFIX",
@@ -83,18 +79,6 @@ def list_namespaces() -> list[str]:
                   n.startswith(PREFIX))
 
 
-@contextmanager
-def _address_lock() -> Iterator[None]:
-    """Host-wide: between reading the used addresses and claiming one, no other process claims one."""
-    folder = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
-    fd = os.open(folder / "faultdrill-netns.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _free_block() -> ipaddress.IPv4Network:
     used = _run(["ip", "-o", "-4", "addr", "show"]).stdout
     for block in _SUBNET.subnets(new_prefix=30):
@@ -108,7 +92,7 @@ def create_namespace(suffix: str) -> Namespace:
     if not _SUFFIX.match(suffix):
         raise ValueError(f"namespace suffix must match {_SUFFIX.pattern}, got {suffix!r}")
     name = PREFIX + suffix
-    with _address_lock():
+    with host_lock("netns"):  # between reading the used addresses and claiming one, no other process claims one
         block = _free_block()
         host_addr, ns_addr = block.network_address + 1, block.network_address + 2
         ns = Namespace(name, f"fdh-{suffix}", f"fdn-{suffix}", str(host_addr), str(ns_addr))

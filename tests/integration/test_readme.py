@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,18 @@ def test_readme_experiments_in_order(tmp_path: Path, leftovers) -> None:
 # -- the guided game day, on a terminal ------------------------------------------------------------------
 
 
+def _read_pty(master: int, seen: str, until: Callable[[str], bool]) -> str:
+    """``seen`` plus what the terminal prints until ``until(text)`` holds or the terminal closes."""
+    while not until(seen):
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                seen += os.read(master, 65536).decode(errors="replace")
+            except OSError:
+                break
+    return seen
+
+
 @system_test
 def test_guided_monthly_game_day_halts_on_ctrl_c(tmp_path: Path, leftovers) -> None:
     """A person starts the guided monthly game day and halts it with Ctrl-C during the first scenario:
@@ -247,23 +260,11 @@ def test_guided_monthly_game_day_halts_on_ctrl_c(tmp_path: Path, leftovers) -> N
     seen = ""
     deadline = time.monotonic() + 240
     try:
-        while time.monotonic() < deadline and "steady state reached" not in seen:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                try:
-                    seen += os.read(master, 65536).decode(errors="replace")
-                except OSError:
-                    break
+        seen = _read_pty(master, seen, until=lambda text: "steady state reached" in text or time.monotonic() > deadline)
         assert "steady state reached" in seen, seen[-4000:]
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C on the terminal sends to the foreground group
         end = time.monotonic() + 180
-        while proc.poll() is None and time.monotonic() < end:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                try:
-                    seen += os.read(master, 65536).decode(errors="replace")
-                except OSError:
-                    break
+        seen = _read_pty(master, seen, until=lambda _: proc.poll() is not None or time.monotonic() > end)
         assert proc.wait(timeout=30) == 3, seen[-4000:]
     finally:
         if proc.poll() is None:
