@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.target_bench import LUA, body_file, start_target, wrk  # noqa: E402
-from faultdrill.experiments.process import free_port  # noqa: E402
-from faultdrill.experiments.redisserver import RedisServerConfig, wait_redis  # noqa: E402
+from faultdrill.experiments.host.process import free_port  # noqa: E402
+from faultdrill.experiments.platforms.local.redis import RedisServerConfig, wait_redis  # noqa: E402
 
 CONCURRENCIES = (1, 8, 32)
 # Every request distinct: the first input value becomes a counter (the shape stays [1, 64]).

@@ -7,7 +7,7 @@ Prints figures; asserts nothing. Three parts:
 * **overhead**: throughput of the target through the local platform's service endpoint
   (``benchmarks.loadgen.run_load``, 16 connections, POST ``/v2/models/digits/infer``) with
   every observer on — the platform's probes, breaker poller and restart watcher, plus a
-  :class:`~experiments.scraper.MetricsScraper` — against all of them off (the platform's
+  :class:`~experiments.observe.scraper.MetricsScraper` — against all of them off (the platform's
   observer group stopped; the endpoint and the replica keep running), alternating
   on/off/on/off (aim: <= 2 % loss). The load generator runs in its own process, as the
   engine's load does, so it does not share this process's GIL with the endpoint;
@@ -39,10 +39,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faultdrill.experiments.observers import ObserverContext  # noqa: E402
-from faultdrill.experiments.platforms.local import LocalPlatform  # noqa: E402
-from faultdrill.experiments.scraper import MetricsScraper  # noqa: E402
-from faultdrill.experiments.timeline import Timeline  # noqa: E402
+from faultdrill.experiments.journal.timeline import Timeline  # noqa: E402
+from faultdrill.experiments.observe.observers import ObserverContext  # noqa: E402
+from faultdrill.experiments.observe.scraper import MetricsScraper  # noqa: E402
+from faultdrill.experiments.platforms.local.platform import LocalPlatform  # noqa: E402
 
 INFER_PATH = "/v2/models/digits/infer"
 BODY = json.dumps(

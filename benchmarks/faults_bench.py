@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import run_load  # noqa: E402
-from faultdrill.experiments.localstack import LocalStack  # noqa: E402
+from faultdrill.experiments.platforms.local.stack import LocalStack  # noqa: E402
 from faultdrill.faults.base import FaultContext  # noqa: E402
 from faultdrill.faults.proxy_control import spawn_proxy  # noqa: E402
 from faultdrill.faults.registry import FaultRegistry  # noqa: E402

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import run_load  # noqa: E402
-from faultdrill.experiments.process import ServiceProcess, free_port  # noqa: E402
+from faultdrill.experiments.host.process import ServiceProcess, free_port  # noqa: E402
 
 
 class Proof:

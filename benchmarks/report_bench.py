@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from faultdrill.experiments.journal import Journal, collect_environment  # noqa: E402
-from faultdrill.experiments.timeline import Event  # noqa: E402
+from faultdrill.experiments.journal.timeline import Event  # noqa: E402
 
 RPS, PROBE_HZ, REPLICAS, METRICS = 150, 10, 2, 10
 FAULTS = [("hog", "gpu_memory_exhaustion", "replica-0"), ("part", "network_partition", "feature-store"),

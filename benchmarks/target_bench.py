@@ -40,7 +40,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faultdrill.experiments.process import ServiceProcess, free_port  # noqa: E402
+from faultdrill.experiments.host.process import ServiceProcess, free_port  # noqa: E402
 
 LUA = """
 wrk.method = "POST"

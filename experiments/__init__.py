@@ -8,7 +8,7 @@ Load a spec, plan it, run the plan; everything else in this package is reached t
     print("\\n".join(plan.lines()))                      # what --dry-run prints
     result = run_plan(plan, out=Path("runs"), console=Console())
 
-Names are imported on first use (PEP 562), so ``import faultdrill.experiments.spec`` stays light.
+Names are imported on first use (PEP 562), so ``import faultdrill.experiments.spec.experiment`` stays light.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import importlib
 from typing import Any
 
 _API = {
-    "load_experiment": "faultdrill.experiments.loader",
-    "check_experiment": "faultdrill.experiments.loader",
-    "Experiment": "faultdrill.experiments.spec",
-    "build_plan": "faultdrill.experiments.plan",
-    "Plan": "faultdrill.experiments.plan",
-    "SystemDescription": "faultdrill.experiments.system",
-    "run_plan": "faultdrill.experiments.run",
-    "run_experiment": "faultdrill.experiments.run",
-    "RunResult": "faultdrill.experiments.run",
+    "load_experiment": "faultdrill.experiments.spec.loader",
+    "check_experiment": "faultdrill.experiments.spec.loader",
+    "Experiment": "faultdrill.experiments.spec.experiment",
+    "build_plan": "faultdrill.experiments.engine.plan",
+    "Plan": "faultdrill.experiments.engine.plan",
+    "SystemDescription": "faultdrill.experiments.spec.system",
+    "run_plan": "faultdrill.experiments.engine.run",
+    "run_experiment": "faultdrill.experiments.engine.run",
+    "RunResult": "faultdrill.experiments.engine.run",
     "Journal": "faultdrill.experiments.journal",
-    "Timeline": "faultdrill.experiments.timeline",
+    "Timeline": "faultdrill.experiments.journal.timeline",
     "FaultRegistry": "faultdrill.faults.registry",
 }
 __all__ = sorted(_API)

@@ -50,7 +50,7 @@ class AlertRule:
 
 def read_alert_rules(path: Path) -> list[AlertRule]:
     """Every alerting rule of ``path``, in file order (a missing or malformed file: a located ConfigError)."""
-    from faultdrill.experiments.rulefiles import alert_rules, load_rules
+    from faultdrill.experiments.spec.rules import alert_rules, load_rules
 
     alert_rules(path)  # a missing or malformed file, or one over the input limits: a located ConfigError, exit 2
     doc = load_rules(path)
@@ -75,7 +75,7 @@ def read_alert_rules(path: Path) -> list[AlertRule]:
 @alerts_app.command("list")
 def alerts_list(rules: RulesOpt = "default", as_json: JsonOpt = False) -> None:
     """Every alerting rule: name, severity (→ receiver), for, runbook."""
-    from faultdrill.experiments.rulefiles import rules_path
+    from faultdrill.experiments.spec.rules import rules_path
 
     path = rules_path(rules, spec_file=None)
     found = read_alert_rules(path)
@@ -114,8 +114,8 @@ def alerts_check(
     """promtool check + unit tests of the rules, amtool check of the Alertmanager config, scaled copy."""
     import yaml
 
-    from faultdrill.experiments.rulefiles import alert_rules, alertmanager_path, load_rules, rules_path
-    from faultdrill.experiments.timescale import scale_rules
+    from faultdrill.experiments.alerting.timescale import scale_rules
+    from faultdrill.experiments.spec.rules import alert_rules, alertmanager_path, load_rules, rules_path
     from faultdrill.faults.errors import ConfigError
 
     path = rules_path(rules, spec_file=None)
@@ -155,8 +155,8 @@ def alerts_export(
     = False,
 ) -> None:
     """Print the rules for another system: ``--prometheusrule`` for the Kubernetes manifests."""
-    from faultdrill.experiments.platforms.kube_manifests import prometheus_rule
-    from faultdrill.experiments.rulefiles import rules_path
+    from faultdrill.experiments.platforms.kubernetes.manifests import prometheus_rule
+    from faultdrill.experiments.spec.rules import rules_path
 
     path = rules_path(rules, spec_file=None)
     if not prometheusrule:

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from rich.markup import escape
 
-from faultdrill.experiments.process import ServiceError, ServiceProcess, free_port
+from faultdrill.experiments.host.process import ServiceError, ServiceProcess, free_port
 from faultdrill.output_cli import make_console, make_table, print_table, row
 
 __all__ = ["run_demo"]

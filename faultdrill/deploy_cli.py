@@ -3,7 +3,7 @@
 ``secrets DIR`` writes the files the Kustomize base's ``secretGenerator`` reads (project CA,
 the feature store's in-cluster certificate and key, fresh admin tokens; mode 0600, git-ignored),
 ``render OVERLAY`` prints what ``kubectl kustomize OVERLAY`` prints (our renderer, see
-``experiments/platforms/kube_manifests.py``), so ``faultdrill deploy render … | kubectl apply -f -``
+``experiments/platforms/kubernetes/manifests.py``), so ``faultdrill deploy render … | kubectl apply -f -``
 works without kustomize. Runnable alone: ``python -m faultdrill.deploy_cli secrets``.
 """
 
@@ -26,7 +26,7 @@ def deploy_secrets(
     namespace: Annotated[str, typer.Option(help="Namespace named in the certificate's DNS names.")] = "faultdrill",
 ) -> None:
     """Write CA, feature-store certificate + key and admin tokens (existing tokens are kept)."""
-    from faultdrill.experiments.platforms.kube_manifests import write_secrets
+    from faultdrill.experiments.platforms.kubernetes.manifests import write_secrets
 
     for path in write_secrets(directory, namespace=namespace):
         typer.echo(f"wrote {path}")
@@ -38,7 +38,7 @@ def deploy_render(
         "target_service/deploy/overlays/cpu"),
 ) -> None:
     """Print the rendered manifests (multi-document YAML)."""
-    from faultdrill.experiments.platforms.kube_manifests import dump_all, render
+    from faultdrill.experiments.platforms.kubernetes.manifests import dump_all, render
 
     typer.echo(dump_all(render(overlay)), nl=False)
 

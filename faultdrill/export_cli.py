@@ -1,6 +1,6 @@
 """``faultdrill export chaostoolkit FILE``: the nearest Chaos Toolkit experiment to a faultdrill one.
 
-What maps: the target (a control of ``experiments.ctk_target`` with the spec's replicas,
+What maps: the target (a control of ``experiments.chaostoolkit.target`` with the spec's replicas,
 misconfigurations, network namespace, memory limit; alerting when an alert is expected); the
 steady state (hypothesis probes ``slo_availability`` / ``slo_latency_p95_ms`` over the
 spec's window, with range tolerances); the fault schedule (the method: each fault's inject
@@ -33,7 +33,7 @@ __all__ = ["export_app", "to_chaostoolkit"]
 export_app = typer.Typer(help="Turn a faultdrill experiment into another tool's format.", no_args_is_help=True)
 
 _FAULTS = "faultdrill.faults.chaostoolkit"
-_PROBES, _TARGET = "faultdrill.experiments.ctk_probes", "faultdrill.experiments.ctk_target"
+_PROBES, _TARGET = "faultdrill.experiments.chaostoolkit.probes", "faultdrill.experiments.chaostoolkit.target"
 _JUDGED_ONLY = "recorded in the journal, not judged: Chaos Toolkit judges only its steady-state hypothesis"
 
 
@@ -43,7 +43,7 @@ def export_chaostoolkit(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the JSON here (default stdout).")] = None,
 ) -> None:
     """The nearest Chaos Toolkit experiment (JSON); what cannot be expressed goes to stderr."""
-    from faultdrill.experiments.loader import load_experiment
+    from faultdrill.experiments.spec.loader import load_experiment
     from faultdrill.faults.registry import FaultRegistry
 
     spec = load_experiment(file, FaultRegistry.installed())  # a bad spec: main() prints it, exit 2
@@ -99,7 +99,7 @@ def _at(moment: Any, times: dict[str, tuple[float, float]]) -> float | None:
 
 def _observation(x: Any, times: dict[str, tuple[float, float]]) -> tuple[float, dict[str, Any]] | None:
     """A method probe for a point-in-time expectation: (when, activity), or None."""
-    from faultdrill.experiments import expectations as ex
+    from faultdrill.experiments import expect as ex
 
     args: dict[str, Any]
     if isinstance(x, ex.ProbeBecomes) and x.probe in ("readiness", "liveness"):
@@ -121,7 +121,7 @@ def _observation(x: Any, times: dict[str, tuple[float, float]]) -> tuple[float, 
 
 
 def _hypothesis(spec: Any) -> dict[str, Any]:
-    from faultdrill.experiments.slo import SteadyCriteria
+    from faultdrill.experiments.expect.stats import SteadyCriteria
 
     criteria = SteadyCriteria.of(spec.steady_state)
     window = round(criteria.window_s, 3)
@@ -137,8 +137,8 @@ def _hypothesis(spec: Any) -> dict[str, Any]:
 
 def to_chaostoolkit(spec: Any) -> tuple[dict[str, Any], list[str]]:
     """``(experiment, notes)``: the nearest Chaos Toolkit experiment and what it cannot express."""
-    from faultdrill.experiments import expectations as ex
-    from faultdrill.experiments.assertions import describe
+    from faultdrill.experiments import expect as ex
+    from faultdrill.experiments.expect.judge import describe
 
     times = _schedule(spec)
     notes: list[str] = []

@@ -52,9 +52,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from faultdrill.experiments.assertions import Verdict
+    from faultdrill.experiments.engine.run import RunResult
+    from faultdrill.experiments.expect.judge import Verdict
     from faultdrill.experiments.platforms.base import Platform
-    from faultdrill.experiments.run import RunResult
     from faultdrill.faults.base import FaultContext, Injection, Verification
 
 __all__ = [
@@ -84,7 +84,7 @@ SMOKE_PROFILE = SmokeProfile()
 
 
 def _seconds(value: Any) -> float:
-    from faultdrill.experiments.expectations import parse_duration
+    from faultdrill.experiments.timespec import parse_duration
 
     return float(parse_duration(value))
 
@@ -154,8 +154,8 @@ def check_expectation(timeline: Any, expectation: Mapping[str, Any] | Any, *, wa
     ``item``, the verdict becomes a JUnit property of that test."""
     from pydantic import TypeAdapter
 
-    from faultdrill.experiments.assertions import evaluate
-    from faultdrill.experiments.expectations import Expectation
+    from faultdrill.experiments.expect import Expectation
+    from faultdrill.experiments.expect.judge import evaluate
 
     x = TypeAdapter(Expectation).validate_python(expectation) if isinstance(expectation, Mapping) else expectation
     limit = float(getattr(x, "within", 0.0) or 0.0) + 1.0 if wait is True else float(wait or 0.0)
@@ -178,7 +178,7 @@ def check_expectation(timeline: Any, expectation: Mapping[str, Any] | Any, *, wa
 class FaultdrillSession:
     """The plugin's state for one pytest session (plugin name ``faultdrill-session``).
 
-    ``runner`` is ``experiments.run.run_experiment`` unless a conftest replaces it (tests of the
+    ``runner`` is ``experiments.engine.run.run_experiment`` unless a conftest replaces it (tests of the
     plugin do, with a fake).
     """
 
@@ -277,7 +277,7 @@ class FaultdrillSession:
         runner = self.runner
         extra: dict[str, Any] = {}
         if runner is None:
-            from faultdrill.experiments.run import run_experiment
+            from faultdrill.experiments.engine.run import run_experiment
             from faultdrill.gamedays.launch import GamedayLauncher
             from faultdrill.reports import write_all
 
@@ -441,8 +441,8 @@ def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[Platform]:
     """The bundled target up on this machine (``LocalPlatform``, from ``build_platform``; options from the marker's
     ``platform={…}``: replicas, memory_limit_bytes, feature_store_netns, replica_env, misconfigurations); always
     closed."""
+    from faultdrill.experiments.journal.timeline import Timeline
     from faultdrill.experiments.platforms.build import build_platform
-    from faultdrill.experiments.timeline import Timeline
 
     session = _session(request.config)
     session.arm()
@@ -465,7 +465,7 @@ def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[Platform]:
 def faultdrill_load(request: pytest.FixtureRequest, faultdrill_platform: Platform) -> Iterator[Callable[..., Any]]:
     """``faultdrill_load(users=4, run_time="120s")``: Locust against the platform's service, its requests on the
     platform's timeline; waits for the first request; stopped at teardown."""
-    from faultdrill.experiments.load import LoadGenerator
+    from faultdrill.experiments.observe.load import LoadGenerator
 
     started: list[LoadGenerator] = []
     session = _session(request.config)

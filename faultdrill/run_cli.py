@@ -34,7 +34,7 @@ def run_command(
 
     Exit codes: 0 every expectation held, 1 one failed, 2 bad input, 3 halted or interrupted.
     """
-    from faultdrill.experiments.run import run_experiment
+    from faultdrill.experiments.engine.run import run_experiment
     from faultdrill.gamedays.launch import GamedayLauncher
     from faultdrill.output_cli import make_console
     from faultdrill.reports import write_all

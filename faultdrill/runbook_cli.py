@@ -43,7 +43,7 @@ def runbook_check(
 ) -> None:
     """Static validation: steps parse, programs exist, alerts/metrics/actions/variables are known,
     and every alert rule's runbook_url names a runbook that lists it."""
-    from faultdrill.experiments.rulefiles import rules_path
+    from faultdrill.experiments.spec.rules import rules_path
     from faultdrill.gamedays.runbook_check import check_runbooks
 
     paths = _expand(files)
@@ -91,7 +91,7 @@ def runbook_run(
     """Run a runbook against a running system: automated (stops at the first failed step) or --guided."""
     from rich.markup import escape
 
-    from faultdrill.experiments.timeline import Timeline
+    from faultdrill.experiments.journal.timeline import Timeline
     from faultdrill.faults.errors import ConfigError
     from faultdrill.faults.topology import ServiceHandle, Topology
     from faultdrill.gamedays.runbook import parse_runbook

@@ -53,7 +53,7 @@ def validate_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Check experiment files: YAML, fields, fault types and params, references. Exit 2 if any is invalid."""
-    from faultdrill.experiments.loader import check_experiment, load_experiment
+    from faultdrill.experiments.spec.loader import check_experiment, load_experiment
     from faultdrill.faults.errors import ConfigError
     from faultdrill.faults.registry import FaultRegistry
 
@@ -95,7 +95,7 @@ def schema_command(
 
 def experiment_json_schema() -> dict[str, Any]:
     """``Experiment``'s JSON Schema, with moments (``hog.start+2s``) accepted as strings, as the loader does."""
-    from faultdrill.experiments.spec import Experiment
+    from faultdrill.experiments.spec.experiment import Experiment
 
     schema = Experiment.model_json_schema(by_alias=True)
     defs = schema.get("$defs", {})

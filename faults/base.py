@@ -251,7 +251,7 @@ class Fault(ABC):
     example: ClassVar[dict[str, Any]] = {}
     """An example ``params`` mapping for the experiment spec."""
     target_roles: ClassVar[tuple[str, ...] | None] = None
-    """The roles of the services this fault may aim at (``experiments.system``: replica, feature_store,
+    """The roles of the services this fault may aim at (``experiments.spec.system``: replica, feature_store,
     proxy, cache…); None: any service. The loader refuses a target of another role, with the ones that fit."""
     undo_note: str = ""
     """What the last ``rollback`` did, when it has more to say than "ok" (``faultdrill rollback --pending``)."""

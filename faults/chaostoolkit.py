@@ -4,7 +4,7 @@ For each fault of the installed registry (built-ins and ``faultdrill.faults`` pl
 this module resolves ``inject_<fault>`` and ``rollback_<fault>`` (``inject_oom_kill``,
 ``rollback_oom_kill``, …), whose arguments are the fault's own ``Config`` fields;
 ``inject_fault``/``rollback_fault`` take the fault's name as an argument instead. They act on
-the bundled target that ``experiments.ctk_target`` brought up (its Chaos Toolkit control or
+the bundled target that ``experiments.chaostoolkit.target`` brought up (its Chaos Toolkit control or
 its ``faultdrill_up`` action), described by a **state file**: where the ledger is, and a
 loopback control API that serves the live topology and scope and stops/restarts services
 for the faults that need a :class:`~faults.topology.Supervisor`.
@@ -75,7 +75,7 @@ class RemoteSupervisorError(RuntimeError):
 
 
 class TargetState(BaseModel):
-    """The state file of a bundled target started for Chaos Toolkit (written by ``experiments.ctk_target``).
+    """The state file of a bundled target started for Chaos Toolkit (written by ``experiments.chaostoolkit.target``).
 
     >>> TargetState(status="starting", pid=1, owner_pid=2, state_dir=Path("/s"), workdir=Path("/w")).ready
     False
@@ -123,8 +123,8 @@ def read_state(path: Path) -> TargetState:
         return TargetState.model_validate_json(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no faultdrill target is up (no state file {path})", field=CONFIG_KEY,
-                          suggestion="start it with the control 'faultdrill.experiments.ctk_target' or the action "
-                          "'faultdrill_up' before any faultdrill activity") from None  # fmt: skip
+                          suggestion="start it with the control 'faultdrill.experiments.chaostoolkit.target' or "
+                          "the action 'faultdrill_up' before any faultdrill activity") from None  # fmt: skip
     except (OSError, ValueError) as exc:
         raise ConfigError(f"unreadable target state file {path}: {exc}", field=CONFIG_KEY) from exc
 
@@ -395,8 +395,8 @@ def __dir__() -> list[str]:
 
 
 # -- discovery -----------------------------------------------------------------------------
-_PROBE_MODULES = ("faultdrill.experiments.ctk_probes",)
-_ACTION_MODULES = ("faultdrill.experiments.ctk_target",)
+_PROBE_MODULES = ("faultdrill.experiments.chaostoolkit.probes",)
+_ACTION_MODULES = ("faultdrill.experiments.chaostoolkit.target",)
 
 
 def describe_activity(fn: Callable[..., Any], kind: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Used where several runs (or pytest workers) claim a shared resource between reading what is taken and
 taking one: network-namespace address blocks (``faults.netns``), listening ports
-(``faultdrill.experiments.ports``). The lock is released when the block exits, or when the process dies.
+(``faultdrill.experiments.host.ports``). The lock is released when the block exits, or when the process dies.
 
 Example::
 

@@ -272,7 +272,7 @@ def _rollback_model(sup: Supervisor, h: ServiceHandle) -> str:
 
 
 def _canary(h: ServiceHandle, *, rollback: bool) -> str:
-    """The canary control API (``experiments/platforms/control.py``): status, or a manual rollback."""
+    """The canary control API (``experiments/platforms/local/control.py``): status, or a manual rollback."""
     import httpx
 
     if h.url is None or h.admin_token_file is None:

@@ -1,7 +1,7 @@
 """``faultdrill gameday run PLAN``: every scenario of a plan on one system, with people or not.
 
 One platform and one alerting stack (Prometheus, Alertmanager, receivers) serve the whole day;
-each scenario runs through the engine (``experiments.run.run_spec``) on that shared system and
+each scenario runs through the engine (``experiments.engine.run.run_spec``) on that shared system and
 its timeline, and keeps its own journal and reports (the scenario's slice of the day). Between
 scenarios a pause lets the system recover and the scribe write notes (guided: Enter continues).
 A halt — SIGINT/SIGTERM, or ``h`` + Enter in the terminal — stops the scenario in progress
@@ -35,11 +35,11 @@ from typing import Any
 
 from rich.console import Console
 
-from faultdrill.experiments.plan import build_plan
-from faultdrill.experiments.run import RunResult, run_plan, with_misconfigurations
-from faultdrill.experiments.runlinks import update_links
-from faultdrill.experiments.runtime import RunParts, SharedSystem
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.engine.plan import build_plan
+from faultdrill.experiments.engine.run import RunResult, run_plan, with_misconfigurations
+from faultdrill.experiments.engine.runlinks import update_links
+from faultdrill.experiments.engine.runtime import RunParts, SharedSystem
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.gamedays.launch import GamedayLauncher
 from faultdrill.gamedays.plan import LoadedPlan, load_plan
@@ -117,7 +117,7 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
                  for n, s, b in loaded.scenarios]  # fmt: skip
     alerting = plan.system.alerting.enabled and not no_alerts
     if alerting:
-        from faultdrill.experiments.stack import Binaries
+        from faultdrill.experiments.alerting.stack import Binaries
 
         Binaries().resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

@@ -1,4 +1,4 @@
-"""The runbook engine as the run's :class:`~experiments.runbook_hook.RunbookLauncher`.
+"""The runbook engine as the run's :class:`~experiments.engine.runbook_hook.RunbookLauncher`.
 
 ``faultdrill run`` and ``faultdrill gameday run`` hand this to the engine, which starts a
 fault's runbook on its trigger; each runbook runs on its own thread (steps, checks and
@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from faultdrill.experiments.runbook_hook import LaunchContext
+from faultdrill.experiments.engine.runbook_hook import LaunchContext
 from faultdrill.gamedays.runbook import parse_runbook
 from faultdrill.gamedays.runbook_run import RunbookEnv, RunbookResult, run_runbook
 

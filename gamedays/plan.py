@@ -33,10 +33,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from faultdrill.experiments.alert_expectations import AlertingSpec
-from faultdrill.experiments.expectations import Duration, HaltCondition
-from faultdrill.experiments.loader import check_experiment_text, load_experiment, validate_document
-from faultdrill.experiments.spec import Experiment, TargetSpec
+from faultdrill.experiments.expect.stats import HaltCondition
+from faultdrill.experiments.spec.alerting import AlertingSpec
+from faultdrill.experiments.spec.experiment import Experiment, TargetSpec
+from faultdrill.experiments.spec.loader import check_experiment_text, load_experiment, validate_document
+from faultdrill.experiments.timespec import Duration
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.inputlimits import read_text
 from faultdrill.faults.registry import FaultRegistry
@@ -223,7 +224,7 @@ def check_plan(path: Path, registry: FaultRegistry | None = None) -> tuple[Loade
 
 def _runbook_errors(exp: Experiment, base: Path, where: Any, i: int, *, inline: bool) -> list[ConfigError]:
     """Every attached runbook must exist and parse (a runbook's own errors keep their file:line)."""
-    from faultdrill.experiments.runbook_hook import runbook_path
+    from faultdrill.experiments.engine.runbook_hook import runbook_path
     from faultdrill.gamedays.runbook import parse_runbook
 
     out: list[ConfigError] = []

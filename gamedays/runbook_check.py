@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from faultdrill.experiments.rulefiles import alert_rules
+from faultdrill.experiments.spec.rules import alert_rules
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.inputlimits import load_yaml, read_text
 from faultdrill.gamedays.actions import ACTIONS
@@ -47,7 +47,8 @@ from faultdrill.gamedays.runbook import SHELL_VARIABLES, VARIABLES, Runbook, par
 
 __all__ = ["PLATFORMS", "PROMQL_WORDS", "check_runbooks", "known_metrics", "metric_names"]
 
-PLATFORMS: dict[str, str | None] = {"local": "faultdrill.experiments.platforms.local:LocalPlatform", "standalone": None}
+PLATFORMS: dict[str, str | None] = {"local": "faultdrill.experiments.platforms.local.platform:LocalPlatform",
+                                    "standalone": None}
 """Platform name → the class a run uses (None: no platform, as ``faultdrill runbook run``)."""
 
 PLATFORM_METRICS = frozenset({

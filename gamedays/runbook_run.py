@@ -47,7 +47,7 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.faults.topology import Supervisor, Topology
 from faultdrill.gamedays.actions import ActionContext, parse_action, run_action
 from faultdrill.gamedays.checks import CheckContext, UnboundVariable, run_check, substitute

@@ -1,6 +1,6 @@
 """The "Canary rollout" section of a report: traffic split over time and per-version SLIs.
 
-Built only from the journal's ``canary`` events (``experiments.platforms.canary``): each
+Built only from the journal's ``canary`` events (``experiments.platforms.local.canary``): each
 analysis interval's check carries both pools' SLIs (success rate, p95 latency, mean
 confidence) and the canary's weight; revisions, weight steps, promotions and rollbacks are
 marks. :func:`canary_view` gathers them, :func:`canary_svg` draws four stacked panels

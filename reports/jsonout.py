@@ -1,7 +1,7 @@
 """JSON: the journal itself, and its published JSON Schema (``reports/schema/journal.schema.json``).
 
-The schema is generated from the pydantic models of the journal (``experiments.journal_models`` for the
-verdicts, faults, load, alerting and traces sections; ``experiments.journal_events`` for each event kind's
+The schema is generated from the pydantic models of the journal (``experiments.journal.models`` for the
+verdicts, faults, load, alerting and traces sections; ``experiments.journal.events`` for each event kind's
 ``attrs``); ``version`` is pinned to the journal format version (a ``const``), so a consumer can check what
 it reads. A test keeps the checked-in file equal to :func:`journal_schema`; regenerate it with
 ``faultdrill report --schema > reports/schema/journal.schema.json``.

@@ -1,6 +1,6 @@
 """A typed view over one journal: everything the renderers show, computed once.
 
-Request arithmetic follows :mod:`experiments.slo` (availability = ok / all requests;
+Request arithmetic follows :mod:`experiments.expect.stats` (availability = ok / all requests;
 latency percentiles over ok requests, nearest rank), so a report never disagrees with the
 verdicts. Series are per second of run time (``t`` since the run started). Everything is read
 through the journal's typed accessors (``experiments.journal``): the faults as they ran, the
@@ -72,7 +72,7 @@ class Series:
         counts = np.bincount(bins, minlength=n)
         starts = np.cumsum(counts) - counts
 
-        def nearest_rank(q: float) -> Floats:  # experiments.slo.percentile, per bin
+        def nearest_rank(q: float) -> Floats:  # experiments.expect.stats.percentile, per bin
             out = np.full(n, np.nan)
             has = counts > 0
             rank = np.maximum(1, np.ceil(q * counts[has])).astype(np.int64)

@@ -5,7 +5,7 @@ each span as an indented, multi-line JSON document (``ReadableSpan.to_json(inden
 into one stream, so a reader cannot split the file into spans without a streaming JSON
 parser, and it keeps the resource, scope and every field verbatim (about 1.5 kB a span).
 :class:`JsonLinesSpanExporter` writes one compact line per span in a flat shape
-(:func:`span_record`) that :mod:`experiments.traces` reads back, with string values redacted
+(:func:`span_record`) that :mod:`experiments.observe.traces` reads back, with string values redacted
 like the logs (:func:`target_service.jsonlog.redact`).
 
 The exporter runs behind the SDK's ``BatchSpanProcessor``: requests only append the ended

@@ -34,7 +34,7 @@ Example (YAML)::
 A kind is one module here — its model, how it is named, how it is judged (``experiments.expect.kind.Kind``),
 and optionally what it references, how long after its fault it still needs events and which alerts it
 names — and one line in :data:`KINDS`. The ``Expectation`` union, :data:`EXPECTATION_KEYS`, the union's
-discriminator, :func:`describe`, ``experiments.assertions.evaluate``, the spec's reference checks, the run's
+discriminator, :func:`describe`, ``experiments.expect.judge.evaluate``, the spec's reference checks, the run's
 settle time and the loader's alert-name check all read the table. Moments and windows: ``windows``.
 
 Example::
@@ -64,9 +64,23 @@ from faultdrill.experiments.expect import (
     runbook,
     slo,
 )
+from faultdrill.experiments.expect.alert import AlertExpectation
+from faultdrill.experiments.expect.breaker import BreakerSequence
+from faultdrill.experiments.expect.canary import CanaryExpectation
+from faultdrill.experiments.expect.counter import CounterIncrease
+from faultdrill.experiments.expect.error_budget import ErrorBudget
 from faultdrill.experiments.expect.kind import Kind, Path, Ref
+from faultdrill.experiments.expect.no_alerts import NoAlerts
+from faultdrill.experiments.expect.probe import ProbeBecomes, ProbeHolds
+from faultdrill.experiments.expect.recovers import Recovers
+from faultdrill.experiments.expect.requests import RequestsCount
+from faultdrill.experiments.expect.restarts import Restarts
+from faultdrill.experiments.expect.runbook import RunbookRestores
+from faultdrill.experiments.expect.slo import SloOver
 
-__all__ = ["EXPECTATION_KEYS", "KINDS", "Expectation", "alert_names", "describe", "kind_of", "needed_after_end",
+__all__ = ["EXPECTATION_KEYS", "KINDS", "AlertExpectation", "BreakerSequence", "CanaryExpectation", "CounterIncrease",
+           "ErrorBudget", "Expectation", "NoAlerts", "ProbeBecomes", "ProbeHolds", "Recovers", "RequestsCount",
+           "Restarts", "RunbookRestores", "SloOver", "alert_names", "describe", "kind_of", "needed_after_end",
            "references"]
 
 KINDS: tuple[Kind[Any], ...] = (

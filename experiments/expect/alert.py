@@ -20,7 +20,7 @@ expectation starts from is reported as such, never as a fresh detection.
 
 Example::
 
-    >>> from experiments.timeline import Timeline
+    >>> from experiments.journal.timeline import Timeline
     >>> tl = Timeline()
     >>> _ = tl.add("alert", "GpuHot", t=7.0, state="firing", labels={"severity": "warning"}, severity="warning")
     >>> judge_fires("GpuHot", tl, 5.0, within=3.0, label="hog.start").observed
@@ -35,9 +35,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from faultdrill.experiments.expect.kind import Kind, Path, Ref
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import after_end, moment_at, moment_ref
-from faultdrill.experiments.slo import Finding, SteadyCriteria
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.timespec import Duration, Moment
 
 __all__ = ["KIND", "RECEIVERS", "SEVERITIES", "AlertExpectation", "AlertName", "AlertWithin", "alert_events",

@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import moment_at, moment_ref, timed_after_end
-from faultdrill.experiments.slo import Finding, SteadyCriteria
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.timespec import Duration, Moment
 
 __all__ = ["KIND", "BreakerSequence", "judge"]

@@ -11,7 +11,7 @@ were exposed to the bad version).
 
 Example::
 
-    >>> from experiments.timeline import Timeline
+    >>> from experiments.journal.timeline import Timeline
     >>> tl = Timeline()
     >>> _ = tl.add("canary", "canary", t=9.0, event="rollback", version="3", reason="success_rate 0.5 below 0.99",
     ...            seconds=4.0, weight=0)
@@ -27,9 +27,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import after_end, moment_at, moment_ref
-from faultdrill.experiments.slo import Finding, SteadyCriteria
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.timespec import Duration, Moment
 
 __all__ = ["KIND", "CanaryExpectation", "describe_canary", "judge", "judge_canary"]

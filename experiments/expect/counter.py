@@ -11,7 +11,7 @@ generator's ``request`` events cannot see it (the flood is a fault, not a client
 
 Example::
 
-    >>> from experiments.timeline import Timeline
+    >>> from experiments.journal.timeline import Timeline
     >>> tl = Timeline()
     >>> for t, v in ((0.0, 5.0), (1.0, 5.0), (2.0, 40.0), (3.0, 90.0)):
     ...     _ = tl.add("metric", "replica-0", t=t, name="x_total", value=v, labels={"reason": "r"})
@@ -29,9 +29,9 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, model_validator
 
 from faultdrill.experiments.expect.kind import Kind
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import label, span, window_refs
-from faultdrill.experiments.slo import Finding, SteadyCriteria
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.timespec import Windowed
 
 __all__ = ["KIND", "CounterIncrease", "describe_counter", "judge", "judge_counter"]

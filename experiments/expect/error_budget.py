@@ -8,9 +8,9 @@ from typing import Literal
 from pydantic import Field
 
 from faultdrill.experiments.expect.kind import Kind
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria, judge_budget
 from faultdrill.experiments.expect.windows import label, requests_in, window_refs
-from faultdrill.experiments.slo import Finding, SteadyCriteria, judge_budget
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.timespec import Windowed
 
 __all__ = ["KIND", "ErrorBudget", "judge"]

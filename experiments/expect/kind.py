@@ -18,8 +18,8 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
-from faultdrill.experiments.slo import Finding, SteadyCriteria
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
+from faultdrill.experiments.journal.timeline import Timeline
 
 __all__ = ["Kind", "Path", "Ref", "RefTo"]
 

@@ -14,9 +14,9 @@ from pydantic import Field
 
 from faultdrill.experiments.expect.alert import AlertName
 from faultdrill.experiments.expect.kind import Kind, Path
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import anchor, label, span, window_refs
-from faultdrill.experiments.slo import Finding, SteadyCriteria
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.timespec import Windowed
 
 __all__ = ["KIND", "NoAlerts", "judge", "judge_no_alerts"]

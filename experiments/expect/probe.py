@@ -6,7 +6,7 @@ back-off, or one whose startup probe has not passed, is not ready, as in Kuberne
 
 Example::
 
-    >>> from experiments.timeline import Timeline
+    >>> from experiments.journal.timeline import Timeline
     >>> tl = Timeline()
     >>> _ = tl.add("fault", "hog", t=5.0, event="start", fault="gpu_memory_exhaustion")
     >>> _ = tl.add("probe", "replica-0", t=6.4, probe="readiness", value=False)
@@ -22,9 +22,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import label, moment_at, moment_ref, span, timed_after_end, window_refs
-from faultdrill.experiments.slo import Finding, SteadyCriteria
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.timespec import Duration, Moment, Windowed
 
 __all__ = ["BECOMES", "HOLDS", "ProbeBecomes", "ProbeHolds", "judge_becomes", "judge_holds"]

@@ -11,9 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria, regained_at, request_stats
 from faultdrill.experiments.expect.windows import moment_at, moment_ref, timed_after_end
-from faultdrill.experiments.slo import Finding, SteadyCriteria, regained_at, request_stats
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.timespec import Duration, Moment
 
 __all__ = ["KIND", "Recovers", "judge"]

@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import Field
 
 from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import label, span, window_refs
-from faultdrill.experiments.slo import Finding, SteadyCriteria
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.timespec import Windowed
 
 __all__ = ["KIND", "Restarts", "judge"]

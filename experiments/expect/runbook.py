@@ -13,7 +13,7 @@ recovery did not follow.
 
 Example::
 
-    >>> from experiments.timeline import Timeline
+    >>> from experiments.journal.timeline import Timeline
     >>> tl = Timeline()
     >>> _ = tl.add("runbook", "gpu-memory", t=5.0, status="launched", fault="hog", trigger="fault start")
     >>> launched(tl, "hog").t
@@ -27,8 +27,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from faultdrill.experiments.expect.kind import Kind, Ref
-from faultdrill.experiments.slo import Finding, SteadyCriteria, regained_at, request_stats
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria, regained_at, request_stats
+from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.timespec import Duration
 
 __all__ = ["KIND", "RunbookRestores", "judge_restores", "launched"]

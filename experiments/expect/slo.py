@@ -3,7 +3,7 @@
 ``availability`` and ``error_ratio`` take ``at_least``/``at_most`` as fractions; ``latency_p50``,
 ``latency_p95`` and ``latency_p99`` (over ok requests only) a duration (``at_most: 500ms``).
 ``clients``/``except_clients`` narrow the requests to some of the load's clients (``load.clients``).
-The arithmetic is ``experiments.slo``'s.
+The arithmetic is ``experiments.expect.stats``'s.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.stats import Finding, SteadyCriteria, clients_label, fmt_value, judge_slo, of_clients
 from faultdrill.experiments.expect.windows import label, requests_in, window_refs
-from faultdrill.experiments.slo import Finding, SteadyCriteria, clients_label, fmt_value, judge_slo, of_clients
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.timespec import Duration, Windowed, parse_duration
 
 __all__ = ["KIND", "SloOver", "judge"]

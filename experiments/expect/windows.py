@@ -11,7 +11,7 @@
 
 Example::
 
-    >>> from experiments.timeline import Timeline
+    >>> from experiments.journal.timeline import Timeline
     >>> tl = Timeline()
     >>> _ = tl.add("fault", "hog", t=5.0, event="start", fault="gpu_memory_exhaustion")
     >>> resolve_moment(Moment.model_validate("hog.start+2s"), tl)
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from faultdrill.experiments.expect.kind import Path, Ref
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.timespec import Moment, Window, Windowed
 
 __all__ = ["Missing", "Timed", "after_end", "anchor", "label", "moment_at", "moment_ref", "requests_in",

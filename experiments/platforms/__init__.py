@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from faultdrill.experiments.platforms.base import Load, Platform, PlatformEnvironment
 from faultdrill.experiments.platforms.build import build_platform
-from faultdrill.experiments.platforms.endpoint import ServiceEndpoint
-from faultdrill.experiments.platforms.local import LocalPlatform
-from faultdrill.experiments.platforms.probes import ProbeConfig, ProbeKind, ProbeSampler, ProbeSet
-from faultdrill.experiments.platforms.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
+from faultdrill.experiments.platforms.local.endpoint import ServiceEndpoint
+from faultdrill.experiments.platforms.local.platform import LocalPlatform
+from faultdrill.experiments.platforms.local.probes import ProbeConfig, ProbeKind, ProbeSampler, ProbeSet
+from faultdrill.experiments.platforms.local.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
 
 __all__ = [
     "BackOff",

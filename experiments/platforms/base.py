@@ -1,6 +1,6 @@
 """The platform contract: what a run, a game day, the pytest plugin and the Chaos Toolkit target
-use of a platform — nothing more. ``local`` (:class:`~experiments.platforms.local.LocalPlatform`),
-``kubernetes`` (:class:`~experiments.platforms.kubernetes.KubernetesPlatform`) and the shipped
+use of a platform — nothing more. ``local`` (:class:`~experiments.platforms.local.platform.LocalPlatform`),
+``kubernetes`` (:class:`~experiments.platforms.kubernetes.platform.KubernetesPlatform`) and the shipped
 fake (:class:`~experiments.platforms.fake.FakePlatform`) implement it; ``build_platform``
 (``experiments/platforms/build.py``) is the one place that picks one by ``target.platform``.
 
@@ -33,9 +33,9 @@ from faultdrill.faults.topology import Supervisor
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from faultdrill.experiments.load import LoadShape, LoadSummary
-    from faultdrill.experiments.spec import LoadSpec
-    from faultdrill.experiments.timeline import Timeline
+    from faultdrill.experiments.journal.timeline import Timeline
+    from faultdrill.experiments.observe.load import LoadShape, LoadSummary
+    from faultdrill.experiments.spec.experiment import LoadSpec
     from faultdrill.faults.base import Scope
     from faultdrill.faults.owned import Owner
     from faultdrill.faults.topology import Topology

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from faultdrill.experiments.kube_spec import KubernetesSettings
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.spec.kubernetes import KubernetesSettings
 
 if TYPE_CHECKING:
-    from faultdrill.experiments.observers import Observer
+    from faultdrill.experiments.observe.observers import Observer
     from faultdrill.experiments.platforms.base import Platform
-    from faultdrill.experiments.spec import TargetSpec
+    from faultdrill.experiments.spec.experiment import TargetSpec
     from faultdrill.faults.owned import Owner
 
 __all__ = ["PLATFORMS", "build_platform", "check_platform"]
@@ -33,11 +33,11 @@ __all__ = ["PLATFORMS", "build_platform", "check_platform"]
 
 def _local(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None,
            observers: tuple[Observer, ...]) -> Platform:  # fmt: skip
-    from faultdrill.experiments.platforms.local import LocalPlatform
-    from faultdrill.experiments.platforms.probes import ProbeConfig, ProbeSet
-    from faultdrill.experiments.platforms.restarts import BackOff
-    from faultdrill.experiments.platforms.rollout import CanaryRollout
-    from faultdrill.experiments.spec import PLATFORM_MISCONFIGURATIONS
+    from faultdrill.experiments.platforms.local.platform import LocalPlatform
+    from faultdrill.experiments.platforms.local.probes import ProbeConfig, ProbeSet
+    from faultdrill.experiments.platforms.local.restarts import BackOff
+    from faultdrill.experiments.platforms.local.rollout import CanaryRollout
+    from faultdrill.experiments.spec.experiment import PLATFORM_MISCONFIGURATIONS
 
     env = dict(t.env)
     if target_misconfigs := [m for m in t.misconfigurations if m not in PLATFORM_MISCONFIGURATIONS]:
@@ -71,14 +71,14 @@ def _local(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None
 
 def _kubernetes(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None,
                 observers: tuple[Observer, ...]) -> Platform:  # fmt: skip
-    """The deployed target on a cluster (``experiments/platforms/kubernetes.py``): same contract."""
-    from faultdrill.experiments.platforms.kubernetes import KubernetesPlatform
+    """The deployed target on a cluster (``experiments/platforms/kubernetes/platform.py``): same contract."""
+    from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform
 
     return KubernetesPlatform(t.kubernetes or KubernetesSettings(), replicas=t.replicas, timeline=timeline)
 
 
 def _check_kubernetes(t: TargetSpec) -> None:
-    from faultdrill.experiments.platforms.kubernetes import check_cluster
+    from faultdrill.experiments.platforms.kubernetes.platform import check_cluster
 
     check_cluster(t.kubernetes or KubernetesSettings())
 
@@ -115,7 +115,7 @@ def build_platform(target: TargetSpec | None = None, *, timeline: Timeline, work
             raise TypeError("build_platform: replica_env, misconfigurations and platform keywords go without a "
                             "target (a target carries its own)")  # fmt: skip
         return PLATFORMS[target.platform].build(target, timeline, workdir, owner, observers)
-    from faultdrill.experiments.platforms.local import LocalPlatform
+    from faultdrill.experiments.platforms.local.platform import LocalPlatform
 
     env = dict(replica_env or {})
     if misconfigurations:

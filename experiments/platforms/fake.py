@@ -23,15 +23,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from faultdrill.experiments.load import LoadSummary
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.observe.load import LoadSummary
 from faultdrill.experiments.platforms.base import PlatformEnvironment
-from faultdrill.experiments.timeline import Timeline
 from faultdrill.faults.base import Scope
 from faultdrill.faults.topology import ServiceHandle, Topology
 
 if TYPE_CHECKING:
-    from faultdrill.experiments.load import LoadShape
-    from faultdrill.experiments.spec import LoadSpec
+    from faultdrill.experiments.observe.load import LoadShape
+    from faultdrill.experiments.spec.experiment import LoadSpec
     from faultdrill.faults.owned import Owner
 
 __all__ = ["FakeLoad", "FakePlatform"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faultdrill.experiments.process import ServiceProcess, free_port
+from faultdrill.experiments.host.process import ServiceProcess, free_port
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.netns import list_rules
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]

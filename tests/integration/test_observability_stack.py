@@ -19,11 +19,11 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from faultdrill.experiments.alerting import AlertWatcher, WebhookReceiver
-from faultdrill.experiments.observers import ObserverContext, ObserverGroup
-from faultdrill.experiments.platforms.exporter import PlatformExporter
-from faultdrill.experiments.stack import ObservabilityStack, ScrapeTarget, scrape_targets
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.alerting.stack import ObservabilityStack, ScrapeTarget, scrape_targets
+from faultdrill.experiments.alerting.watch import AlertWatcher, WebhookReceiver
+from faultdrill.experiments.journal.timeline import Event, Timeline
+from faultdrill.experiments.observe.observers import ObserverContext, ObserverGroup
+from faultdrill.experiments.platforms.local.exporter import PlatformExporter
 from faultdrill.faults.topology import ServiceHandle, Topology
 
 pytestmark = pytest.mark.slow

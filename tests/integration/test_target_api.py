@@ -158,7 +158,7 @@ def test_corrupt_model_fails_startup_with_clear_log(tmp_path, model_registry, cl
     import shutil
     import sys
 
-    from faultdrill.experiments.process import ServiceProcess, free_port
+    from faultdrill.experiments.host.process import ServiceProcess, free_port
 
     registry = tmp_path / "registry"
     shutil.copytree(model_registry, registry)

@@ -67,7 +67,8 @@ def test_the_wheel_installs_one_top_level_package(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if ".dist-info/" not in n}
     assert tops == {"faultdrill"}, tops
-    for module in ("faultdrill/experiments/plan.py", "faultdrill/experiments/platforms/base.py",
+    for module in ("faultdrill/experiments/engine/plan.py", "faultdrill/experiments/platforms/local/platform.py",
+                   "faultdrill/experiments/chaostoolkit/examples/gpu_memory_exhaustion.json",
                    "faultdrill/faults/kube/dispatch.py", "faultdrill/target_service/server.py",
                    "faultdrill/target_service/alerts/rules.yml", "faultdrill/experiments/catalog/smoke.yaml"):
         assert module in names, module  # subpackages and data files ship too
@@ -88,7 +89,7 @@ def _project(root: Path) -> Path:
         import experiments
         import faultdrill.experiments
         import reports
-        from faultdrill.experiments.timeline import Timeline
+        from faultdrill.experiments.journal.timeline import Timeline
 
 
         def test_our_packages_and_faultdrills_side_by_side():

@@ -32,8 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def cluster_api() -> Any:
     if not os.environ.get("KUBECONFIG"):
         pytest.skip("KUBECONFIG is not set: the k8s suite needs a cluster (docs/kubernetes.md)")
-    from faultdrill.experiments.kube_spec import KubernetesSettings
-    from faultdrill.experiments.platforms.kubernetes import check_cluster
+    from faultdrill.experiments.platforms.kubernetes.platform import check_cluster
+    from faultdrill.experiments.spec.kubernetes import KubernetesSettings
     from faultdrill.faults.errors import ConfigError
 
     try:
@@ -65,7 +65,7 @@ def deployed(cluster_api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     from kubernetes import client
 
-    from faultdrill.experiments.platforms.kube_manifests import DEPLOY_DIR, render, write_secrets
+    from faultdrill.experiments.platforms.kubernetes.manifests import DEPLOY_DIR, render, write_secrets
 
     core = client.CoreV1Api(cluster_api)
     if not any(n.metadata.name == NAMESPACE for n in core.list_namespace().items):

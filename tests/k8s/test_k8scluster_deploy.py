@@ -21,8 +21,8 @@ def test_k8scluster_deploy_is_available_and_opted_in(cluster_api: Any, deployed:
 def test_k8scluster_platform_sees_replicas_and_serves(cluster_api: Any, deployed: dict[str, Any]) -> None:
     import httpx
 
-    from faultdrill.experiments.kube_spec import KubernetesSettings
-    from faultdrill.experiments.platforms.kubernetes import KubernetesPlatform
+    from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform
+    from faultdrill.experiments.spec.kubernetes import KubernetesSettings
 
     with KubernetesPlatform(KubernetesSettings(), replicas=2, ready_timeout_s=120) as platform:
         assert platform.ready_replicas() == ["replica-0", "replica-1"]

@@ -27,8 +27,8 @@ IDS = [f"{n}-{p.get('mode', p.get('direction', ''))}" for n, p in CASES]
 @pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)
 def test_k8scluster_fault_injects_verifies_rolls_back(deployed: dict[str, Any], tmp_path: Path, name: str,
                                                       params: dict[str, Any]) -> None:  # fmt: skip
-    from faultdrill.experiments.kube_spec import KubernetesSettings
-    from faultdrill.experiments.platforms.kubernetes import KubernetesPlatform
+    from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform
+    from faultdrill.experiments.spec.kubernetes import KubernetesSettings
     from faultdrill.faults.base import FaultContext
     from faultdrill.faults.registry import FaultRegistry
 

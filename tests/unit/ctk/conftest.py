@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from faultdrill.experiments.ctk_target import _Control
+from faultdrill.experiments.chaostoolkit.target import _Control
 from faultdrill.faults.base import Scope
 from faultdrill.faults.chaostoolkit import TargetState, write_state
 from faultdrill.faults.topology import ServiceHandle, Topology
@@ -71,7 +71,7 @@ class FakeTarget:
 
 @pytest.fixture
 def fake_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTarget]:
-    """A state file whose control API is real (``experiments.ctk_target``) over a FakePlatform."""
+    """A state file whose control API is real (``experiments.chaostoolkit.target``) over a FakePlatform."""
     (tmp_path / "allowed").mkdir()
     state_dir = tmp_path / "state"
     monkeypatch.setenv("FAULTDRILL_STATE_DIR", str(state_dir))

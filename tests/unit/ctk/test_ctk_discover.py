@@ -31,7 +31,8 @@ def test_ctk_discover_lists_every_fault_action_the_target_actions_and_the_probes
         assert by_name[action]["type"] == "action"
     for probe in ("replica_ready", "replica_live", "breaker_state", "alert_firing", "slo_availability",
                   "slo_latency_p95_ms"):
-        assert by_name[probe]["type"] == "probe" and by_name[probe]["mod"] == "faultdrill.experiments.ctk_probes"
+        assert by_name[probe]["type"] == "probe"
+        assert by_name[probe]["mod"] == "faultdrill.experiments.chaostoolkit.probes"
     args = {a["name"]: a for a in by_name["inject_gpu_memory_exhaustion"]["arguments"]}
     assert args["target"] == {"name": "target", "type": "string"}
     assert args["device"] == {"name": "device", "default": 0, "type": "integer"}

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from faultdrill.experiments.ctk_embed import JOURNAL_NAME, check_ctk, judge, run_ctk
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.chaostoolkit.embed import JOURNAL_NAME, check_ctk, judge, run_ctk
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.faults.errors import ConfigError
 
 

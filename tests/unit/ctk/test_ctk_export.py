@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from faultdrill.cli import app
-from faultdrill.experiments.assertions import describe
-from faultdrill.experiments.loader import load_experiment
+from faultdrill.experiments.expect.judge import describe
+from faultdrill.experiments.spec.loader import load_experiment
 from faultdrill.export_cli import to_chaostoolkit
 from faultdrill.faults.registry import FaultRegistry
 
@@ -48,7 +48,7 @@ def test_ctk_smoke_schedule_becomes_injects_rollbacks_and_pauses():
     assert inject == {"type": "python", "module": "faultdrill.faults.chaostoolkit", "func": "inject_oom_kill",
                       "arguments": {"mode": "leak", "rate_mib_s": 400, "target": "replica-1", "duration_s": 8.0}}
     control = doc["controls"][0]["provider"]
-    assert control["module"] == "faultdrill.experiments.ctk_target"
+    assert control["module"] == "faultdrill.experiments.chaostoolkit.target"
     assert control["arguments"] == {"replicas": 2, "misconfigurations": "${misconfigurations}", "alerting": True,
                                     "feature_store_netns": True, "memory_limit_mib": 700}  # fmt: skip
     probes = doc["steady-state-hypothesis"]["probes"]

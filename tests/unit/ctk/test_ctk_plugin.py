@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import yaml
 
-from faultdrill.experiments.assertions import Verdict
-from faultdrill.experiments.run import RunResult
+from faultdrill.experiments.engine.run import RunResult
+from faultdrill.experiments.expect.judge import Verdict
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.fake import FakeFault
 from faultdrill.faults.registry import FaultRegistry
@@ -30,8 +30,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from faultdrill.experiments.assertions import Verdict
-from faultdrill.experiments.run import RunResult
+from faultdrill.experiments.expect.judge import Verdict
+from faultdrill.experiments.engine.run import RunResult
 
 
 def fake_run(path, *, out, misconfigurations, console, plain, no_alerts, rules):

@@ -1,5 +1,5 @@
-"""experiments.ctk_probes against a tiny server that answers like a replica and like Prometheus,
-and experiments.ctk_target's up/down guards (the real target is started by the integration tests)."""
+"""experiments.chaostoolkit.probes against a tiny server that answers like a replica and like Prometheus,
+and experiments.chaostoolkit.target's up/down guards (the real target is started by the integration tests)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from faultdrill.experiments import ctk_probes as probes
-from faultdrill.experiments.ctk_target import faultdrill_down, faultdrill_up
+from faultdrill.experiments.chaostoolkit import probes
+from faultdrill.experiments.chaostoolkit.target import faultdrill_down, faultdrill_up
 from faultdrill.faults.chaostoolkit import TargetState, write_state
 from faultdrill.faults.errors import ConfigError, FaultdrillError
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from faultdrill.experiments.ctk_embed import JOURNAL_NAME
-from faultdrill.experiments.ctk_steps import CtkSteps
-from faultdrill.experiments.loader import check_experiment_text
-from faultdrill.experiments.spec import Experiment
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.chaostoolkit.embed import JOURNAL_NAME
+from faultdrill.experiments.chaostoolkit.steps import CtkSteps
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.spec.experiment import Experiment
+from faultdrill.experiments.spec.loader import check_experiment_text
 from faultdrill.faults.errors import ConfigError
 
 

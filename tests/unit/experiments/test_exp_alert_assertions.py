@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from faultdrill.experiments import assertions
-from faultdrill.experiments.alert_expectations import AlertExpectation, AlertingSpec, NoAlerts
-from faultdrill.experiments.assertions import describe, evaluate
-from faultdrill.experiments.loader import check_experiment_text, load_experiment_text
-from faultdrill.experiments.run import run_experiment
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.engine.run import run_experiment
+from faultdrill.experiments.expect import judge as assertions
+from faultdrill.experiments.expect.judge import describe, evaluate
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.spec.alerting import AlertExpectation, AlertingSpec, NoAlerts
+from faultdrill.experiments.spec.loader import check_experiment_text, load_experiment_text
 from faultdrill.faults.errors import ConfigError
 
 RULES = """

@@ -19,11 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from faultdrill.experiments import alerting
-from faultdrill.experiments.alerting import AlertWatcher, WebhookReceiver
-from faultdrill.experiments.observers import ObserverContext
-from faultdrill.experiments.process import free_port
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.alerting import watch as alerting
+from faultdrill.experiments.alerting.watch import AlertWatcher, WebhookReceiver
+from faultdrill.experiments.host.process import free_port
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.observe.observers import ObserverContext
 
 # Captured from Alertmanager 0.25 (webhook payload version 4), a critical alert routed to pager.
 FIRING: dict[str, Any] = {

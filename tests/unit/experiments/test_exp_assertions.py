@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from faultdrill.experiments import assertions
-from faultdrill.experiments.assertions import Verdict, describe, evaluate, resolve_moment, resolve_window
-from faultdrill.experiments.expectations import Expectation, Moment, Window
-from faultdrill.experiments.slo import SteadyCriteria
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.expect import Expectation
+from faultdrill.experiments.expect import judge as assertions
+from faultdrill.experiments.expect.judge import Verdict, describe, evaluate, resolve_moment, resolve_window
+from faultdrill.experiments.expect.stats import SteadyCriteria
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.timespec import Moment, Window
 
 _EXPECT: TypeAdapter[Any] = TypeAdapter(Expectation)
 
@@ -472,7 +473,7 @@ def test_public_api_is_pinned():
 
 
 def test_not_evaluated_says_why_and_is_neither_a_pass_nor_a_judgement():
-    from faultdrill.experiments.expectations import Recovers
+    from faultdrill.experiments.expect import Recovers
 
     x = Recovers(recovers="steady_state", within="20s", after="hog.end")
     v = assertions.not_evaluated(x, "ServiceError: replica-0 did not become ready")
@@ -523,7 +524,7 @@ def _smoke_run(*, liveness_fails: bool = False) -> Timeline:
 def test_a_whole_smoke_run_passes_and_a_broken_target_fails_naming_the_expectation():
     import yaml
 
-    from faultdrill.experiments.spec import SteadyState
+    from faultdrill.experiments.spec.experiment import SteadyState
 
     doc = yaml.safe_load(_SMOKE)
     steady = SteadyState.model_validate(doc["steady_state"])

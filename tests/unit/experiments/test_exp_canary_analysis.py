@@ -8,14 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faultdrill.experiments.assertions import evaluate
-from faultdrill.experiments.canary_spec import CanarySpec
-from faultdrill.experiments.expectations import CanaryExpectation
-from faultdrill.experiments.loader import check_experiment_text
-from faultdrill.experiments.platforms.canary import CanaryAnalyzer, CanaryController, check_slis
-from faultdrill.experiments.platforms.control import ControlServer
-from faultdrill.experiments.platforms.split import Outcome, PoolStats, Slis, TrafficSplit
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.expect import CanaryExpectation
+from faultdrill.experiments.expect.judge import evaluate
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.platforms.local.canary import CanaryAnalyzer, CanaryController, check_slis
+from faultdrill.experiments.platforms.local.control import ControlServer
+from faultdrill.experiments.platforms.local.split import Outcome, PoolStats, Slis, TrafficSplit
+from faultdrill.experiments.spec.canary import CanarySpec
+from faultdrill.experiments.spec.loader import check_experiment_text
 from faultdrill.faults.registry import FaultRegistry
 
 SPEC = CanarySpec.model_validate({

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faultdrill.experiments.canary_spec import CanarySpec
-from faultdrill.experiments.platforms.local import LocalPlatform
-from faultdrill.experiments.platforms.rollout import CanaryRollout
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.platforms.local.platform import LocalPlatform
+from faultdrill.experiments.platforms.local.rollout import CanaryRollout
+from faultdrill.experiments.spec.canary import CanarySpec
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.canary import BadCanaryFault
 from faultdrill.target_service.models import example_inputs

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from faultdrill.experiments.platforms.split import CanaryRouting, Outcome, PoolStats, TrafficSplit
+from faultdrill.experiments.platforms.local.split import CanaryRouting, Outcome, PoolStats, TrafficSplit
 
 
 @pytest.mark.parametrize("weight", [0, 1, 10, 25, 33, 50, 90, 100])

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from faultdrill.experiments import expectations as ex
-from faultdrill.experiments.assertions import evaluate
-from faultdrill.experiments.load import LoadGenerator, _Tail
-from faultdrill.experiments.loader import check_experiment_text, load_experiment
-from faultdrill.experiments.spec import MISCONFIGURATIONS
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments import expect as ex
+from faultdrill.experiments.expect.judge import evaluate
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.observe.load import LoadGenerator, _Tail
+from faultdrill.experiments.spec.experiment import MISCONFIGURATIONS
+from faultdrill.experiments.spec.loader import check_experiment_text, load_experiment
 from faultdrill.faults.registry import FaultRegistry
 
 REPO = Path(__file__).resolve().parents[3]

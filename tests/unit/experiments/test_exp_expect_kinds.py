@@ -22,7 +22,7 @@ from faultdrill.experiments.expect import (
 from faultdrill.experiments.expect.kind import Kind, Ref
 
 _ADAPTER: TypeAdapter[object] = TypeAdapter(Expectation)
-_SHARED = {"kind", "windows"}  # the package's modules that define no kind
+_SHARED = {"kind", "windows", "judge", "mttd", "stats"}  # the package's modules that define no kind (and the judge)
 
 
 def _examples() -> list[dict[str, object]]:

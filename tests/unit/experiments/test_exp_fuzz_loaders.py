@@ -25,8 +25,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faultdrill.experiments.loader import check_experiment, check_experiment_text, load_experiment, load_experiment_text
-from faultdrill.experiments.rulefiles import DEFAULT_RULES, alert_rules
+from faultdrill.experiments.spec.loader import (
+    check_experiment,
+    check_experiment_text,
+    load_experiment,
+    load_experiment_text,
+)
+from faultdrill.experiments.spec.rules import DEFAULT_RULES, alert_rules
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.gamedays.plan import check_plan

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from faultdrill.experiments.ctk_embed import check_ctk
+from faultdrill.experiments.chaostoolkit.embed import check_ctk
 from faultdrill.experiments.journal import Journal
-from faultdrill.experiments.loader import check_experiment, check_experiment_text, load_experiment
-from faultdrill.experiments.rulefiles import DEFAULT_RULES, alert_rules
+from faultdrill.experiments.spec.loader import check_experiment, check_experiment_text, load_experiment
+from faultdrill.experiments.spec.rules import DEFAULT_RULES, alert_rules
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.inputlimits import (
     MAX_JOURNAL_BYTES,

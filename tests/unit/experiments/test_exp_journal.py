@@ -7,7 +7,7 @@ import json
 import pytest
 
 from faultdrill.experiments.journal import EXIT_CODES, Journal, collect_environment
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.faults.errors import ConfigError
 
 

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from faultdrill.experiments.liveview import LiveView, snapshot
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.engine.liveview import LiveView, snapshot
+from faultdrill.experiments.journal.timeline import Timeline
 
 
 def _timeline(now: float) -> Timeline:

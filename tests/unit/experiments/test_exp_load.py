@@ -9,9 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from faultdrill.experiments.load import LoadGenerator, LoadShape, LoadSummary, _Tail
-from faultdrill.experiments.localstack import LocalStack
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.observe.load import LoadGenerator, LoadShape, LoadSummary, _Tail
+from faultdrill.experiments.platforms.local.stack import LocalStack
 
 
 @pytest.fixture(scope="module")

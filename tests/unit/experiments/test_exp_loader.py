@@ -10,7 +10,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from faultdrill.experiments.loader import check_experiment, check_experiment_text, load_experiment, load_experiment_text
+from faultdrill.experiments.spec.loader import (
+    check_experiment,
+    check_experiment_text,
+    load_experiment,
+    load_experiment_text,
+)
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.fake import FakeFault
 from faultdrill.faults.registry import FaultRegistry

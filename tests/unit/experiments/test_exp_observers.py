@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from faultdrill.experiments.observers import BreakerPoller, Observer, ObserverContext, ObserverGroup, Poller
-from faultdrill.experiments.platforms.probes import ProbeConfig, ProbeSampler, ProbeSet
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.observe.observers import BreakerPoller, Observer, ObserverContext, ObserverGroup, Poller
+from faultdrill.experiments.platforms.local.probes import ProbeConfig, ProbeSampler, ProbeSet
 from faultdrill.faults.topology import ServiceHandle, Topology
 
 

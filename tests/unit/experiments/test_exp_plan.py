@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from faultdrill.experiments.loader import load_experiment, load_experiment_text
-from faultdrill.experiments.plan import build_plan
-from faultdrill.experiments.schedule import FaultScheduler
-from faultdrill.experiments.system import bundled_role, bundled_system
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.engine.plan import build_plan
+from faultdrill.experiments.engine.schedule import FaultScheduler
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.spec.loader import load_experiment, load_experiment_text
+from faultdrill.experiments.spec.system import bundled_role, bundled_system
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.registry import FaultRegistry

@@ -16,9 +16,9 @@ import httpx
 import psutil
 import pytest
 
+from faultdrill.experiments.host.process import free_port
+from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.platforms import BackOff, LocalPlatform, ServiceEndpoint, exit_reason, restarts_after
-from faultdrill.experiments.process import free_port
-from faultdrill.experiments.timeline import Event, Timeline
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.cgroups import detect_memory_controller
 from faultdrill.faults.process import admin_request

@@ -1,5 +1,6 @@
 """The one platform contract: every platform satisfies ``Platform``, ``build_platform`` picks the class by
-``target.platform``, and the engine (``experiments/runtime.py``) neither casts nor branches on a platform's name."""
+``target.platform``, and the engine (``experiments/engine/runtime.py``)
+neither casts nor branches on a platform's name."""
 
 from __future__ import annotations
 
@@ -11,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from faultdrill import experiments
-from faultdrill.experiments.kube_spec import KubernetesSettings
-from faultdrill.experiments.loader import load_experiment_text
-from faultdrill.experiments.plan import build_plan
+from faultdrill.experiments.engine.plan import build_plan
+from faultdrill.experiments.engine.runtime import RunParts
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.platforms import build_platform
 from faultdrill.experiments.platforms.base import Load, Platform
 from faultdrill.experiments.platforms.fake import FakePlatform
-from faultdrill.experiments.platforms.kubernetes import KubernetesPlatform
-from faultdrill.experiments.platforms.local import LocalPlatform
-from faultdrill.experiments.runtime import RunParts
-from faultdrill.experiments.spec import LoadSpec, TargetSpec
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform
+from faultdrill.experiments.platforms.local.platform import LocalPlatform
+from faultdrill.experiments.spec.experiment import LoadSpec, TargetSpec
+from faultdrill.experiments.spec.kubernetes import KubernetesSettings
+from faultdrill.experiments.spec.loader import load_experiment_text
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.registry import FaultRegistry
 
@@ -65,7 +66,7 @@ def test_build_platform_picks_the_class_by_target_platform(tmp_path: Path) -> No
 
 
 def test_the_engine_has_no_casts_and_no_platform_name_branches() -> None:
-    source = inspect.getsource(experiments.runtime)
+    source = inspect.getsource(experiments.engine.runtime)
     assert "cast(" not in source
     assert not re.search(r"""==\s*["']kubernetes["']""", source)
     assert not re.search(r"""==\s*["']local["']""", source)

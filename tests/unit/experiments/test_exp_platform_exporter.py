@@ -9,10 +9,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from faultdrill.experiments.observers import ObserverContext
-from faultdrill.experiments.platforms import exporter as exporter_mod
-from faultdrill.experiments.platforms.exporter import PlatformExporter, cgroup_memory
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.observe.observers import ObserverContext
+from faultdrill.experiments.platforms.local import exporter as exporter_mod
+from faultdrill.experiments.platforms.local.exporter import PlatformExporter, cgroup_memory
 from faultdrill.faults.topology import ServiceHandle, Topology
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from faultdrill.experiments import ports
-from faultdrill.experiments.ports import free_port, port_range
+from faultdrill.experiments.host import ports
+from faultdrill.experiments.host.ports import free_port, port_range
 
 
 def _many(n: int, out: multiprocessing.Queue[list[int]], hold: Any = None) -> None:

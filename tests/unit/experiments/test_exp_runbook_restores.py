@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from faultdrill.experiments.assertions import evaluate
-from faultdrill.experiments.expectations import RunbookRestores
-from faultdrill.experiments.runbook_hook import LaunchContext, RunbookTriggers
-from faultdrill.experiments.slo import SteadyCriteria
-from faultdrill.experiments.spec import Experiment
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.engine.runbook_hook import LaunchContext, RunbookTriggers
+from faultdrill.experiments.expect import RunbookRestores
+from faultdrill.experiments.expect.judge import evaluate
+from faultdrill.experiments.expect.stats import SteadyCriteria
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.spec.experiment import Experiment
 from faultdrill.faults.errors import ConfigError
 
 STEADY = SteadyCriteria(window_s=2.0, availability=0.99)

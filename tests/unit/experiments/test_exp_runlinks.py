@@ -1,11 +1,11 @@
-"""latest-/previous- links to the newest run directories (experiments.runlinks)."""
+"""latest-/previous- links to the newest run directories (experiments.engine.runlinks)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from faultdrill.experiments.runlinks import update_links
+from faultdrill.experiments.engine.runlinks import update_links
 
 
 def test_links_move_on_with_each_run_and_are_relative(tmp_path: Path, monkeypatch) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from faultdrill.experiments.plan import build_plan
-from faultdrill.experiments.schedule import FaultScheduler
-from faultdrill.experiments.spec import Experiment
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.engine.plan import build_plan
+from faultdrill.experiments.engine.schedule import FaultScheduler
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.spec.experiment import Experiment
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.fake import FakeFault
 from faultdrill.faults.registry import FaultRegistry

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from faultdrill.experiments.observers import Observer, ObserverContext
-from faultdrill.experiments.process import ServiceProcess, free_port
-from faultdrill.experiments.scraper import DEFAULT_METRICS, MetricsScraper, parse_samples
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.host.process import ServiceProcess, free_port
+from faultdrill.experiments.journal.timeline import Event, Timeline
+from faultdrill.experiments.observe.observers import Observer, ObserverContext
+from faultdrill.experiments.observe.scraper import DEFAULT_METRICS, MetricsScraper, parse_samples
 from faultdrill.faults.topology import ServiceHandle, Topology
 
 INFER_BODY = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.25] * 64}]}

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from faultdrill.experiments.expectations import HaltCondition
-from faultdrill.experiments.slo import (
+from faultdrill.experiments.expect.stats import (
+    HaltCondition,
     SteadyCriteria,
     check_halt,
     is_lost,
@@ -20,7 +20,7 @@ from faultdrill.experiments.slo import (
     regained_at,
     request_stats,
 )
-from faultdrill.experiments.timeline import Event, Timeline
+from faultdrill.experiments.journal.timeline import Event, Timeline
 
 
 def _timeline() -> Timeline:
@@ -88,7 +88,7 @@ def test_criteria_from_none_from_itself_and_from_a_spec_like_object():
 
 
 def test_criteria_from_the_real_spec_model():
-    from faultdrill.experiments.spec import SteadyState
+    from faultdrill.experiments.spec.experiment import SteadyState
 
     steady = SteadyState.model_validate({"window": "3s", "slo": {"availability": 0.99, "latency_p95": "500ms"}})
     assert SteadyCriteria.of(steady) == SteadyCriteria(window_s=3.0, availability=0.99, latency_p95_s=0.5)

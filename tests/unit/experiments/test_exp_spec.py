@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from faultdrill.experiments.spec import MISCONFIGURATIONS, Experiment, FaultSpec, parse_memory, service_role
+from faultdrill.experiments.spec.experiment import MISCONFIGURATIONS, Experiment, FaultSpec, parse_memory, service_role
 from faultdrill.spec_cli import experiment_json_schema
 
 

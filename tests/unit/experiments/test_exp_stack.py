@@ -1,4 +1,4 @@
-"""ObservabilityStack without running it: binaries, generated configs, validation (experiments.stack)."""
+"""ObservabilityStack without running it: binaries, generated configs, validation (experiments.alerting.stack)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from faultdrill.experiments import stack as stack_mod
-from faultdrill.experiments.stack import (
+from faultdrill.experiments.alerting import stack as stack_mod
+from faultdrill.experiments.alerting.stack import (
     Binaries,
     ObservabilityStack,
     ScrapeTarget,

@@ -1,4 +1,4 @@
-"""Time scaling of rules and Alertmanager config (experiments.timescale)."""
+"""Time scaling of rules and Alertmanager config (experiments.alerting.timescale)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from faultdrill.experiments import timescale
-from faultdrill.experiments.timescale import (
+from faultdrill.experiments.alerting import timescale
+from faultdrill.experiments.alerting.timescale import (
     describe_scaling,
     format_duration,
     parse_duration,

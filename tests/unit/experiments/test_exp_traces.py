@@ -9,8 +9,8 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from faultdrill.experiments.journal import Environment, Journal
-from faultdrill.experiments.timeline import Timeline
-from faultdrill.experiments.traces import MAX_SPANS, collect_traces, windows_of
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.observe.traces import MAX_SPANS, collect_traces, windows_of
 from faultdrill.target_service.tracing import FEATURE_STORE_SERVICE, TARGET_SERVICE, TracingConfig, setup_tracing
 
 WALL0 = 1_800_000_000.0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from faultdrill.cli import app
-from faultdrill.experiments.rulefiles import alert_rules, rules_path
+from faultdrill.experiments.spec.rules import alert_rules, rules_path
 
 runner = CliRunner()
 

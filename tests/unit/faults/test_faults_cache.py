@@ -16,7 +16,7 @@ import httpx
 import pytest
 from faults_helpers import child_env, wait_for_line
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.cache import CacheFlushFault, CacheOutageFault, CacheSlowFault, ping
 from faultdrill.faults.errors import BlastRadiusError, ConfigError, RollbackError
@@ -71,7 +71,7 @@ faults:
 
 
 def test_spec_cache_section_and_targets_are_located() -> None:
-    from faultdrill.experiments.loader import check_experiment_text, load_experiment_text
+    from faultdrill.experiments.spec.loader import check_experiment_text, load_experiment_text
 
     exp = load_experiment_text(SPEC % ("true", "32Mi", "cache"))
     assert exp.target.cache.max_memory == 32 * 2**20 and "cache-proxy" in exp.service_names()
@@ -126,7 +126,7 @@ def test_platform_cache_is_private_and_used(stack: LocalStack) -> None:
     for log in stack.workdir.glob("*.log"):
         assert password not in log.read_text(errors="replace"), log
     # Prometheus scrapes each proxy with its own token: one job per token file.
-    from faultdrill.experiments.stack import _scrape_configs, scrape_targets
+    from faultdrill.experiments.alerting.stack import _scrape_configs, scrape_targets
 
     jobs = {c["job_name"] for c in _scrape_configs(scrape_targets(stack.topology()))}
     assert {"fault-proxy", "fault-proxy-cache", "target"} <= jobs

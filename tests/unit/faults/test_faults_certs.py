@@ -19,7 +19,7 @@ import httpx
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.certs import TAG_ENV, CertExpiryFault, tagged_pids, tls_handshake
 from faultdrill.faults.errors import ConfigError, PreflightError
@@ -377,7 +377,7 @@ SKEW_CHILD = """
 import threading
 import time
 from pathlib import Path
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.certs import CertExpiryFault
 stack = LocalStack(Path({work!r}), replicas=0, with_proxy=False)

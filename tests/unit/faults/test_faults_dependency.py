@@ -18,7 +18,7 @@ import httpx
 import pytest
 from faults_helpers import child_env, wait_for_line
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.dependency import DependencyOutageFault
 from faultdrill.faults.errors import BlastRadiusError, ConfigError, RollbackError

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.errors import ConfigError, InjectionError
 from faultdrill.faults.gpu_memory import MIB, NO_CUDA, GpuMemoryExhaustionFault

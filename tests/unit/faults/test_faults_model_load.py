@@ -16,8 +16,8 @@ import httpx
 import pytest
 from faults_helpers import child_env, start_python, wait_for_line
 
-from faultdrill.experiments.localstack import LocalStack
-from faultdrill.experiments.process import free_port
+from faultdrill.experiments.host.process import free_port
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.errors import ConfigError, PreflightError
 from faultdrill.faults.ledger import rollback_pending

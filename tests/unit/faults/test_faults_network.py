@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 from faults_helpers import child_env, wait_for_line
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.errors import BlastRadiusError, ConfigError
 from faultdrill.faults.ledger import RollbackOutcome, rollback_pending

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.cgroups import detect_memory_controller
 from faultdrill.faults.errors import ConfigError

@@ -290,7 +290,7 @@ def test_the_watchdog_stops_a_killed_owners_processes_by_itself(tmp_path: Path) 
 PDEATH_CHILD = textwrap.dedent(
     """
     import sys, threading, time
-    from faultdrill.experiments.process import ServiceProcess
+    from faultdrill.experiments.host.process import ServiceProcess
     from faultdrill.faults.owned import die_with_parent
     svc = ServiceProcess("sleeper", ["sleep", "600"])
     svc.start()
@@ -321,7 +321,7 @@ def test_a_child_started_from_the_main_thread_dies_with_its_parent() -> None:
 
 
 def test_a_service_process_is_recorded_while_it_runs(tmp_path: Path) -> None:
-    from faultdrill.experiments.process import ServiceProcess
+    from faultdrill.experiments.host.process import ServiceProcess
 
     ledger = Ledger(tmp_path)
     svc = ServiceProcess("sleeper", ["sleep", "600"], owner=Owner.current(tmp_path))

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from faults_helpers import start_python, wait_for_line
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.errors import BlastRadiusError, ConfigError
 from faultdrill.faults.ledger import RollbackOutcome, pid_alive, rollback_pending

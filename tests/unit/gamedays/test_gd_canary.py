@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from faultdrill.experiments.canary_spec import CanarySpec
-from faultdrill.experiments.platforms.canary import CanaryController
-from faultdrill.experiments.platforms.control import ControlServer
-from faultdrill.experiments.platforms.split import PoolStats, TrafficSplit
-from faultdrill.experiments.rulefiles import rules_path
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.platforms.local.canary import CanaryController
+from faultdrill.experiments.platforms.local.control import ControlServer
+from faultdrill.experiments.platforms.local.split import PoolStats, TrafficSplit
+from faultdrill.experiments.spec.canary import CanarySpec
+from faultdrill.experiments.spec.rules import rules_path
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.faults.topology import ServiceHandle, Topology

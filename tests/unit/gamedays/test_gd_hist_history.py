@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faultdrill.experiments.journal import EXIT_CODES, Environment, Journal
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.faults.errors import ConfigError
 from faultdrill.gamedays.history import SCHEMA_VERSION, History, default_history_path, regressions_between
 from faultdrill.reports import RunView, load_journal

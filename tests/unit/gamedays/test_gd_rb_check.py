@@ -10,10 +10,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from faultdrill.experiments.observers import ObserverContext
-from faultdrill.experiments.platforms import exporter
-from faultdrill.experiments.rulefiles import alert_rules, rules_path
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.observe.observers import ObserverContext
+from faultdrill.experiments.platforms.local import exporter
+from faultdrill.experiments.spec.rules import alert_rules, rules_path
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.topology import Topology
 from faultdrill.gamedays.checks import MetricCheck

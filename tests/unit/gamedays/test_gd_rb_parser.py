@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from faultdrill.experiments.rulefiles import rules_path
+from faultdrill.experiments.spec.rules import rules_path
 from faultdrill.faults.errors import ConfigError
 from faultdrill.gamedays import actions, checks, runbook, runbook_check, runbook_run
 from faultdrill.gamedays.checks import AlertCheck, HttpCheck, MetricCheck, OutputCheck, ProbeCheck

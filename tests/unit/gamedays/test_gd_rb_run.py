@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.faults.topology import ServiceHandle, Topology
 from faultdrill.gamedays.actions import RecordingSupervisor
 from faultdrill.gamedays.runbook import Runbook, parse_runbook_text

@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from faultdrill.experiments.kube_spec import KubernetesSettings
-from faultdrill.experiments.platforms.kube_events import PodTracker
-from faultdrill.experiments.platforms.kubernetes import KubernetesPlatform
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.platforms.kubernetes.events import PodTracker
+from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform
+from faultdrill.experiments.spec.kubernetes import KubernetesSettings
 
 EVENTS = json.loads((Path(__file__).resolve().parents[2] / "fixtures" / "k8s" / "pod_watch_events.json").read_text())
 

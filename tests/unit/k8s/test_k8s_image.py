@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faultdrill.experiments.process import free_port
+from faultdrill.experiments.host.process import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILES = [ROOT / "target_service" / "Dockerfile", ROOT / "target_service" / "Dockerfile.cuda"]

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from faultdrill.experiments.platforms.kube_load import KubeLoad, request_event
-from faultdrill.experiments.timeline import Timeline
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.platforms.kubernetes.load import KubeLoad, request_event
 from faultdrill.faults.kube.client import api_client, cluster_ref
 
 NS = "faultdrill"

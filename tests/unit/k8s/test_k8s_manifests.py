@@ -20,7 +20,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from faultdrill.experiments.platforms.kube_manifests import (
+from faultdrill.experiments.platforms.kubernetes.manifests import (
     DEPLOY_DIR,
     SECRET_FILES,
     prometheus_rule,

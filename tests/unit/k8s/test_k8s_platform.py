@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from faultdrill.experiments.kube_spec import KubernetesSettings
-from faultdrill.experiments.loader import load_experiment
-from faultdrill.experiments.platforms.kubernetes import KubernetesPlatform, check_cluster
+from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform, check_cluster
+from faultdrill.experiments.spec.kubernetes import KubernetesSettings
+from faultdrill.experiments.spec.loader import load_experiment
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.kube.client import api_client, cluster_ref
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from faultdrill.experiments.journal import EXIT_CODES, Environment, Journal
-from faultdrill.experiments.timeline import Event
+from faultdrill.experiments.journal.timeline import Event
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "reports"
 SMOKE = FIXTURES / "smoke_journal.json.gz"

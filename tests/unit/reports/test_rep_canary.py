@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from faultdrill.experiments.journal import Journal
-from faultdrill.experiments.timeline import Event
+from faultdrill.experiments.journal.timeline import Event
 from faultdrill.reports.canary import canary_markdown, canary_view
 from faultdrill.reports.html import render_html
 from faultdrill.reports.markdown import render_markdown

@@ -29,10 +29,10 @@ from faultdrill.reports.jsonout import journal_schema, render_json
 
 
 def test_every_kind_has_a_model_and_the_old_homes_re_export_the_moved_names():
+    import faultdrill.experiments.expect.stats as slo
     import faultdrill.experiments.journal as journal
-    import faultdrill.experiments.slo as slo
-    import faultdrill.experiments.timeline as timeline
-    import faultdrill.experiments.traces as traces
+    import faultdrill.experiments.journal.timeline as timeline
+    import faultdrill.experiments.observe.traces as traces
 
     assert set(ATTRS) == set(KINDS)
     assert timeline.Event is journal.Event and timeline.KINDS is journal.KINDS
@@ -57,9 +57,9 @@ def test_a_real_run_is_fully_described_by_the_models(smoke_journal):
 
 
 def test_the_records_mirror_the_producers_types():
-    from faultdrill.experiments.assertions import Verdict, not_evaluated
-    from faultdrill.experiments.expectations import ProbeHolds
-    from faultdrill.experiments.load import LoadSummary
+    from faultdrill.experiments.expect import ProbeHolds
+    from faultdrill.experiments.expect.judge import Verdict, not_evaluated
+    from faultdrill.experiments.observe.load import LoadSummary
 
     assert set(VerdictRecord.model_fields) == set(Verdict.model_fields)
     holds = ProbeHolds(probe="liveness", replica="replica-0", holds=True, during="hog")
@@ -98,13 +98,13 @@ def test_fault_records_complete_the_summary_from_the_events(journal_factory):
 
 
 def test_steady_criteria_are_the_runs_read_back_from_the_spec_in_the_journal(journal_factory):
-    from faultdrill.experiments.spec import Experiment
+    from faultdrill.experiments.spec.experiment import Experiment
 
     for steady in (None, {"window": "3s", "slo": {"availability": 0.95, "error_ratio": 0.001, "latency_p95": "500ms"}},
                    {"slo": {"availability": None}}):  # fmt: skip
         doc: dict[str, Any] = {"apiVersion": "faultdrill/v1", "kind": "Experiment", "metadata": {"name": "x"}}
         spec = Experiment.model_validate({**doc, **({"steady_state": steady} if steady is not None else {})})
-        dumped = spec.model_dump(mode="json", by_alias=True)  # what experiments.run puts in the journal
+        dumped = spec.model_dump(mode="json", by_alias=True)  # what experiments.engine.run puts in the journal
         journal = journal_factory().model_copy(update={"spec": dumped})
         assert journal.steady_criteria() == SteadyCriteria.of(spec.steady_state)
     assert journal_factory().model_copy(update={"spec": {}}).steady_criteria() == SteadyCriteria()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from faultdrill.experiments.slo import percentile
+from faultdrill.experiments.expect.stats import percentile
 from faultdrill.reports.model import RunView
 
 
@@ -17,7 +17,7 @@ def test_series_per_second_match_the_slo_arithmetic(journal_factory):
     assert len(s.t) == 30 and s.throughput[0] == 10 and s.throughput.sum() == 300
     assert s.error_ratio[10] == 1.0 and s.error_ratio[9] == 0.0
     assert math.isnan(s.p95_ms[10])  # every request of that second failed: no latency to show
-    # each second's percentiles are experiments.slo.percentile (nearest rank) over its ok requests
+    # each second's percentiles are experiments.expect.stats.percentile (nearest rank) over its ok requests
     lat = sorted(0.05 + i / 1000 for i in range(10))
     assert s.p50_ms[20] == pytest.approx(percentile(lat, 0.5) * 1000)
     assert s.p99_ms[20] == pytest.approx(percentile(lat, 0.99) * 1000)

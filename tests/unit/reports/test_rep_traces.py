@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from faultdrill.experiments.traces import ExampleTrace, SpanEvent, SpanNode, TraceSummary, TraceWindow
+from faultdrill.experiments.observe.traces import ExampleTrace, SpanEvent, SpanNode, TraceSummary, TraceWindow
 from faultdrill.reports import RunView, render_html, render_markdown
 from faultdrill.reports.traces import bar, traces_markdown
 

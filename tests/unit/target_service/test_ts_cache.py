@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from faultdrill.experiments.redisserver import RedisServerConfig, redis_client, wait_redis
+from faultdrill.experiments.platforms.local.redis import RedisServerConfig, redis_client, wait_redis
 from faultdrill.faults.proxy_control import RunningProxy, spawn_proxy
 from faultdrill.target_service.cache import CacheUnavailable, PredictionCache, decode, encode
 from faultdrill.target_service.metrics import TargetMetrics

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from faultdrill.experiments.process import ServiceProcess, free_port
+from faultdrill.experiments.host.process import ServiceProcess, free_port
 from faultdrill.target_service.config import Misconfiguration, TargetSettings
 from faultdrill.target_service.metrics import TargetMetrics
 from faultdrill.target_service.ratelimit import (

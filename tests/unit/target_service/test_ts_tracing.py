@@ -184,7 +184,7 @@ def test_a_process_with_an_otlp_endpoint_but_no_package_exits_2_before_serving(t
     import subprocess
     import sys
 
-    from faultdrill.experiments.process import free_port
+    from faultdrill.experiments.host.process import free_port
 
     try:
         installed = importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from faultdrill.experiments.localstack import LocalStack
+from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.target_service.traceexport import read_span_file
 from faultdrill.target_service.tracing import FEATURE_STORE_SERVICE, TARGET_SERVICE
 

@@ -1,0 +1,133 @@
+"""The Plan: what a run of one experiment will do, decided before anything starts.
+
+``build_plan(spec, registry, source=path)`` parses each fault's params once into its plugin's
+``Config`` and binds it to one plugin instance (the scheduler injects through that same instance),
+resolves the system under test (``experiments.spec.system``) and a placeholder topology of it, and
+says what the run will do (``Plan.lines()``: what ``--dry-run`` prints). ``faultdrill run``, game-day
+scenarios, the pytest plugin's experiment items and the Chaos Toolkit target all execute a Plan
+(``experiments.engine.run.run_plan``). A bad param is a ``ConfigError`` located in ``source``.
+
+Example::
+
+    plan = build_plan(load_experiment(path, registry), registry, source=path)
+    plan.fault("kill").config.mode, plan.system.replicas()   # 'sigkill', ['replica-0', 'replica-1']
+    print("\\n".join(plan.lines()))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faultdrill.experiments.expect.judge import describe
+from faultdrill.experiments.expect.stats import SteadyCriteria
+from faultdrill.experiments.spec.experiment import Experiment, FaultSpec
+from faultdrill.experiments.spec.system import Service, SystemDescription
+from faultdrill.faults.base import Fault, FaultContext
+from faultdrill.faults.registry import FaultRegistry
+from faultdrill.faults.topology import ServiceHandle, Topology
+
+__all__ = ["Plan", "PlannedFault", "build_plan", "planned_topology"]
+
+
+@dataclass(frozen=True)
+class PlannedFault:
+    """One fault of the plan: its spec, its plugin instance and its parsed config."""
+
+    spec: FaultSpec
+    fault: Fault
+    config: Any
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def mode(self) -> str:
+        return self.fault.mode_of(self.config)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An experiment ready to run: see the module docstring."""
+
+    spec: Experiment
+    source: Path
+    system: SystemDescription
+    faults: tuple[PlannedFault, ...]
+
+    def fault(self, fault_id: str) -> PlannedFault:
+        return next(f for f in self.faults if f.id == fault_id)
+
+    def topology(self) -> Topology:
+        """The services the run will start, with placeholders for what only a live run knows."""
+        return planned_topology(self.system, self.spec)
+
+    def lines(self) -> list[str]:
+        """What the run would do, fault by fault (``--dry-run``): nothing is started or changed."""
+        spec, t = self.spec, self.spec.target
+        lines = [
+            f"platform {t.platform}: feature store (TLS{', own network namespace' if t.feature_store_netns else ''}), "
+            f"fault proxy on the replica→store edge, {t.replicas} replica(s) of '{t.model}' on device {t.device}"
+            + (f", memory limit {t.memory_limit} bytes each" if t.memory_limit else "")
+            + (f", misconfigured: {', '.join(t.misconfigurations)}" if t.misconfigurations else ""),
+            f"load: Locust, {spec.load.users} users at {spec.load.spawn_rate:g}/s, shape {spec.load.shape.type}, "
+            f"{spec.load.workers or 'no'} workers",
+            f"steady state: {SteadyCriteria.of(spec.steady_state).describe()}",
+        ]
+        topology = self.topology()
+        for f in self.faults:
+            s = f.spec
+            when = f"at steady+{float(s.at or 0):g}s" if s.after is None else f"after {s.after}"
+            lines.append(f"fault {s.id}: {s.type} on {s.target} {when} for {float(s.duration):g}s")
+            ctx = FaultContext.create(Path("<state dir>"), dry_run=True, topology=topology)
+            try:
+                changes = f.fault.plan(f.config, ctx)
+            except Exception as exc:  # a plan needs the live topology for some faults: say so
+                changes = [f"(exact changes resolved against the running target: {exc})"]
+            lines += [f"    {c}" for c in changes]
+        lines += [f"expect: {describe(e)}" for e in spec.expect]
+        return lines
+
+
+def build_plan(spec: Experiment, registry: FaultRegistry, *, source: Path | str) -> Plan:
+    """Parse each fault's params once and bind it to its plugin; a bad param is a located ConfigError."""
+    faults = []
+    for f in spec.faults:
+        plugin = registry.get(f.type)()
+        faults.append(PlannedFault(f, plugin, plugin.parse_config(f.config_input(), file=str(source))))
+    return Plan(spec=spec, source=Path(source), system=spec.system(), faults=tuple(faults))
+
+
+def planned_topology(system: SystemDescription, spec: Experiment) -> Topology:
+    """Placeholder handles for ``system``'s services (``<run>``, ``<… port>``): enough for a fault's
+    ``plan`` to name what it would change."""
+    return Topology(services={s.name: _placeholder(s, spec) for s in system.services})
+
+
+def _placeholder(s: Service, spec: Experiment) -> ServiceHandle:
+    name = s.name
+    if s.role == "replica":
+        return ServiceHandle(
+            name=name, role="replica", pid=None, url=f"http://127.0.0.1:<{name} port>",
+            admin_url=f"http://127.0.0.1:<{name} admin port>", admin_token_file=Path(f"<run>/{name}-admin.token"),
+            cgroup=f"/sys/fs/cgroup/memory/faultdrill/<run>-{name}" if "memory_cgroup" in s.capabilities else None,
+            model_registry=Path("<run>/models"), model_name=spec.target.model, model_version="1",
+        )  # fmt: skip
+    if s.role == "proxy":
+        return ServiceHandle(
+            name=name, role="proxy", url="tcp://127.0.0.1:<proxy port>", upstream_of=s.upstream_of,
+            control_url="http://127.0.0.1:<proxy control port>", admin_token_file=Path("<run>/proxy.token"),
+        )  # fmt: skip
+    if s.role == "cache":
+        return ServiceHandle(name=name, role="cache", url=f"redis://127.0.0.1:<{name} port>/0",
+                             admin_token_file=Path(f"<run>/{name}/cache.password"))  # fmt: skip
+    return ServiceHandle(
+        name=name, role=s.role, url=f"https://<{name} address>",
+        cert_file=Path(f"<run>/pki/{name}.crt") if "tls" in s.capabilities else None,
+        key_file=Path(f"<run>/pki/{name}.key") if "tls" in s.capabilities else None,
+        ca_file=Path("<run>/pki/ca.crt") if "tls" in s.capabilities else None,
+        admin_token_file=Path(f"<run>/{name}-admin.token") if "admin_api" in s.capabilities else None,
+        netns="fd-<run>" if "own_netns" in s.capabilities else None,
+    )  # fmt: skip

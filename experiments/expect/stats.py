@@ -1,0 +1,292 @@
+"""Windowed request statistics, steady state, MTTD/MTTR: the arithmetic under the SLO assertions.
+
+Pure functions over timeline events: availability is ok requests / all requests; latency
+percentiles are over **ok** requests only (a refused connection answers fast and would
+flatter p95), nearest-rank, so every percentile is a latency really observed. Windows are
+inclusive at both ends, as :meth:`Timeline.select` is.
+
+First signal of a fault: from its start to the first symptom at or after it — a readiness
+probe turning false, a breaker turning open, or a failed request, whichever is first (a
+replica or breaker already in that state at the start counts only once it changes). The MTTD
+proper — fault start to the first page — is measured on notifications by
+``experiments.expect.mttd``. MTTR: from its end until steady state is regained
+(:func:`regained_at`).
+
+Example::
+
+    >>> from experiments.journal.timeline import Timeline
+    >>> tl = Timeline()
+    >>> for i in range(10):
+    ...     _ = tl.add("request", "load", t=i * 0.1, ok=i != 3, status=503 if i == 3 else 200, latency_s=0.01)
+    >>> stats = request_stats(tl.select("request", start=0.0, end=1.0))
+    >>> stats.total, stats.ok, stats.availability
+    (10, 9, 0.9)
+    >>> regained_at(tl.select("request"), 0.0, SteadyCriteria(window_s=0.5, availability=0.99), horizon=1.0)
+    0.4
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from faultdrill.experiments.journal.models import (  # their home: readers of a journal need them
+    SteadyCriteria,
+    percentile,
+)
+from faultdrill.experiments.journal.timeline import Event
+from faultdrill.experiments.timespec import Duration
+
+if TYPE_CHECKING:
+    from faultdrill.experiments.journal.timeline import Timeline
+
+__all__ = ["Finding", "HaltCondition", "RequestStats", "SteadyCriteria", "check_halt", "clients_label", "fmt_value",
+           "is_lost", "judge_budget", "judge_requests", "judge_slo", "mttd_mttr", "of_clients", "percentile",
+           "regained_at", "request_stats"]  # fmt: skip
+
+# Locust reports a refused/reset connection as status 0; httpx-based generators give None.
+_CONNECTION = re.compile(r"connect|connection|disconnect|reset by peer|broken pipe", re.IGNORECASE)
+
+
+def is_lost(event: Event) -> bool:
+    """A request that was never answered: no status (None or Locust's 0) or a connection error."""
+    status = event.get("status")
+    return status in (None, 0) or bool(_CONNECTION.search(str(event.get("error") or "")))
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """Counts and ok-request latencies of the requests in one window."""
+
+    total: int
+    ok: int
+    lost: int
+    latencies: tuple[float, ...]
+    """Latencies (seconds) of the ok requests, sorted."""
+
+    @property
+    def failed(self) -> int:
+        return self.total - self.ok
+
+    @property
+    def availability(self) -> float | None:
+        return self.ok / self.total if self.total else None
+
+    @property
+    def error_ratio(self) -> float | None:
+        return self.failed / self.total if self.total else None
+
+    def latency(self, q: float) -> float | None:
+        return percentile(self.latencies, q)
+
+
+def request_stats(events: Iterable[Event]) -> RequestStats:
+    """Aggregate ``request`` events (other kinds are ignored)."""
+    total = ok = lost = 0
+    latencies: list[float] = []
+    for e in events:
+        if e.kind != "request":
+            continue
+        total += 1
+        if e.get("ok") is True:
+            ok += 1
+            if e.get("latency_s") is not None:
+                latencies.append(float(e.get("latency_s")))
+        elif is_lost(e):
+            lost += 1
+    return RequestStats(total=total, ok=ok, lost=lost, latencies=tuple(sorted(latencies)))
+
+
+def regained_at(requests: Sequence[Event], start: float, criteria: SteadyCriteria, *, horizon: float) -> float | None:
+    """The earliest ``T >= start`` whose window ``[T, T + window_s]`` of requests meets ``criteria``.
+
+    Candidates are ``start`` itself and every request time after it (a window is tightest when
+    it opens on a request); a window must end by ``horizon`` (the end of what was observed), so
+    a run cut short never "recovers" on a half-seen window. ``requests`` must be sorted by time.
+    Two pointers and a sorted latency list keep this O(n log n)-ish over long runs.
+    """
+    reqs = [e for e in requests if e.kind == "request" and e.t >= start]
+    lats = [float(e.get("latency_s")) if e.get("ok") is True and e.get("latency_s") is not None else None for e in reqs]
+    lo = hi = total = ok = 0
+    window: list[float] = []
+    for t in [start, *sorted({e.t for e in reqs if e.t > start})]:
+        if t + criteria.window_s > horizon:
+            return None
+        while hi < len(reqs) and reqs[hi].t <= t + criteria.window_s:
+            total, ok = total + 1, ok + (reqs[hi].get("ok") is True)
+            if (lat := lats[hi]) is not None:
+                bisect.insort(window, lat)
+            hi += 1
+        while lo < hi and reqs[lo].t < t:
+            total, ok = total - 1, ok - (reqs[lo].get("ok") is True)
+            if (lat := lats[lo]) is not None:
+                del window[bisect.bisect_left(window, lat)]
+            lo += 1
+        if criteria.met(total, ok, window):
+            return t
+    return None
+
+
+def of_clients(events: Iterable[Event], clients: Sequence[str] | None, except_clients: Sequence[str] | None = None,
+               ) -> list[Event]:  # fmt: skip
+    """The requests of ``clients`` (their ``client`` attribute), or of everyone but ``except_clients``."""
+    if clients is not None:
+        wanted = set(clients)
+        return [e for e in events if e.get("client") in wanted]
+    unwanted = set(except_clients or ())
+    return [e for e in events if e.get("client") not in unwanted]
+
+
+def clients_label(clients: Sequence[str] | None, except_clients: Sequence[str] | None = None) -> str:
+    """`` (clients a, b)`` / `` (except clients c)`` / ``""``: the filter in a verdict's name."""
+    if clients is not None:
+        return f" (clients {', '.join(clients)})"
+    return f" (except clients {', '.join(except_clients)})" if except_clients else ""
+
+
+def fmt_value(slo: str, value: float) -> str:
+    """``412 ms`` for latencies, ``0.962`` for ratios."""
+    return f"{value * 1000:.0f} ms" if slo.startswith("latency") else f"{value:.3f}"
+
+
+def _value(slo: str, stats: RequestStats) -> float | None:
+    if slo.startswith("latency_p"):  # latency_p50, latency_p95, latency_p99
+        return stats.latency(int(slo.removeprefix("latency_p")) / 100)
+    return stats.availability if slo == "availability" else stats.error_ratio
+
+
+class Finding(NamedTuple):
+    """What a judgement saw: the verdict's fields other than its name and expectation."""
+
+    passed: bool
+    observed: str
+    measured: dict[str, float | int | None]
+    window: tuple[float, float] | None = None
+    evidence: tuple[Event, ...] = ()
+
+
+def judge_slo(slo: str, events: Sequence[Event], label: str, span: tuple[float, float], *,
+              at_least: float | None, at_most: float | None) -> Finding:  # fmt: skip
+    """An SLO over a window's requests; no requests (or, for latency, no ok ones) fails."""
+    stats, metric = request_stats(events), slo.replace("_", " ")
+    value = _value(slo, stats)
+    if value is None:
+        none = "no successful requests to measure latency" if stats.total else "no requests at all"
+        return Finding(False, f"{metric} {label} (t={span[0]:.1f}–{span[1]:.1f} s): {none}",
+                       {"requests": stats.total}, span)  # fmt: skip
+    basis = f"{len(stats.latencies):,} successful requests" if slo.startswith("lat") else f"{stats.total:,} requests"
+    passed = value >= at_least if at_least is not None else value <= float(at_most or 0.0)
+    bound = f"at least {at_least:g}" if at_least is not None else f"at most {fmt_value(slo, float(at_most or 0.0))}"
+    return Finding(passed, f"{metric} {label} was {fmt_value(slo, value)} over {basis} (expected {bound})",
+                   {slo: value, "requests": stats.total}, span)  # fmt: skip
+
+
+def judge_requests(kind: str, events: Sequence[Event], label: str, span: tuple[float, float], *,
+                   at_most: int) -> Finding:  # fmt: skip
+    """Failed (``ok`` false) or lost (never answered) requests; an empty window fails (was load on?)."""
+    if not events:
+        return Finding(False, f"no requests {label} (t={span[0]:.1f}–{span[1]:.1f} s): nothing to count",
+                       {"requests": 0}, span)  # fmt: skip
+    bad = tuple(e for e in events if e.get("ok") is not True and (kind == "failed" or is_lost(e)))
+    return Finding(len(bad) <= at_most, f"{len(bad):,} of {len(events):,} requests {kind} {label} "
+                   f"(expected at most {at_most})", {kind: len(bad), "requests": len(events)}, span, bad)  # fmt: skip
+
+
+def judge_budget(events: Sequence[Event], label: str, span: tuple[float, float], *, at_most: float,
+                 slo_availability: float) -> Finding:  # fmt: skip
+    """Error budget consumed = (1 - availability) / (1 - SLO availability)."""
+    stats = request_stats(events)
+    if stats.availability is None:
+        return Finding(False, f"no requests {label} (t={span[0]:.1f}–{span[1]:.1f} s): no budget was measured",
+                       {"requests": 0}, span)  # fmt: skip
+    budget = 1.0 - slo_availability
+    # A 100 % SLO has no budget: any failure consumes all of it and more.
+    consumed = (1.0 - stats.availability) / budget if budget > 0 else (0.0 if not stats.failed else math.inf)
+    return Finding(consumed <= at_most, f"consumed {consumed:.0%} of the error budget {label} (availability "
+                   f"{stats.availability:.4f} over {stats.total:,} requests, SLO {slo_availability:g}; "
+                   f"expected at most {at_most:.0%})",
+                   {"consumed": consumed, "availability": stats.availability, "requests": stats.total},
+                   span)  # fmt: skip
+
+
+class HaltCondition(BaseModel):
+    """``{slo: availability, below: 0.5, for: 10s}`` — a spec's ``halt_if`` entry: stop early (exit 3) when it
+    holds that long (``check_halt``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    slo: Literal["availability", "error_ratio", "latency_p95"]
+    below: float | None = None
+    above: float | Duration | None = None
+    for_: Duration = Field(alias="for")
+
+    @model_validator(mode="after")
+    def _bound(self) -> HaltCondition:
+        if (self.below is None) == (self.above is None):
+            raise ValueError("give exactly one of below or above")
+        return self
+
+
+def check_halt(condition: HaltCondition, timeline: Timeline, now: float, *, step_s: float = 1.0) -> str | None:
+    """Why to halt, or None: the condition held in every ``step_s`` slice of ``[now - for, now]``.
+
+    The span is cut into equal slices of at most ``step_s`` (one slice of ``step_s`` when ``for``
+    is 0). A slice with no requests (or, for latency, no ok requests) is no evidence, so the
+    condition does not hold there: a stalled load generator never halts a run by itself.
+    """
+    span = float(condition.for_) if condition.for_ > 0 else step_s
+    if now < span:
+        return None
+    slices = max(1, math.ceil(span / step_s - 1e-9))
+    width = span / slices
+    for k in range(slices):
+        part = timeline.select("request", start=now - span + k * width, end=now - span + (k + 1) * width)
+        value = _value(condition.slo, request_stats(part))
+        if value is None or (condition.below is not None and not value < condition.below):
+            return None
+        if condition.above is not None and not value > float(condition.above):
+            return None
+    stats = request_stats(timeline.select("request", start=now - span, end=now))
+    bound = condition.below if condition.below is not None else float(condition.above or 0.0)
+    side = "below" if condition.below is not None else "above"
+    shown = fmt_value(condition.slo, _value(condition.slo, stats) or 0.0)
+    return (f"{condition.slo.replace('_', ' ')} was {side} {fmt_value(condition.slo, bound)} for {span:g} s "
+            f"up to t={now:.1f} s ({shown} over {stats.total:,} requests)")  # fmt: skip
+
+
+def _detected(events: list[Event], start: float, is_signal: Callable[[Event], bool]) -> float | None:
+    """First time at/after ``start`` a source *turns* into the signal state (pre-existing states skip)."""
+    last: dict[str, bool] = {}
+    for e in events:
+        signal = is_signal(e)
+        if e.t >= start and signal and not last.get(e.source, False):
+            return e.t
+        last[e.source] = signal
+    return None
+
+
+def mttd_mttr(timeline: Timeline, *, steady_state: Any = None) -> dict[str, dict[str, float | None]]:
+    """Per fault id, in order of start: ``first_signal_s`` (start → first symptom) and ``mttr_s``
+    (end → steady state regained); None when that never happened on the timeline."""
+    steady, requests = SteadyCriteria.of(steady_state), timeline.select("request")
+    probes, breakers = timeline.select("probe", probe="readiness"), timeline.select("breaker")
+    out: dict[str, dict[str, float | None]] = {}
+    for started in timeline.select("fault", event="start"):
+        if started.source in out:
+            continue
+        start = started.t
+        end = next((e.t for e in timeline.select("fault", source=started.source, event="end", start=start)), None)
+        signals = [_detected(probes, start, lambda e: e.get("value") is not True),
+                   _detected(breakers, start, lambda e: e.get("state") == "open"),
+                   next((e.t for e in requests if e.t >= start and e.get("ok") is not True), None)]  # fmt: skip
+        found = [t for t in signals if t is not None]
+        regained = None if end is None else regained_at(requests, end, steady, horizon=timeline.end)
+        mttr = None if regained is None or end is None else round(regained - end, 6)
+        out[started.source] = {"first_signal_s": round(min(found) - start, 6) if found else None, "mttr_s": mttr}
+    return out

@@ -1,0 +1,439 @@
+"""The experiment spec (``apiVersion: faultdrill/v1``, ``kind: Experiment``) as typed models.
+
+Every model rejects unknown keys; every time is a ``Duration`` (``500ms``, ``30s``, ``2m``); the
+only free-form mapping is a fault's ``params``, which the loader validates against the fault
+plugin's own ``Config``. Cross-references (fault ids, service names) are checked by
+:meth:`Experiment.reference_problems`, so the loader can locate each problem in the YAML file.
+
+Example::
+
+    exp = Experiment.model_validate({"apiVersion": "faultdrill/v1", "kind": "Experiment",
+        "metadata": {"name": "smoke"}, "target": {"replicas": 2},
+        "faults": [{"id": "hog", "type": "gpu_memory_exhaustion", "target": "replica-0", "at": "5s"}],
+        "expect": [{"slo": "availability", "at_least": 0.95, "during": "hog"}]})
+    exp.service_names(), exp.reference_problems()  # ['replica-0', 'replica-1', 'feature-store', …], []
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Literal, NamedTuple, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
+
+from faultdrill.experiments.expect import Expectation, kind_of
+from faultdrill.experiments.expect import references as expectation_references
+from faultdrill.experiments.expect.stats import HaltCondition
+from faultdrill.experiments.spec.alerting import AlertingSpec
+from faultdrill.experiments.spec.canary import CanarySpec
+from faultdrill.experiments.spec.kubernetes import KubernetesSettings
+from faultdrill.experiments.spec.system import SystemDescription, bundled_role, bundled_system
+from faultdrill.experiments.timespec import Duration, Moment
+
+__all__ = [
+    "MISCONFIGURATIONS",
+    "PLATFORM_MISCONFIGURATIONS",
+    "CacheSpec",
+    "ChaosToolkitStep",
+    "Experiment",
+    "FaultSpec",
+    "LoadClient",
+    "LoadShape",
+    "LoadSpec",
+    "Metadata",
+    "ProbeSettings",
+    "RestartSettings",
+    "RunbookRef",
+    "SloSpec",
+    "SpecProblem",
+    "SteadyState",
+    "TargetSpec",
+    "parse_memory",
+    "service_role",
+]
+
+# The target's misconfiguration profiles (``target_service.config.Misconfiguration``; a test pins them).
+Misconfig = Literal[
+    "readiness_ignores_model",
+    "no_circuit_breaker",
+    "unbounded_queue",
+    "liveness_checks_dependency",
+    "no_cache_bypass",
+    "no_rate_limit",
+    "no_canary_analysis",
+]
+# Profiles the platform honours (not the target process): never passed to FAULTDRILL_MISCONFIGURATIONS.
+PLATFORM_MISCONFIGURATIONS: tuple[str, ...] = ("no_canary_analysis",)
+MISCONFIGURATIONS: tuple[str, ...] = tuple(m for m in get_args(Misconfig) if m not in PLATFORM_MISCONFIGURATIONS)
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k)?\s*$")
+_MEM_UNITS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+              "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}  # fmt: skip
+_BUILTIN_REFS = ("run", "steady")  # moments every run has, besides the fault ids
+
+
+def parse_memory(value: object) -> int:
+    """Kubernetes quantities (``700Mi``, ``1Gi``, ``500M``) or a plain byte count → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and (m := _MEMORY.match(value)):
+        number = int(float(m.group(1)) * _MEM_UNITS[m.group(2)])
+    else:
+        raise ValueError(f"expected a memory size like 700Mi, 1Gi or a byte count, got {value!r}")
+    if number < 16 * 2**20:
+        raise ValueError(f"a memory limit below 16Mi cannot hold the target (got {number} bytes)")
+    return number
+
+
+MemoryBytes = Annotated[
+    int, BeforeValidator(parse_memory),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": _MEMORY.pattern}, {"type": "integer", "minimum": 0}]}),
+]  # fmt: skip
+FaultId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^FAULTDRILL_[A-Z0-9_]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Metadata(_Model):
+    """``{name: gpu-memory-exhaustion, tags: [gpu, smoke], description: …}``"""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+    tags: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class ProbeSettings(_Model):
+    """Kubernetes probe semantics, with CI-friendly defaults (Kubernetes: 10 s / 1 s / 3 / 1)."""
+
+    period: Duration = Duration(0.1)  # the probe sampler's 10 Hz: transitions timed to ~0.1 s
+    timeout: Duration = Duration(1.0)
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    success_threshold: int = Field(default=1, ge=1, le=100)
+
+
+class RestartSettings(_Model):
+    """restartPolicy, CrashLoopBackOff: Kubernetes' 10 s doubling to 300 s, time-scaled for CI to 1 s → 30 s."""
+
+    policy: Literal["Always", "OnFailure", "Never"] = "Always"
+    backoff_initial: Duration = Duration(1.0)
+    backoff_max: Duration = Duration(30.0)
+
+
+class CacheSpec(_Model):
+    """``cache: {enabled: true, max_memory: 64Mi, ttl: 30s}`` — the prediction cache: a real redis-server
+    (memory cap, LRU eviction, no persistence, a password) behind its own fault proxy."""
+
+    enabled: bool = False
+    max_memory: MemoryBytes = 64 * 2**20
+    """Redis ``maxmemory``; ``allkeys-lru`` evicts beyond it."""
+    ttl: Duration = Duration(30.0)
+    timeout: Duration = Duration(0.05)
+    """Bound on each cache call; past it the model answers (the bypass)."""
+
+
+class TargetSpec(_Model):
+    """The system under test: the bundled target, where it runs and how it is configured."""
+
+    service: Literal["bundled"] = "bundled"
+    platform: Literal["local", "kubernetes"] = "local"
+    replicas: int = Field(default=1, ge=1, le=8)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    memory_limit: MemoryBytes | None = None
+    """Per-replica memory limit (its own memory cgroup on the local platform)."""
+    model: Literal["digits", "heavy"] = "digits"
+    misconfigurations: list[Misconfig] = Field(default_factory=list)
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    """Extra ``FAULTDRILL_*`` settings for every replica."""
+    feature_store_netns: bool = False
+    """Run the feature store in its own network namespace (needed by ``network_partition``)."""
+    probes: ProbeSettings = Field(default_factory=ProbeSettings)
+    restart: RestartSettings = Field(default_factory=RestartSettings)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    """The prediction cache (off unless ``enabled``: the catalog's other experiments aim at the model)."""
+    canary: CanarySpec | None = None
+    """A canary rollout of a model version next to the stable replicas (``experiments.spec.canary``)."""
+    kubernetes: KubernetesSettings | None = None
+    """With ``platform: kubernetes``: namespace (allow-listed), context, opt-in selector
+    (``experiments.spec.kubernetes``)."""
+
+    @field_validator("misconfigurations")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if dupes := sorted({v for v in value if value.count(v) > 1}):
+            raise ValueError(f"listed twice: {', '.join(dupes)}")
+        return value
+
+
+class SteadyShape(_Model):
+    """Constant ``users`` for the whole run."""
+
+    type: Literal["steady"] = "steady"
+
+
+class RampShape(_Model):
+    """From ``from_users`` to ``users`` linearly ``over`` a duration."""
+
+    type: Literal["ramp"]
+    from_users: int = Field(default=1, ge=0)
+    over: Duration
+
+
+class StepShape(_Model):
+    """Add ``step_users`` every ``step_every`` until ``users``."""
+
+    type: Literal["step"]
+    step_users: int = Field(ge=1)
+    step_every: Duration
+
+
+class SpikeShape(_Model):
+    """``users`` steady, jumping to ``spike_users`` ``at`` an offset, for ``hold``."""
+
+    type: Literal["spike"]
+    at: Duration
+    spike_users: int = Field(ge=1, le=10_000)
+    hold: Duration
+
+
+def _shape_name(value: Any) -> Any:  # ``shape: steady`` is short for ``shape: {type: steady}``
+    return {"type": value} if isinstance(value, str) else value
+
+
+LoadShape = Annotated[
+    SteadyShape | RampShape | StepShape | SpikeShape, Field(discriminator="type"), BeforeValidator(_shape_name)
+]
+
+
+class LoadClient(_Model):
+    """``{id: tenant-a, weight: 2}``: a client the load acts for (header ``X-Client-Id``; share by weight)."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    weight: int = Field(default=1, ge=1, le=1000)
+
+
+class LoadSpec(_Model):
+    """Locust load: users, spawn rate, shape; ``workers: 0`` = one process, N = master + N workers."""
+
+    users: int = Field(default=8, ge=1, le=10_000)
+    spawn_rate: float = Field(default=8.0, gt=0)
+    shape: LoadShape = Field(default_factory=SteadyShape)
+    workers: int = Field(default=0, ge=0, le=16)
+    duration: Duration | None = None
+    """None = as long as the faults and expectations need."""
+    think_time: Duration = Duration(0.0)
+    clients: list[LoadClient] = Field(default_factory=list)
+    """Clients the users act for (users are assigned by weight; request events carry ``client``)."""
+
+    @field_validator("clients")
+    @classmethod
+    def _unique_clients(cls, value: list[LoadClient]) -> list[LoadClient]:
+        ids = [c.id for c in value]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"client id listed twice: {', '.join(dupes)}")
+        return value
+
+
+class SloSpec(_Model):
+    """What steady state means: availability, error ratio, p95 latency (each optional)."""
+
+    availability: float | None = Field(default=0.99, gt=0, le=1)
+    error_ratio: float | None = Field(default=None, ge=0, lt=1)
+    latency_p95: Duration | None = None
+
+
+class SteadyState(_Model):
+    """Steady state is judged over a sliding ``window``, before faults and continuously."""
+
+    window: Duration = Duration(5.0)
+    slo: SloSpec = Field(default_factory=SloSpec)
+
+
+def _after_ref(value: Any) -> Any:
+    # ``after: hog`` reads naturally as "after hog ends".
+    return f"{value}.end" if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", value) else value
+
+
+class RunbookRef(_Model):
+    """``runbook: {file: gamedays/runbooks/gpu-memory.md, on_alert: InferenceGPUMemoryPressure}``
+
+    The runbook runs when its fault starts, or — with ``on_alert`` — when that alert fires after
+    the fault started (the way an on-call engineer would meet it). ``vars`` bind the runbook's
+    variables; ``REPLICA``/``SERVICE`` (the fault's target), ``TARGET`` and ``PROM`` are bound by
+    the run. A bare string is the file. Paths are relative to the spec file.
+    """
+
+    file: str
+    on_alert: str | None = None
+    vars: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = Field(default_factory=dict)
+    guided: bool = False
+    """Shown to a person step by step (``faultdrill gameday run --guided`` sets it for every runbook)."""
+
+
+def _runbook_ref(value: Any) -> Any:
+    return {"file": value} if isinstance(value, str) else value
+
+
+class FaultSpec(_Model):
+    """One scheduled fault: ``at`` an offset from steady state, or ``after`` another fault."""
+
+    id: FaultId
+    type: str
+    """A registered fault name (``faultdrill faults list``)."""
+    target: str | None = None
+    """A service: ``replica-N``, ``feature-store``, ``feature-store-proxy`` (+ ``cache``, ``cache-proxy``)."""
+    at: Duration | None = None
+    after: Annotated[Moment | None, BeforeValidator(_after_ref)] = None
+    duration: Duration = Duration(10.0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Validated by the fault plugin's ``Config`` (``faultdrill faults describe TYPE``)."""
+    runbook: Annotated[RunbookRef | None, BeforeValidator(_runbook_ref)] = None
+    """Executed when the fault starts (or its ``on_alert`` fires); ``restores`` judges whether it fixed it."""
+
+    def config_input(self) -> dict[str, Any]:
+        """What the plugin's ``parse_config`` gets: ``params`` plus ``target`` and ``duration_s``."""
+        target = {"target": self.target} if self.target is not None else {}
+        return {**self.params, "duration_s": float(self.duration), **target}
+
+
+class ChaosToolkitStep(_Model):
+    """``chaostoolkit: [{file: legacy/gpu.json, at: 5s}]`` — a plain Chaos Toolkit experiment run inside
+    this one (chaostoolkit-lib; its journal kept in the run directory), ``at`` after steady state; its
+    outcome is a verdict of this run. Lets a team migrate one experiment at a time."""
+
+    file: str
+    at: Duration = Duration(0.0)
+    vars: dict[str, str] = Field(default_factory=dict)
+    """Chaos Toolkit configuration values (``configuration`` keys) passed to the experiment."""
+
+
+class SpecProblem(NamedTuple):
+    """A reference that names nothing: where (a path into the document) and what would fit."""
+
+    path: tuple[str | int, ...]
+    message: str
+    expected: str | None = None
+    suggestion: str | None = None
+
+
+service_role = bundled_role
+"""The role of a service name in the bundled system (None for an unknown name); a spec's own services are
+``Experiment.system()``."""
+
+
+class Experiment(_Model):
+    """One experiment: the system, the load, the faults and what must happen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    api_version: Literal["faultdrill/v1"] = Field(alias="apiVersion")
+    kind: Literal["Experiment"]
+    metadata: Metadata
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    load: LoadSpec = Field(default_factory=LoadSpec)
+    steady_state: SteadyState = Field(default_factory=SteadyState)
+    faults: list[FaultSpec] = Field(default_factory=list)
+    expect: list[Expectation] = Field(default_factory=list)
+    halt_if: list[HaltCondition] = Field(default_factory=list)
+    alerting: AlertingSpec = Field(default_factory=AlertingSpec)
+    chaostoolkit: list[ChaosToolkitStep] = Field(default_factory=list)
+
+    def alert_expectations(self) -> list[int]:
+        """Indexes of the expectations that need Prometheus and Alertmanager (their kind judges alerts)."""
+        return [i for i, x in enumerate(self.expect) if (k := kind_of(x)) is not None and k.alerts is not None]
+
+    def system(self) -> SystemDescription:
+        """The services of the system under test, with their roles (``experiments.spec.system``)."""
+        t = self.target
+        return bundled_system(
+            replicas=t.replicas, cache=t.cache.enabled, canary_replicas=t.canary.replicas if t.canary else 0,
+            feature_store_netns=t.feature_store_netns, memory_limit=t.memory_limit is not None,
+        )  # fmt: skip
+
+    def service_names(self) -> list[str]:
+        """Every service the target will have: replicas first."""
+        return self.system().names()
+
+    def reference_problems(self, target_roles: dict[str, tuple[str, ...]] | None = None) -> list[SpecProblem]:
+        """Fault ids unique and known; services that exist, with the role ``target_roles[type]`` allows."""
+        return _references(self, target_roles or {})
+
+
+def _closest(name: str, options: list[str]) -> str | None:
+    return next(iter(difflib.get_close_matches(name, options, n=1)), None)
+
+
+def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> list[SpecProblem]:
+    problems: list[SpecProblem] = []
+    system = exp.system()
+    ids, services = [f.id for f in exp.faults], system.names()
+    replicas = system.replicas()
+    refs = [*ids, *_BUILTIN_REFS]
+    if exp.target.cache.enabled and exp.target.platform != "local":
+        problems.append(SpecProblem(("target", "cache", "enabled"), "the prediction cache (a redis-server started "
+                                    "by the platform) runs on the local platform only", "target.platform: local"))
+
+    def fault_ref(path: tuple[str | int, ...], ref: str | None, builtins: bool = True) -> None:
+        allowed = refs if builtins else ids
+        if ref is not None and ref not in allowed:
+            problems.append(SpecProblem(path, f"no fault with id '{ref}'", "one of " + (", ".join(allowed) or "none"),
+                                        _closest(ref, allowed)))  # fmt: skip
+
+    def service(path: tuple[str | int, ...], name: str, options: list[str], what: str) -> None:
+        if name in options:
+            return
+        why = f"is a {system.role_of(name)}" if name in services else f"target.replicas is {exp.target.replicas}"
+        problems.append(SpecProblem(path, f"'{name}' is not a {what} ({why})", "one of " + ", ".join(options),
+                                    _closest(name, options)))  # fmt: skip
+
+    for i, fault in enumerate(exp.faults):
+        if fault.id in _BUILTIN_REFS:
+            problems.append(SpecProblem(("faults", i, "id"), f"'{fault.id}' is reserved", "another fault id"))
+        elif fault.id in ids[:i]:
+            problems.append(SpecProblem(("faults", i, "id"), f"fault id '{fault.id}' is used twice", "a unique id"))
+        if fault.at is not None and fault.after is not None:
+            problems.append(SpecProblem(("faults", i, "after"), "give 'at' or 'after', not both"))
+        if fault.after is not None:
+            fault_ref(("faults", i, "after"), fault.after.ref)
+            if fault.after.ref == fault.id:
+                problems.append(SpecProblem(("faults", i, "after"), f"fault '{fault.id}' cannot start after itself"))
+        cache_off = not exp.target.cache.enabled and (fault.type.startswith("cache_")
+                                                      or fault.target in ("cache", "cache-proxy"))  # fmt: skip
+        if cache_off:
+            problems.append(SpecProblem(("faults", i, "target" if fault.target else "type"), "the prediction cache is "
+                                        "off in this target", "target.cache.enabled: true"))  # fmt: skip
+        elif fault.target is not None:
+            roles = target_roles.get(fault.type)
+            options = services if roles is None else system.with_role(*roles)
+            service(("faults", i, "target"), fault.target, options, f"target of '{fault.type}'" if roles else "service")
+        aimed = system.get(fault.target or "")
+        if fault.type == "network_partition" and aimed is not None and aimed.role == "feature_store" \
+                and "own_netns" not in aimed.capabilities:
+            problems.append(SpecProblem(("faults", i, "target"), "partitioning the feature store needs its own "
+                                        "network namespace", "target.feature_store_netns: true"))  # fmt: skip
+    client_ids = [c.id for c in exp.load.clients]
+    with_runbook = [f.id for f in exp.faults if f.runbook is not None]
+    for i, x in enumerate(exp.expect):
+        for ref in expectation_references(x):
+            path: tuple[str | int, ...] = ("expect", i, *ref.path)
+            if ref.to in ("fault", "moment"):
+                fault_ref(path, ref.name, builtins=ref.to == "moment")
+            elif ref.to == "runbook" and ref.name not in with_runbook:
+                known_ids = ", ".join(with_runbook) or "none (attach one: faults[].runbook)"
+                problems.append(SpecProblem(path, f"no fault '{ref.name}' with a runbook attached",
+                                            f"one of {known_ids}", _closest(ref.name, with_runbook)))  # fmt: skip
+            elif ref.to == "canary" and exp.target.canary is None:
+                problems.append(SpecProblem(path, "expects a canary rollout, but target.canary is not set",
+                                            "target.canary: {version: …} (or a game day system with one)"))  # fmt: skip
+            elif ref.to == "client" and ref.name not in client_ids:
+                problems.append(SpecProblem(path, f"no load client '{ref.name}'",
+                                            "one of " + (", ".join(client_ids) or "none (declare load.clients)"),
+                                            _closest(ref.name, client_ids)))  # fmt: skip
+            elif ref.to == "replica":
+                service(path, ref.name, replicas, "replica")
+            elif ref.to == "supervised":
+                service(path, ref.name, system.supervised(), "supervised service")
+    return problems
