@@ -45,7 +45,8 @@ def gameday_schedule_command(
     """Show the next occurrences of the plan's cron schedule and emit a crontab line, systemd units, a CronJob."""
     from datetime import UTC, datetime
 
-    from faultdrill.gamedays.schedule import is_due, load_plan_schedule, schedule_text, schedule_view
+    from faultdrill.gamedays.cron import is_due
+    from faultdrill.gamedays.schedule import load_plan_schedule, schedule_text, schedule_view
 
     sched = load_plan_schedule(plan)
     now = datetime.now(UTC)

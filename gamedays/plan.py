@@ -66,13 +66,13 @@ class Roles(_M):
 
 class Schedule(_M):
     cron: str
-    """Five-field cron (``0 14 * * TUE#1``) or a macro (``@weekly``); see ``gamedays.schedule``."""
+    """Five-field cron (``0 14 * * TUE#1``) or a macro (``@weekly``); see ``gamedays.cron``."""
     timezone: str = "UTC"
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from faultdrill.gamedays.schedule import parse_cron
+        from faultdrill.gamedays.cron import parse_cron
 
         try:
             parse_cron(value)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from faultdrill.faults.errors import ConfigError
-from faultdrill.gamedays.schedule import is_due, next_runs, or_days_hint, parse_cron
+from faultdrill.gamedays.cron import is_due, next_runs, or_days_hint, parse_cron
 
 NOW = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)  # a Friday
 

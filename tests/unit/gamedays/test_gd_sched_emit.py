@@ -17,15 +17,9 @@ import yaml
 from typer.testing import CliRunner
 
 from faultdrill.faults.errors import ConfigError
-from faultdrill.gamedays.schedule import (
-    crontab_line,
-    kubernetes_cronjob,
-    load_plan_schedule,
-    next_runs,
-    oncalendar,
-    schedule_command,
-    systemd_units,
-)
+from faultdrill.gamedays.cron import next_runs
+from faultdrill.gamedays.installers import crontab_line, kubernetes_cronjob, oncalendar, systemd_units
+from faultdrill.gamedays.schedule import load_plan_schedule, schedule_command
 from faultdrill.schedule_cli import gameday_schedule_command
 
 ROOT = Path(__file__).resolve().parents[3]
