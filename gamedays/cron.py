@@ -5,8 +5,9 @@ with names (``JAN``, ``MON``), ranges, steps, lists and the macros ``@hourly`` â
 day-of-month and day-of-week are ORed when both are restricted, as cron does. Three extensions
 are read too, because game days are often "the first Monday" or "the last Friday" of a month:
 ``MON#1`` (n-th weekday), ``5L`` (last Friday), ``L`` / ``LW`` (last day / last weekday of the
-month). Occurrences come from cronsim (DST handled as Debian's cron does); the parser is ours
-because cronsim's errors carry no position and it reads none of the three extensions' hints.
+month). Occurrences come from cronsim (DST handled as Debian's cron does); the expression is
+parsed here first, so that a bad one is a located error naming the field, the token and what was
+expected, and so that the installers can see which days it means.
 
 >>> [d.isoformat() for d in next_runs("0 10 * * MON#1", "UTC", 2, datetime(2027, 1, 1, tzinfo=UTC))]
 ['2027-01-04T10:00:00+00:00', '2027-02-01T10:00:00+00:00']
