@@ -4,6 +4,12 @@ Status codes follow what production servers answer under faults: 400 bad input, 
 model, 413 body too large, 503 (or 429) with ``Retry-After`` when shed, 504 past the
 request deadline, 507 on device out-of-memory (as TorchServe), 503 while not loaded.
 
+Infer speaks OIP v2's binary tensor data extension as Triton does (``binary_data.py``): binary
+inputs after a JSON header of ``Inference-Header-Content-Length`` bytes, and, when asked, the
+output as binary data in an ``application/octet-stream`` answer carrying that header. Request
+bodies compressed by the client (``Content-Encoding: gzip``/``deflate``) are inflated within the
+same size limit.
+
 Example::
 
     >>> app = create_api(replica)  # doctest: +SKIP
@@ -25,7 +31,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .protocol import ProtocolError, build_infer_response, parse_infer_request, parse_timeout_header
+from .binary_data import HEADER as BINARY_HEADER
+from .protocol import (
+    InferRequest,
+    ProtocolError,
+    build_binary_infer_response,
+    build_infer_response,
+    decode_content,
+    parse_infer_request,
+    parse_timeout_header,
+)
 from .ratelimit import limiter_for
 from .replica import Replica
 from .spans import annotate, event, instrument_route
@@ -37,6 +52,8 @@ __all__ = ["create_api", "read_body"]
 
 log = logging.getLogger("target.api")
 JSON = "application/json"
+OCTETS = "application/octet-stream"
+_BINARY_HEADER = BINARY_HEADER.encode()
 
 
 def _json(doc: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -62,15 +79,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _request_headers(request: Request) -> tuple[str | None, str | None]:
-    """``x-request-id`` and ``x-request-timeout-ms`` in one pass over the raw headers (hot path)."""
-    rid = timeout = None
+def _request_headers(request: Request) -> tuple[str | None, str | None, str | None, str | None]:
+    """``x-request-id``, ``x-request-timeout-ms``, ``inference-header-content-length`` and
+    ``content-encoding`` in one pass over the raw headers (hot path)."""
+    rid = timeout = header_length = encoding = None
     for name, value in request.scope["headers"]:
         if name == b"x-request-id":
             rid = value.decode("latin-1")[:128]
         elif name == b"x-request-timeout-ms":
             timeout = value.decode("latin-1")
-    return rid, timeout
+        elif name == _BINARY_HEADER:
+            header_length = value.decode("latin-1")
+        elif name == b"content-encoding":
+            encoding = value.decode("latin-1")
+    return rid, timeout, header_length, encoding
+
+
+async def _read_request(
+    request: Request, limit: int, header_length: str | None, encoding: str | None, **model: Any
+) -> InferRequest:
+    """Read, inflate and parse an infer body (``model``: ``parse_infer_request``'s model facts)."""
+    body = decode_content(await read_body(request, limit), encoding, limit)
+    return parse_infer_request(body, header_length=header_length, **model)
+
+
+def _infer_reply(req: InferRequest, headers: dict[str, str] | None = None, **response: Any) -> Response:
+    """The answer in the form the request asked for: all JSON, or the output as binary tensor data."""
+    if not req.binary_output:
+        return Response(build_infer_response(**response), media_type=JSON, headers=headers)
+    payload, header_length = build_binary_infer_response(**response)
+    return Response(payload, media_type=OCTETS, headers={**(headers or {}), BINARY_HEADER: str(header_length)})
 
 
 def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starlette:
@@ -135,7 +173,7 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
 
     async def infer(request: Request) -> Response:
         t0 = time.monotonic()
-        rid, header_timeout = _request_headers(request)
+        rid, header_timeout, header_length, encoding = _request_headers(request)
         rid = rid or f"{id_prefix}-{next(id_counter):x}"
         headers = {"x-request-id": rid}
         if limiter is not None:  # before any work: body, features, cache, queue
@@ -150,11 +188,11 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
         loaded = replica.loaded
         width = loaded.input_width if loaded is not None else 64
         input_name = loaded.manifest.inputs[0].name if loaded is not None else "input"
+        output_name = loaded.manifest.outputs[0].name if loaded is not None else "probabilities"
         try:
-            body = await read_body(request, settings.max_body_bytes)
-            req = parse_infer_request(
-                body, input_name=input_name, width=width, max_rows=settings.max_rows_per_request
-            )
+            req = await _read_request(request, settings.max_body_bytes, header_length, encoding,
+                                      input_name=input_name, width=width, output_name=output_name,
+                                      max_rows=settings.max_rows_per_request)  # fmt: skip
             header_timeout_s = parse_timeout_header(header_timeout)
         except ProtocolError as exc:
             count(exc.status, "bad_request")
@@ -225,36 +263,30 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
             if cached.result in ("bypass", "error"):  # answered by the model without the cache
                 event("cache.fallback", {"result": cached.result})
         params["predictions"] = probs.argmax(axis=1).tolist()
-        payload = build_infer_response(
-            model=model_name,
-            version=loaded.manifest.version,
-            output_name=loaded.manifest.outputs[0].name,
-            probabilities=probs,
-            request_id=req.request_id,
-            parameters=params,
-        )
+        reply = _infer_reply(req, headers, model=model_name, version=loaded.manifest.version,
+                             output_name=output_name, probabilities=probs, request_id=req.request_id,
+                             parameters=params)  # fmt: skip
         count(200)
         request_duration.observe(time.monotonic() - t0)
-        return Response(payload, media_type=JSON, headers=headers)
+        return reply
 
     async def echo(request: Request) -> Response:
         # The HTTP/JSON path alone (benchmark ceiling): same parsing, same-size reply.
         if (unknown := _known(request)) is not None:
             return _error(404, f"unknown model {unknown!r}")
+        _, _, header_length, encoding = _request_headers(request)
         try:
-            body = await read_body(request, settings.max_body_bytes)
-            req = parse_infer_request(
-                body, input_name="input", width=64, max_rows=settings.max_rows_per_request
-            )
+            req = await _read_request(request, settings.max_body_bytes, header_length, encoding,
+                                      input_name="input", width=64, output_name="probabilities",
+                                      max_rows=settings.max_rows_per_request)  # fmt: skip
         except ProtocolError as exc:
             return _error(exc.status, exc.message)
         probs = np.full((req.rows.shape[0], 10), 0.1, dtype=np.float32)
-        payload = build_infer_response(
-            model=model_name, version="echo", output_name="probabilities", probabilities=probs,
+        return _infer_reply(
+            req, model=model_name, version="echo", output_name="probabilities", probabilities=probs,
             request_id=req.request_id,
             parameters={"degraded": False, "feature_source": "none", "predictions": [0] * len(probs)},
         )  # fmt: skip
-        return Response(payload, media_type=JSON)
 
     def span_attrs() -> dict[str, Any]:  # per request: the version is known once the model loaded
         loaded = replica.loaded

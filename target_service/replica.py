@@ -182,7 +182,7 @@ class Replica:
         doc: dict[str, Any] = {
             "name": "faultdrill-target",
             "version": "0.1.0",
-            "extensions": ["faultdrill_chaos_admin", "faultdrill_misconfiguration"],
+            "extensions": ["binary_tensor_data", "faultdrill_chaos_admin", "faultdrill_misconfiguration"],
             "ready": self.ready(),
             "live": self.live(),
             "readiness_reason": self.readiness_reason(),
