@@ -152,7 +152,8 @@ def rollback_command(
         typer.echo("faultdrill: error: say what to roll back: --pending", err=True)
         raise typer.Exit(2)
     from faultdrill.faults.base import FaultContext
-    from faultdrill.faults.ledger import RollbackOutcome, default_state_dir, rollback_pending
+    from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
+    from faultdrill.faults.records import default_state_dir
 
     state_dir = default_state_dir()
     registry = _registry()

@@ -208,7 +208,7 @@ class FaultdrillSession:
 
     @staticmethod
     def state_dir() -> Path:
-        from faultdrill.faults.ledger import default_state_dir
+        from faultdrill.faults.records import default_state_dir
 
         return default_state_dir()
 
@@ -439,8 +439,9 @@ def faultdrill_expect(request: pytest.FixtureRequest) -> Callable[..., Verdict]:
 @pytest.fixture
 def faultdrill_platform(request: pytest.FixtureRequest) -> Iterator[Platform]:
     """The bundled target up on this machine (``LocalPlatform``, from ``build_platform``; options from the marker's
-    ``platform={…}``: replicas, memory_limit_bytes, feature_store_netns, replica_env, misconfigurations); always
-    closed."""
+    ``platform={…}``: replicas, memory_limit_bytes, feature_store_netns, replica_env, misconfigurations, or a
+    ``system`` — a ``SystemDescription`` of the services to run instead of the bundled system those describe);
+    always closed."""
     from faultdrill.experiments.journal.timeline import Timeline
     from faultdrill.experiments.platforms.build import build_platform
 

@@ -5,6 +5,14 @@ rejected) and five operations: ``preflight`` (capabilities, nothing touched), ``
 (the exact changes, for ``--dry-run``), ``inject`` (write the undo record to the ledger,
 then change the system), ``rollback`` (idempotent undo) and ``verify`` (measure the effect).
 
+A subclass implements them as ``local_preflight`` … ``local_verify``: its own mechanism, on this
+host. It may also declare another, ``kubernetes = SomeKubeAction`` (``faults/kube/``): the public
+operations here are the one place that chooses — the Kubernetes action when ``config.target``
+names a service with a Kubernetes reference, or when the record says ``platform: kubernetes`` (so
+``faultdrill rollback --pending``, which has only the record, undoes it the same way) — and the
+class's own code otherwise. This module imports nothing of ``faults/kube``: the action is reached
+through the class attribute, typed by the ``PlatformAction`` protocol below.
+
 Example::
 
     ctx = FaultContext.create(state_dir, scope=Scope(paths=frozenset({"/tmp/fd"})))
@@ -22,37 +30,40 @@ from __future__ import annotations
 import difflib
 import os
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from faultdrill.faults.errors import BlastRadiusError, ConfigError, InjectionError
-from faultdrill.faults.topology import Supervisor, Topology
-
-if TYPE_CHECKING:
-    from faultdrill.faults.ledger import Ledger
-
-
-def _empty_topology() -> Topology:
-    return Topology()
+from faultdrill.faults.procid import process_start_ticks
+from faultdrill.faults.records import Injection, Ledger, new_injection_id
+from faultdrill.faults.topology import ServiceHandle, Supervisor, Topology
 
 __all__ = [
+    "KUBERNETES",
     "Clock",
     "Fault",
     "FaultConfig",
     "FaultContext",
     "Injection",
+    "PlatformAction",
     "Problem",
     "Scope",
     "SystemClock",
     "Verification",
     "new_injection_id",
 ]
+
+KUBERNETES = "kubernetes"
+"""``undo["platform"]`` of a record the Kubernetes action wrote: its rollback and verify go there too."""
+
+
+def _empty_topology() -> Topology:
+    return Topology()
 
 
 @dataclass(frozen=True)
@@ -176,39 +187,8 @@ class FaultContext:
     @classmethod
     def create(cls, state_dir: str | Path, **kwargs: Any) -> FaultContext:
         """A context whose ledger lives under ``state_dir``."""
-        from faultdrill.faults.ledger import Ledger  # local: ledger imports this module
-
         path = Path(state_dir)
         return cls(state_dir=path, ledger=Ledger(path), **kwargs)
-
-
-def new_injection_id() -> str:
-    """Short, unique, safe in file names, interface names and iptables comments."""
-    return uuid.uuid4().hex[:12]
-
-
-class Injection(BaseModel):
-    """Frozen, JSON-ready record of exactly what one injection changed and how to undo it.
-
-    >>> inj = Injection(id="ab12", fault="fake", mode="overwrite", target="/tmp/x",
-    ...                 undo={"existed": False}, created_at=0.0, deadline=40.0, owner_pid=1)
-    >>> Injection.model_validate_json(inj.model_dump_json()) == inj
-    True
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    fault: str
-    mode: str
-    target: str
-    undo: dict[str, Any]
-    created_at: float
-    deadline: float
-    owner_pid: int
-    owner_start: int | None = None
-    emulated: bool = False
-    config: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -233,8 +213,22 @@ class FaultConfig(BaseModel):
     duration_s: float = Field(default=30.0, gt=0)
 
 
+class PlatformAction(Protocol):
+    """A fault's five operations carried out through a platform's API on one service: what ``Fault.kubernetes``
+    names (``faults.kube.actions.KubeAction``). A structural type, so this module imports nothing of ``faults/kube``
+    (which imports this one). ``rollback`` and ``verify`` have the record only: it holds all they need."""
+
+    def preflight(self, fault: Fault, config: Any, ctx: FaultContext, handle: ServiceHandle) -> list[Problem]: ...
+    def plan(self, config: Any, handle: ServiceHandle) -> list[str]: ...
+    def inject(self, fault: Fault, config: Any, ctx: FaultContext, handle: ServiceHandle) -> Injection: ...
+    def rollback(self, fault: Fault, injection: Injection) -> None: ...
+    def verify(self, fault: Fault, injection: Injection) -> Verification: ...
+
+
 class Fault(ABC):
-    """The contract every fault implements. Subclasses set ``name``, ``modes``, ``Config``.
+    """The contract every fault implements. Subclasses set ``name``, ``modes``, ``Config`` and implement
+    ``local_preflight`` … ``local_verify``; callers use ``preflight`` … ``verify``, which subclasses leave as
+    they are: they are where the Kubernetes action (``kubernetes``) or the class's own code is chosen.
 
     ``rollback`` must be idempotent: it is called again after crashes and by the dead-man
     watchdog, possibly for a change that was never (fully) applied.
@@ -255,6 +249,9 @@ class Fault(ABC):
     proxy, cache…); None: any service. The loader refuses a target of another role, with the ones that fit."""
     undo_note: str = ""
     """What the last ``rollback`` did, when it has more to say than "ok" (``faultdrill rollback --pending``)."""
+    kubernetes: ClassVar[type[PlatformAction] | None] = None
+    """How this fault is carried out on a Kubernetes target (a ``faults/kube`` action class); None: the class's own
+    code runs whatever the target is."""
 
     def mode_of(self, config: Any) -> str:
         """The variant ``config`` selects (its ``mode``, or a partition's ``action``), for the timeline."""
@@ -278,25 +275,77 @@ class Fault(ABC):
                 message = err["msg"]
             raise ConfigError(message, file=file, field=loc, suggestion=suggestion) from exc
 
-    @abstractmethod
+    # -- the five operations: the one place that picks the Kubernetes action or the class's own code ----------
+
     def preflight(self, config: Any, ctx: FaultContext) -> list[Problem]:
         """Capability and scope problems; must not change anything."""
+        if route := self._kubernetes_for(config, ctx):
+            action, handle = route
+            return action.preflight(self, config, ctx, handle)
+        return self.local_preflight(config, ctx)
 
-    @abstractmethod
     def plan(self, config: Any, ctx: FaultContext) -> list[str]:
         """The exact changes ``inject`` would make, one human-readable line each."""
+        if route := self._kubernetes_for(config, ctx):
+            action, handle = route
+            return action.plan(config, handle)
+        return self.local_plan(config, ctx)
 
-    @abstractmethod
     def inject(self, config: Any, ctx: FaultContext) -> Injection:
         """Record the undo in the ledger (durably), then apply; return the record."""
+        if route := self._kubernetes_for(config, ctx):
+            action, handle = route
+            return action.inject(self, config, ctx, handle)
+        return self.local_inject(config, ctx)
 
-    @abstractmethod
     def rollback(self, injection: Injection, ctx: FaultContext) -> None:
         """Undo ``injection``; a no-op when it is already undone."""
+        if (action := self._kubernetes_record(injection)) is not None:
+            action.rollback(self, injection)
+        else:
+            self.local_rollback(injection, ctx)
 
-    @abstractmethod
     def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         """Measure whether the effect is present (never assume it)."""
+        if (action := self._kubernetes_record(injection)) is not None:
+            return action.verify(self, injection)
+        return self.local_verify(injection, ctx)
+
+    def _kubernetes_for(self, config: Any, ctx: FaultContext) -> tuple[PlatformAction, ServiceHandle] | None:
+        """The declared Kubernetes action and the service ``config.target`` names, when that is a Kubernetes object."""
+        target = getattr(config, "target", None)
+        handle = ctx.topology.services.get(target) if isinstance(target, str) else None
+        if self.kubernetes is None or handle is None or handle.kube is None:
+            return None
+        return self.kubernetes(), handle
+
+    def _kubernetes_record(self, injection: Injection) -> PlatformAction | None:
+        """The declared Kubernetes action, when ``injection`` was made by it (its record says so)."""
+        if self.kubernetes is None or injection.undo.get("platform") != KUBERNETES:
+            return None
+        return self.kubernetes()
+
+    # -- what a subclass implements: its own mechanism ---------------------------------------------------------
+
+    @abstractmethod
+    def local_preflight(self, config: Any, ctx: FaultContext) -> list[Problem]:
+        """``preflight`` by the class's own mechanism."""
+
+    @abstractmethod
+    def local_plan(self, config: Any, ctx: FaultContext) -> list[str]:
+        """``plan`` by the class's own mechanism."""
+
+    @abstractmethod
+    def local_inject(self, config: Any, ctx: FaultContext) -> Injection:
+        """``inject`` by the class's own mechanism (``apply_recorded`` writes the record before the change)."""
+
+    @abstractmethod
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
+        """``rollback`` of a record the class's own ``local_inject`` made; idempotent."""
+
+    @abstractmethod
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+        """``verify`` of a record the class's own ``local_inject`` made."""
 
     # -- helpers shared by implementations ------------------------------------------
 
@@ -311,8 +360,6 @@ class Fault(ABC):
         emulated: bool = False,
     ) -> Injection:
         """Build the record; deadline = now + duration + grace (the dead-man bound)."""
-        from faultdrill.faults.ledger import process_start_ticks
-
         now = ctx.clock.time()
         return Injection(
             id=new_injection_id(),

@@ -39,9 +39,9 @@ from pydantic import Field, model_validator
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import ConfigError, FaultdrillError, InjectionError, RollbackError
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
 from faultdrill.faults.network import set_proxy_mode
 from faultdrill.faults.owned import supervisor_gone, supervisor_identity
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 from faultdrill.faults.proxy import ProxyMode
 from faultdrill.faults.topology import ServiceHandle
 
@@ -157,7 +157,7 @@ class CacheOutageFault(Fault):
         cache = _cache(ctx, config.target)
         return cache, _proxy(ctx, cache) if config.mode == "partitioned" else None
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         cache, proxy = self._targets(config, ctx)
         problems = _problems(ctx, *(h for h in (cache, proxy) if h is not None))
         if config.mode == "down" and ctx.supervisor is None:
@@ -165,7 +165,7 @@ class CacheOutageFault(Fault):
                                     "and start it again", "run it on a platform"))  # fmt: skip
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         cache, proxy = self._targets(config, ctx)
         if config.mode == "down":
             return [f"stop redis-server pid {cache.pid} ('{cache.name}') and hold it down; rollback: start it (cold)"]
@@ -173,7 +173,7 @@ class CacheOutageFault(Fault):
         return [f"PUT {proxy.control_url}/mode {{\"mode\": \"{config.how}\"}} (proxy '{proxy.name}' in front of "
                 f"'{cache.name}'); rollback: mode passthrough"]  # fmt: skip
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         cache, proxy = self._targets(config, ctx)
         _check_scope(ctx, *(h for h in (cache, proxy) if h is not None))
         undo = {**_record(cache, proxy), "supervisor": supervisor_identity(ctx.supervisor)}
@@ -190,7 +190,7 @@ class CacheOutageFault(Fault):
 
         return self.apply_recorded(injection, ctx, apply)
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
         if injection.mode == "partitioned":
             _passthrough(self, injection)
@@ -203,7 +203,7 @@ class CacheOutageFault(Fault):
                                 "start it again, then rerun the rollback", fault=self.name,
                                 injection_id=injection.id)  # fmt: skip
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         undo = injection.undo
         direct, direct_ms = _direct(undo)
         details: dict[str, Any] = {"direct": direct, "direct_ms": direct_ms}
@@ -242,16 +242,16 @@ class CacheSlowFault(Fault):
     verifies: ClassVar[str] = "a timed authenticated PING through the cache's proxy"
     example: ClassVar[dict[str, Any]] = {"target": "cache", "latency_ms": 200}
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         cache = _cache(ctx, config.target)
         return _problems(ctx, cache, _proxy(ctx, cache))
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         proxy = _proxy(ctx, _cache(ctx, config.target))
         return [f"PUT {proxy.control_url}/mode {{\"mode\": \"latency\", \"latency_ms\": {config.latency_ms}, "
                 f"\"jitter_ms\": {config.jitter_ms}}} (proxy '{proxy.name}'); rollback: mode passthrough"]  # fmt: skip
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         cache = _cache(ctx, config.target)
         proxy = _proxy(ctx, cache)
         _check_scope(ctx, cache, proxy)
@@ -260,10 +260,10 @@ class CacheSlowFault(Fault):
         mode = ProxyMode(mode="latency", latency_ms=config.latency_ms, jitter_ms=config.jitter_ms)
         return self.apply_recorded(injection, ctx, lambda: set_proxy_mode(undo["proxy"], mode))
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         _passthrough(self, injection)
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         cfg = injection.config
         floor = cfg["latency_ms"] - cfg["jitter_ms"]
         via, ms = _via_proxy(injection.undo, timeout=1.0 + 4 * (cfg["latency_ms"] + cfg["jitter_ms"]) / 1000)
@@ -284,19 +284,19 @@ class CacheFlushFault(Fault):
     verifies: ClassVar[str] = "a sentinel key written before the flush is gone; DBSIZE before/after"
     example: ClassVar[dict[str, Any]] = {"target": "cache"}
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         cache = _cache(ctx, config.target)
         problems = _problems(ctx, cache)
         if cache.admin_token_file is None:
             problems.append(Problem("no_password", f"'{cache.name}' has no password file", "start it on a platform"))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         cache = _cache(ctx, config.target)
         return [f"FLUSHALL on {cache.url} ('{cache.name}', authenticated); rollback: none possible "
                 "(the cache refills from the model)"]
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         cache = _cache(ctx, config.target)
         _check_scope(ctx, cache)
         undo = _record(cache, None)
@@ -317,10 +317,10 @@ class CacheFlushFault(Fault):
         finally:
             client.close()
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         return  # flushed data cannot come back; there is nothing left to restore
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         client = _client(injection.undo)
         try:
             gone = client.exists(f"fd:flush-sentinel:{injection.id}") == 0

@@ -73,7 +73,7 @@ class BadCanaryFault(Fault):
         return sorted((h for h in ctx.topology.by_role("replica") if h.name.startswith("canary-")),
                       key=lambda h: h.name)  # fmt: skip
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         canaries = self._canaries(config, ctx)
         if not canaries:
             what = f"'{config.target}' is not a canary replica" if config.target else "no canary-N replica"
@@ -93,7 +93,7 @@ class BadCanaryFault(Fault):
                                     f"'{h.model_name}' (use low_confidence or erroring)"))  # fmt: skip
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         canaries = self._canaries(config, ctx)
         names = ", ".join(h.name for h in canaries) or "(no canary)"
         h = canaries[0] if canaries else None
@@ -105,8 +105,8 @@ class BadCanaryFault(Fault):
                 f"restart {names} on it (FAULTDRILL_MODEL_VERSION)",
                 f"rollback: restart {names} on version {h.model_version if h else '?'}, remove the bad version"]
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
-        if problems := self.preflight(config, ctx):
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
+        if problems := self.local_preflight(config, ctx):
             raise PreflightError(problems, fault=self.name)
         canaries = self._canaries(config, ctx)
         h = canaries[0]
@@ -132,7 +132,7 @@ class BadCanaryFault(Fault):
 
         return self.apply_recorded(injection, ctx, apply)
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         u = injection.undo
         sup = ctx.supervisor
         if sup is not None and u.get("restarted"):
@@ -149,7 +149,7 @@ class BadCanaryFault(Fault):
         if version_dir.name.startswith("bad-") and version_dir.parent == Path(u["registry"], u["model"]):
             shutil.rmtree(version_dir, ignore_errors=True)
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         from faultdrill.faults.canary_models import measure_replica
 
         u = injection.undo

@@ -48,8 +48,8 @@ from pydantic import Field
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError, PreflightError
 from faultdrill.faults.files import backup_file, restore_file, write_atomic
-from faultdrill.faults.kube.dispatch import kube_dispatch
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.kube.objects import CertAction
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["FAKETIME_LIB", "CertExpiryFault", "served_certificate", "tagged_pids", "tls_handshake"]
@@ -67,7 +67,6 @@ EXPECTED: dict[str, tuple[frozenset[int], str]] = {
 """What each file mode must make a verified handshake fail with (``SSLCertVerificationError``)."""
 
 
-@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class CertExpiryFault(Fault):
     """Serve a bad certificate (or skew a service's clock); see the module docstring."""
 
@@ -85,10 +84,11 @@ class CertExpiryFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("CA key for re-issuing", "libfaketime + live platform (clock_skew)")
     verifies: ClassVar[str] = "a real TLS handshake fails with the expected verify error"
     example: ClassVar[dict[str, Any]] = {"target": "feature-store", "mode": "expired"}
+    kubernetes = CertAction  # on a Kubernetes target: faults/kube/objects.py (the API)
     settle_s: ClassVar[float] = 5.0
     """Longest ``verify`` waits for the service to pick up the swap (never past the fault's duration)."""
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         h = ctx.topology.get(config.target)  # an unknown target is a ConfigError, not a problem
         problems: list[Problem] = []
         if config.mode == "clock_skew":
@@ -114,7 +114,7 @@ class CertExpiryFault(Fault):
                 problems.append(Problem("blast_radius", str(exc)))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         h = ctx.topology.get(config.target)
         if config.mode == "clock_skew":
             return [f"restart {h.name} (pid {h.pid}) with LD_PRELOAD={FAKETIME_LIB} FAKETIME={config.skew_days:+d}d "
@@ -125,9 +125,9 @@ class CertExpiryFault(Fault):
             f"rollback: restore both byte for byte (sha256 checked); {h.name} hot-reloads them",
         ]
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         h = ctx.topology.get(config.target)
-        if problems := self.preflight(config, ctx):
+        if problems := self.local_preflight(config, ctx):
             raise PreflightError(problems, fault=self.name)
         base = {"service": h.name, "url": h.url, "ca_file": str(h.ca_file) if h.ca_file else None}
         if config.mode == "clock_skew":
@@ -161,7 +161,7 @@ class CertExpiryFault(Fault):
                "FAKETIME_DONT_FAKE_MONOTONIC": "1", TAG_ENV: injection.id}  # fmt: skip
         return self.apply_recorded(injection, ctx, lambda: supervisor.restart(h.name, env=env))
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         u = injection.undo
         if injection.mode == "clock_skew":
             pids = tagged_pids(TAG_ENV, injection.id)
@@ -177,7 +177,7 @@ class CertExpiryFault(Fault):
         shutil.rmtree(u["backup_dir"], ignore_errors=True)
         shutil.rmtree(u["made_dir"], ignore_errors=True)
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         """A real handshake to the service, verified as its clients verify, must fail for the mode's reason.
 
         The service hot-reloads its files on a poll (50 ms locally), so right after the swap it

@@ -44,8 +44,9 @@ from pydantic_core import PydanticUndefined
 
 from faultdrill.faults.base import FaultContext, Injection, Scope
 from faultdrill.faults.errors import ConfigError, FaultdrillError, PreflightError, RollbackError
-from faultdrill.faults.ledger import Ledger, default_state_dir, pid_alive
 from faultdrill.faults.owned import is_resource
+from faultdrill.faults.procid import pid_alive
+from faultdrill.faults.records import Ledger, default_state_dir
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.faults.topology import ServiceHandle, Topology
 

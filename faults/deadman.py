@@ -30,8 +30,10 @@ from pathlib import Path
 
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.errors import LedgerError, PluginError
-from faultdrill.faults.ledger import Ledger, RollbackOutcome, RollbackResult, pid_alive, rollback_pending
+from faultdrill.faults.ledger import RollbackOutcome, RollbackResult, rollback_pending
 from faultdrill.faults.owned import is_resource
+from faultdrill.faults.procid import pid_alive
+from faultdrill.faults.records import Ledger
 from faultdrill.faults.registry import FaultRegistry
 
 __all__ = ["Keeper", "main", "spawn_watchdog", "watch", "watchdog_running"]

@@ -42,10 +42,10 @@ from pydantic import Field
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import ConfigError, FaultdrillError, RollbackError
-from faultdrill.faults.kube.dispatch import kube_dispatch
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.kube.objects import DependencyAction
 from faultdrill.faults.network import Exchange, set_proxy_mode, timed_exchange
 from faultdrill.faults.owned import supervisor_gone, supervisor_identity
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 from faultdrill.faults.proxy import ProxyMode
 from faultdrill.faults.topology import ServiceHandle
 
@@ -54,7 +54,6 @@ __all__ = ["DependencyOutageFault"]
 _PROBE_PATH = "/v1/features/faultdrill-probe"
 
 
-@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class DependencyOutageFault(Fault):
     """Take the feature store (role ``feature_store``) down in one of five ways."""
 
@@ -71,6 +70,7 @@ class DependencyOutageFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("feature store admin token (errors, slow)", "live platform to restart (killed)")
     verifies: ClassVar[str] = "real TLS requests to the store + the replicas' breaker state"
     example: ClassVar[dict[str, Any]] = {"target": "feature-store", "mode": "hung"}
+    kubernetes = DependencyAction  # on a Kubernetes target: faults/kube/objects.py (the API)
 
     @staticmethod
     def _targets(config: Config, ctx: FaultContext) -> tuple[ServiceHandle, ServiceHandle | None]:
@@ -93,7 +93,7 @@ class DependencyOutageFault(Fault):
                 ctx.scope.check_pid(handle.pid)
                 ctx.scope.check_port(handle.port)
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         store, proxy = self._targets(config, ctx)
         problems = []
         try:
@@ -108,7 +108,7 @@ class DependencyOutageFault(Fault):
                                     "the store down and restart it", "run it on a platform"))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         store, proxy = self._targets(config, ctx)
         return {
             "killed": [f"SIGKILL pid {store.pid} ('{store.name}'), held down; rollback: restart it"],
@@ -121,7 +121,7 @@ class DependencyOutageFault(Fault):
                      "rollback: DELETE /admin/faults"],
         }[config.mode]  # fmt: skip
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         store, proxy = self._targets(config, ctx)
         self._check_scope(store, proxy, ctx)
         assert store.pid is not None
@@ -160,7 +160,7 @@ class DependencyOutageFault(Fault):
                     if config.mode == "errors" else {"delay_ms": config.delay_ms})  # fmt: skip
             _admin(undo, "POST", body).raise_for_status()
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo, mode = injection.undo, injection.mode
         pid, ticks = int(undo["pid"]), undo["start_ticks"]
         try:
@@ -184,7 +184,7 @@ class DependencyOutageFault(Fault):
             raise RollbackError(f"could not undo {mode} on '{injection.target}': {exc}",
                                 fault=self.name, injection_id=injection.id) from exc  # fmt: skip
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         undo, mode, cfg = injection.undo, injection.mode, injection.config
         pid, ticks = int(undo["pid"]), undo["start_ticks"]
         details: dict[str, Any] = {}

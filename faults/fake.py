@@ -36,7 +36,7 @@ class FakeFault(Fault):
     name: ClassVar[str] = "fake"
     modes: ClassVar[tuple[str, ...]] = ("overwrite",)
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         problems = []
         path = Path(config.path)
         try:
@@ -47,10 +47,10 @@ class FakeFault(Fault):
             problems.append(Problem("no_parent", f"directory {path.parent} does not exist"))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         return [f"overwrite {config.path} with {len(config.content.encode())} bytes"]
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         path = Path(config.path)
         ctx.scope.check_path(path)
         original = path.read_bytes() if path.exists() else None
@@ -65,7 +65,7 @@ class FakeFault(Fault):
             injection, ctx, lambda: _write_atomic(path, config.content.encode())
         )
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         path = Path(injection.undo["path"])
         if injection.undo["existed"]:
             original = base64.b64decode(injection.undo["content_b64"])
@@ -74,7 +74,7 @@ class FakeFault(Fault):
         else:
             path.unlink(missing_ok=True)
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         path = Path(injection.undo["path"])
         actual = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
         effective = actual == injection.undo["injected_sha256"]

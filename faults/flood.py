@@ -42,8 +42,8 @@ from pydantic import Field
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError
 from faultdrill.faults.flood_worker import LOOPBACK
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
 from faultdrill.faults.owned import stop_recorded_process
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 
 __all__ = ["ClientFloodFault", "read_stats"]
 
@@ -97,7 +97,7 @@ class ClientFloodFault(Fault):
             raise FaultdrillError(f"service '{config.target}' has no URL")
         return handle.url, config.model or handle.model_name or "digits"
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         url = ctx.topology.get(config.target).url  # unknown names: ConfigError with a did-you-mean
         if url is None:
             return [Problem("no_url", f"service '{config.target}' has no URL", "aim at 'service' or a replica")]
@@ -107,14 +107,14 @@ class ClientFloodFault(Fault):
                             "the flood only targets services this run started on 127.0.0.1")]  # fmt: skip
         return []
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         url, model = self._url(config, ctx)
         return [f"python -m faultdrill.faults.flood_worker --url {url} --model {model} --client-id {config.client_id} "
                 f"--rps {config.rps:g} --concurrency {config.concurrency} --rows {config.rows}  "
                 f"# for {config.duration_s:g} s, exits by itself at the deadline",
                 "rollback: SIGTERM that process (pid + start time checked), SIGKILL after 5 s"]  # fmt: skip
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         url, model = self._url(config, ctx)
         ctx.state_dir.mkdir(parents=True, exist_ok=True)
         undo: dict[str, Any] = {"url": url, "client_id": config.client_id}
@@ -145,7 +145,7 @@ class ClientFloodFault(Fault):
         self.apply_recorded(inj, ctx, apply)
         return inj
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
         if (worker := _worker(undo)) is not None:  # SIGTERM, 5 s, SIGKILL; pid + start ticks checked; reaped
             stop_recorded_process({"pid": worker[0], "start_ticks": worker[1], "argv": ["client_flood worker"]})
@@ -158,7 +158,7 @@ class ClientFloodFault(Fault):
         """The flood's counts so far (final once ``undo`` stopped it and before the file is removed)."""
         return read_stats(injection.undo["stats_file"])
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         undo = injection.undo
         first = read_stats(undo["stats_file"])
         time.sleep(min(_SAMPLE_S, max(0.5, float(injection.config.get("duration_s", 2.0)) / 4)))

@@ -66,7 +66,7 @@ class _Flood:
         self.counter = itertools.count()
 
     def stats(self, done: bool = False) -> dict[str, object]:
-        from faultdrill.faults.ledger import process_start_ticks
+        from faultdrill.faults.procid import process_start_ticks
 
         return {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid()), "tag": self.args.tag,
                 "client": self.args.client_id, "rps": self.args.rps, "started": self.started, "updated": time.time(),

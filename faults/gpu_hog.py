@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.pidfile is not None:
-        from faultdrill.faults.ledger import process_start_ticks
+        from faultdrill.faults.procid import process_start_ticks
 
         args.pidfile.write_text(f"{os.getpid()} {process_start_ticks(os.getpid())}\n")
     try:

@@ -31,9 +31,9 @@ from pydantic import Field, model_validator
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError
-from faultdrill.faults.kube.dispatch import kube_dispatch
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.kube.pods import GpuAction
 from faultdrill.faults.process import _service_problems, admin_if_alive, admin_request, service_undo, target_handle
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 
 __all__ = ["NO_CUDA", "GpuMemoryExhaustionFault"]
 
@@ -44,7 +44,6 @@ NO_CUDA = ("external mode needs a CUDA GPU (torch.cuda.is_available() is False);
 _SLACK = 4 * MIB
 
 
-@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class GpuMemoryExhaustionFault(Fault):
     """Hold device memory until only ``leave_free_mib`` remain (or hold ``hold_mib``)."""
 
@@ -69,6 +68,7 @@ class GpuMemoryExhaustionFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("admin API token (in_process)", "CUDA GPU + torch (external)")
     verifies: ClassVar[str] = "held/free device memory (admin state or hog), 507s from the target"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "in_process", "leave_free_mib": 0}
+    kubernetes = GpuAction  # on a Kubernetes target: faults/kube/pods.py (the API)
 
     @staticmethod
     def _amount(config: Config) -> dict[str, float]:
@@ -77,7 +77,7 @@ class GpuMemoryExhaustionFault(Fault):
         assert config.leave_free_mib is not None
         return {"leave_free_mib": config.leave_free_mib}
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         if config.mode == "in_process":
             return _service_problems(ctx, config.target, admin=True)
         problems = _service_problems(ctx, config.target)
@@ -87,7 +87,7 @@ class GpuMemoryExhaustionFault(Fault):
             problems.append(Problem("no_cuda", NO_CUDA, "mode: in_process"))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         handle = ctx.topology.get(config.target)
         if config.mode == "in_process":
             return [f"POST {handle.admin_url}/admin/device-memory/hold {json.dumps(self._amount(config))}",
@@ -95,7 +95,7 @@ class GpuMemoryExhaustionFault(Fault):
         return [" ".join(_hog_argv(config, "<injection-id>", Path("<state>"), 0.0)),
                 "rollback: SIGTERM the hog (pid + start ticks recorded), SIGKILL after 5 s"]  # fmt: skip
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
         assert handle.pid is not None
         undo = service_undo(handle)
@@ -133,7 +133,7 @@ class GpuMemoryExhaustionFault(Fault):
         self.apply_recorded(inj, ctx, apply)
         return inj
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
         if injection.mode == "external":
             _stop_hog(undo)
@@ -142,7 +142,7 @@ class GpuMemoryExhaustionFault(Fault):
         # process (start ticks differ) holds nothing, so it is left alone.
         admin_if_alive(undo, "POST", "/admin/device-memory/release", {})
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         undo = injection.undo
         if injection.mode == "external":
             alive = _hog_pid(undo) is not None

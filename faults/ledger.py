@@ -1,15 +1,14 @@
-"""The crash-safe ledger: one durable JSON undo record per live injection.
+"""Undoing what the ledger holds: ``rollback_pending`` (a killed run's leftovers) and ``rollback_owned``.
 
-A record is written (temp file, fsync, rename, fsync of the directory) *before* the
-change is made and removed after it is undone, so whatever a killed run left behind is
-listed here and ``rollback_pending`` can undo it. A per-record ``fcntl`` lock keeps two
-processes (a CLI and the dead-man watchdog, say) from undoing the same record at once. The
-processes and network namespaces a run starts are records here too (``faults/owned.py``), undone
-by the same path.
+The ledger itself — the durable record (``Injection``) and its directory (``Ledger``) — lives in
+``faults/records.py``; this module is what reads it back and undoes each record through the fault
+(or the run's own ``process``/``netns`` kind, ``faults/owned.py``) that the record names, found in
+a ``FaultRegistry``. It sits above ``faults/base.py`` and ``faults/registry.py`` and imports them;
+nothing below imports it.
 
 Example::
 
-    ledger = Ledger(default_state_dir())
+    ledger = Ledger(default_state_dir())      # faults/records.py
     ledger.write(injection)                   # durable before the change
     ...                                       # apply the change
     for result in rollback_pending(registry, ctx):
@@ -18,164 +17,15 @@ Example::
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from faultdrill.faults.base import FaultContext, Injection
+from faultdrill.faults.base import FaultContext
 from faultdrill.faults.errors import FaultdrillError, LedgerError
+from faultdrill.faults.records import RESOURCE_KINDS, Injection, Ledger
+from faultdrill.faults.registry import FaultRegistry
 
-if TYPE_CHECKING:
-    from faultdrill.faults.registry import FaultRegistry
-
-__all__ = ["RESOURCE_KINDS", "Ledger", "RollbackOutcome", "RollbackResult", "default_state_dir", "pid_alive",
-           "process_start_ticks", "rollback_owned", "rollback_pending"]
-
-
-def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
-    """``$FAULTDRILL_STATE_DIR``, else ``~/.local/state/faultdrill``."""
-    env = os.environ if env is None else env
-    if value := env.get("FAULTDRILL_STATE_DIR"):
-        return Path(value)
-    return Path(env.get("HOME") or Path.home()) / ".local" / "state" / "faultdrill"
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks (field 22 of /proc/PID/stat), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and ')': split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])
-
-
-def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
-    """Whether ``pid`` runs and is the same process (start time) that wrote the record."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    rest = stat.rsplit(")", 1)[1].split()
-    if rest[0] == "Z":
-        return False  # a zombie has already exited; only its exit status remains
-    return start_ticks is None or int(rest[19]) == start_ticks
-
-
-class Ledger:
-    """Records under ``<state_dir>/ledger/<id>.json``; see the module docstring."""
-
-    def __init__(self, state_dir: str | Path) -> None:
-        self.state_dir = Path(state_dir)
-        self.dir = self.state_dir / "ledger"
-
-    def _path(self, injection_id: str) -> Path:
-        return self.dir / f"{injection_id}.json"
-
-    def _ensure_dir(self) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            (self.dir / ".locks").mkdir(exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise LedgerError(f"cannot create ledger directory: {exc}", path=str(self.dir)) from exc
-
-    def write(self, injection: Injection) -> Path:
-        """Durably store ``injection``; returns only once it survives a power cut."""
-        self._ensure_dir()
-        final = self._path(injection.id)
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(injection.model_dump_json(indent=2))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            self._fsync_dir()
-        except OSError as exc:
-            raise LedgerError(f"cannot write record: {exc}", path=str(final)) from exc
-        return final
-
-    def clear(self, injection_id: str) -> bool:
-        """Remove a record (durably); False if it was already gone."""
-        path = self._path(injection_id)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise LedgerError(f"cannot remove record: {exc}", path=str(path)) from exc
-        self._fsync_dir()
-        (self.dir / ".locks" / f"{injection_id}.lock").unlink(missing_ok=True)
-        return True
-
-    def _fsync_dir(self) -> None:
-        # Without this the rename/unlink itself may be lost on a crash.
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def get(self, injection_id: str) -> Injection | None:
-        path = self._path(injection_id)
-        try:
-            return Injection.model_validate_json(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValidationError, json.JSONDecodeError) as exc:
-            raise LedgerError(f"unreadable record: {exc}", path=str(path)) from exc
-
-    def ids(self) -> list[str]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(p.stem for p in self.dir.glob("*.json") if not p.name.startswith("."))
-
-    def pending(self) -> list[Injection]:
-        """Every record, oldest first; an unreadable one raises ``LedgerError``."""
-        records = [r for r in (self.get(i) for i in self.ids()) if r is not None]
-        return sorted(records, key=lambda r: r.created_at)
-
-    @staticmethod
-    def is_orphaned(injection: Injection, now: float) -> bool:
-        """Owner process gone, or past the dead-man deadline."""
-        return now > injection.deadline or not pid_alive(
-            injection.owner_pid, injection.owner_start
-        )
-
-    @contextmanager
-    def locked(self, injection_id: str) -> Iterator[bool]:
-        """Try to take the record's lock without waiting; yields whether we hold it."""
-        self._ensure_dir()
-        fd = os.open(self.dir / ".locks" / f"{injection_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # closing releases the flock
+__all__ = ["RollbackOutcome", "RollbackResult", "rollback_owned", "rollback_pending"]
 
 
 class RollbackOutcome(StrEnum):
@@ -258,10 +108,6 @@ def _newest_first(ledger: Ledger) -> list[str]:
     return sorted(created, key=lambda i: created[i], reverse=True)
 
 
-RESOURCE_KINDS = frozenset({"process", "netns"})
-"""The record kinds for what a run itself starts (``faults/owned.py`` undoes them); every other record is a fault."""
-
-
 def _kind(record: Injection) -> str:
     return record.fault if record.fault in RESOURCE_KINDS else "fault"
 
@@ -281,7 +127,7 @@ def _undo_one(registry: FaultRegistry, ctx: FaultContext, injection: Injection) 
                           injection.target)  # fmt: skip
 
 
-def rollback_owned(registry: Any, ctx: Any, owner_pid: int) -> list[str]:
+def rollback_owned(registry: FaultRegistry, ctx: FaultContext, owner_pid: int) -> list[str]:
     """Undo, newest first, every record ``owner_pid`` made (a process cleaning up after itself:
     the Chaos Toolkit target when its owner exits, the pytest plugin at session end), the processes
     and namespaces it recorded included. Each record

@@ -31,13 +31,12 @@ from pydantic import Field
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError, PreflightError, RollbackError
 from faultdrill.faults.files import backup_file, restore_file, sha256_file, write_atomic
-from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.kube.pods import ModelVersionAction
 from faultdrill.faults.topology import ServiceHandle, Supervisor
 
 __all__ = ["ModelLoadFailureFault"]
 
 
-@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class ModelLoadFailureFault(Fault):
     """Make a replica's model load fail on restart; see the module docstring."""
 
@@ -55,8 +54,9 @@ class ModelLoadFailureFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("model registry in scope", "live platform to restart the replica")
     verifies: ClassVar[str] = "artifact checksum, exit code 1, never ready"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "corrupt"}
+    kubernetes = ModelVersionAction  # on a Kubernetes target: faults/kube/pods.py (the API)
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         h = ctx.topology.get(config.target, role="replica")  # unknown target: ConfigError
         problems: list[Problem] = []
         if h.model_registry is None or h.model_name is None or h.model_version is None:
@@ -76,7 +76,7 @@ class ModelLoadFailureFault(Fault):
             problems.append(Problem("blast_radius", str(exc)))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         h = ctx.topology.get(config.target, role="replica")
         restart = f"restart {h.name} (pid {h.pid})" if ctx.supervisor else f"(no supervisor: {h.name} not restarted)"
         if config.mode == "bad_version":
@@ -87,9 +87,9 @@ class ModelLoadFailureFault(Fault):
         return [f"back up {artifact} to {ctx.state_dir}/backups/<injection-id>/", f"{change} {artifact}", restart,
                 f"rollback: restore {artifact} byte for byte (sha256 checked), restart {h.name}, wait for ready"]
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         h = ctx.topology.get(config.target, role="replica")
-        if problems := self.preflight(config, ctx):
+        if problems := self.local_preflight(config, ctx):
             raise PreflightError(problems, fault=self.name)
         log_file = str(h.log_file) if h.log_file else _log_file(h.pid)
         undo: dict[str, Any] = {"service": h.name, "url": h.url, "log_file": log_file, "log_offset": _size(log_file),
@@ -120,7 +120,7 @@ class ModelLoadFailureFault(Fault):
 
         return self.apply_recorded(injection, ctx, apply)
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         u = injection.undo
         if "artifact" in u:
             restore_file(Path(u["artifact"]), Path(u["backup"]), u["sha256"], u["file_mode"], fault=self.name)
@@ -140,7 +140,7 @@ class ModelLoadFailureFault(Fault):
         if "backup_dir" in u:
             shutil.rmtree(u["backup_dir"], ignore_errors=True)
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         u = injection.undo
         details: dict[str, Any] = {"artifact_check": _artifact_check(injection)}
         effective = details["artifact_check"]["broken"]

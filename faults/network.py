@@ -36,7 +36,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import ConfigError, FaultdrillError, RollbackError
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 from faultdrill.faults.proxy import ProxyMode
 from faultdrill.faults.proxy_control import ProxyControl
 from faultdrill.faults.topology import ServiceHandle
@@ -91,7 +91,7 @@ class NetworkDegradationFault(Fault):
                               field="target")
         return handle
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         handle = self._proxy(config, ctx)
         problems = []
         try:
@@ -107,13 +107,13 @@ class NetworkDegradationFault(Fault):
                                     f"did not answer: {exc}", "is the stack up?"))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         handle = self._proxy(config, ctx)
         body = config.proxy_mode().model_dump_json(exclude_defaults=True)
         return [f"PUT {handle.control_url}/mode {body} (proxy '{handle.name}' at {handle.url}, "
                 f"in front of '{handle.upstream_of}'); rollback: mode passthrough"]
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = self._proxy(config, ctx)
         assert handle.pid is not None and handle.port is not None
         ctx.scope.check_pid(handle.pid)
@@ -131,7 +131,7 @@ class NetworkDegradationFault(Fault):
         mode = config.proxy_mode()
         return self.apply_recorded(injection, ctx, lambda: set_proxy_mode(undo, mode))
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
         if not pid_alive(int(undo["pid"]), undo.get("start_ticks")):
             return  # the proxy is gone, and its fault mode died with it
@@ -142,7 +142,7 @@ class NetworkDegradationFault(Fault):
                                 f"control API failed: {exc}", fault=self.name,
                                 injection_id=injection.id) from exc  # fmt: skip
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         undo, cfg = injection.undo, injection.config
         ctl = _control(undo["control_url"], Path(undo["token_file"]))
         try:

@@ -41,8 +41,7 @@ from pydantic import Field
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
 from faultdrill.faults.errors import FaultdrillError
-from faultdrill.faults.kube.dispatch import kube_dispatch
-from faultdrill.faults.ledger import pid_alive
+from faultdrill.faults.kube.pods import OomAction
 from faultdrill.faults.process import (
     _service_problems,
     admin_if_alive,
@@ -50,6 +49,7 @@ from faultdrill.faults.process import (
     service_undo,
     target_handle,
 )
+from faultdrill.faults.procid import pid_alive
 
 __all__ = ["OomKillFault"]
 
@@ -87,7 +87,6 @@ def _write_limits(cg: MemoryCgroup, mem: int, memsw: int | None) -> None:
             file.write_text(str(min(value, _UNLIMITED)) if value < _UNLIMITED else "-1")
 
 
-@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class OomKillFault(Fault):
     """Have the kernel OOM-kill a replica (``leak``/``limit``), or SIGKILL it (``signal``)."""
 
@@ -106,10 +105,11 @@ class OomKillFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("root", "memory cgroup controller", "replica in a faultdrill cgroup")
     verifies: ClassVar[str] = "cgroup oom_kill counter and exit status -9 (OOMKilled)"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "leak", "rate_mib_s": 200}
+    kubernetes = OomAction  # on a Kubernetes target: faults/kube/pods.py (the API)
     settle_s: ClassVar[float] = 30.0
     """Longest ``verify`` waits for the process to exit (never longer than the fault's duration)."""
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         problems = _service_problems(ctx, config.target, admin=config.mode != "signal")
         if config.mode == "signal":
             return problems
@@ -132,7 +132,7 @@ class OomKillFault(Fault):
                 problems.append(Problem("cgroup", str(exc)))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         handle = ctx.topology.get(config.target)
         if config.mode == "signal":
             return [f"kill -KILL {handle.pid}  # {config.target}"]
@@ -144,7 +144,7 @@ class OomKillFault(Fault):
                 "(v1: usage + 1 MiB if refused)", f"{leak} {{\"rate_mib_s\": {config.rate_mib_s / 10}}}",
                 "rollback: restore the old limit (and memsw) exactly"]  # fmt: skip
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
         assert handle.pid is not None
         undo = {**service_undo(handle), "cgroup": handle.cgroup}
@@ -180,7 +180,7 @@ class OomKillFault(Fault):
             if pid_alive(int(undo["pid"]), undo["pid_start"]):
                 raise
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
         if undo.get("cgroup") is None or injection.mode == "signal":
             return  # SIGKILL changed nothing that can be put back; the platform restarts it
@@ -209,7 +209,7 @@ class OomKillFault(Fault):
         ):
             _write_limits(cg, int(old), old_sw)
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         """Wait (bounded) for the recorded process to exit, then read how it exited.
 
         The exit status is the supervisor's (``waitpid``: -9 is SIGKILL, shell code 137) and is

@@ -1,7 +1,7 @@
 """What a run itself creates — its processes and network namespaces — as ledger records, undone like faults.
 
 A fault's injection is recorded before it takes effect; so is every process and namespace a run
-starts, by the same :class:`~faults.ledger.Ledger` with the same :class:`~faults.base.Injection`
+starts, by the same :class:`~faults.records.Ledger` with the same :class:`~faults.records.Injection`
 record, under two *record kinds* (the record's ``fault`` field):
 
 * ``process`` — a process this run started: pid + its start time in clock ticks (so a recycled
@@ -45,8 +45,9 @@ from typing import Any, ClassVar
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification, new_injection_id
 from faultdrill.faults.errors import FaultdrillError, InjectionError
-from faultdrill.faults.ledger import RESOURCE_KINDS, Ledger, pid_alive, process_start_ticks
 from faultdrill.faults.netns import PREFIX, delete_namespace
+from faultdrill.faults.procid import pid_alive, process_start_ticks
+from faultdrill.faults.records import RESOURCE_KINDS, Ledger
 
 __all__ = [
     "NO_DEADLINE",
@@ -81,13 +82,13 @@ class OwnedResource(Fault):
 
     modes: ClassVar[tuple[str, ...]] = ("owned",)
     Config: ClassVar[type[FaultConfig]] = _NoConfig
-    def preflight(self, config: Any, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Any, ctx: FaultContext) -> list[Problem]:
         return [Problem("not_injectable", f"'{self.name}' records are written by a run for what it starts")]
 
-    def plan(self, config: Any, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Any, ctx: FaultContext) -> list[str]:
         return []
 
-    def inject(self, config: Any, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Any, ctx: FaultContext) -> Injection:
         raise InjectionError("a run records what it starts itself; this is not an injectable fault", fault=self.name)
 
 
@@ -96,10 +97,10 @@ class OwnedProcess(OwnedResource):
 
     name: ClassVar[str] = "process"
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         self.undo_note = stop_recorded_process(injection.undo)
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         u = injection.undo
         alive = pid_alive(int(u["pid"]), u.get("start_ticks"))
         return Verification(alive, {"pid": u["pid"], "alive": alive}, message=f"{injection.target} pid {u['pid']}")
@@ -110,19 +111,19 @@ class OwnedNetns(OwnedResource):
 
     name: ClassVar[str] = "netns"
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         name = str(injection.undo["name"])
         existed = Path("/run/netns", name).exists()
         delete_namespace(name, host_if=injection.undo.get("host_if"))  # refuses anything not fd-…; idempotent
         self.undo_note = f"deleted namespace {name}" if existed else f"namespace {name} already gone"
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         present = Path("/run/netns", str(injection.undo["name"])).exists()
         return Verification(present, {"present": present}, message=str(injection.undo["name"]))
 
 
 RECORD_KINDS: tuple[type[OwnedResource], ...] = (OwnedProcess, OwnedNetns)
-assert frozenset(k.name for k in RECORD_KINDS) == RESOURCE_KINDS  # the ledger names them without importing us
+assert frozenset(k.name for k in RECORD_KINDS) == RESOURCE_KINDS  # faults/records.py names them without importing us
 
 
 def is_resource(record: Injection) -> bool:

@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import ConfigError, FaultdrillError
-from faultdrill.faults.kube.dispatch import kube_dispatch
+from faultdrill.faults.kube.objects import PartitionAction
 from faultdrill.faults.netns import (
     PREFIX,
     PartitionRule,
@@ -46,7 +46,6 @@ from faultdrill.faults.netns import (
 __all__ = ["NetworkPartitionFault"]
 
 
-@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class NetworkPartitionFault(Fault):
     """Partition a faultdrill network namespace (``drop``, ``reject`` or ``loss`` mode)."""
 
@@ -73,6 +72,7 @@ class NetworkPartitionFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("root", "iptables", "network namespace")
     verifies: ClassVar[str] = "rules present, packet counters, a real connection times out/refused"
     example: ClassVar[dict[str, Any]] = {"target": "feature-store", "action": "drop"}
+    kubernetes = PartitionAction  # on a Kubernetes target: faults/kube/objects.py (the API)
 
     @staticmethod
     def _resolve(config: Config, ctx: FaultContext) -> tuple[str, PartitionRule, list[object] | None]:
@@ -91,7 +91,7 @@ class NetworkPartitionFault(Fault):
         probe: list[object] | None = [host, port] if host and port else None
         return handle.netns, PartitionRule(config.action, config.direction, port, config.loss), probe
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         namespace, _, _ = self._resolve(config, ctx)
         problems = []
         if os.geteuid() != 0:
@@ -110,14 +110,14 @@ class NetworkPartitionFault(Fault):
             problems.append(Problem("blast_radius", str(exc)))
         return problems
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         namespace, rule, _ = self._resolve(config, ctx)
         return [
             " ".join(netns_exec(namespace, ["iptables", "-I", *argv]))
             for argv in rule_argvs(rule, "<injection-id>")
         ]
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         namespace, rule, probe = self._resolve(config, ctx)
         ctx.scope.check_netns(namespace)
         mode = "loss" if config.loss is not None else config.action
@@ -131,11 +131,11 @@ class NetworkPartitionFault(Fault):
             injection, ctx, lambda: add_rules(namespace, [rule], injection.id)
         )
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         # By tag, not by stored argv: removes exactly what is there, even a partial insert.
         remove_rules(injection.undo["namespace"], injection.id)
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         namespace = injection.undo["namespace"]
         present = list_rules(namespace, injection.id)
         expected = len(injection.undo["rules"])

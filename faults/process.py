@@ -28,8 +28,8 @@ import httpx
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError, InjectionError
-from faultdrill.faults.kube.dispatch import kube_dispatch
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.kube.pods import FreezeAction, KillAction
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 from faultdrill.faults.topology import ServiceHandle
 
 __all__ = [
@@ -151,7 +151,6 @@ def _service_problems(ctx: FaultContext, name: str, *, admin: bool = False) -> l
     return problems
 
 
-@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class ProcessKillFault(Fault):
     """Kill a service with SIGKILL or SIGTERM.
 
@@ -170,16 +169,17 @@ class ProcessKillFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("pid in scope",)
     verifies: ClassVar[str] = "process gone and its exit status"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "sigkill"}
+    kubernetes = KillAction  # on a Kubernetes target: faults/kube/pods.py (the API)
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         return _service_problems(ctx, config.target)
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         handle = ctx.topology.get(config.target)
         return [f"kill -{config.mode[3:].upper()} {handle.pid}  # {config.target}",
                 f"rollback: supervisor start {config.target} (if a supervisor is present)"]  # fmt: skip
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
         assert handle.pid is not None
         undo = {"pid": handle.pid, "pid_start": process_start_ticks(handle.pid), "service": config.target}
@@ -191,14 +191,14 @@ class ProcessKillFault(Fault):
 
         return self.apply_recorded(inj, ctx, apply)
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         if ctx.supervisor is None:
             return  # crash case: nothing faultdrill changed remains; the platform restarts it
         name = injection.undo["service"]
         if not pid_alive(int(injection.undo["pid"]), injection.undo.get("pid_start")):
             ctx.supervisor.start(name)  # a no-op for a supervisor whose service already runs
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         pid = int(injection.undo["pid"])
         gone = not pid_alive(pid, injection.undo.get("pid_start"))
         status = settled_exit_status(ctx, injection.target) if gone else None
@@ -209,7 +209,6 @@ class ProcessKillFault(Fault):
                             message=f"pid {pid} {'gone' if gone else 'still running'}, exit status {status}")
 
 
-@kube_dispatch  # on a Kubernetes target: faults/kube (the API), else this class
 class ProcessFreezeFault(Fault):
     """Freeze a service: ``sigstop`` (the whole process) or ``worker`` (its inference worker).
 
@@ -227,18 +226,19 @@ class ProcessFreezeFault(Fault):
     needs: ClassVar[tuple[str, ...]] = ("pid in scope", "admin API token (worker)")
     verifies: ClassVar[str] = "process state T (sigstop) or liveness 503 (worker)"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "sigstop"}
+    kubernetes = FreezeAction  # on a Kubernetes target: faults/kube/pods.py (the API)
 
-    def preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
+    def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         return _service_problems(ctx, config.target, admin=config.mode == "worker")
 
-    def plan(self, config: Config, ctx: FaultContext) -> list[str]:
+    def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         handle = ctx.topology.get(config.target)
         if config.mode == "sigstop":
             return [f"kill -STOP {handle.pid}  # {config.target}", f"rollback: kill -CONT {handle.pid}"]
         return [f"POST {handle.admin_url}/admin/worker/freeze {{\"seconds\": {config.duration_s}}}",
                 f"rollback: POST {handle.admin_url}/admin/worker/unfreeze"]  # fmt: skip
 
-    def inject(self, config: Config, ctx: FaultContext) -> Injection:
+    def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
         assert handle.pid is not None
         undo = service_undo(handle)
@@ -256,14 +256,14 @@ class ProcessFreezeFault(Fault):
 
         return self.apply_recorded(inj, ctx, apply)
 
-    def rollback(self, injection: Injection, ctx: FaultContext) -> None:
+    def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
         if injection.mode == "sigstop":
             _signal_same(undo, signal.SIGCONT)  # a different (recycled) process is left alone
             return
         admin_if_alive(undo, "POST", "/admin/worker/unfreeze")
 
-    def verify(self, injection: Injection, ctx: FaultContext) -> Verification:
+    def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         pid = int(injection.undo["pid"])
         if injection.mode == "sigstop":
             state = process_state(pid) if pid_alive(pid, injection.undo.get("pid_start")) else None

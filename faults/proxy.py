@@ -6,9 +6,10 @@ N bytes), delays closes, refuses new connections or stops forwarding. A mode cha
 to existing connections too, as a real network fault would. Built on ``asyncio.Protocol``
 (uvloop when available) so pass-through costs one ``write`` per chunk.
 
-Run it as a process, controlled over HTTP (see ``faults.proxy_control``)::
+Run it as a process, controlled over HTTP (``faults.proxy_control`` is the process and its API; this
+module is only the data path, so it imports nothing of ours)::
 
-    python -m faultdrill.faults.proxy --listen 127.0.0.1:9000 --upstream 127.0.0.1:8000 \\
+    python -m faultdrill.faults.proxy_control --listen 127.0.0.1:9000 --upstream 127.0.0.1:8000 \\
         --control 127.0.0.1:9001 --token-file /run/fd/token
     # stdout: {"event": "ready", "listen": ["127.0.0.1", 9000], "control": [...]}
 """
@@ -25,7 +26,7 @@ from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MODES", "FaultProxy", "ProxyCounters", "ProxyMode", "main"]
+__all__ = ["MODES", "FaultProxy", "ProxyCounters", "ProxyMode"]
 
 MODES = (
     "passthrough", "latency", "bandwidth", "blackhole", "reset", "slow_close", "refuse", "drop",
@@ -373,14 +374,3 @@ class FaultProxy:
             f'faultdrill_proxy_mode{{mode="{m}"}} {int(m == self.mode.mode)}' for m in MODES
         ]
         return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m faultdrill.faults.proxy`` (see ``faults.proxy_control.run``)."""
-    from faultdrill.faults.proxy_control import run
-
-    return run(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

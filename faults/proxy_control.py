@@ -1,4 +1,7 @@
-"""Control plane of the fault proxy: a tiny bearer-token HTTP API, its client, a launcher.
+"""Control plane of the fault proxy: a tiny bearer-token HTTP API, its client, a launcher, the process.
+
+``python -m faultdrill.faults.proxy_control --listen … --upstream … --control … --token-file …``
+runs a proxy (``faults.proxy.FaultProxy``) with this API beside it; ``spawn_proxy`` starts that.
 
 Endpoints (all need ``Authorization: Bearer <token>``; compared in constant time):
 ``GET /state`` (JSON counters and mode), ``GET /metrics`` (Prometheus text),
@@ -190,13 +193,13 @@ def spawn_proxy(
     env: dict[str, str] | None = None,
     timeout: float = 15.0,
 ) -> RunningProxy:
-    """Start ``python -m faultdrill.faults.proxy`` (writing a fresh token if the file is missing)."""
+    """Start ``python -m faultdrill.faults.proxy_control`` (writing a fresh token if the file is missing)."""
     path = Path(token_file)
     if not path.exists():
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     token = path.read_text().strip()
-    cmd = [sys.executable, "-m", "faultdrill.faults.proxy", "--listen", f"{listen[0]}:{listen[1]}",
+    cmd = [sys.executable, "-m", "faultdrill.faults.proxy_control", "--listen", f"{listen[0]}:{listen[1]}",
            "--upstream", f"{upstream[0]}:{upstream[1]}", "--control",
            f"{control[0]}:{control[1]}", "--token-file", str(path)]
     # Dies with its parent when started from the main thread (faults.owned.die_with_parent says why only then).
@@ -231,7 +234,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faultdrill.faults.proxy", description=__doc__)
+    """Entry point of ``python -m faultdrill.faults.proxy_control``: serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m faultdrill.faults.proxy_control", description=__doc__)
     parser.add_argument("--listen", type=parse_hostport, required=True)
     parser.add_argument("--upstream", type=parse_hostport, required=True)
     parser.add_argument("--control", type=parse_hostport, required=True)
@@ -246,3 +250,7 @@ def run(argv: list[str] | None = None) -> int:
     else:
         uvloop.run(_serve(args))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

@@ -1,11 +1,11 @@
 """faultdrill's probes as Chaos Toolkit probes, against the target ``experiments.chaostoolkit.target`` started.
 
 Each probe returns a plain value for a tolerance: ``replica_ready``/``replica_live`` a bool
-(the Kubernetes probe routes of one replica), ``breaker_state`` the replica's circuit-breaker
-state (``closed``/``open``/``half-open``), ``alert_firing`` whether Prometheus has that alert
-firing (the target must be up with ``alerting: true``), ``slo_availability`` the fraction of
-inference requests answered 2xx and ``slo_latency_p95_ms`` their p95, both measured by a short
-sampling load of their own (``concurrency`` clients for ``window_s`` seconds against the
+(the Kubernetes probe routes of one replica; ``replica`` left out: the target's first replica),
+``breaker_state`` the replica's circuit-breaker state (``closed``/``open``/``half-open``),
+``alert_firing`` whether Prometheus has that alert firing (the target must be up with ``alerting: true``),
+``slo_availability`` the fraction of inference requests answered 2xx and ``slo_latency_p95_ms`` their p95,
+both measured by a short sampling load of their own (``concurrency`` clients for ``window_s`` seconds against the
 readiness-aware service URL — the load is the probe's, so a hypothesis needs no load generator).
 
 Annotations are real types (no ``from __future__ import annotations``): ``chaos discover``
@@ -49,6 +49,9 @@ def _target(state: str | None, configuration: dict[str, Any] | None) -> TargetSt
 
 
 def _replica_url(target: TargetState, replica: str) -> str:
+    """``replica``'s URL; ``""`` is the target's first replica (the first its system describes)."""
+    if not replica and target.replicas:
+        return next(iter(target.replicas.values()))
     try:
         return target.replicas[replica]
     except KeyError:
@@ -63,19 +66,19 @@ def _probe(url: str) -> bool:
         return False
 
 
-def replica_ready(replica: str = "replica-0", state: str | None = None,
+def replica_ready(replica: str = "", state: str | None = None,
                   configuration: dict[str, Any] | None = None) -> bool:  # fmt: skip
     """Whether ``replica``'s readiness route answers 200 now (unreachable counts as not ready)."""
     return _probe(f"{_replica_url(_target(state, configuration), replica)}/v2/health/ready")
 
 
-def replica_live(replica: str = "replica-0", state: str | None = None,
+def replica_live(replica: str = "", state: str | None = None,
                  configuration: dict[str, Any] | None = None) -> bool:  # fmt: skip
     """Whether ``replica``'s liveness route answers 200 now (unreachable counts as not live)."""
     return _probe(f"{_replica_url(_target(state, configuration), replica)}/v2/health/live")
 
 
-def breaker_state(replica: str = "replica-0", state: str | None = None,
+def breaker_state(replica: str = "", state: str | None = None,
                   configuration: dict[str, Any] | None = None) -> str:  # fmt: skip
     """``replica``'s circuit breaker towards the feature store: closed, open or half-open (``unknown`` if
     the replica does not answer)."""

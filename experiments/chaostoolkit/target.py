@@ -4,8 +4,10 @@
 this module as a **control** (``before_experiment_control`` starts it, ``after_experiment_control``
 stops it), or calls the ``faultdrill_up``/``faultdrill_down`` actions itself. Either way a
 detached process (``python -m faultdrill.experiments.chaostoolkit.target serve``) runs a
-:class:`~experiments.platforms.local.platform.LocalPlatform` (replicas + feature store + fault proxy,
-probes, restart policy, readiness-aware service URL), optionally Prometheus + Alertmanager
+:class:`~experiments.platforms.local.platform.LocalPlatform` of the bundled system its arguments describe
+(``experiments.spec.system.bundled_system``: replicas + feature store + fault proxy; probes, restart
+policy, readiness-aware service URL) — a Chaos Toolkit experiment has no faultdrill spec, so the bundled
+description is its system — optionally Prometheus + Alertmanager
 with the shipped rules, and a loopback control API (bearer token in a 0600 file) that
 serves the live topology and scope and the supervisor calls faults need
 (``faults.chaostoolkit.RemoteSupervisor``). Its state file (``faults.chaostoolkit.TargetState``)
@@ -42,7 +44,9 @@ from faultdrill.experiments.host.tokenapi import TokenHandler, TokenServer
 from faultdrill.experiments.spec.experiment import MISCONFIGURATIONS
 from faultdrill.faults.chaostoolkit import TargetState, read_state, state_path, write_state
 from faultdrill.faults.errors import ConfigError, FaultdrillError
-from faultdrill.faults.ledger import default_state_dir, pid_alive, process_start_ticks, rollback_owned
+from faultdrill.faults.ledger import rollback_owned
+from faultdrill.faults.procid import pid_alive, process_start_ticks
+from faultdrill.faults.records import default_state_dir
 
 # Only the activities: the control hooks below are found by name by Chaos Toolkit.
 __all__ = ["faultdrill_down", "faultdrill_up"]
@@ -231,6 +235,7 @@ def serve(args: argparse.Namespace) -> int:
     """The target process: up, state file, control API, then wait for stop or the owner's exit."""
     from faultdrill.experiments.journal.timeline import Timeline
     from faultdrill.experiments.platforms.build import build_platform
+    from faultdrill.experiments.spec.system import bundled_system
 
     path = Path(args.state).absolute()
     owner_start = process_start_ticks(args.owner)
@@ -244,9 +249,11 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     timeline = Timeline()
+    memory_limit = args.memory_limit_mib * 2**20 or None
+    system = bundled_system(replicas=args.replicas, feature_store_netns=args.netns,
+                            memory_limit=memory_limit is not None)  # the CTK target has no spec: the bundled system
     platform = build_platform(timeline=timeline, workdir=workdir / "platform", misconfigurations=args.misconfig,
-                              replicas=args.replicas, memory_limit_bytes=args.memory_limit_mib * 2**20 or None,
-                              feature_store_netns=args.netns)  # fmt: skip
+                              system=system, memory_limit_bytes=memory_limit)  # fmt: skip
     alerting: Any = None
     control: _Control | None = None
     try:

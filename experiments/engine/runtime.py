@@ -36,8 +36,8 @@ from faultdrill.experiments.spec.rules import alertmanager_path, rules_path
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.deadman import Keeper
 from faultdrill.faults.errors import ConfigError, PreflightError
-from faultdrill.faults.ledger import default_state_dir
 from faultdrill.faults.owned import Owner
+from faultdrill.faults.records import default_state_dir
 
 __all__ = ["RunParts", "SharedSystem"]
 
@@ -100,8 +100,10 @@ class RunParts:
     def platform_up(self) -> None:
         if self.shared is not None:
             return  # the game day's platform is up already
-        self.platform = build_platform(self.spec.target, timeline=self.timeline, workdir=self.run_dir / "platform",
-                                       owner=self.owner, observers=(MetricsScraper(period_s=1.0),))  # fmt: skip
+        # The plan's system: the services the spec describes, under their names (the platform spells none).
+        self.platform = build_platform(self.spec.target, system=self.plan.system, timeline=self.timeline,
+                                       workdir=self.run_dir / "platform", owner=self.owner,
+                                       observers=(MetricsScraper(period_s=1.0),))  # fmt: skip
         self.platform.up()
 
     def environment_stub(self) -> Environment:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from faultdrill.faults.hostlock import host_lock, lock_folder
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 
 __all__ = ["free_port", "port_range"]
 

@@ -2,9 +2,14 @@
 the target's settings (misconfigurations, model, device, cache, probes, restart policy, canary)
 into its arguments. Runs, game days, the pytest plugin and the Chaos Toolkit target all call it.
 
+Which services run, their names and roles, is the :class:`~experiments.spec.system.SystemDescription`
+passed as ``system`` (a run's ``plan.system``); every platform builds its topology from it and spells no
+service name. A caller with no spec passes none and gets the bundled system its settings describe.
+
 Example::
 
-    platform = build_platform(spec.target, timeline=timeline, workdir=run_dir / "platform", owner=owner)
+    platform = build_platform(spec.target, system=plan.system, timeline=timeline, workdir=run_dir / "platform",
+                              owner=owner)
     platform.up()
 
     # no spec (the pytest plugin, the CTK target): a local platform from explicit replica settings
@@ -26,12 +31,13 @@ if TYPE_CHECKING:
     from faultdrill.experiments.observe.observers import Observer
     from faultdrill.experiments.platforms.base import Platform
     from faultdrill.experiments.spec.experiment import TargetSpec
+    from faultdrill.experiments.spec.system import SystemDescription
     from faultdrill.faults.owned import Owner
 
 __all__ = ["PLATFORMS", "build_platform", "check_platform"]
 
 
-def _local(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None,
+def _local(t: TargetSpec, system: SystemDescription, timeline: Timeline, workdir: Path, owner: Owner | None,
            observers: tuple[Observer, ...]) -> Platform:  # fmt: skip
     from faultdrill.experiments.platforms.local.platform import LocalPlatform
     from faultdrill.experiments.platforms.local.probes import ProbeConfig, ProbeSet
@@ -59,9 +65,8 @@ def _local(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None
     )  # fmt: skip
     backoff = BackOff(initial_s=float(t.restart.backoff_initial), max_s=float(t.restart.backoff_max))
     return LocalPlatform(
-        workdir, replicas=t.replicas, memory_limit_bytes=t.memory_limit, replica_env=env,
-        probes=probes, restart_policy=t.restart.policy, backoff=backoff, timeline=timeline,
-        feature_store_netns=t.feature_store_netns, observers=observers,
+        workdir, system=system, memory_limit_bytes=t.memory_limit, replica_env=env,
+        probes=probes, restart_policy=t.restart.policy, backoff=backoff, timeline=timeline, observers=observers,
         canary=CanaryRollout(t.canary, timeline, judge="no_canary_analysis" not in t.misconfigurations)
         if t.canary is not None else None,
         cache_max_memory_bytes=t.cache.max_memory if t.cache.enabled else None, cache_ttl_s=float(t.cache.ttl),
@@ -69,12 +74,12 @@ def _local(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None
     )  # fmt: skip
 
 
-def _kubernetes(t: TargetSpec, timeline: Timeline, workdir: Path, owner: Owner | None,
+def _kubernetes(t: TargetSpec, system: SystemDescription, timeline: Timeline, workdir: Path, owner: Owner | None,
                 observers: tuple[Observer, ...]) -> Platform:  # fmt: skip
     """The deployed target on a cluster (``experiments/platforms/kubernetes/platform.py``): same contract."""
     from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform
 
-    return KubernetesPlatform(t.kubernetes or KubernetesSettings(), replicas=t.replicas, timeline=timeline)
+    return KubernetesPlatform(t.kubernetes or KubernetesSettings(), system=system, timeline=timeline)
 
 
 def _check_kubernetes(t: TargetSpec) -> None:
@@ -85,7 +90,7 @@ def _check_kubernetes(t: TargetSpec) -> None:
 
 @dataclass(frozen=True)
 class _Kind:
-    build: Callable[[TargetSpec, Timeline, Path, Owner | None, tuple[Observer, ...]], Platform]
+    build: Callable[[TargetSpec, SystemDescription, Timeline, Path, Owner | None, tuple[Observer, ...]], Platform]
     check: Callable[[TargetSpec], None] | None = None
     """Before anything starts (e.g. no cluster: one located line, exit 2)."""
 
@@ -101,23 +106,36 @@ def check_platform(target: TargetSpec) -> None:
 
 
 def build_platform(target: TargetSpec | None = None, *, timeline: Timeline, workdir: Path, owner: Owner | None = None,
-                   observers: tuple[Observer, ...] = (), replica_env: dict[str, str] | None = None,
-                   misconfigurations: Sequence[str] = (), **local: Any) -> Platform:  # fmt: skip
-    """The platform ``target.platform`` names, built (not started) from the target's settings.
+                   system: SystemDescription | None = None, observers: tuple[Observer, ...] = (),
+                   replica_env: dict[str, str] | None = None, misconfigurations: Sequence[str] = (),
+                   **local: Any) -> Platform:  # fmt: skip
+    """The platform ``target.platform`` names, built (not started) from the target's settings, running the
+    services of ``system`` (a run's ``plan.system``; None: the bundled system the target describes).
 
     Without a ``target`` (the pytest plugin, the CTK target: no spec) it is a local platform from
-    explicit settings: ``replica_env``, the target's ``misconfigurations`` (as
-    ``FAULTDRILL_MISCONFIGURATIONS``) and ``local`` (``LocalPlatform`` keywords: replicas,
-    memory_limit_bytes, feature_store_netns …).
+    explicit settings: ``system`` (None: the bundled system of the keywords), ``replica_env``, the target's
+    ``misconfigurations`` (as ``FAULTDRILL_MISCONFIGURATIONS``) and ``local`` (``LocalPlatform`` keywords:
+    replicas, memory_limit_bytes, feature_store_netns …).
     """
     if target is not None:
         if replica_env is not None or misconfigurations or local:
             raise TypeError("build_platform: replica_env, misconfigurations and platform keywords go without a "
                             "target (a target carries its own)")  # fmt: skip
-        return PLATFORMS[target.platform].build(target, timeline, workdir, owner, observers)
+        described = system if system is not None else _bundled(target)
+        return PLATFORMS[target.platform].build(target, described, timeline, workdir, owner, observers)
     from faultdrill.experiments.platforms.local.platform import LocalPlatform
 
     env = dict(replica_env or {})
     if misconfigurations:
         env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(misconfigurations)
-    return LocalPlatform(workdir, timeline=timeline, replica_env=env, owner=owner, observers=observers, **local)
+    return LocalPlatform(workdir, timeline=timeline, replica_env=env, owner=owner, observers=observers,
+                         system=system, **local)  # fmt: skip
+
+
+def _bundled(target: TargetSpec) -> SystemDescription:
+    """The system a bare target describes, for a caller that has a target but no plan: the spec's own mapping
+    (``Experiment.system()`` reads the target only), not a copy of it."""
+    from faultdrill.experiments.spec.experiment import Experiment
+
+    # Unvalidated on purpose: metadata & co. are not read; model_construct fills the defaults it has.
+    return Experiment.model_construct(target=target).system()  # type: ignore[call-arg]

@@ -1,7 +1,9 @@
 """``FakePlatform``: the :class:`~experiments.platforms.base.Platform` contract in memory, for tests.
 
-It starts nothing: its topology names replicas, a feature store and a service on 127.0.0.1
-port 1 (closed: nothing answers), every supervisor call is recorded in :attr:`calls`, and held
+It starts nothing: its topology has a handle for each service of its
+:class:`~experiments.spec.system.SystemDescription` (``system``; the bundled system of ``replicas`` when
+none is given), under the described name and role, plus the ``service`` endpoint, all on 127.0.0.1
+port 1 (closed: nothing answers); every supervisor call is recorded in :attr:`calls`, and held
 services stay down until started. Its load (:class:`FakeLoad`) records that it ran and returns
 an empty summary. Declared capabilities: no own alerting, an emulated CPU device.
 
@@ -9,13 +11,17 @@ Example::
 
     from faultdrill.experiments.platforms.fake import FakePlatform
 
-    platform = FakePlatform(replicas=2)
+    platform = FakePlatform(replicas=2)       # the bundled system: replica-0, replica-1, the store and its proxy
     platform.up()
-    platform.stop("feature-store")            # held down
-    platform.start("feature-store")
-    assert platform.calls == [("up",), ("stop", "feature-store", True), ("start", "feature-store", None)]
-    assert platform.topology().get("replica-1").role == "replica"
+    store = platform.system.one("feature_store")
+    platform.stop(store)                      # held down
+    platform.start(store)
+    assert platform.calls == [("up",), ("stop", store, True), ("start", store, None)]
+    assert [h.name for h in platform.topology().by_role("replica")] == platform.system.replicas()
     platform.close()
+
+    two = SystemDescription(name="two", services=(Service(name="a", role="replica"), Service(name="b", role="replica")))
+    sorted(FakePlatform(system=two).topology().services)   # ['a', 'b', 'service']
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.observe.load import LoadSummary
 from faultdrill.experiments.platforms.base import PlatformEnvironment
+from faultdrill.experiments.spec.system import SystemDescription, bundled_system
 from faultdrill.faults.base import Scope
 from faultdrill.faults.topology import ServiceHandle, Topology
 
@@ -66,9 +73,11 @@ class FakePlatform:
     name = "fake"
     own_alerting = False  # no replicas to scrape
 
-    def __init__(self, *, replicas: int = 1, timeline: Timeline | None = None) -> None:
+    def __init__(self, *, replicas: int = 1, timeline: Timeline | None = None,
+                 system: SystemDescription | None = None) -> None:  # fmt: skip
         self.timeline = timeline if timeline is not None else Timeline()
-        self.replicas = replicas
+        self.system = system if system is not None else bundled_system(replicas=replicas)
+        self.replicas = len(self.system.replicas())
         self.calls: list[tuple[Any, ...]] = []
         self.held: set[str] = set()
         self.exits: dict[str, int] = {}
@@ -90,9 +99,9 @@ class FakePlatform:
         return CLOSED_URL
 
     def topology(self) -> Topology:
-        services = {f"replica-{i}": ServiceHandle(name=f"replica-{i}", role="replica", url=CLOSED_URL, port=1)
-                    for i in range(self.replicas)}  # fmt: skip
-        services["feature-store"] = ServiceHandle(name="feature-store", role="feature_store", url=CLOSED_URL, port=1)
+        """Exactly the described services (and the ``service`` endpoint), pointing nowhere."""
+        services = {s.name: ServiceHandle(name=s.name, role=s.role, url=CLOSED_URL, port=1, upstream_of=s.upstream_of)
+                    for s in self.system.services}  # fmt: skip
         services["service"] = ServiceHandle(name="service", role="other", url=CLOSED_URL, port=1)
         return Topology(services=services)
 

@@ -2,8 +2,11 @@
 
 Whatever needs a service's name or role asks a ``SystemDescription``: the loader's reference
 checks (a fault's target must be a service whose role the fault accepts — ``Fault.target_roles``),
-the dry-run topology (``experiments.engine.plan``), runbooks, game days and the local platform, which
-starts exactly the services described. ``bundled_system`` describes the bundled target
+the dry-run topology (``experiments.engine.plan``), runbooks, game days and the platforms
+(``build_platform(…, system=plan.system)``: the local one starts exactly the services described, the
+kubernetes one names the pods it finds after them, the fake one and the Chaos Toolkit target too), so
+no platform spells a service name. What the bundled target's *programs* are (subcommands, containers,
+ports) is ``experiments.spec.bundled``, keyed by role. ``bundled_system`` describes the bundled target
 (``target_service/``): replicas behind a readiness-aware endpoint, a TLS feature store reached
 through a fault proxy, optionally a redis cache behind its own proxy and canary replicas. It is one
 description; a spec for another inference server describes its own services the same way.
@@ -104,10 +107,30 @@ class SystemDescription(BaseModel):
         """The proxy in front of ``upstream``, if any."""
         return next((s.name for s in self.services if s.upstream_of == upstream), None)
 
+    def replica_slot(self, i: int) -> str:
+        """The name of the ``i``-th primary replica slot: the described replicas in order; a platform that runs
+        more at a moment (a rolling update's surge pod) numbers on in the last one's scheme (``replica-2``
+        after ``replica-1``, ``web-b-1`` after ``web-b``)."""
+        described = self.replicas()
+        if i < len(described):
+            return described[i]
+        if not described:
+            return _bundled_replica(i)
+        beyond = i - len(described) + 1
+        last = described[-1]
+        if (m := _NUMBERED.fullmatch(last)) is not None:
+            return f"{m[1]}{int(m[2]) + beyond}"
+        return f"{last}-{beyond}"
+
 
 _BUNDLED_NAMES = {"feature-store": "feature_store", "feature-store-proxy": "proxy", "cache": "cache",
                   "cache-proxy": "proxy"}  # fmt: skip
 _REPLICA = re.compile(r"(?:replica|canary)-\d+")
+_NUMBERED = re.compile(r"(.*?)(\d+)")
+
+
+def _bundled_replica(i: int) -> str:
+    return f"replica-{i}"
 
 
 def bundled_role(name: str) -> str | None:
@@ -117,16 +140,19 @@ def bundled_role(name: str) -> str | None:
 
 def bundled_system(
     *, replicas: int, cache: bool = False, canary_replicas: int = 0, feature_store_netns: bool = False,
-    memory_limit: bool = False,
+    memory_limit: bool = False, store_proxy: bool = True,
 ) -> SystemDescription:  # fmt: skip
-    """The bundled target (``target_service/``) as the spec's ``target`` section configures it."""
+    """The bundled target (``target_service/``) as the spec's ``target`` section configures it.
+
+    ``store_proxy=False`` leaves out the fault proxy in front of the feature store (replicas then call
+    the store directly: what ``LocalStack(with_proxy=False)`` starts for the fault tests)."""
     replica_caps = frozenset({"admin_api", "metrics", *(("memory_cgroup",) if memory_limit else ())})
     store_caps = frozenset({"admin_api", "tls", *(("own_netns",) if feature_store_netns else ())})
-    services = [Service(name=f"replica-{i}", role="replica", capabilities=replica_caps) for i in range(replicas)]
-    services += [
-        Service(name="feature-store", role="feature_store", capabilities=store_caps),
-        Service(name="feature-store-proxy", role="proxy", supervised=False, upstream_of="feature-store"),
-    ]
+    services = [Service(name=_bundled_replica(i), role="replica", capabilities=replica_caps) for i in range(replicas)]
+    services.append(Service(name="feature-store", role="feature_store", capabilities=store_caps))
+    if store_proxy:
+        services.append(Service(name="feature-store-proxy", role="proxy", supervised=False,
+                                upstream_of="feature-store"))  # fmt: skip
     if cache:
         services += [
             Service(name="cache", role="cache"),

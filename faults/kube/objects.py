@@ -32,7 +32,7 @@ from faultdrill.faults.kube.client import apps, core, networking, pod_exec, tole
 from faultdrill.faults.kube.pods import ADMIN_PY, admin_exec, main_sh
 from faultdrill.faults.topology import ServiceHandle
 
-__all__ = ["ACTIONS", "DEFAULT_CA_DIR"]
+__all__ = ["DEFAULT_CA_DIR", "CertAction", "DependencyAction", "PartitionAction"]
 
 DEFAULT_CA_DIR = Path(__file__).resolve().parents[2] / "target_service" / "deploy" / "base" / "secrets" / ".pki"
 _NAME_LABEL = "app.kubernetes.io/name"
@@ -65,10 +65,10 @@ class PartitionAction(KubeAction):
     def apply(self, config: Any, undo: dict[str, Any], api: Any) -> None:
         networking(api).create_namespaced_network_policy(_ns(undo), policy_body(undo))
 
-    def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
+    def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         tolerate_404(lambda: networking(api).delete_namespaced_network_policy(undo["policy"], _ns(undo)))
 
-    def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
+    def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         policy = tolerate_404(lambda: networking(api).read_namespaced_network_policy(undo["policy"], _ns(undo)))
         details: dict[str, Any] = {"policy_present": policy is not None}
         effective = policy is not None
@@ -134,7 +134,7 @@ class CertAction(KubeAction):
         body = {"data": {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode()}}
         core(api).patch_namespaced_secret(undo["secret"], _ns(undo), body)
 
-    def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
+    def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         path = Path(undo["backup"])
         if not path.exists():
             raise RollbackError(f"backup {path} is missing: restore Secret {undo['secret']} by hand "
@@ -146,7 +146,7 @@ class CertAction(KubeAction):
         path.unlink()
         path.parent.rmdir()
 
-    def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
+    def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         from faultdrill.target_service.pki import cert_info
 
         secret = core(api).read_namespaced_secret(undo["secret"], _ns(undo))
@@ -219,7 +219,7 @@ class DependencyAction(KubeAction):
                         if config.mode == "errors" else {"delay_ms": config.delay_ms})  # fmt: skip
                 admin_exec(api, undo, "POST", "/admin/faults", body, pod=name)
 
-    def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
+    def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         if mode == "killed":
             apps(api).patch_namespaced_deployment_scale(undo["deployment"], _ns(undo),
                                                         {"spec": {"replicas": int(undo["replicas"])}})  # fmt: skip
@@ -233,7 +233,7 @@ class DependencyAction(KubeAction):
             else:
                 admin_exec(api, undo, "DELETE", "/admin/faults", pod=name)
 
-    def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
+    def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         if mode == "killed":
             dep = apps(api).read_namespaced_deployment(undo["deployment"], _ns(undo))
             ready = dep.status.ready_replicas or 0
@@ -254,7 +254,3 @@ class DependencyAction(KubeAction):
         ok = (status == str(cfg.get("error_status")) if mode == "errors"
               else ms.isdigit() and int(ms) >= 0.9 * float(cfg["delay_ms"]))  # fmt: skip
         return Verification(ok, {"pod": name, "status": status, "latency_ms": ms}, message=f"{status} after {ms} ms")
-
-
-ACTIONS: dict[str, KubeAction] = {"network_partition": PartitionAction(), "cert_expiry": CertAction(),
-                                  "dependency_outage": DependencyAction()}  # fmt: skip

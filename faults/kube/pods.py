@@ -31,7 +31,8 @@ from faultdrill.faults.kube.actions import KubeAction
 from faultdrill.faults.kube.client import apps, core, pod_exec, tolerate_404
 from faultdrill.faults.topology import ServiceHandle
 
-__all__ = ["ACTIONS", "ADMIN_PY", "MAIN_PID", "admin_exec", "main_sh", "same_pod"]
+__all__ = ["ADMIN_PY", "MAIN_PID", "FreezeAction", "GpuAction", "KillAction", "ModelVersionAction", "OomAction",
+           "admin_exec", "main_sh", "same_pod"]  # fmt: skip
 
 MIB = 1024 * 1024
 # The server's pid inside the pod. Not pid 1: a PID namespace's init ignores SIGKILL/SIGSTOP sent
@@ -110,10 +111,10 @@ class KillAction(KubeAction):
         body = client.V1DeleteOptions(grace_period_seconds=grace, preconditions=only)
         core(api).delete_namespaced_pod(undo["pod"], undo["cluster"]["namespace"], body=body)
 
-    def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
+    def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         return None  # nothing faultdrill changed remains: the Deployment owns the replacement
 
-    def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
+    def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         pod = same_pod(api, undo)
         deleting = pod is not None and pod.metadata.deletion_timestamp is not None
         state = "gone" if pod is None else "terminating" if deleting else "still running"
@@ -145,7 +146,7 @@ class FreezeAction(KubeAction):
         else:
             admin_exec(api, undo, "POST", "/admin/worker/freeze", {"seconds": config.duration_s})
 
-    def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
+    def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         if same_pod(api, undo) is None:
             return  # the pod is gone: its replacement was never frozen
         if mode == "sigstop":
@@ -153,7 +154,7 @@ class FreezeAction(KubeAction):
         else:
             admin_exec(api, undo, "POST", "/admin/worker/unfreeze", {})
 
-    def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
+    def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         if mode == "sigstop":
             _, out = _sh(api, undo, "cut -d')' -f2 /proc/$p/stat | cut -d' ' -f2")
             state = out.strip()[:1] or None
@@ -210,7 +211,7 @@ class OomAction(KubeAction):
             if code != 0:
                 raise FaultdrillError(f"memory hog did not start in {undo['pod']}: {out[:200]}")
 
-    def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
+    def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         pod = same_pod(api, undo)
         cs = _status(pod, undo["container"])
         if mode == "signal" or pod is None or cs is None or cs.restart_count != undo["restarts_before"]:
@@ -221,7 +222,7 @@ class OomAction(KubeAction):
             _sh(api, undo, f"test -f {undo['hog_pidfile']} && kill -KILL $(cat {undo['hog_pidfile']}); "
                            f"rm -f {undo['hog_pidfile']}")  # fmt: skip
 
-    def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
+    def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         pod = core(api).read_namespaced_pod(undo["pod"], undo["cluster"]["namespace"])
         cs = _status(pod, undo["container"])
         last = cs.last_state.terminated if cs is not None and cs.last_state else None
@@ -244,11 +245,11 @@ class GpuAction(KubeAction):
     def apply(self, config: Any, undo: dict[str, Any], api: Any) -> None:
         admin_exec(api, undo, "POST", "/admin/device-memory/hold", _amount(config))
 
-    def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
+    def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         if same_pod(api, undo) is not None:
             admin_exec(api, undo, "POST", "/admin/device-memory/release", {})
 
-    def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
+    def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         _, state = admin_exec(api, undo, "GET", "/admin/state")
         held = int(state.get("device_memory_held_bytes", 0))
         return Verification(bool(held), {"state": state}, emulated=bool(state.get("emulated", False)),
@@ -284,12 +285,12 @@ class ModelVersionAction(KubeAction):
     def apply(self, config: Any, undo: dict[str, Any], api: Any) -> None:
         _patch_env(api, undo, {"name": VERSION_ENV, "value": config.bad_version})
 
-    def rollback(self, mode: str, undo: dict[str, Any], api: Any) -> None:
+    def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         prev = undo["previous_version"]
         _patch_env(api, undo, {"name": VERSION_ENV, "value": prev} if prev is not None
                    else {"name": VERSION_ENV, "$patch": "delete"})  # fmt: skip
 
-    def verify(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
+    def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         selector = ",".join(f"{k}={v}" for k, v in undo["selector"].items())
         pods = core(api).list_namespaced_pod(undo["cluster"]["namespace"], label_selector=selector).items
         bad = [p for p in pods if any(e.value == undo["bad_version"] for c in p.spec.containers
@@ -307,8 +308,3 @@ class ModelVersionAction(KubeAction):
 def _patch_env(api: Any, undo: dict[str, Any], item: dict[str, Any]) -> None:
     body = {"spec": {"template": {"spec": {"containers": [{"name": undo["container"], "env": [item]}]}}}}
     apps(api).patch_namespaced_deployment(undo["deployment"], undo["cluster"]["namespace"], body)
-
-
-ACTIONS: dict[str, KubeAction] = {"process_kill": KillAction(), "process_freeze": FreezeAction(),
-                                  "oom_kill": OomAction(), "gpu_memory_exhaustion": GpuAction(),
-                                  "model_load_failure": ModelVersionAction()}  # fmt: skip

@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "experiments" / "chaostoolkit" / "gpu_memory_exhaustion.json"
+EXAMPLE = ROOT / "experiments" / "chaostoolkit" / "examples" / "gpu_memory_exhaustion.json"
 CHAOS = Path(sys.executable).parent / "chaos"
 
 

@@ -69,7 +69,7 @@ def test_the_wheel_installs_one_top_level_package(wheel: Path) -> None:
     assert tops == {"faultdrill"}, tops
     for module in ("faultdrill/experiments/engine/plan.py", "faultdrill/experiments/platforms/local/platform.py",
                    "faultdrill/experiments/chaostoolkit/examples/gpu_memory_exhaustion.json",
-                   "faultdrill/faults/kube/dispatch.py", "faultdrill/target_service/server.py",
+                   "faultdrill/faults/kube/actions.py", "faultdrill/target_service/server.py",
                    "faultdrill/target_service/alerts/rules.yml", "faultdrill/experiments/catalog/smoke.yaml"):
         assert module in names, module  # subpackages and data files ship too
     top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))

@@ -13,17 +13,23 @@ events it implies, remembering the last state of each pod:
 - the pod's ``Ready`` condition flips → ``ready`` / ``unready``;
 - ``DELETED`` → ``exit`` (``cause: deleted``) unless the container's exit was already seen.
 
-Service names: pods of the target Deployment take stable slots ``replica-0``… (a replacement
+Service names: pods of the target Deployment take stable replica slots, the description's replica names
+in order (``SystemDescription.replica_slot``: ``replica-0``… in the bundled system; a replacement
 pod takes the slot its predecessor freed, so ``target: replica-0`` keeps meaning "a replica"),
-other Deployments are named by their ``app.kubernetes.io/name`` label (``feature-store``).
+pods of another Deployment the service ``apps`` maps its ``app.kubernetes.io/name`` label to (the
+label itself when unmapped).
 Pure and thread-free: the platform's watch thread feeds it; tests feed recorded responses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from faultdrill.experiments.spec.bundled import BUNDLED_PROCESSES
+from faultdrill.experiments.spec.system import bundled_system
 
 __all__ = ["NAME_LABEL", "PodTracker", "TimelineEvent"]
 
@@ -31,10 +37,14 @@ NAME_LABEL = "app.kubernetes.io/name"
 TimelineEvent = tuple[str, dict[str, Any]]  # (service name, attrs of a "process" event)
 
 
+_BUNDLED_SLOTS = bundled_system(replicas=0).replica_slot
+
+
 @dataclass
 class _Seen:
     service: str
     uid: str
+    replica: bool = False
     restarts: int = -1
     ready: bool | None = None
     exited: bool = False
@@ -46,8 +56,12 @@ class PodTracker:
     """State of every pod seen; see the module docstring."""
 
     replica_app: str = "target"
-    container: str = "target"
+    container: str = BUNDLED_PROCESSES["replica"].container
     max_replicas: int = 64
+    slot: Callable[[int], str] = _BUNDLED_SLOTS
+    """The name of replica slot ``i`` (``SystemDescription.replica_slot``)."""
+    apps: dict[str, str] = field(default_factory=dict)
+    """``app.kubernetes.io/name`` of another Deployment → the described service its pods are."""
     pods: dict[str, _Seen] = field(default_factory=dict)
 
     def service_of(self, pod: str) -> str | None:
@@ -56,14 +70,15 @@ class PodTracker:
 
     def replicas(self) -> dict[str, str]:
         """Replica slot → pod name, for pods not deleted."""
-        return {s.service: name for name, s in self.pods.items() if s.service.startswith("replica-")}
+        return {s.service: name for name, s in self.pods.items() if s.replica}
 
-    def _slot(self, pod: dict[str, Any]) -> str:
-        app = (pod["metadata"].get("labels") or {}).get(NAME_LABEL, pod["metadata"]["name"])
+    def _seen(self, pod: dict[str, Any], uid: str) -> _Seen:
+        app = str((pod["metadata"].get("labels") or {}).get(NAME_LABEL, pod["metadata"]["name"]))
         if app != self.replica_app:
-            return str(app)
+            return _Seen(service=self.apps.get(app, app), uid=uid)
         taken = {s.service for s in self.pods.values()}
-        return next(f"replica-{i}" for i in range(self.max_replicas) if f"replica-{i}" not in taken)
+        slot = next(name for name in map(self.slot, range(self.max_replicas)) if name not in taken)
+        return _Seen(service=slot, uid=uid, replica=True)
 
     def feed(self, event: dict[str, Any]) -> list[TimelineEvent]:
         pod = event["object"]
@@ -72,7 +87,7 @@ class PodTracker:
         if seen is None or seen.uid != uid:
             if event["type"] == "DELETED":
                 return []
-            seen = self.pods[name] = _Seen(service=self._slot(pod), uid=uid)
+            seen = self.pods[name] = self._seen(pod, uid)
         out: list[TimelineEvent] = []
         cs = _container(pod, self.container)
         if cs is not None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from faultdrill.experiments.spec.kubernetes import KubernetesSettings
 from faultdrill.faults.errors import ConfigError
 
 __all__ = ["DEPLOY_DIR", "SECRET_FILES", "dump_all", "prometheus_rule", "render", "write_secrets"]
@@ -151,8 +152,10 @@ def prometheus_rule(rules_file: Path, *, name: str = "faultdrill-target") -> str
     return header + yaml.safe_dump(rule, sort_keys=False, width=120, allow_unicode=True)
 
 
-def write_secrets(directory: Path, *, pki_dir: Path | None = None, namespace: str = "faultdrill") -> list[Path]:
-    """Write the files the base's secretGenerator reads into ``directory`` (kept, if present)."""
+def write_secrets(directory: Path, *, pki_dir: Path | None = None, namespace: str = "faultdrill",
+                  feature_store_app: str = KubernetesSettings().feature_store_app) -> list[Path]:  # fmt: skip
+    """Write the files the base's secretGenerator reads into ``directory`` (kept, if present); the feature
+    store's certificate names its Service (``feature_store_app``) in ``namespace``."""
     from faultdrill.target_service.pki import ensure_dev_pki, issue_cert
 
     directory = Path(directory)
@@ -160,9 +163,9 @@ def write_secrets(directory: Path, *, pki_dir: Path | None = None, namespace: st
     pki = ensure_dev_pki(pki_dir or directory / ".pki")
     (directory / ".pki-cluster").mkdir(mode=0o700, exist_ok=True)
     # The in-cluster names the target dials (Service DNS), signed by the project CA.
-    store = issue_cert(pki.ca, directory / ".pki-cluster", "feature-store", hosts=(
-        "feature-store", f"feature-store.{namespace}", f"feature-store.{namespace}.svc",
-        f"feature-store.{namespace}.svc.cluster.local", "localhost"))
+    app = feature_store_app
+    store = issue_cert(pki.ca, directory / ".pki-cluster", app, hosts=(
+        app, f"{app}.{namespace}", f"{app}.{namespace}.svc", f"{app}.{namespace}.svc.cluster.local", "localhost"))
     sources = {"ca.crt": pki.ca.cert, "feature-store.crt": store.cert, "feature-store.key": store.key}
     written = []
     for name in SECRET_FILES:

@@ -2,11 +2,17 @@
 
 :class:`KubernetesPlatform` does not start processes: it finds what ``target_service/deploy``
 deployed, in one allow-listed namespace, and observes and controls it through the official
-``kubernetes`` client (imported only in the ``kube_*`` modules and ``faults/kube``):
+``kubernetes`` client (imported only in the ``kube_*`` modules and ``faults/kube``). Which services
+those are, by name and role, is its :class:`~experiments.spec.system.SystemDescription` (``system``; the
+bundled system of ``replicas`` when none is given); the replicas are the ``target_app`` Deployment, the
+feature store the ``feature_store_app`` one, and the bundled programs' containers, ports and admin token env
+come from ``experiments.spec.bundled`` by role:
 
-- discovery: pods labelled ``app.kubernetes.io/name=<target_app>`` are the replicas
-  (``replica-0``…, stable slots), ``<feature_store_app>`` is ``feature-store``; a pod of either
-  without the chaos opt-in label (``selector``) is refused with an error naming it;
+- discovery: pods labelled ``app.kubernetes.io/name=<target_app>`` are the replicas (stable slots
+  named after the description's replicas: ``replica-0``… in the bundled system), ``<feature_store_app>``
+  is the described feature store; a pod of either without the chaos opt-in label (``selector``) is
+  refused with an error naming it. Described services of a role ``target_service/deploy`` does not
+  deploy (a fault proxy, the cache) are not in the topology;
 - the watch API feeds :class:`~experiments.platforms.kubernetes.events.PodTracker`: ``process`` events
   ``start``/``exit`` (``OOMKilled``, ``Error``…, ``exitCode``)/``restart``/``ready``/``unready``,
   and a ``probe`` readiness sample on each Ready change (the kubelet's verdict, not our probe);
@@ -14,7 +20,7 @@ deployed, in one allow-listed namespace, and observes and controls it through th
   through the API's pod port-forward to a *ready* replica (``kube_forward.py``);
 - Supervisor: ``kill`` = exec ``kill -<sig> <server pid>`` in the pod (``faults.kube.pods.MAIN_PID``);
   ``stop`` of a replica deletes its pod (a Deployment cannot hold one pod down), of the feature
-  store scales it to 0 (held);
+  store (by role) scales it to 0 (held);
   ``start`` restores the recorded replica count; ``restart`` deletes the pod (with ``env``: a
   PATCH of the Deployment's env, which rolls every replica — as a real cluster would).
 """
@@ -30,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 from faultdrill.experiments.host.process import ServiceError
 from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.platforms.kubernetes.events import NAME_LABEL, PodTracker
+from faultdrill.experiments.spec.bundled import BUNDLED_PROCESSES
 from faultdrill.experiments.spec.kubernetes import KubernetesSettings
+from faultdrill.experiments.spec.system import SystemDescription, bundled_system
 from faultdrill.faults.base import Scope
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.kube.client import api_client, apps, cluster_ref, core, pod_exec
@@ -44,6 +52,9 @@ if TYPE_CHECKING:
     from faultdrill.experiments.spec.experiment import LoadSpec
 
 __all__ = ["KubernetesPlatform", "check_cluster"]
+
+_REPLICA, _STORE = BUNDLED_PROCESSES["replica"], BUNDLED_PROCESSES["feature_store"]
+"""The bundled programs in their pods (container, port, admin API, token env): ``target_service/deploy``."""
 
 
 def check_cluster(settings: KubernetesSettings, timeout_s: float = 5.0) -> Any:
@@ -69,11 +80,18 @@ class KubernetesPlatform:
     own_alerting = False  # the cluster's Prometheus Operator evaluates the rules; a run does not wire its own
 
     def __init__(self, settings: KubernetesSettings, *, replicas: int = 1, timeline: Timeline | None = None,
-                 ready_timeout_s: float = 300.0) -> None:  # fmt: skip
-        self.settings, self.replicas, self.ready_timeout_s = settings, replicas, ready_timeout_s
+                 ready_timeout_s: float = 300.0, system: SystemDescription | None = None) -> None:  # fmt: skip
+        """``system``: the deployed services; None: the bundled system of ``replicas``."""
+        self.system = system if system is not None else bundled_system(replicas=replicas)
+        self.settings, self.replicas, self.ready_timeout_s = settings, len(self.system.replicas()), ready_timeout_s
         self.timeline = timeline if timeline is not None else Timeline()
         self.namespace = settings.namespace
-        self.tracker = PodTracker(replica_app=settings.target_app, container="target")
+        stores = self.system.with_role("feature_store")
+        self.store: str | None = stores[0] if stores else None
+        """The described feature store (the ``feature_store_app`` Deployment), if any."""
+        self.tracker = PodTracker(replica_app=settings.target_app, container=_REPLICA.container,
+                                  slot=self.system.replica_slot,
+                                  apps={settings.feature_store_app: self.store} if self.store else {})  # fmt: skip
         self.api: Any = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -109,7 +127,7 @@ class KubernetesPlatform:
             if self.settings.service_url is None:
                 from faultdrill.experiments.platforms.kubernetes.forward import PortForwarder
 
-                self._forwarder = PortForwarder(self.api, self.namespace, self._ready_pods, 8000)
+                self._forwarder = PortForwarder(self.api, self.namespace, self._ready_pods, _REPLICA.port)
                 self._forwarder.start()
         except BaseException:
             self.close()
@@ -126,7 +144,7 @@ class KubernetesPlatform:
 
     def _refuse_unlabelled(self) -> None:
         key, _, value = self.settings.selector.partition("=")
-        for app in (self.settings.target_app, self.settings.feature_store_app):
+        for app in self._apps():
             pods = core(self.api).list_namespaced_pod(self.namespace, label_selector=f"{NAME_LABEL}={app}").items
             if not pods:
                 raise ServiceError(f"no pod {NAME_LABEL}={app} in namespace {self.namespace}: deploy "
@@ -137,11 +155,14 @@ class KubernetesPlatform:
                                       f"{self.settings.selector}: refusing to use it",
                                       field="target.kubernetes.selector")  # fmt: skip
 
+    def _apps(self) -> list[str]:
+        """The Deployments the described services are: the replicas', and the feature store's if described."""
+        return [self.settings.target_app, *([self.settings.feature_store_app] if self.store else [])]
+
     def _run_watch(self) -> None:
         from kubernetes import watch
 
-        s = self.settings
-        selector = f"{NAME_LABEL} in ({s.target_app},{s.feature_store_app}),{s.selector}"
+        selector = f"{NAME_LABEL} in ({','.join(self._apps())}),{self.settings.selector}"
         while not self._stop.is_set():
             self._watch = watch.Watch()
             with contextlib.suppress(Exception):  # a dropped watch is re-established
@@ -176,11 +197,11 @@ class KubernetesPlatform:
 
     def _ready_pods(self) -> list[str]:
         with self._lock:
-            return [n for n, s in self.tracker.pods.items() if s.service.startswith("replica-") and s.ready]
+            return [n for n, s in self.tracker.pods.items() if s.replica and s.ready]
 
     def ready_replicas(self) -> list[str]:
         with self._lock:
-            return sorted(s.service for s in self.tracker.pods.values() if s.service.startswith("replica-") and s.ready)
+            return sorted(s.service for s in self.tracker.pods.values() if s.replica and s.ready)
 
     def restarts(self, name: str) -> int:
         with self._lock:
@@ -190,18 +211,19 @@ class KubernetesPlatform:
         s, services = self.settings, {}
         common = {"namespace": self.namespace, "context": s.context, "kubeconfig": s.kubeconfig}
         with self._lock:
-            pods = {seen.service: name for name, seen in self.tracker.pods.items()}
+            pods = self.tracker.replicas()
         for service, pod in sorted(pods.items()):
-            if service.startswith("replica-"):
-                ref = KubeRef(**common, deployment=s.target_app, pod=pod, pod_uid=self._uids.get(pod),
-                              container="target", admin_url="http://127.0.0.1:9000",
-                              admin_token_env="FAULTDRILL_ADMIN_TOKEN")  # fmt: skip
-                services[service] = ServiceHandle(name=service, role="replica", kube=ref, port=8000)
-        store = KubeRef(**common, deployment=s.feature_store_app, container="feature-store", tls_secret=s.tls_secret,
-                        admin_url="https://127.0.0.1:8443", admin_token_env="FAULTDRILL_FS_ADMIN_TOKEN")  # fmt: skip
-        store_url = f"https://{s.feature_store_app}.{self.namespace}.svc:8443"
-        services["feature-store"] = ServiceHandle(name="feature-store", role="feature_store", kube=store, port=8443,
-                                                  url=store_url)
+            ref = KubeRef(**common, deployment=s.target_app, pod=pod, pod_uid=self._uids.get(pod),
+                          container=_REPLICA.container, admin_url=_REPLICA.admin_url,
+                          admin_token_env=_REPLICA.admin_token_env)  # fmt: skip
+            services[service] = ServiceHandle(name=service, role="replica", kube=ref, port=_REPLICA.port)
+        if self.store is not None:
+            store = KubeRef(**common, deployment=s.feature_store_app, container=_STORE.container,
+                            tls_secret=s.tls_secret, admin_url=_STORE.admin_url,
+                            admin_token_env=_STORE.admin_token_env)  # fmt: skip
+            store_url = f"https://{s.feature_store_app}.{self.namespace}.svc:{_STORE.port}"
+            services[self.store] = ServiceHandle(name=self.store, role="feature_store", kube=store, port=_STORE.port,
+                                                 url=store_url)  # fmt: skip
         if self._forwarder is not None or s.service_url:
             services["service"] = ServiceHandle(name="service", role="other", url=self.service_url)
         return Topology(services=services)
@@ -245,10 +267,10 @@ class KubernetesPlatform:
         return ref.pod
 
     def kill(self, name: str, sig: int) -> None:
-        pod_exec(self.api, self.namespace, self._pod(name), "target", main_sh(f'kill -{int(sig)} "$p"'))
+        pod_exec(self.api, self.namespace, self._pod(name), _REPLICA.container, main_sh(f'kill -{int(sig)} "$p"'))
 
     def stop(self, name: str, *, hold: bool = True) -> int | None:
-        if name == "feature-store":
+        if name == self.store:
             scale = apps(self.api).read_namespaced_deployment_scale(self.settings.feature_store_app, self.namespace)
             self._store_replicas = scale.spec.replicas or self._store_replicas
             apps(self.api).patch_namespaced_deployment_scale(self.settings.feature_store_app, self.namespace,
@@ -260,7 +282,7 @@ class KubernetesPlatform:
     def start(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
         if env:
             self._patch_env(env)
-        if name == "feature-store":
+        if name == self.store:
             apps(self.api).patch_namespaced_deployment_scale(self.settings.feature_store_app, self.namespace,
                                                              {"spec": {"replicas": self._store_replicas}})  # fmt: skip
         if wait:
@@ -269,14 +291,14 @@ class KubernetesPlatform:
     def restart(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
         if env:
             self._patch_env(env)  # a new ReplicaSet replaces every pod
-        elif name != "feature-store":
+        elif name != self.store:
             core(self.api).delete_namespaced_pod(self._pod(name), self.namespace)
         if wait:
             self._wait_ready(name)
 
     def _patch_env(self, env: dict[str, str]) -> None:
         items = [{"name": k, "value": v} for k, v in env.items()]
-        body = {"spec": {"template": {"spec": {"containers": [{"name": "target", "env": items}]}}}}
+        body = {"spec": {"template": {"spec": {"containers": [{"name": _REPLICA.container, "env": items}]}}}}
         apps(self.api).patch_namespaced_deployment(self.settings.target_app, self.namespace, body)
 
     def _wait_ready(self, name: str) -> None:

@@ -22,7 +22,7 @@ is named in ``X-Faultdrill-Version``.
 
 Example::
 
-    ep = ServiceEndpoint(lambda: [("replica-0", "http://127.0.0.1:8001")])
+    ep = ServiceEndpoint(lambda: [("web-0", "http://127.0.0.1:8001")])   # (replica name, url) of each ready one
     ep.start(); httpx.get(ep.url + "/v2/health/ready"); ep.stop()
 """
 

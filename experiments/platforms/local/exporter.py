@@ -40,12 +40,14 @@ from prometheus_client.registry import Collector
 
 from faultdrill.experiments.journal.timeline import Event
 from faultdrill.experiments.observe.observers import ObserverContext
+from faultdrill.experiments.spec.bundled import BUNDLED_PROCESSES
 from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["PlatformExporter", "cgroup_memory"]
 
 _UNLIMITED = 2**60
-_CONTAINER = {"replica": "target", "feature_store": "feature-store"}
+_CONTAINER = {role: program.container for role, program in BUNDLED_PROCESSES.items()}
+"""Role → the ``container`` label: the bundled program's container in ``target_service/deploy``."""
 
 
 @dataclass
@@ -109,10 +111,13 @@ class _PlatformCollector(Collector):
     def __init__(self, ctx: ObserverContext, namespace: str) -> None:
         self.ctx = ctx
         self.namespace = namespace
+        self._roles: dict[str, str] = {}
+        """Every service name a topology showed → its role (a pod keeps its container after it left)."""
 
     def collect(self) -> Iterator[Metric]:
-        handles: dict[str, ServiceHandle] = {h.name: h for h in self.ctx.topology().services.values()
-                                             if h.role in _CONTAINER}  # fmt: skip
+        topology = self.ctx.topology().services.values()
+        self._roles.update({h.name: h.role for h in topology})
+        handles: dict[str, ServiceHandle] = {h.name: h for h in topology if h.role in _CONTAINER}
         containers: dict[str, _Container] = {name: _Container() for name in handles}
         for event in self.ctx.timeline.select("process"):
             containers.setdefault(event.source, _Container()).apply(event)
@@ -129,8 +134,7 @@ class _PlatformCollector(Collector):
         ready = GaugeMetricFamily("kube_pod_status_ready", "Whether the pod is ready to serve requests.",
                                   labels=["namespace", "pod", "condition"])  # fmt: skip
         for pod, c in sorted(containers.items()):
-            role = handles[pod].role if pod in handles else ("replica" if pod.startswith("replica-") else "other")
-            container = _CONTAINER.get(role, pod)
+            container = _CONTAINER.get(self._roles.get(pod, "other"), pod)
             restarts.add_metric([ns, pod, container], c.restarts)
             if c.last_reason:
                 reason.add_metric([ns, pod, container, str(c.last_reason)], 1)

@@ -1,7 +1,9 @@
-"""The local platform: the bundled system on this machine, with Kubernetes semantics.
+"""The local platform: the described system on this machine, with Kubernetes semantics.
 
 :class:`LocalPlatform` composes :class:`~experiments.platforms.local.stack.LocalStack` (which starts
-and stops the processes) with what a kubelet and a Service add: startup/readiness/liveness
+and stops the processes of exactly the services of its :class:`~experiments.spec.system.SystemDescription`
+— ``system``, e.g. a run's ``plan.system``; without one, the bundled system its keywords describe) with what a
+kubelet and a Service add, to the services the description says the platform supervises: startup/readiness/liveness
 probes at 10 Hz (``probes.py``); a restart policy (``Always`` | ``OnFailure`` | ``Never``)
 with CrashLoopBackOff; holds (a service stopped with ``hold=True`` stays down until
 :meth:`~LocalPlatform.start`); a readiness-aware :attr:`~LocalPlatform.service_url`
@@ -21,6 +23,8 @@ Example::
     with LocalPlatform(workdir, replicas=2, memory_limit_bytes=700 * 2**20, timeline=tl) as p:
         httpx.post(p.service_url + "/v2/models/digits/infer", json=body)
         ctx = FaultContext.create(state, scope=p.scope(), topology=p.topology(), supervisor=p)
+
+    LocalPlatform(workdir, system=plan.system, timeline=tl)   # a run's: the services its spec describes
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from faultdrill.experiments.platforms.local.probes import ProbeKind, ProbeSample
 from faultdrill.experiments.platforms.local.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
 from faultdrill.experiments.platforms.local.rollout import CanaryRollout
 from faultdrill.experiments.platforms.local.stack import LocalStack
+from faultdrill.experiments.spec.bundled import process_of
+from faultdrill.experiments.spec.system import SystemDescription
 from faultdrill.faults.base import Scope
 from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
 from faultdrill.faults.owned import Owner
@@ -76,7 +82,7 @@ class _Track:
 
 
 class LocalPlatform:
-    """N replicas + feature store on loopback, supervised like pods; see the module docstring."""
+    """The described services on loopback, supervised like pods; see the module docstring."""
 
     name = "local"
     own_alerting = True  # a run may start its own Prometheus scraping the replicas (experiments/alerting/session.py)
@@ -89,14 +95,19 @@ class LocalPlatform:
         ready_timeout_s: float = 60.0, watch_period_s: float = 0.05, breaker_period_s: float = 0.25,
         observers: tuple[Observer, ...] = (), canary: CanaryRollout | None = None,
         cache_max_memory_bytes: int | None = None, cache_ttl_s: float = 30.0, owner: Owner | None = None,
+        system: SystemDescription | None = None,
     ) -> None:  # fmt: skip
+        """``system``: the services to run; None: the bundled system of ``replicas``, ``with_proxy``,
+        ``feature_store_netns``, ``cache_max_memory_bytes`` and the canary's replicas (``LocalStack``)."""
         self.timeline = timeline if timeline is not None else Timeline()
         # owner: every process (restarts too) and namespace is a ledger record while it exists (faults/owned.py)
         self.stack = LocalStack(Path(workdir), replicas=replicas, memory_limit_bytes=memory_limit_bytes,
                                 replica_env=dict(replica_env or {}), with_proxy=with_proxy,
                                 feature_store_netns=feature_store_netns, ready_timeout_s=ready_timeout_s,
                                 cache_max_memory_bytes=cache_max_memory_bytes, cache_ttl_s=cache_ttl_s,
-                                owner=owner)  # fmt: skip
+                                canary_replicas=canary.spec.replicas if canary is not None else 0,
+                                owner=owner, system=system)  # fmt: skip
+        self.system = self.stack.described
         self.restart_policy: RestartPolicy = restart_policy
         self.backoff = backoff or BackOff()
         self.ready_timeout_s = ready_timeout_s
@@ -177,10 +188,12 @@ class LocalPlatform:
         """Ask the first replica what its device really is (real or emulated)."""
         from faultdrill.experiments.platforms.base import PlatformEnvironment
 
-        url = self.topology().get("replica-0").url
+        first = next(iter(self.system.replicas() or self.system.canaries()), None)
+        url = self.topology().get(first).url if first is not None else None
         info: dict[str, Any] = {}
         with contextlib.suppress(httpx.HTTPError):
-            info = httpx.get(f"{url}/v2", timeout=5).json().get("device", {})
+            if url is not None:
+                info = httpx.get(f"{url}/v2", timeout=5).json().get("device", {})
         emulated = bool(info.get("emulated", True))
         notes = []
         if emulated:
@@ -215,8 +228,9 @@ class LocalPlatform:
         return tr.pid
 
     def _services(self) -> dict[str, ServiceHandle]:
-        supervised = ("replica", "feature_store", "cache")
-        return {n: h for n, h in self.stack.topology().services.items() if h.role in supervised}
+        """The services the description says the platform supervises (not the fault proxies)."""
+        supervised = set(self.system.supervised())
+        return {n: h for n, h in self.stack.topology().services.items() if n in supervised}
 
     def _ready_backends(self) -> list[tuple[str, str]]:
         return [(name, self._urls[name]) for name in self.sampler.ready_replicas() if name in self._urls]
@@ -358,7 +372,8 @@ class LocalPlatform:
             wait_redis("127.0.0.1", h.port or 0, h.admin_token_file, self.ready_timeout_s,
                        alive=lambda: self.stack.exit_status(name) is None)  # fmt: skip
             return
-        url = f"{h.url}/healthz" if h.role == "feature_store" else f"{h.url}/v2/health/ready"
+        program = process_of(h.role)
+        url = f"{h.url}{program.health_path if program is not None else '/'}"
         verify = ssl.create_default_context(cafile=str(h.ca_file)) if h.ca_file else True
         with httpx.Client(timeout=1.0, verify=verify) as client:
             for _ in range(int(self.ready_timeout_s / 0.05)):

@@ -20,7 +20,7 @@ Example::
 
     sampler = ProbeSampler(ProbeSet(), pid_of=platform.pid_if_running, on_ready=print)
     sampler.start(ObserverContext(timeline, topology=platform.topology))
-    sampler.is_ready("replica-0"); sampler.stop()
+    sampler.is_ready(platform.system.replicas()[0]); sampler.stop()
 """
 
 from __future__ import annotations

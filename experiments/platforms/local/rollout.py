@@ -3,7 +3,8 @@
 :class:`CanaryRollout` owns the traffic split, the per-pool outcome store, the endpoint's
 routing and the analysis controller (``canary.py``). The platform calls it at four points:
 :meth:`prepare` (publish the canary version in the run's registry if missing; the stack then
-starts ``canary-N`` replicas on it), :meth:`start` (after every replica is ready),
+starts the description's canary replicas on it — ``Service.canary``, ``canary-N`` in the bundled
+system — and the rollout takes their names from it), :meth:`start` (after every replica is ready),
 :meth:`revised` (a supervisor call restarted a canary replica: a new revision),
 :meth:`stop`. A token-guarded control API (``control.py``) lets a person or a runbook read the
 status and roll back by hand.
@@ -29,13 +30,7 @@ from faultdrill.experiments.spec.canary import CanarySpec
 if TYPE_CHECKING:
     from faultdrill.experiments.platforms.local.stack import LocalStack
 
-__all__ = ["CANARY_PREFIX", "CanaryRollout", "pool_of", "publish_version"]
-
-CANARY_PREFIX = "canary-"
-
-
-def pool_of(name: str) -> Pool:
-    return "canary" if name.startswith(CANARY_PREFIX) else "stable"
+__all__ = ["CanaryRollout", "publish_version"]
 
 
 def publish_version(registry: Path, model: str, version: str) -> bool:
@@ -67,21 +62,27 @@ class CanaryRollout:
         self.judge = judge
         self.split = TrafficSplit(spec.initial_weight)
         self.stats = PoolStats()
-        self.routing = CanaryRouting(self.split, self.stats, pool_of)
+        self.canaries: tuple[str, ...] = ()
+        """The canary replicas, from the stack's description (:meth:`prepare`)."""
+        self.routing = CanaryRouting(self.split, self.stats, self.pool_of)
         self.controller: CanaryController | None = None
         self.control: Any = None
         self._revision_at = 0.0
 
     def names(self) -> list[str]:
-        return [f"{CANARY_PREFIX}{i}" for i in range(self.spec.replicas)]
+        return list(self.canaries)
+
+    def pool_of(self, name: str) -> Pool:
+        return "canary" if name in self.canaries else "stable"
 
     def prepare(self, stack: LocalStack) -> None:
-        """Before the stack starts: the canary version exists and the stack will start its replicas."""
+        """Before the stack starts: the canary version exists and the stack will start the described canary
+        replicas on it."""
         stack.model_registry = stack.model_registry or stack.workdir / "models"
         stack.workdir.mkdir(parents=True, exist_ok=True)
         model = stack.replica_env.get("FAULTDRILL_MODEL", "digits")
         publish_version(stack.model_registry, model, self.spec.version)
-        stack.canary_replicas = self.spec.replicas
+        self.canaries = tuple(stack.described.canaries())
         stack.canary_env = {"FAULTDRILL_MODEL_VERSION": self.spec.version}
 
     def start(self, ready: Callable[[], list[str]], stop: Callable[[str], object], workdir: Path,
@@ -96,7 +97,7 @@ class CanaryRollout:
 
         self.controller = CanaryController(
             self.spec, self.split, self.stats, self.timeline, judge=self.judge, stop_canary=stop_canary,
-            canary_ready=lambda: any(pool_of(n) == "canary" and started_at(n) >= self._revision_at for n in ready()),
+            canary_ready=lambda: any(n in self.canaries and started_at(n) >= self._revision_at for n in ready()),
         )  # fmt: skip
         self.controller.start()
         self.control = ControlServer(self.controller, workdir / "canary-control.token")
@@ -104,7 +105,7 @@ class CanaryRollout:
 
     def revised(self, name: str, env: dict[str, str] | None) -> None:
         """Called *before* a supervisor call (re)starts ``name``: a canary's traffic stops at once."""
-        if self.controller is not None and pool_of(name) == "canary":
+        if self.controller is not None and self.pool_of(name) == "canary":
             self._revision_at = time.monotonic()
             self.controller.new_revision((env or {}).get("FAULTDRILL_MODEL_VERSION", self.spec.version))
 

@@ -1,19 +1,23 @@
-"""The bundled system on this machine: feature store, fault proxy, N target replicas.
+"""The described system on this machine: the bundled target's feature store, fault proxies, replicas.
 
-``LocalStack`` starts real processes on loopback — the feature store over TLS, a TCP fault
-proxy in front of it (so dependency latency, resets and black holes are injectable), and
-replicas of the target, each inside its own faultdrill-owned memory cgroup when the host
-has a memory controller — and describes them as a :class:`~faults.topology.Topology`
-plus the :class:`~faults.base.Scope` faults may touch. It implements the
+``LocalStack`` starts exactly the services of a :class:`~experiments.spec.system.SystemDescription`
+(``system``; without one, the bundled system its keywords describe: ``replicas``, ``with_proxy``,
+``feature_store_netns``, ``cache_max_memory_bytes``, ``canary_replicas``) as real processes on loopback —
+a feature store over TLS, a TCP fault proxy in front of each service the description puts one before (so
+dependency latency, resets and black holes are injectable), and the replicas of the target, each inside
+its own faultdrill-owned memory cgroup when the host has a memory controller — and describes them as a
+:class:`~faults.topology.Topology` (one handle per described service, under its described name and role)
+plus the :class:`~faults.base.Scope` faults may touch. How a role's process starts — the bundled
+target's argv and ``FAULTDRILL_*`` env, the env a replica needs to reach a dependency — is the one
+table ``_STARTERS`` below, keyed by role; the programs' fixed facts are ``experiments.spec.bundled``. It implements the
 :class:`~faults.topology.Supervisor` protocol (stop, hold down, restart), so faults that
 need a live platform work against it. It is the seed of the local platform: probes,
 restart policies and the readiness-aware service endpoint build on it.
 
-With ``cache_max_memory_bytes`` it also starts the prediction cache: a real ``redis-server``
-(``experiments/platforms/local/redis.py``: memory cap, LRU, no persistence, a password in 0600 files) as
-service ``cache`` (role ``cache``, stoppable and restartable like the feature store) with its
-own fault proxy ``cache-proxy``; replicas reach it through the proxy and read the password
-from its file.
+A service of role ``cache`` is the prediction cache: a real ``redis-server``
+(``experiments/platforms/local/redis.py``: memory cap ``cache_max_memory_bytes``, LRU, no persistence, a
+password in 0600 files), stoppable and restartable like the feature store; replicas reach it through its
+fault proxy when the description has one and read the password from its file.
 
 ``up()`` starts everything; :meth:`LocalStack.close` stops it all (also a context manager).
 With an ``owner`` (``faults.owned.Owner``: a run's) every process it starts — services, fault
@@ -25,6 +29,12 @@ Example::
     with LocalStack(workdir, replicas=2, memory_limit_bytes=600 * 2**20) as stack:
         ctx = FaultContext.create(state_dir, scope=stack.scope(), topology=stack.topology(),
                                   supervisor=stack)
+
+    # another description: two replicas of other names, the store without a proxy
+    system = SystemDescription(name="mine", services=(Service(name="a", role="replica"),
+                               Service(name="b", role="replica"), Service(name="store", role="feature_store")))
+    with LocalStack(workdir, system=system) as stack:
+        sorted(stack.topology().services)   # ['a', 'b', 'store']
 """
 
 from __future__ import annotations
@@ -40,8 +50,11 @@ from pathlib import Path
 from types import TracebackType
 
 from faultdrill.experiments.host.process import ServiceError, ServiceProcess, free_port
+from faultdrill.experiments.spec.bundled import BundledProcess, process_of
+from faultdrill.experiments.spec.system import Service, SystemDescription, bundled_system
 from faultdrill.faults.base import Injection, Scope
 from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
+from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.netns import PREFIX, Namespace, create_namespace, delete_namespace, netns_exec
 from faultdrill.faults.owned import Owner
 from faultdrill.faults.proxy_control import RunningProxy, spawn_proxy
@@ -64,7 +77,7 @@ class _Service:
 
 @dataclass
 class LocalStack:
-    """Feature store + proxy + replicas, started on loopback under ``workdir``."""
+    """The described services, started on loopback under ``workdir``; see the module docstring."""
 
     workdir: Path
     replicas: int = 1
@@ -79,11 +92,12 @@ class LocalStack:
     cert_reload_interval_s: float = 0.05
     """How often services check their certificate files (a stat call: ~6 µs)."""
     cache_max_memory_bytes: int | None = None
-    """Start the prediction cache (a real redis-server with this ``maxmemory``); None = no cache."""
+    """The prediction cache's ``maxmemory`` (a real redis-server); without ``system``, None = no cache."""
     cache_ttl_s: float = 30.0
     canary_replicas: int = 0
-    """Extra replicas ``canary-N`` started with ``canary_env`` on top of ``replica_env`` (a canary rollout)."""
+    """Extra replicas ``canary-N`` (a canary rollout), without ``system``."""
     canary_env: dict[str, str] = field(default_factory=dict)
+    """Started on top of ``replica_env`` for the description's canary replicas."""
     traces: bool = True
     """Replicas and the feature store write their spans to ``workdir/traces/<name>.jsonl``."""
     trace_sample_ratio: float = 0.2
@@ -92,13 +106,20 @@ class LocalStack:
     ``target.env.FAULTDRILL_TRACE_SAMPLE_RATIO``."""
     owner: Owner | None = None
     """Records every process and namespace in the ledger while it exists; None: not recorded."""
+    system: SystemDescription | None = None
+    """The services to start; None: the bundled system of ``replicas``, ``with_proxy``,
+    ``feature_store_netns``, ``cache_max_memory_bytes`` and ``canary_replicas``. Given, it alone says which
+    services run (those keywords are then not read)."""
+    described: SystemDescription = field(init=False)
+    """What runs: ``system``, or the bundled system the keywords describe."""
     _services: dict[str, _Service] = field(default_factory=dict, init=False)
     _records: dict[str, Injection | None] = field(default_factory=dict, init=False)
     """The proxies' and the namespace's ledger records (services keep theirs in ``ServiceProcess``)."""
-    _proxy: RunningProxy | None = field(default=None, init=False)
-    _fs_netns: Namespace | None = field(default=None, init=False)
-    _cache_proxy: RunningProxy | None = field(default=None, init=False)
-    _cache_env: dict[str, str] = field(default_factory=dict, init=False)
+    _proxies: dict[str, RunningProxy] = field(default_factory=dict, init=False)
+    """Fault proxy name → the running proxy (in front of its description's ``upstream_of``)."""
+    _netns: Namespace | None = field(default=None, init=False)
+    _client_env: dict[str, str] = field(default_factory=dict, init=False)
+    """What a replica needs to reach the dependencies started before it (``_STARTERS``' client env)."""
 
     def __post_init__(self) -> None:
         # Every path handed to a service (certificates, tokens, registry, traces) is absolute: a
@@ -106,6 +127,12 @@ class LocalStack:
         self.workdir = Path(self.workdir).absolute()
         if self.model_registry is not None:
             self.model_registry = Path(self.model_registry).absolute()
+        self.described = self.system or bundled_system(
+            replicas=self.replicas, cache=bool(self.cache_max_memory_bytes), canary_replicas=self.canary_replicas,
+            feature_store_netns=self.feature_store_netns, memory_limit=self.memory_limit_bytes is not None,
+            store_proxy=self.with_proxy,
+        )  # fmt: skip
+        _check_startable(self.described)
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -116,34 +143,32 @@ class LocalStack:
         self.close()
 
     def up(self) -> None:
-        """Start everything and wait until each service answers (or stop all and raise)."""
+        """Start everything and wait until each service answers (or stop all and raise).
+
+        Order: each dependency (feature store, cache) in the description's order, then its fault proxy;
+        then every replica (all at once: they load their models in parallel), then wait for them."""
         from faultdrill.target_service.pki import ensure_dev_pki
         from faultdrill.target_service.registry import ModelRegistry
 
         self.workdir.mkdir(parents=True, exist_ok=True)
+        system = self.described
         try:
             self.pki = ensure_dev_pki(self.workdir / "pki")
             registry = self.model_registry or self.workdir / "models"
             ModelRegistry(registry).ensure_defaults()
             self.model_registry = registry
-            self._start_feature_store()
-            fs = self._services["feature-store"].handle
-            upstream_port = fs.port
-            assert upstream_port is not None
-            upstream_host = self._fs_netns.ns_addr if self._fs_netns else "127.0.0.1"
-            if self.with_proxy:
-                self._proxy = self._spawn_proxy("feature-store-proxy", (upstream_host, upstream_port), "proxy")
-                upstream_host, upstream_port = "127.0.0.1", self._proxy.listen[1]
-            if self.cache_max_memory_bytes:
-                self._start_cache()
-            names = [f"replica-{i}" for i in range(self.replicas)]
-            for name in names:  # start all, then wait: replicas load their models in parallel
-                self._start_replica(name, upstream_port, upstream_host)
-            for i in range(self.canary_replicas):
-                names.append(f"canary-{i}")
-                self._start_replica(names[-1], upstream_port, upstream_host, extra_env=self.canary_env)
-            for name in names:
-                svc = self._services[name]
+            for service in system.services:
+                if service.role in _DEPENDENCY_STARTERS:
+                    host, port = _DEPENDENCY_STARTERS[service.role].start(self, service)
+                    if (proxy := system.proxy_of(service.name)) is not None:
+                        running = self._spawn_proxy(proxy, (host, port))
+                        host, port = "127.0.0.1", running.listen[1]
+                    self._client_env.update(_DEPENDENCY_STARTERS[service.role].client_env(self, service, host, port))
+            replicas = [s for s in system.services if s.role == "replica"]
+            for service in replicas:  # start all, then wait: replicas load their models in parallel
+                self._start_replica(service, extra_env=self.canary_env if service.canary else None)
+            for service in replicas:
+                svc = self._services[service.name]
                 svc.process.wait_http(svc.ready_url, self.ready_timeout_s, verify=svc.verify)
         except BaseException:
             self.close()
@@ -154,31 +179,28 @@ class LocalStack:
             svc.process.stop(10)
             if svc.cgroup is not None:
                 svc.cgroup.remove()
-        if self._proxy is not None:
-            self._proxy.stop()
-            self._proxy = None
-            self._release("feature-store-proxy")
-        if self._cache_proxy is not None:
-            self._cache_proxy.stop()
-            self._cache_proxy = None
-            self._release("cache-proxy")
-        if self._fs_netns is not None:  # after its process stopped: the veth pair goes too
-            delete_namespace(self._fs_netns.name)
-            self._fs_netns = None
+        for name, proxy in list(self._proxies.items()):
+            proxy.stop()
+            del self._proxies[name]
+            self._release(name)
+        if self._netns is not None:  # after its process stopped: the veth pair goes too
+            delete_namespace(self._netns.name)
+            self._netns = None
         self._release("netns")  # also when its creation failed (the record was written first)
 
     def _release(self, key: str) -> None:
         if self.owner is not None:
             self.owner.release(self._records.pop(key, None))
 
-    def _spawn_proxy(self, name: str, upstream: tuple[str, int], token: str) -> RunningProxy:
-        proxy = spawn_proxy(upstream, token_file=self._token_file(token))
+    def _spawn_proxy(self, name: str, upstream: tuple[str, int]) -> RunningProxy:
+        proxy = spawn_proxy(upstream, token_file=self._token_file(name))
         if self.owner is not None:
             try:
                 self._records[name] = self.owner.record_process(name, proxy.process.pid, proxy.argv)
             except BaseException:
                 proxy.stop()  # unrecorded, it could outlive a crash of this run
                 raise
+        self._proxies[name] = proxy
         return proxy
 
     # -- building blocks ---------------------------------------------------------------
@@ -194,64 +216,75 @@ class LocalStack:
             path.chmod(0o600)
         return path
 
-    def _start_feature_store(self) -> None:
+    # -- the bundled target's processes, by role (``_STARTERS`` at the end of this module) ------------------
+    def _start_feature_store(self, service: Service) -> tuple[str, int]:
+        """The bundled feature store over TLS (in its own namespace with ``own_netns``); where it listens."""
+        program = _program(service)
         port = free_port()
-        token_file = self._token_file("feature-store-admin")
+        token_file = self._token_file(f"{service.name}-admin")
         host, cert = "127.0.0.1", self.pki.feature_store
-        argv = [sys.executable, "-m", "faultdrill.target_service", "feature-store"]
-        if self.feature_store_netns:
+        argv = [sys.executable, "-m", "faultdrill.target_service", program.command]
+        if "own_netns" in service.capabilities:
             from faultdrill.target_service.pki import issue_cert
 
             suffix = "fs" + secrets.token_hex(4)
             if self.owner is not None:  # recorded before it exists: deleting one never made is a no-op
                 self._records["netns"] = self.owner.record_netns(PREFIX + suffix)
-            self._fs_netns = create_namespace(suffix)
-            host = self._fs_netns.ns_addr
+            self._netns = create_namespace(suffix)
+            host = self._netns.ns_addr
             # The namespace address must be a SAN, or TLS clients reaching it directly fail.
             (self.workdir / "pki-netns").mkdir(mode=0o700, exist_ok=True)
-            cert = issue_cert(self.pki.ca, self.workdir / "pki-netns", "feature-store",
+            cert = issue_cert(self.pki.ca, self.workdir / "pki-netns", service.name,
                               hosts=(host, "127.0.0.1", "localhost"))  # fmt: skip
-            argv = netns_exec(self._fs_netns.name, argv)  # ip netns exec execs: same pid
+            argv = netns_exec(self._netns.name, argv)  # ip netns exec execs: same pid
         env = {
             "FAULTDRILL_FS_PORT": str(port), "FAULTDRILL_FS_HOST": host,
             "FAULTDRILL_FS_TLS_CERT_FILE": str(cert.cert),
             "FAULTDRILL_FS_TLS_KEY_FILE": str(cert.key),
             "FAULTDRILL_FS_CERT_RELOAD_INTERVAL_S": str(self.cert_reload_interval_s),
-            "FAULTDRILL_FS_ADMIN_TOKEN": token_file.read_text().strip(),
+            program.admin_token_env: token_file.read_text().strip(),
         }
         if self.traces:
-            env["FAULTDRILL_FS_TRACE_FILE"] = str(self.trace_dir / "feature-store.jsonl")
+            env["FAULTDRILL_FS_TRACE_FILE"] = str(self.trace_dir / f"{service.name}.jsonl")
         url = f"https://{host}:{port}"
         handle = ServiceHandle(
-            name="feature-store", role="feature_store", url=url, admin_url=url,
+            name=service.name, role=service.role, url=url, admin_url=url,
             admin_token_file=token_file, cert_file=cert.cert, key_file=cert.key,
-            ca_file=self.pki.ca.cert, port=port, netns=self._fs_netns.name if self._fs_netns else None,
+            ca_file=self.pki.ca.cert, port=port, netns=self._netns.name if self._netns else None,
         )  # fmt: skip
         verify = ssl.create_default_context(cafile=str(self.pki.ca.cert))
-        self._launch(handle, env, f"{url}/healthz", verify, argv)
+        self._launch(handle, env, f"{url}{program.health_path}", verify, argv)
+        return host, port
 
-    def _start_cache(self) -> None:
-        """redis-server (password in 0600 files only) and its own fault proxy; replicas use the proxy."""
+    def _feature_store_client(self, service: Service, host: str, port: int) -> dict[str, str]:
+        return {"FAULTDRILL_FEATURE_STORE_URL": f"https://{host}:{port}"}
+
+    def _start_cache(self, service: Service) -> tuple[str, int]:
+        """redis-server (password in 0600 files only); where it listens."""
         from faultdrill.experiments.platforms.local.redis import RedisServerConfig, wait_redis
 
-        assert self.cache_max_memory_bytes is not None
-        server = RedisServerConfig(self.workdir / "cache", max_memory_bytes=self.cache_max_memory_bytes)
+        if not self.cache_max_memory_bytes:
+            raise ConfigError(f"service {service.name!r} is a cache: the local platform needs its maxmemory "
+                              "(cache_max_memory_bytes)", field="target.cache.max_memory")  # fmt: skip
+        server = RedisServerConfig(self.workdir / service.name, max_memory_bytes=self.cache_max_memory_bytes)
         argv = server.write()
-        handle = ServiceHandle(name="cache", role="cache", url=f"redis://{server.host}:{server.port}/0",
+        handle = ServiceHandle(name=service.name, role=service.role, url=f"redis://{server.host}:{server.port}/0",
                                admin_token_file=server.password_file, port=server.port)  # fmt: skip
         self._launch(handle, {}, "", True, argv, wait=False)
-        svc = self._services["cache"]
+        svc = self._services[service.name]
         svc.ready_check = lambda timeout: wait_redis(server.host, server.port, server.password_file, timeout,
                                                      alive=svc.process.running)  # fmt: skip
         svc.ready_check(self.ready_timeout_s)
-        self._cache_proxy = self._spawn_proxy("cache-proxy", (server.host, server.port), "cache-proxy")
-        host, port = self._cache_proxy.listen
-        self._cache_env = {"FAULTDRILL_CACHE_URL": f"redis://{host}:{port}/0",
-                           "FAULTDRILL_CACHE_PASSWORD_FILE": str(server.password_file),
-                           "FAULTDRILL_CACHE_TTL_S": str(self.cache_ttl_s)}  # fmt: skip
+        return server.host, server.port
 
-    def _start_replica(self, name: str, upstream_port: int, upstream_host: str = "127.0.0.1",
-                       extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def _cache_client(self, service: Service, host: str, port: int) -> dict[str, str]:
+        password_file = self._services[service.name].handle.admin_token_file
+        return {"FAULTDRILL_CACHE_URL": f"redis://{host}:{port}/0",
+                "FAULTDRILL_CACHE_PASSWORD_FILE": str(password_file),
+                "FAULTDRILL_CACHE_TTL_S": str(self.cache_ttl_s)}  # fmt: skip
+
+    def _start_replica(self, service: Service, extra_env: dict[str, str] | None = None) -> None:
+        name, program = service.name, _program(service)
         port, admin_port = free_port(), free_port()
         token_file = self._token_file(f"{name}-admin")
         cgroup = None
@@ -261,25 +294,24 @@ class LocalStack:
             cgroup.set_limit(self.memory_limit_bytes)
         env = {
             "FAULTDRILL_PORT": str(port), "FAULTDRILL_ADMIN_PORT": str(admin_port),
-            "FAULTDRILL_ADMIN_TOKEN": token_file.read_text().strip(),
+            program.admin_token_env: token_file.read_text().strip(),
             "FAULTDRILL_MODEL_REGISTRY": str(self.model_registry),
-            "FAULTDRILL_FEATURE_STORE_URL": f"https://{upstream_host}:{upstream_port}",
             "FAULTDRILL_CA_FILE": str(self.pki.ca.cert),
             "FAULTDRILL_CERT_RELOAD_INTERVAL_S": str(self.cert_reload_interval_s),
-            "FAULTDRILL_BREAKER_RESET_TIMEOUT_S": "1", **self._cache_env, **self.replica_env, **(extra_env or {}),
+            "FAULTDRILL_BREAKER_RESET_TIMEOUT_S": "1", **self._client_env, **self.replica_env, **(extra_env or {}),
         }  # fmt: skip
         if self.traces:  # first, so a spec's env can still change them (e.g. the sample ratio)
             env = {"FAULTDRILL_TRACE_FILE": str(self.trace_dir / f"{name}.jsonl"), "FAULTDRILL_SERVICE_INSTANCE": name,
                    "FAULTDRILL_TRACE_SAMPLE_RATIO": str(self.trace_sample_ratio), **env}  # fmt: skip
         handle = ServiceHandle(
-            name=name, role="replica", url=f"http://127.0.0.1:{port}",
+            name=name, role=service.role, url=f"http://127.0.0.1:{port}",
             admin_url=f"http://127.0.0.1:{admin_port}", admin_token_file=token_file,
             cgroup=str(cgroup.path) if cgroup else None, ca_file=self.pki.ca.cert,
             model_registry=self.model_registry, model_name=env.get("FAULTDRILL_MODEL", "digits"),
             model_version=env.get("FAULTDRILL_MODEL_VERSION", "1"), port=port,
         )  # fmt: skip
         url = f"{handle.url}/v2/models/{handle.model_name}"
-        argv = [sys.executable, "-m", "faultdrill.target_service", "serve"]
+        argv = [sys.executable, "-m", "faultdrill.target_service", program.command]
         self._launch(handle, env, url, True, argv, cgroup, wait=False)
 
     def _launch(
@@ -309,22 +341,16 @@ class LocalStack:
 
     # -- what faults see -----------------------------------------------------------------
     def topology(self) -> Topology:
+        """A handle per described service that runs: the services, then the fault proxies."""
         services = {name: svc.handle for name, svc in self._services.items()}
-        if self._proxy is not None:
-            host, port = self._proxy.listen
-            chost, cport = self._proxy.control_address
-            services["feature-store-proxy"] = ServiceHandle(
-                name="feature-store-proxy", role="proxy", pid=self._proxy.process.pid,
-                url=f"tcp://{host}:{port}", port=port, upstream_of="feature-store",
-                control_url=f"http://{chost}:{cport}", admin_token_file=self.workdir / "proxy.token",
-            )  # fmt: skip
-        if self._cache_proxy is not None:
-            host, port = self._cache_proxy.listen
-            chost, cport = self._cache_proxy.control_address
-            services["cache-proxy"] = ServiceHandle(
-                name="cache-proxy", role="proxy", pid=self._cache_proxy.process.pid, url=f"tcp://{host}:{port}",
-                port=port, upstream_of="cache", control_url=f"http://{chost}:{cport}",
-                admin_token_file=self.workdir / "cache-proxy.token",
+        for name, proxy in self._proxies.items():
+            host, port = proxy.listen
+            chost, cport = proxy.control_address
+            described = self.described.get(name)
+            services[name] = ServiceHandle(
+                name=name, role="proxy", pid=proxy.process.pid, url=f"tcp://{host}:{port}", port=port,
+                upstream_of=described.upstream_of if described else None, control_url=f"http://{chost}:{cport}",
+                admin_token_file=self.workdir / f"{name}.token",
             )  # fmt: skip
         return Topology(services=services)
 
@@ -386,3 +412,43 @@ class LocalStack:
 
     def send(self, name: str, sig: signal.Signals) -> None:
         self.kill(name, int(sig))
+
+
+# -- which roles this stack starts, and how --------------------------------------------------------------
+def _program(service: Service) -> BundledProcess:
+    program = process_of(service.role)
+    if program is None:
+        raise ServiceError(f"service {service.name!r}: the bundled target has no program of role {service.role!r}")
+    return program
+
+
+@dataclass(frozen=True)
+class _Dependency:
+    """A service replicas call: how it starts (returns where it listens) and the env a replica needs to reach it
+    at an address (its own, or its fault proxy's)."""
+
+    start: Callable[[LocalStack, Service], tuple[str, int]]
+    client_env: Callable[[LocalStack, Service, str, int], dict[str, str]]
+
+
+_DEPENDENCY_STARTERS: dict[str, _Dependency] = {
+    "feature_store": _Dependency(LocalStack._start_feature_store, LocalStack._feature_store_client),
+    "cache": _Dependency(LocalStack._start_cache, LocalStack._cache_client),
+}
+"""Role → how a dependency of the replicas starts; replicas (``LocalStack._start_replica``) start after them.
+With the fault proxies these are the roles this stack starts: ``_STARTERS``."""
+
+_STARTERS = (*_DEPENDENCY_STARTERS, "replica", "proxy")
+
+
+def _check_startable(system: SystemDescription) -> None:
+    """Every described service is one this stack can start (a proxy: in front of a described dependency)."""
+    for s in system.services:
+        if s.role not in _STARTERS:
+            raise ConfigError(f"service {s.name!r}: the local platform starts no service of role {s.role!r} "
+                              f"(it starts {', '.join(_STARTERS)})", field="system")  # fmt: skip
+        upstream = system.get(s.upstream_of) if s.upstream_of else None
+        if s.role == "proxy" and (upstream is None or upstream.role not in _DEPENDENCY_STARTERS):
+            raise ConfigError(f"fault proxy {s.name!r} must stand in front of a described "
+                              f"{' or '.join(_DEPENDENCY_STARTERS)} (upstream_of: {s.upstream_of!r})",
+                              field="system")  # fmt: skip

@@ -13,7 +13,7 @@ from faults_helpers import start_python, wait_for_line
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.deadman import spawn_watchdog, watch
 from faultdrill.faults.fake import FakeFault
-from faultdrill.faults.ledger import pid_alive
+from faultdrill.faults.procid import pid_alive
 from faultdrill.faults.registry import FaultRegistry
 
 CHILD = textwrap.dedent(

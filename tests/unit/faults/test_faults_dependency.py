@@ -22,8 +22,9 @@ from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.dependency import DependencyOutageFault
 from faultdrill.faults.errors import BlastRadiusError, ConfigError, RollbackError
-from faultdrill.faults.ledger import RollbackOutcome, process_start_ticks, rollback_pending
+from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
 from faultdrill.faults.network import NetworkDegradationFault, timed_exchange
+from faultdrill.faults.procid import process_start_ticks
 from faultdrill.faults.proxy_control import ProxyControl
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.faults.topology import ServiceHandle, Topology

@@ -17,7 +17,7 @@ import pytest
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.flood import ClientFloodFault, read_stats
-from faultdrill.faults.ledger import pid_alive, process_start_ticks
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 from faultdrill.faults.topology import ServiceHandle, Topology
 from faultdrill.target_service.ratelimit import Limit, RateLimiter, RateLimitTable
 

@@ -13,13 +13,9 @@ from faults_helpers import start_python, wait_for_line
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.errors import LedgerError
 from faultdrill.faults.fake import FakeFault
-from faultdrill.faults.ledger import (
-    Ledger,
-    RollbackOutcome,
-    default_state_dir,
-    pid_alive,
-    rollback_pending,
-)
+from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
+from faultdrill.faults.procid import pid_alive
+from faultdrill.faults.records import Ledger, default_state_dir
 from faultdrill.faults.registry import FaultRegistry
 
 

@@ -16,9 +16,10 @@ from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.cgroups import detect_memory_controller
 from faultdrill.faults.errors import ConfigError
-from faultdrill.faults.ledger import RollbackOutcome, pid_alive, rollback_pending
+from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
 from faultdrill.faults.oom import OomKillFault
 from faultdrill.faults.process import admin_request
+from faultdrill.faults.procid import pid_alive
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.faults.topology import Topology
 

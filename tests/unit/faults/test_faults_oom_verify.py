@@ -21,8 +21,8 @@ import pytest
 
 from faultdrill.faults.base import FaultContext, Injection
 from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
-from faultdrill.faults.ledger import process_start_ticks
 from faultdrill.faults.oom import OomKillFault
+from faultdrill.faults.procid import process_start_ticks
 from faultdrill.faults.topology import ServiceHandle
 
 CONTROLLER = detect_memory_controller()

@@ -22,7 +22,7 @@ from faults_helpers import REPO_ROOT, child_env, start_python, wait_for_line
 from faultdrill.faults.base import FaultContext, Injection
 from faultdrill.faults.deadman import watch
 from faultdrill.faults.errors import InjectionError, PluginError
-from faultdrill.faults.ledger import Ledger, RollbackOutcome, pid_alive, process_start_ticks, rollback_pending
+from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
 from faultdrill.faults.owned import (
     NO_DEADLINE,
     OwnedProcess,
@@ -31,6 +31,8 @@ from faultdrill.faults.owned import (
     is_resource,
     stop_recorded_process,
 )
+from faultdrill.faults.procid import pid_alive, process_start_ticks
+from faultdrill.faults.records import Ledger
 from faultdrill.faults.registry import FaultRegistry
 
 

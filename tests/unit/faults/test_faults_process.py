@@ -14,8 +14,9 @@ from faults_helpers import start_python, wait_for_line
 from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.faults.base import FaultContext, Scope
 from faultdrill.faults.errors import BlastRadiusError, ConfigError
-from faultdrill.faults.ledger import RollbackOutcome, pid_alive, rollback_pending
+from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
 from faultdrill.faults.process import ProcessFreezeFault, ProcessKillFault, process_state
+from faultdrill.faults.procid import pid_alive
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.faults.topology import ServiceHandle, Topology
 
