@@ -148,11 +148,13 @@ def _signal(pid: int, start: int | None, group: bool, sig: int) -> bool:
 
 
 def _wait_gone(pid: int, start: int | None, timeout_s: float) -> float | None:
-    """Seconds until the process is gone (a zombie counts), or None after ``timeout_s``."""
+    """Seconds until the process is gone (a zombie counts), or None after ``timeout_s``.
+
+    Never reaps: when the undoing process is the parent, its ``Popen`` (the platform's supervisor) collects the
+    exit status — a reap here would leave it ECHILD, read as exit code 0, and a stopped or killed process
+    would be reported as one that completed."""
     began = time.monotonic()
     while pid_alive(pid, start):
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)  # reap it when the undoing process is its parent
         if time.monotonic() - began > timeout_s:
             return None
         time.sleep(0.02)
