@@ -39,6 +39,11 @@ def runbook_check(
     platform: Annotated[
         str, typer.Option("--platform", help="Platform the runbooks run on: local, or standalone (no platform).")
     ] = "local",
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", help="The server the runbooks are for (a shipped profile such as vllm, or a "
+                     "profile file): its metric names and, unless --rules is given, its rules."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Static validation: steps parse, programs exist, alerts/metrics/actions/variables are known,
@@ -47,13 +52,21 @@ def runbook_check(
     from faultdrill.gamedays.runbook_check import check_runbooks
 
     paths = _expand(files)
-    rules_file = rules_path(rules, spec_file=None)
-    errors = check_runbooks(paths, rules_file=rules_file, platform=platform)
+    served: frozenset[str] | None = None
+    if profile is not None:
+        from faultdrill.experiments.spec.profile import load_profile
+
+        server = load_profile(profile)
+        served = server.series_names()
+        rules_file = server.rules_file if rules == "default" else rules_path(rules, spec_file=None)
+    else:
+        rules_file = rules_path(rules, spec_file=None)
+    errors = check_runbooks(paths, rules_file=rules_file, platform=platform, served=served)
     for err in errors:
         typer.echo(f"error: {err}", err=True)
     if as_json:
         located = {e.file for e in errors}
-        emit_json({"ok": not errors, "rules_file": str(rules_file), "platform": platform,
+        emit_json({"ok": not errors, "rules_file": str(rules_file), "platform": platform, "profile": profile,
                    "runbooks": [{"file": str(p), "ok": str(p) not in located} for p in paths],
                    "problems": [error_json(e) for e in errors]})  # fmt: skip
     if errors:

@@ -114,10 +114,14 @@ def _exposition() -> frozenset[str]:
     return frozenset(_exposed(target) | _exposed(store))
 
 
-def known_metrics(rules_file: Path) -> frozenset[str]:
-    """Every series a metric check may select, given the rules file (its recording rules)."""
+def known_metrics(rules_file: Path, served: frozenset[str] | None = None) -> frozenset[str]:
+    """Every series a metric check may select, given the rules file (its recording rules).
+
+    ``served``: what the system under test exposes (a profile's series names); None is the bundled target and
+    feature store, with the platform exporter's series."""
     records = {str(rule["record"]) for _no, rule in _rules(rules_file) if isinstance(rule.get("record"), str)}
-    return _exposition() | PLATFORM_METRICS | PROMETHEUS_SERIES | frozenset(records)
+    own = _exposition() | PLATFORM_METRICS if served is None else served
+    return own | PROMETHEUS_SERIES | frozenset(records)
 
 
 def _rules(rules_file: Path) -> tuple[tuple[int, dict[str, object]], ...]:
@@ -228,12 +232,16 @@ def _programs(line: str) -> list[str]:
     return words
 
 
-def check_runbooks(paths: Iterable[Path], *, rules_file: Path, platform: str = "local") -> list[ConfigError]:
-    """Every problem of the runbooks at ``paths`` and of the rules' runbook links (see the module docstring)."""
+def check_runbooks(paths: Iterable[Path], *, rules_file: Path, platform: str = "local",
+                   served: frozenset[str] | None = None) -> list[ConfigError]:
+    """Every problem of the runbooks at ``paths`` and of the rules' runbook links (see the module docstring).
+
+    ``served``: the series the system under test exposes, for a server other than the bundled target (a profile's
+    ``series_names()``); None: the bundled target's."""
     cls = _platform_class(platform)
     try:
         alerts = _alerts(rules_file)
-        metrics = known_metrics(rules_file)
+        metrics = known_metrics(rules_file, served)
     except ConfigError as exc:
         return [exc]
     errors: list[ConfigError] = []

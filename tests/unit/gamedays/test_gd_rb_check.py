@@ -135,3 +135,42 @@ def test_every_metric_check_of_the_shipped_runbooks_names_known_series() -> None
                     seen += 1
                     assert metric_names(check.query) <= known, (path.name, check.text)
     assert seen >= 10
+
+
+_VLLM_RUNBOOK = """# vLLM queue
+
+Alerts: `VLLMQueueBuildUp`
+
+## Steps
+
+### 1. The queue drains
+
+```expect
+metric max(vllm:num_requests_waiting{job="vllm"}) < 5 within 60s
+```
+"""
+
+
+def test_a_profile_names_the_series_a_third_party_servers_runbook_may_check(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from faultdrill.cli import app
+
+    rb = tmp_path / "queue.md"
+    rb.write_text(_VLLM_RUNBOOK)
+    runner = CliRunner()
+    # Against the bundled target's series and rules, vLLM's queue gauge and alert are unknown...
+    bundled = runner.invoke(app, ["runbook", "check", str(rb)])
+    assert bundled.exit_code == 2, bundled.output
+    assert "vllm:num_requests_waiting" in bundled.output and "VLLMQueueBuildUp" in bundled.output
+    # ... and with the vLLM profile (its series, its rules) they are known. The rules' runbook links name
+    # the shipped vLLM runbooks, so those are checked alongside.
+    shipped = ROOT / "experiments" / "systems" / "vllm" / "runbooks"
+    ok = runner.invoke(app, ["runbook", "check", str(rb), str(shipped),
+                             "--profile", "vllm"])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    # A series vLLM does not serve is still refused with the profile.
+    rb.write_text(_VLLM_RUNBOOK.replace("vllm:num_requests_waiting", "vllm:no_such_gauge"))
+    bad = runner.invoke(app, ["runbook", "check", str(rb), str(shipped),
+                              "--profile", "vllm"])  # fmt: skip
+    assert bad.exit_code == 2 and "vllm:no_such_gauge" in bad.output, bad.output
