@@ -143,10 +143,18 @@ def test_partition_is_bypassed_and_rolled_back(stack: LocalStack, ctx: FaultCont
         check = fault.verify(inj, ctx)
         assert check.effective, check
         assert check.details["via_proxy"] == "timeout" and check.details["direct"] == "ok"
-        answers = [infer(stack, fresh_body()) for _ in range(8)]
+        answers, sent, done = [], [], []
+        for _ in range(8):
+            sent.append(time.monotonic())
+            answers.append(infer(stack, fresh_body()))
+            done.append(time.monotonic())
         assert all(code == 200 for code, _, _ in answers)  # the bypass: no error surfaces
         results = [doc["parameters"]["cache"] for _, doc, _ in answers]
-        assert results[0] == "error" and results[-1] == "bypass", results  # then the breaker opened
+        assert results[0] == "error" and "bypass" in results, results  # then the breaker opened
+        # Open, it bypasses every request until its reset (0.5 s) lets one half-open trial through: on a loaded
+        # machine the last requests may come after that, so what is exact is the open window itself.
+        opened = done[results.index("bypass") - 1]  # the failure that opened it
+        assert all(r == "bypass" for r, s in zip(results, sent, strict=True) if opened <= s < opened + 0.45), results
         assert max(t for *_, t in answers) < 0.05 + 0.5  # bounded by the cache timeout
     finally:
         fault.undo(inj, ctx)
