@@ -247,11 +247,25 @@ class Fault(ABC):
     target_roles: ClassVar[tuple[str, ...] | None] = None
     """The roles of the services this fault may aim at (``experiments.spec.system``: replica, feature_store,
     proxy, cache…); None: any service. The loader refuses a target of another role, with the ones that fit."""
+    target_needs: ClassVar[frozenset[str]] = frozenset()
+    """What the aimed-at service must offer in every mode (``experiments.spec.system.CAPABILITIES``: ``admin_api``,
+    ``model_repository``, ``tls``, ``memory_cgroup``, ``process``; or ``supervised``). A fault aimed at a service of
+    the user's that lacks one is refused before anything starts (``experiments.spec.needs``)."""
+    target_needs_by_mode: ClassVar[Mapping[str, frozenset[str]]] = {}
+    """What a mode needs on top of ``target_needs`` (``{"in_process": frozenset({"admin_api"})}``)."""
     undo_note: str = ""
     """What the last ``rollback`` did, when it has more to say than "ok" (``faultdrill rollback --pending``)."""
     kubernetes: ClassVar[type[PlatformAction] | None] = None
     """How this fault is carried out on a Kubernetes target (a ``faults/kube`` action class); None: the class's own
     code runs whatever the target is."""
+
+    def target_needs_for(self, mode: str) -> frozenset[str]:
+        """What the target must offer for ``mode`` (see ``target_needs``)."""
+        return self.target_needs | self.target_needs_by_mode.get(mode, frozenset())
+
+    def target_needs_of(self, config: Any) -> frozenset[str]:
+        """What the target must offer for ``config`` (its mode's needs)."""
+        return self.target_needs_for(self.mode_of(config))
 
     def mode_of(self, config: Any) -> str:
         """The variant ``config`` selects (its ``mode``, or a partition's ``action``), for the timeline."""

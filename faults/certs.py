@@ -34,7 +34,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import partial
@@ -82,6 +82,8 @@ class CertExpiryFault(Fault):
     target_roles: ClassVar[tuple[str, ...] | None] = ("feature_store", "replica")
     modes: ClassVar[tuple[str, ...]] = (*EXPECTED, "clock_skew")
     needs: ClassVar[tuple[str, ...]] = ("CA key for re-issuing", "libfaketime + live platform (clock_skew)")
+    target_needs_by_mode: ClassVar[Mapping[str, frozenset[str]]] = {
+        **{m: frozenset({"tls"}) for m in EXPECTED}, "clock_skew": frozenset({"supervised"})}
     verifies: ClassVar[str] = "a real TLS handshake fails with the expected verify error"
     example: ClassVar[dict[str, Any]] = {"target": "feature-store", "mode": "expired"}
     kubernetes = CertAction  # on a Kubernetes target: faults/kube/objects.py (the API)

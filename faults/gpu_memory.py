@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -66,6 +67,8 @@ class GpuMemoryExhaustionFault(Fault):
     target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
     modes: ClassVar[tuple[str, ...]] = ("in_process", "external")
     needs: ClassVar[tuple[str, ...]] = ("admin API token (in_process)", "CUDA GPU + torch (external)")
+    target_needs_by_mode: ClassVar[Mapping[str, frozenset[str]]] = {
+        "in_process": frozenset({"admin_api"}), "external": frozenset({"process"})}
     verifies: ClassVar[str] = "held/free device memory (admin state or hog), 507s from the target"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "in_process", "leave_free_mib": 0}
     kubernetes = GpuAction  # on a Kubernetes target: faults/kube/pods.py (the API)

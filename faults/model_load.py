@@ -52,6 +52,7 @@ class ModelLoadFailureFault(Fault):
     target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
     modes: ClassVar[tuple[str, ...]] = ("corrupt", "missing", "bad_version")
     needs: ClassVar[tuple[str, ...]] = ("model registry in scope", "live platform to restart the replica")
+    target_needs: ClassVar[frozenset[str]] = frozenset({"model_repository", "supervised"})
     verifies: ClassVar[str] = "artifact checksum, exit code 1, never ready"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "corrupt"}
     kubernetes = ModelVersionAction  # on a Kubernetes target: faults/kube/pods.py (the API)

@@ -33,6 +33,7 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -103,6 +104,9 @@ class OomKillFault(Fault):
     target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
     modes: ClassVar[tuple[str, ...]] = ("leak", "limit", "signal")
     needs: ClassVar[tuple[str, ...]] = ("root", "memory cgroup controller", "replica in a faultdrill cgroup")
+    target_needs: ClassVar[frozenset[str]] = frozenset({"process"})
+    target_needs_by_mode: ClassVar[Mapping[str, frozenset[str]]] = {
+        "leak": frozenset({"admin_api", "memory_cgroup"}), "limit": frozenset({"admin_api", "memory_cgroup"})}
     verifies: ClassVar[str] = "cgroup oom_kill counter and exit status -9 (OOMKilled)"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "leak", "rate_mib_s": 200}
     kubernetes = OomAction  # on a Kubernetes target: faults/kube/pods.py (the API)

@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -167,6 +168,7 @@ class ProcessKillFault(Fault):
     target_roles: ClassVar[tuple[str, ...] | None] = ("replica", "feature_store")
     modes: ClassVar[tuple[str, ...]] = ("sigkill", "sigterm")
     needs: ClassVar[tuple[str, ...]] = ("pid in scope",)
+    target_needs: ClassVar[frozenset[str]] = frozenset({"process"})
     verifies: ClassVar[str] = "process gone and its exit status"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "sigkill"}
     kubernetes = KillAction  # on a Kubernetes target: faults/kube/pods.py (the API)
@@ -224,6 +226,8 @@ class ProcessFreezeFault(Fault):
     target_roles: ClassVar[tuple[str, ...] | None] = ("replica", "feature_store")
     modes: ClassVar[tuple[str, ...]] = ("sigstop", "worker")
     needs: ClassVar[tuple[str, ...]] = ("pid in scope", "admin API token (worker)")
+    target_needs: ClassVar[frozenset[str]] = frozenset({"process"})
+    target_needs_by_mode: ClassVar[Mapping[str, frozenset[str]]] = {"worker": frozenset({"admin_api"})}
     verifies: ClassVar[str] = "process state T (sigstop) or liveness 503 (worker)"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "sigstop"}
     kubernetes = FreezeAction  # on a Kubernetes target: faults/kube/pods.py (the API)

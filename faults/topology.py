@@ -28,7 +28,8 @@ from faultdrill.faults.errors import ConfigError
 
 __all__ = ["KubeRef", "Role", "ServiceHandle", "Supervisor", "Topology"]
 
-Role = Literal["replica", "feature_store", "proxy", "hog", "other", "cache"]
+Role = Literal["replica", "feature_store", "proxy", "hog", "other", "cache", "dependency"]
+"""``dependency``: a service of the user's that theirs calls (reached through a fault proxy, never started here)."""
 
 
 class KubeRef(BaseModel):
@@ -78,6 +79,8 @@ class ServiceHandle(BaseModel):
     """For a proxy: the service it fronts (``feature-store``), so edges can be named."""
     control_url: str | None = None
     """For a proxy: its control API."""
+    metrics_url: str | None = None
+    """Where its Prometheus metrics are, when not ``url + /metrics`` (a described service's declared endpoint)."""
     log_file: Path | None = None
     """Where the service's stdout/stderr go (faults read startup failures from it)."""
     kube: KubeRef | None = None

@@ -99,7 +99,8 @@ def scrape_targets(topology: Topology, exporter_url: str | None = None) -> list[
     for h in sorted(topology.by_role("replica"), key=lambda h: h.name):
         if h.url:
             labels = {"namespace": NAMESPACE, "pod": h.name, "container": "target", "service": "target"}
-            out.append(ScrapeTarget("target", urlsplit(h.url).netloc, labels))
+            where = urlsplit(h.metrics_url or f"{h.url}/metrics")  # a described server's declared endpoint
+            out.append(ScrapeTarget("target", where.netloc, labels, metrics_path=where.path or "/metrics"))
     for h in topology.by_role("feature_store"):
         if h.url:
             labels = {"namespace": NAMESPACE, "pod": h.name, "container": h.name, "service": h.name}

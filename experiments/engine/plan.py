@@ -22,9 +22,13 @@ from typing import Any
 
 from faultdrill.experiments.expect.judge import describe
 from faultdrill.experiments.expect.stats import SteadyCriteria
-from faultdrill.experiments.spec.experiment import Experiment, FaultSpec
+from faultdrill.experiments.spec.experiment import Experiment, FaultSpec, TargetSpec
+from faultdrill.experiments.spec.load import LoadProtocol
+from faultdrill.experiments.spec.needs import needs_problems
+from faultdrill.experiments.spec.service import UrlService
 from faultdrill.experiments.spec.system import Service, SystemDescription
 from faultdrill.faults.base import Fault, FaultContext
+from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.faults.topology import ServiceHandle, Topology
 
@@ -68,12 +72,13 @@ class Plan:
         """What the run would do, fault by fault (``--dry-run``): nothing is started or changed."""
         spec, t = self.spec, self.spec.target
         lines = [
+            _system_line(self.system, t) if self.system.program is not None else
             f"platform {t.platform}: feature store (TLS{', own network namespace' if t.feature_store_netns else ''}), "
             f"fault proxy on the replica→store edge, {t.replicas} replica(s) of '{t.model}' on device {t.device}"
             + (f", memory limit {t.memory_limit} bytes each" if t.memory_limit else "")
             + (f", misconfigured: {', '.join(t.misconfigurations)}" if t.misconfigurations else ""),
             f"load: Locust, {spec.load.users} users at {spec.load.spawn_rate:g}/s, shape {spec.load.shape.type}, "
-            f"{spec.load.workers or 'no'} workers",
+            f"{spec.load.workers or 'no'} workers" + _protocol_text(spec.load_protocol()),
             f"steady state: {SteadyCriteria.of(spec.steady_state).describe()}",
         ]
         topology = self.topology()
@@ -92,12 +97,34 @@ class Plan:
 
 
 def build_plan(spec: Experiment, registry: FaultRegistry, *, source: Path | str) -> Plan:
-    """Parse each fault's params once and bind it to its plugin; a bad param is a located ConfigError."""
+    """Parse each fault's params once and bind it to its plugin; a bad param is a located ConfigError, and so is a
+    fault aimed at a service of the user's that lacks what it needs (``experiments.spec.needs``)."""
     faults = []
     for f in spec.faults:
         plugin = registry.get(f.type)()
         faults.append(PlannedFault(f, plugin, plugin.parse_config(f.config_input(), file=str(source))))
-    return Plan(spec=spec, source=Path(source), system=spec.system(), faults=tuple(faults))
+    for problem in needs_problems(spec, [(i, f.fault, f.config) for i, f in enumerate(faults)]):
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.path).lstrip(".")
+        raise ConfigError(problem.message, file=str(source), field=field)
+    system = spec.system()
+    if system.program is not None:  # {spec_dir} in its templates: the spec file's folder
+        system = system.model_copy(update={"spec_dir": str(Path(source).absolute().parent)})
+    return Plan(spec=spec, source=Path(source), system=system, faults=tuple(faults))
+
+
+def _system_line(system: SystemDescription, t: TargetSpec) -> str:
+    """What ``--dry-run`` says a service of the user's will be."""
+    program = system.program
+    assert program is not None
+    if isinstance(program, UrlService):
+        allowed = ", ".join(f"{k} {v}" for k, v in program.allow.model_dump().items() if v) or "nothing"
+        return (f"platform {t.platform}: the server at {program.url} as {system.replicas()[0]} (not started), behind a "
+                f"fault proxy; process-level faults allowed on: {allowed}")  # fmt: skip
+    deps = ", ".join(f"{d.name} ({d.url}) via its fault proxy" for d in program.dependencies)
+    return (f"platform {t.platform}: {t.replicas} replica(s) of `{' '.join(program.command)}` "
+            f"({', '.join(system.replicas())}), ports {', '.join(program.ports)} each"
+            + (f", memory limit {t.memory_limit} bytes each" if t.memory_limit else "")
+            + (f"; dependencies: {deps}" if deps else ""))  # fmt: skip
 
 
 def planned_topology(system: SystemDescription, spec: Experiment) -> Topology:
@@ -108,6 +135,17 @@ def planned_topology(system: SystemDescription, spec: Experiment) -> Topology:
 
 def _placeholder(s: Service, spec: Experiment) -> ServiceHandle:
     name = s.name
+    program = spec.target.service
+    if s.role == "replica" and not isinstance(program, str):  # a service of the user's: no admin API
+        model = program.model
+        repository = getattr(model, "repository", None)
+        return ServiceHandle(
+            name=name, role="replica", pid=None, url=f"http://127.0.0.1:<{name} port>",
+            cgroup=f"/sys/fs/cgroup/memory/faultdrill/<run>-{name}" if "memory_cgroup" in s.capabilities else None,
+            model_registry=Path(repository) if repository else None, model_name=model.name if model else None,
+        )  # fmt: skip
+    if s.role == "dependency":
+        return ServiceHandle(name=name, role="dependency", url=f"<{name} url>")
     if s.role == "replica":
         return ServiceHandle(
             name=name, role="replica", pid=None, url=f"http://127.0.0.1:<{name} port>",
@@ -131,3 +169,13 @@ def _placeholder(s: Service, spec: Experiment) -> ServiceHandle:
         admin_token_file=Path(f"<run>/{name}-admin.token") if "admin_api" in s.capabilities else None,
         netns="fd-<run>" if "own_netns" in s.capabilities else None,
     )  # fmt: skip
+
+
+def _protocol_text(protocol: LoadProtocol | None) -> str:
+    """The request the load sends, for the dry-run line (nothing for the bundled target's own request)."""
+    if protocol is None:
+        return ""
+    what = getattr(protocol, "model", None) or getattr(protocol, "path", "")
+    extra = " binary" if getattr(protocol, "binary", False) else ""
+    extra = " streaming" if getattr(protocol, "stream", False) else extra
+    return f", {protocol.kind}{extra} requests to {what}"

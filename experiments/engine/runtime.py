@@ -176,7 +176,7 @@ class RunParts:
     # -- load ------------------------------------------------------------------------------
     def load_up(self, total_s: float) -> None:
         assert self.platform is not None
-        spec = self.spec.load
+        spec = self.spec.load.model_copy(update={"protocol": self.spec.load_protocol()})  # a service's default too
         run_time = float(spec.duration) if spec.duration else total_s
         self.load = self.platform.load_generator(spec, shape=_load_shape(self.spec), run_time_s=run_time,
                                                  workdir=self.run_dir / "load", model=self.spec.target.model,

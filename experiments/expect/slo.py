@@ -1,7 +1,9 @@
 """``{slo: availability, at_least: 0.95, during: hog}``: an SLO over the requests in a window.
 
 ``availability`` and ``error_ratio`` take ``at_least``/``at_most`` as fractions; ``latency_p50``,
-``latency_p95`` and ``latency_p99`` (over ok requests only) a duration (``at_most: 500ms``).
+``latency_p95`` and ``latency_p99`` (over ok requests only) a duration (``at_most: 500ms``), and so do
+``latency_ttft_p95`` and ``latency_itl_p95``: the p95 time to first token and mean inter-token latency of
+ok streamed answers (``load.protocol`` openai with ``stream: true``).
 ``clients``/``except_clients`` narrow the requests to some of the load's clients (``load.clients``).
 The arithmetic is ``experiments.expect.stats``'s.
 """
@@ -23,9 +25,11 @@ __all__ = ["KIND", "SloOver", "judge"]
 
 class SloOver(Windowed):
     """``{slo: availability, at_least: 0.95, during: hog}`` — availability, error_ratio,
-    latency_p50/p95/p99 (``at_most: 500ms``) over the requests in the window."""
+    latency_p50/p95/p99, latency_ttft_p95/latency_itl_p95 (streamed answers; ``at_most: 500ms``) over the
+    requests in the window."""
 
-    slo: Literal["availability", "error_ratio", "latency_p50", "latency_p95", "latency_p99"]
+    slo: Literal["availability", "error_ratio", "latency_p50", "latency_p95", "latency_p99", "latency_ttft_p95",
+                 "latency_itl_p95"]  # fmt: skip
     at_least: float | None = None
     at_most: float | Duration | None = None
     clients: list[str] | None = Field(default=None, min_length=1)

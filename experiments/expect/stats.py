@@ -2,8 +2,10 @@
 
 Pure functions over timeline events: availability is ok requests / all requests; latency
 percentiles are over **ok** requests only (a refused connection answers fast and would
-flatter p95), nearest-rank, so every percentile is a latency really observed. Windows are
-inclusive at both ends, as :meth:`Timeline.select` is.
+flatter p95), nearest-rank, so every percentile is a latency really observed. Streamed
+answers' time to first token and mean inter-token latency (``ttft_s``, ``itl_s``) are judged
+the same way: p95 over the ok requests that measured one. Windows are inclusive at both ends,
+as :meth:`Timeline.select` is.
 
 First signal of a fault: from its start to the first symptom at or after it — a readiness
 probe turning false, a breaker turning open, or a failed request, whichever is first (a
@@ -46,9 +48,9 @@ from faultdrill.experiments.timespec import Duration
 if TYPE_CHECKING:
     from faultdrill.experiments.journal.timeline import Timeline
 
-__all__ = ["Finding", "HaltCondition", "RequestStats", "SteadyCriteria", "check_halt", "clients_label", "fmt_value",
-           "is_lost", "judge_budget", "judge_requests", "judge_slo", "mttd_mttr", "of_clients", "percentile",
-           "regained_at", "request_stats"]  # fmt: skip
+__all__ = ["STREAM_SLOS", "Finding", "HaltCondition", "RequestStats", "SteadyCriteria", "check_halt", "clients_label",
+           "fmt_value", "is_lost", "judge_budget", "judge_requests", "judge_slo", "mttd_mttr", "of_clients",
+           "percentile", "regained_at", "request_stats"]  # fmt: skip
 
 # Locust reports a refused/reset connection as status 0; httpx-based generators give None.
 _CONNECTION = re.compile(r"connect|connection|disconnect|reset by peer|broken pipe", re.IGNORECASE)
@@ -69,6 +71,10 @@ class RequestStats:
     lost: int
     latencies: tuple[float, ...]
     """Latencies (seconds) of the ok requests, sorted."""
+    ttfts: tuple[float, ...] = ()
+    """Times to first token (seconds) of the ok streamed requests, sorted."""
+    itls: tuple[float, ...] = ()
+    """Mean inter-token latencies (seconds) of the ok streamed requests, sorted."""
 
     @property
     def failed(self) -> int:
@@ -90,17 +96,21 @@ def request_stats(events: Iterable[Event]) -> RequestStats:
     """Aggregate ``request`` events (other kinds are ignored)."""
     total = ok = lost = 0
     latencies: list[float] = []
+    ttfts: list[float] = []
+    itls: list[float] = []
     for e in events:
         if e.kind != "request":
             continue
         total += 1
         if e.get("ok") is True:
             ok += 1
-            if e.get("latency_s") is not None:
-                latencies.append(float(e.get("latency_s")))
+            for key, values in (("latency_s", latencies), ("ttft_s", ttfts), ("itl_s", itls)):
+                if e.get(key) is not None:
+                    values.append(float(e.get(key)))
         elif is_lost(e):
             lost += 1
-    return RequestStats(total=total, ok=ok, lost=lost, latencies=tuple(sorted(latencies)))
+    return RequestStats(total=total, ok=ok, lost=lost, latencies=tuple(sorted(latencies)), ttfts=tuple(sorted(ttfts)),
+                        itls=tuple(sorted(itls)))  # fmt: skip
 
 
 def regained_at(requests: Sequence[Event], start: float, criteria: SteadyCriteria, *, horizon: float) -> float | None:
@@ -155,7 +165,15 @@ def fmt_value(slo: str, value: float) -> str:
     return f"{value * 1000:.0f} ms" if slo.startswith("latency") else f"{value:.3f}"
 
 
+STREAM_SLOS = {"latency_ttft_p95": ("ttfts", 0.95, "time to first token"),
+               "latency_itl_p95": ("itls", 0.95, "inter-token latency")}  # fmt: skip
+"""SLOs over streamed answers: which :class:`RequestStats` field, which quantile, what the verdict calls it."""
+
+
 def _value(slo: str, stats: RequestStats) -> float | None:
+    if slo in STREAM_SLOS:
+        values, q, _ = STREAM_SLOS[slo]
+        return percentile(getattr(stats, values), q)
     if slo.startswith("latency_p"):  # latency_p50, latency_p95, latency_p99
         return stats.latency(int(slo.removeprefix("latency_p")) / 100)
     return stats.availability if slo == "availability" else stats.error_ratio
@@ -176,11 +194,16 @@ def judge_slo(slo: str, events: Sequence[Event], label: str, span: tuple[float, 
     """An SLO over a window's requests; no requests (or, for latency, no ok ones) fails."""
     stats, metric = request_stats(events), slo.replace("_", " ")
     value = _value(slo, stats)
+    streamed = STREAM_SLOS.get(slo)
     if value is None:
         none = "no successful requests to measure latency" if stats.total else "no requests at all"
+        if streamed is not None and stats.total:
+            none = f"no successful streamed requests to measure {streamed[2]}"
         return Finding(False, f"{metric} {label} (t={span[0]:.1f}–{span[1]:.1f} s): {none}",
                        {"requests": stats.total}, span)  # fmt: skip
     basis = f"{len(stats.latencies):,} successful requests" if slo.startswith("lat") else f"{stats.total:,} requests"
+    if streamed is not None:
+        basis = f"{len(getattr(stats, streamed[0])):,} successful streamed requests"
     passed = value >= at_least if at_least is not None else value <= float(at_most or 0.0)
     bound = f"at least {at_least:g}" if at_least is not None else f"at most {fmt_value(slo, float(at_most or 0.0))}"
     return Finding(passed, f"{metric} {label} was {fmt_value(slo, value)} over {basis} (expected {bound})",

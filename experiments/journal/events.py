@@ -87,6 +87,10 @@ class RequestAttrs(_Attrs):
     """The client id (``load.clients``)."""
     version: str | None = None
     """The model version that answered (canary rollouts)."""
+    ttft_s: float | None = None
+    """Streamed answers (``load.protocol`` openai, ``stream: true``): seconds to the first token."""
+    itl_s: float | None = None
+    """Streamed answers: mean seconds between token arrivals (None with fewer than two)."""
 
 
 class ProbeAttrs(_Attrs):

@@ -8,6 +8,12 @@ run-relative). Final totals come from Locust's ``--json-file`` (exact; its CSV u
 With an ``owner`` (``faults.owned.Owner``) each Locust process is a ledger record until ``stop``
 reaped it, so a killed run's load is stopped by the dead-man watchdog or ``rollback --pending``.
 
+With a ``protocol`` (``load.protocol``: ``experiments.spec.load``) Locust runs
+``experiments/observe/protocol_locustfile.py`` instead: the protocol's payload file is read and
+checked here, when the generator is built (a located ``ConfigError``, before any process starts),
+and written to ``load-protocol.json`` for the Locust processes; wrong answers are failed requests,
+and streamed ones carry ``ttft_s`` and ``itl_s``.
+
 Example::
 
     tl = Timeline()
@@ -36,18 +42,23 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from faultdrill.experiments.host.process import free_port
 from faultdrill.experiments.journal.timeline import Event, Timeline
+from faultdrill.experiments.observe.protocols import Runtime, prepare
+from faultdrill.experiments.spec.load import LoadProtocol
 from faultdrill.experiments.timespec import Duration, parse_duration
 from faultdrill.faults.base import Injection
 from faultdrill.faults.errors import LedgerError
 from faultdrill.faults.owned import Owner, die_with_parent
 
-__all__ = ["LoadGenerator", "LoadShape", "LoadSummary", "locustfile_path"]
+if TYPE_CHECKING:
+    from faultdrill.experiments.spec.experiment import LoadSpec
+
+__all__ = ["LoadGenerator", "LoadShape", "LoadSummary", "locustfile_path", "protocol_locustfile_path"]
 
 _POLL_S = 0.05
 _STARTUP_S = 90  # torch import + workers connecting, on a busy 2-core machine
@@ -122,6 +133,11 @@ def locustfile_path() -> Path:
     return Path(spec.origin).parent / "locustfile.py"
 
 
+def protocol_locustfile_path() -> Path:
+    """The locustfile of ``load.protocol`` (``experiments/observe/protocol_locustfile.py``)."""
+    return Path(__file__).with_name("protocol_locustfile.py")
+
+
 def _kill_groups(procs: list[subprocess.Popen[bytes]]) -> None:
     """SIGKILL each process's session (it was started as a group leader) and reap it."""
     for proc in procs:
@@ -168,6 +184,7 @@ class LoadGenerator:
         run_time: float | str = 60.0, model: str = "digits", think_time_s: float = 0.0,
         request_timeout_s: float = 10.0, source: str = "load", stop_grace_s: float = 15.0,
         clients: Sequence[tuple[str, int]] = (), owner: Owner | None = None,
+        protocol: LoadProtocol | None = None, base_dir: Path | None = None,
     ) -> None:  # fmt: skip
         if users < 1 or workers < 0:
             raise ValueError(f"need users >= 1 and workers >= 0, got users={users} workers={workers}")
@@ -179,6 +196,8 @@ class LoadGenerator:
         self.think_time_s, self.request_timeout_s = think_time_s, request_timeout_s
         self.source, self.stop_grace_s, self.stats_prefix = source, stop_grace_s, self.workdir / "locust-stats"
         self.clients = tuple(clients)  # (client id, weight): users send X-Client-Id, events carry ``client``
+        # ``load.protocol``: its payload file read and checked now (ConfigError); None: the bundled target's request.
+        self.protocol: Runtime | None = None if protocol is None else prepare(protocol, base_dir or Path.cwd())
         self.events = self.failed_events = self.malformed = 0  # request lines read: all, not ok, unparsable
         self._procs: list[subprocess.Popen[bytes]] = []
         self.owner = owner  # each Locust process a ledger record while it runs; None: not recorded
@@ -187,6 +206,17 @@ class LoadGenerator:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the tail thread and stop() both drain
         self._finalizer: weakref.finalize[[list[subprocess.Popen[bytes]]], LoadGenerator] | None = None
+
+    @classmethod
+    def of_spec(cls, host_url: str, timeline: Timeline, workdir: Path, load: LoadSpec, *, shape: LoadShape,
+                run_time: float, model: str, owner: Owner | None = None, base_dir: Path | None = None,
+                ) -> LoadGenerator:  # fmt: skip
+        """The generator a spec's ``load`` section asks for (users, spawn rate, workers, think time, clients and
+        ``protocol``; its payload files relative to ``base_dir``, the experiment's directory)."""
+        return cls(host_url, timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
+                   workers=load.workers, run_time=run_time, model=model, think_time_s=float(load.think_time),
+                   clients=[(c.id, c.weight) for c in load.clients], owner=owner, protocol=load.protocol,
+                   base_dir=base_dir)  # fmt: skip
 
     def __enter__(self) -> LoadGenerator:
         self.start()
@@ -205,7 +235,10 @@ class LoadGenerator:
             raise RuntimeError("load generator already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         Path(f"{self.stats_prefix}.json").unlink(missing_ok=True)
-        base = [sys.executable, "-m", "locust", "-f", str(locustfile_path())]
+        locustfile = locustfile_path() if self.protocol is None else protocol_locustfile_path()
+        if self.protocol is not None:
+            (self.workdir / "load-protocol.json").write_text(self.protocol.model_dump_json())
+        base = [sys.executable, "-m", "locust", "-f", str(locustfile)]
         common = ["--headless", "-H", self.host_url, "-u", str(self.users), "-r", str(self.spawn_rate),
                   "-t", f"{self.run_time_s}s", "--json-file", str(self.stats_prefix), "--only-summary"]  # fmt: skip
         if self.workers == 0:
@@ -236,6 +269,8 @@ class LoadGenerator:
         }  # fmt: skip
         if self.clients:
             env["FAULTDRILL_LOAD_CLIENTS"] = json.dumps([{"id": c, "weight": w} for c, w in self.clients])
+        if self.protocol is not None:
+            env["FAULTDRILL_LOAD_PROTOCOL"] = str(self.workdir / "load-protocol.json")
         if events_file is not None:
             events_file.unlink(missing_ok=True)
             env["FAULTDRILL_LOAD_EVENTS"] = str(events_file)
@@ -319,6 +354,9 @@ class LoadGenerator:
                         attrs["client"] = str(row["client"])
                     if row.get("version") is not None:  # the model version that answered (canary rollouts)
                         attrs["version"] = str(row["version"])
+                    for key in ("ttft_s", "itl_s"):  # streamed answers (load.protocol openai, stream: true)
+                        if row.get(key) is not None:
+                            attrs[key] = float(row[key])
                 except (ValueError, KeyError, TypeError):
                     self.malformed += 1
                     continue

@@ -112,7 +112,7 @@ class MetricsScraper:
             if handle.url is None:
                 continue
             try:
-                response = client.get(f"{handle.url}/metrics")
+                response = client.get(handle.metrics_url or f"{handle.url}/metrics")  # a described server may say
                 if response.status_code != 200:
                     continue
                 samples = parse_samples(response.text, self.metrics)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.spec.kubernetes import KubernetesSettings
+from faultdrill.faults.errors import ConfigError
 
 if TYPE_CHECKING:
     from faultdrill.experiments.observe.observers import Observer
@@ -45,6 +46,11 @@ def _local(t: TargetSpec, system: SystemDescription, timeline: Timeline, workdir
     from faultdrill.experiments.platforms.local.rollout import CanaryRollout
     from faultdrill.experiments.spec.experiment import PLATFORM_MISCONFIGURATIONS
 
+    backoff = BackOff(initial_s=float(t.restart.backoff_initial), max_s=float(t.restart.backoff_max))
+    if system.program is not None:  # a service of the user's: its own command, env and probe paths (the system's)
+        return LocalPlatform(workdir, system=system, memory_limit_bytes=t.memory_limit, probe_settings=t.probes,
+                             restart_policy=t.restart.policy, backoff=backoff, timeline=timeline, observers=observers,
+                             owner=owner)  # fmt: skip
     env = dict(t.env)
     if target_misconfigs := [m for m in t.misconfigurations if m not in PLATFORM_MISCONFIGURATIONS]:
         env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(target_misconfigs)
@@ -63,7 +69,6 @@ def _local(t: TargetSpec, system: SystemDescription, timeline: Timeline, workdir
         liveness=ProbeConfig("/v2/health/live", period_s=period, timeout_s=timeout,
                              failure_threshold=max(p.failure_threshold, round(1.0 / period))),
     )  # fmt: skip
-    backoff = BackOff(initial_s=float(t.restart.backoff_initial), max_s=float(t.restart.backoff_max))
     return LocalPlatform(
         workdir, system=system, memory_limit_bytes=t.memory_limit, replica_env=env,
         probes=probes, restart_policy=t.restart.policy, backoff=backoff, timeline=timeline, observers=observers,
@@ -79,6 +84,9 @@ def _kubernetes(t: TargetSpec, system: SystemDescription, timeline: Timeline, wo
     """The deployed target on a cluster (``experiments/platforms/kubernetes/platform.py``): same contract."""
     from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform
 
+    if system.program is not None:  # the loader refuses it first; a hand-built target gets the same line
+        raise ConfigError(f"a service of kind {system.program.kind} runs on the local platform only",
+                          field="target.platform", expected="target.platform: local")  # fmt: skip
     return KubernetesPlatform(t.kubernetes or KubernetesSettings(), system=system, timeline=timeline)
 
 

@@ -20,7 +20,17 @@ import difflib
 import re
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from faultdrill.experiments.expect import Expectation, kind_of
 from faultdrill.experiments.expect import references as expectation_references
@@ -28,7 +38,10 @@ from faultdrill.experiments.expect.stats import HaltCondition
 from faultdrill.experiments.spec.alerting import AlertingSpec
 from faultdrill.experiments.spec.canary import CanarySpec
 from faultdrill.experiments.spec.kubernetes import KubernetesSettings
-from faultdrill.experiments.spec.system import SystemDescription, bundled_role, bundled_system
+from faultdrill.experiments.spec.load import LoadProtocol, OipV2Protocol, OpenAIProtocol
+from faultdrill.experiments.spec.service import ServiceSpec
+from faultdrill.experiments.spec.service_defaults import problem
+from faultdrill.experiments.spec.system import SystemDescription, bundled_role, bundled_system, described_system
 from faultdrill.experiments.timespec import Duration, Moment
 
 __all__ = [
@@ -135,10 +148,30 @@ class CacheSpec(_Model):
     """Bound on each cache call; past it the model answers (the bypass)."""
 
 
-class TargetSpec(_Model):
-    """The system under test: the bundled target, where it runs and how it is configured."""
+# Target fields that configure the bundled target's own program: with a service of your own they mean nothing.
+_BUNDLED_ONLY = {
+    "model": "declare the model under target.service.model: {name: …}",
+    "misconfigurations": "misconfigure your own service through target.service.env or its command",
+    "env": "set your service's environment in target.service.env",
+    "cache": "the prediction cache is the bundled target's; declare your cache as a target.service.dependencies entry",
+    "canary": "canary rollouts run the bundled target's model versions only",
+    "feature_store_netns": "the feature store is the bundled target's; declare your dependencies in "
+                           "target.service.dependencies",
+}  # fmt: skip
+# With kind: url faultdrill starts nothing: what configures a started process means nothing either.
+_NOT_FOR_URL = {
+    "replicas": "a url service is one server; run several behind your own load balancer and give its URL",
+    "memory_limit": "set the limit where the server runs and allow-list its cgroup in target.service.allow.cgroups",
+    "restart": "faultdrill does not restart a server it did not start",
+}
 
-    service: Literal["bundled"] = "bundled"
+
+class TargetSpec(_Model):
+    """The system under test: the bundled target or a service of your own, where it runs and how it is configured."""
+
+    service: ServiceSpec = "bundled"
+    """``bundled`` (the default), ``{kind: process, …}`` (a command faultdrill starts, one process per replica) or
+    ``{kind: url, …}`` (a server already running): ``experiments.spec.service``, ``docs/systems.md``."""
     platform: Literal["local", "kubernetes"] = "local"
     replicas: int = Field(default=1, ge=1, le=8)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -166,6 +199,24 @@ class TargetSpec(_Model):
         if dupes := sorted({v for v in value if value.count(v) > 1}):
             raise ValueError(f"listed twice: {', '.join(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def _fields_of_the_service(self) -> TargetSpec:
+        """A bundled-only field beside a service of your own is an error at that field, with what to do instead."""
+        if self.service == "bundled":
+            return self
+        kind = self.service.kind
+        for name, instead in (_BUNDLED_ONLY | (_NOT_FOR_URL if kind == "url" else {})).items():
+            # Set to anything but its default (a spec dumped and read back again states every default).
+            if name in self.model_fields_set and getattr(self, name) != type(self).model_fields[name].get_default(
+                    call_default_factory=True):  # fmt: skip
+                raise problem(f"target.{name} configures the bundled target; it has no meaning with "
+                              f"target.service.kind: {kind}", expected=instead, where=(name,))  # fmt: skip
+        if self.platform != "local" or self.kubernetes is not None:
+            raise problem(f"a service of kind {kind} runs on the local platform only (the kubernetes platform "
+                          "drives the bundled target's manifests)", expected="target.platform: local",
+                          where=("platform",))  # fmt: skip
+        return self
 
 
 class SteadyShape(_Model):
@@ -227,6 +278,9 @@ class LoadSpec(_Model):
     think_time: Duration = Duration(0.0)
     clients: list[LoadClient] = Field(default_factory=list)
     """Clients the users act for (users are assigned by weight; request events carry ``client``)."""
+    protocol: LoadProtocol | None = None
+    """What each request is (``experiments.spec.load``): ``oip_v2``, ``openai``, ``kserve_v1`` or ``http``;
+    None: the bundled target's own request."""
 
     @field_validator("clients")
     @classmethod
@@ -348,6 +402,8 @@ class Experiment(_Model):
     def system(self) -> SystemDescription:
         """The services of the system under test, with their roles (``experiments.spec.system``)."""
         t = self.target
+        if t.service != "bundled":  # a service of your own: its replicas, dependencies and their proxies
+            return described_system(t.service, replicas=t.replicas, memory_limit=t.memory_limit is not None)
         return bundled_system(
             replicas=t.replicas, cache=t.cache.enabled, canary_replicas=t.canary.replicas if t.canary else 0,
             feature_store_netns=t.feature_store_netns, memory_limit=t.memory_limit is not None,
@@ -356,6 +412,23 @@ class Experiment(_Model):
     def service_names(self) -> list[str]:
         """Every service the target will have: replicas first."""
         return self.system().names()
+
+    def load_protocol(self) -> LoadProtocol | None:
+        """What each load request is: ``load.protocol``; for a described service without one, its protocol's default
+        request for its model (``oip_v2``: inputs generated from the model's metadata; ``openai``: a short chat);
+        None: the bundled target's own request (and for a described service, nothing: a reference problem)."""
+        service = self.target.service
+        if self.load.protocol is not None or isinstance(service, str):
+            return self.load.protocol
+        model = service.model.name if service.model is not None else None
+        try:
+            if model is not None and service.protocol == "oip_v2":
+                return OipV2Protocol(kind="oip_v2", model=model)
+            if model is not None and service.protocol == "openai":
+                return OpenAIProtocol(kind="openai", model=model, prompt="Say hello in five words.")
+        except ValidationError:
+            return None  # a model name the protocol cannot send: load.protocol has to say
+        return None
 
     def reference_problems(self, target_roles: dict[str, tuple[str, ...]] | None = None) -> list[SpecProblem]:
         """Fault ids unique and known; services that exist, with the role ``target_roles[type]`` allows."""
@@ -372,6 +445,16 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
     ids, services = [f.id for f in exp.faults], system.names()
     replicas = system.replicas()
     refs = [*ids, *_BUILTIN_REFS]
+    if not isinstance(exp.target.service, str) and exp.load_protocol() is None:
+        said = exp.target.service.protocol or "no protocol"
+        problems.append(SpecProblem(("load",), f"the load has no request to send to this service ({said}"
+                                    f"{'' if exp.target.service.model else ', no target.service.model'})",
+                                    "load.protocol (e.g. {kind: http, method: GET, path: /}), or for an OIP v2 or "
+                                    "OpenAI server target.service.model: {name: MODEL}"))  # fmt: skip
+    if exp.load.protocol is not None and exp.target.kubernetes is not None and exp.target.kubernetes.locust:
+        problems.append(SpecProblem(("load", "protocol"), "the in-cluster Locust sends the bundled target's request "
+                                    "only", "no load.protocol", "target.kubernetes.locust: false (Locust here, "
+                                    "through the port-forward)"))  # fmt: skip
     if exp.target.cache.enabled and exp.target.platform != "local":
         problems.append(SpecProblem(("target", "cache", "enabled"), "the prediction cache (a redis-server started "
                                     "by the platform) runs on the local platform only", "target.platform: local"))
@@ -402,7 +485,10 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
                 problems.append(SpecProblem(("faults", i, "after"), f"fault '{fault.id}' cannot start after itself"))
         cache_off = not exp.target.cache.enabled and (fault.type.startswith("cache_")
                                                       or fault.target in ("cache", "cache-proxy"))  # fmt: skip
-        if cache_off:
+        if cache_off and not isinstance(exp.target.service, str):
+            problems.append(SpecProblem(("faults", i, "target" if fault.target else "type"), "the prediction cache "
+                                        "(redis) is the bundled target's; this service has none", "another fault"))
+        elif cache_off:
             problems.append(SpecProblem(("faults", i, "target" if fault.target else "type"), "the prediction cache is "
                                         "off in this target", "target.cache.enabled: true"))  # fmt: skip
         elif fault.target is not None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from faultdrill.experiments.expect import EXPECTATION_KEYS, alert_names
 from faultdrill.experiments.spec.experiment import Experiment
+from faultdrill.experiments.spec.needs import needs_problems
 from faultdrill.experiments.timespec import parse_duration
 from faultdrill.faults.errors import ConfigError, PluginError
 from faultdrill.faults.inputlimits import MAX_YAML_DEPTH, one_line, read_text, yaml_error, yaml_loader
@@ -83,14 +84,32 @@ def _check(text: str, file: str, registry: FaultRegistry | None) -> tuple[Experi
         return None, [ConfigError(f"fault plugins failed to load: {exc}", file=file)]
     errors, exp = _fault_errors(data, marks, registry), None
     try:
-        exp = Experiment.model_validate(data)
+        exp = Experiment.model_validate(data, context=_context(file))
     except ValidationError as exc:
         errors += _config_errors(exc, data, marks)
     if exp is not None and not errors:  # references only make sense in a well-formed document
-        for p in exp.reference_problems(registry.target_roles()):
+        problems = exp.reference_problems(registry.target_roles())
+        for p in problems or needs_problems(exp, _planned(exp, registry)):  # needs: of services that exist
             errors.append(_located(marks, p.path, p.message, expected=p.expected, suggestion=p.suggestion))
         errors += _alert_errors(exp, file, marks)
     return (exp if not errors else None), sorted(errors, key=lambda e: (e.line or 0, e.column or 0))
+
+
+def _context(file: str) -> dict[str, str]:
+    """What validation may read beyond the document: the spec's folder (``target.service.profile`` paths)."""
+    return {} if file.startswith("<") else {"spec_dir": str(Path(file).parent)}
+
+
+def _planned(exp: Experiment, registry: FaultRegistry) -> list[tuple[int, Any, Any]]:
+    """Each fault's plugin and parsed config (already checked by ``_fault_errors``), for the needs check."""
+    out = []
+    for i, fault in enumerate(exp.faults):
+        try:
+            plugin = registry.get(fault.type)()
+            out.append((i, plugin, plugin.parse_config(fault.config_input())))
+        except (ConfigError, PluginError):
+            continue
+    return out
 
 
 class Located:
@@ -112,7 +131,7 @@ def validate_document(text: str, file: str, model: type[BaseModel]) -> tuple[Any
     except ConfigError as exc:
         return None, None, Located(_Marks(file)), [exc]
     try:
-        return model.model_validate(data), data, Located(marks), []
+        return model.model_validate(data, context=_context(file)), data, Located(marks), []
     except ValidationError as exc:
         return None, data, Located(marks), _config_errors(exc, data, marks, model)
 
@@ -277,7 +296,10 @@ def _config_errors(exc: ValidationError, data: Any, marks: _Marks, root: type[Ba
         # A model-level error's input is the whole mapping: locate it there, not at a union tag.
         path = _data_path(data, err["loc"], isinstance(value, dict) and kind not in ("missing", "extra_forbidden"))
         expected = suggestion = None
-        if kind == "extra_forbidden":
+        if kind == "spec_problem":  # a model's own check: it says where below the model, what fits, what is close
+            path = (*_data_path(data, err["loc"], isinstance(value, dict)), *ctx.get("where", ()))
+            message, expected, suggestion = err["msg"], ctx.get("expected"), ctx.get("suggestion")
+        elif kind == "extra_forbidden":
             fields = _fields_at(path[:-1], data, root)
             message, suggestion = f"unknown key '{path[-1]}'", _closest(str(path[-1]), fields)
             expected = "one of " + ", ".join(fields) if fields else None

@@ -18,7 +18,13 @@ Roles:
 ``feature_store`` a dependency the replicas call on every request (TLS)
 ``proxy``         a fault proxy on one edge (``upstream_of`` names the service it fronts)
 ``cache``         the prediction cache (redis)
+``dependency``    a service of the user's that a described service calls (never started: it is theirs)
 ================  =====================================================================
+
+A service of your own (``target.service: {kind: process | url}``, ``experiments.spec.service``) is described
+by :func:`described_system`: its replicas (``<name>-0`` …), each declared dependency with a fault proxy in
+front, and what each can do — the description then also carries the service itself (``program``) and the
+spec's folder (``spec_dir``), which is all a platform needs to start it.
 
 Example::
 
@@ -33,16 +39,29 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
+from faultdrill.experiments.spec.service import ProcessService, UrlService
 from faultdrill.faults.topology import Role
 
-__all__ = ["ROLES", "Role", "Service", "SystemDescription", "bundled_role", "bundled_system"]
+__all__ = ["CAPABILITIES", "ROLES", "Role", "Service", "SystemDescription", "bundled_role", "bundled_system",
+           "described_system"]
 
 ROLES: dict[str, str] = {  # the roles a described service takes (``faults.topology.Role`` has more)
     "replica": "an inference replica",
     "feature_store": "a dependency every request calls",
     "proxy": "a fault proxy on one edge",
     "cache": "the prediction cache",
+    "dependency": "a service of the user's that a described service calls",
 }
+CAPABILITIES: dict[str, str] = {  # what a described service can do: what faults declare they need (Fault.target_needs)
+    "admin_api": "a token-guarded chaos admin API (the bundled target's)",
+    "metrics": "Prometheus metrics",
+    "tls": "a certificate it serves, in files faultdrill may swap",
+    "memory_cgroup": "its own memory cgroup",
+    "own_netns": "its own network namespace",
+    "model_repository": "model files faultdrill may corrupt and restore",
+    "process": "a process faultdrill may signal (one it started, or a pid the spec allow-lists)",
+}
+"""Besides these, a fault may need ``supervised``: the platform starts and restarts the service."""
 
 
 class Service(BaseModel):
@@ -60,7 +79,12 @@ class Service(BaseModel):
     """A replica of the canary model version, outside the primary pool."""
     capabilities: frozenset[str] = frozenset()
     """What faults and observers may rely on: ``admin_api`` (token-guarded chaos endpoint), ``metrics``
-    (Prometheus ``/metrics``), ``tls``, ``memory_cgroup``, ``own_netns`` (its own network namespace)."""
+    (Prometheus ``/metrics``), ``tls``, ``memory_cgroup``, ``own_netns`` (its own network namespace),
+    ``model_repository``, ``process`` (see :data:`CAPABILITIES`)."""
+
+    def offers(self, need: str) -> bool:
+        """Whether a fault needing ``need`` (a capability, or ``supervised``) can act on this service."""
+        return need in self.capabilities or (need == "supervised" and self.supervised)
 
 
 class SystemDescription(BaseModel):
@@ -70,6 +94,11 @@ class SystemDescription(BaseModel):
 
     name: str
     services: tuple[Service, ...]
+    program: ProcessService | UrlService | None = None
+    """The user's service as ``target.service`` describes it; None: the bundled target
+    (``experiments.spec.bundled``)."""
+    spec_dir: str | None = None
+    """The spec file's folder (``{spec_dir}`` in the program's templates; None: the working directory)."""
 
     def names(self) -> list[str]:
         """Every service: primary replicas first, then the others in start order."""
@@ -146,8 +175,9 @@ def bundled_system(
 
     ``store_proxy=False`` leaves out the fault proxy in front of the feature store (replicas then call
     the store directly: what ``LocalStack(with_proxy=False)`` starts for the fault tests)."""
-    replica_caps = frozenset({"admin_api", "metrics", *(("memory_cgroup",) if memory_limit else ())})
-    store_caps = frozenset({"admin_api", "tls", *(("own_netns",) if feature_store_netns else ())})
+    replica_caps = frozenset({"admin_api", "metrics", "model_repository", "process",
+                              *(("memory_cgroup",) if memory_limit else ())})  # fmt: skip
+    store_caps = frozenset({"admin_api", "tls", "process", *(("own_netns",) if feature_store_netns else ())})
     services = [Service(name=_bundled_replica(i), role="replica", capabilities=replica_caps) for i in range(replicas)]
     services.append(Service(name="feature-store", role="feature_store", capabilities=store_caps))
     if store_proxy:
@@ -155,9 +185,35 @@ def bundled_system(
                                 upstream_of="feature-store"))  # fmt: skip
     if cache:
         services += [
-            Service(name="cache", role="cache"),
+            Service(name="cache", role="cache", capabilities=frozenset({"process"})),
             Service(name="cache-proxy", role="proxy", supervised=False, upstream_of="cache"),
         ]
     services += [Service(name=f"canary-{i}", role="replica", canary=True, capabilities=replica_caps)
                  for i in range(canary_replicas)]  # fmt: skip
     return SystemDescription(name="bundled", services=tuple(services))
+
+
+def described_system(program: ProcessService | UrlService, *, replicas: int = 1, memory_limit: bool = False,
+                     spec_dir: str | None = None) -> SystemDescription:  # fmt: skip
+    """A service of the user's (``target.service``): ``kind: process`` — ``replicas`` supervised replicas
+    ``<name>-N`` (``memory_cgroup`` with a memory limit, ``tls`` and ``model_repository`` where declared) and each
+    dependency behind its fault proxy; ``kind: url`` — one replica faultdrill neither starts nor restarts, behind a
+    fault proxy, able to do what ``allow`` lists (``process`` for pids, ``memory_cgroup`` for cgroups)."""
+    prefix = program.replica_prefix
+    services: list[Service] = []
+    if isinstance(program, ProcessService):
+        caps = {"metrics", "process", *(("memory_cgroup",) if memory_limit else ()),
+                *(("tls",) if program.tls is not None else ()),
+                *(("model_repository",) if program.model is not None and program.model.repository else ())}
+        services += [Service(name=f"{prefix}-{i}", role="replica", capabilities=frozenset(caps))
+                     for i in range(replicas)]  # fmt: skip
+        for dep in program.dependencies:
+            services += [Service(name=dep.name, role="dependency", supervised=False),
+                         Service(name=f"{dep.name}-proxy", role="proxy", supervised=False, upstream_of=dep.name)]
+    else:
+        caps = {"metrics", *(("process",) if program.allow.pids else ()),
+                *(("memory_cgroup",) if program.allow.cgroups else ())}
+        name = f"{prefix}-0"
+        services += [Service(name=name, role="replica", supervised=False, capabilities=frozenset(caps)),
+                     Service(name=f"{name}-proxy", role="proxy", supervised=False, upstream_of=name)]
+    return SystemDescription(name=prefix, services=tuple(services), program=program, spec_dir=spec_dir)

@@ -250,11 +250,8 @@ class KubernetesPlatform:
                             workers=load.workers or 2)  # fmt: skip
         from faultdrill.experiments.observe.load import LoadGenerator
 
-        return LoadGenerator(
-            self.service_url, self.timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
-            workers=load.workers, run_time=run_time_s, model=model, think_time_s=float(load.think_time),
-            clients=[(c.id, c.weight) for c in load.clients], owner=owner,
-        )  # fmt: skip
+        return LoadGenerator.of_spec(self.service_url, self.timeline, workdir, load, shape=shape, run_time=run_time_s,
+                                     model=model, owner=owner)
 
     # -- Supervisor protocol ---------------------------------------------------------------
     def handle(self, name: str) -> ServiceHandle:

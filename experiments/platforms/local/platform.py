@@ -9,6 +9,12 @@ with CrashLoopBackOff; holds (a service stopped with ``hold=True`` stays down un
 :meth:`~LocalPlatform.start`); a readiness-aware :attr:`~LocalPlatform.service_url`
 (``endpoint.py``); the breaker poller. It implements :class:`~faults.topology.Supervisor`.
 
+A service of the user's (a description with a ``program``: ``target.service: {kind: process | url}``) gets the
+same kubelet: its replicas are probed on their own rendered probes (HTTP or exec) with ``probe_settings``'
+thresholds, restarted, routed to when ready; the bundled target's observers (the breaker poller) are not
+started for it. A ``kind: url`` server is probed and routed to through its fault proxy, never restarted: the
+supervisor calls that would stop or signal it are refused, ``start`` waits for nothing (it is not ours).
+
 Back-off: CrashLoopBackOff scaled for CI, 1 s doubling to 8 s (``restarts.py``).
 
 Exit reasons as Kubernetes reports them: ``OOMKilled`` (SIGKILL and the cgroup's
@@ -50,6 +56,7 @@ from faultdrill.experiments.platforms.local.restarts import BackOff, RestartPoli
 from faultdrill.experiments.platforms.local.rollout import CanaryRollout
 from faultdrill.experiments.platforms.local.stack import LocalStack
 from faultdrill.experiments.spec.bundled import process_of
+from faultdrill.experiments.spec.experiment import ProbeSettings
 from faultdrill.experiments.spec.system import SystemDescription
 from faultdrill.faults.base import Scope
 from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
@@ -95,7 +102,7 @@ class LocalPlatform:
         ready_timeout_s: float = 60.0, watch_period_s: float = 0.05, breaker_period_s: float = 0.25,
         observers: tuple[Observer, ...] = (), canary: CanaryRollout | None = None,
         cache_max_memory_bytes: int | None = None, cache_ttl_s: float = 30.0, owner: Owner | None = None,
-        system: SystemDescription | None = None,
+        system: SystemDescription | None = None, probe_settings: ProbeSettings | None = None,
     ) -> None:  # fmt: skip
         """``system``: the services to run; None: the bundled system of ``replicas``, ``with_proxy``,
         ``feature_store_netns``, ``cache_max_memory_bytes`` and the canary's replicas (``LocalStack``)."""
@@ -106,7 +113,8 @@ class LocalPlatform:
                                 feature_store_netns=feature_store_netns, ready_timeout_s=ready_timeout_s,
                                 cache_max_memory_bytes=cache_max_memory_bytes, cache_ttl_s=cache_ttl_s,
                                 canary_replicas=canary.spec.replicas if canary is not None else 0,
-                                owner=owner, system=system)  # fmt: skip
+                                owner=owner, system=system,
+                                probe_settings=probe_settings or ProbeSettings())  # fmt: skip
         self.system = self.stack.described
         self.restart_policy: RestartPolicy = restart_policy
         self.backoff = backoff or BackOff()
@@ -115,7 +123,8 @@ class LocalPlatform:
         self.canary = canary  # a canary rollout: canary-N replicas, weighted split, analysis (rollout.py)
         self.endpoint = ServiceEndpoint(self._ready_backends, routing=canary.routing if canary else None)
         watcher = Poller("restarts", watch_period_s, lambda _ctx: self._reconcile())
-        self._observers = ObserverGroup([self.sampler, BreakerPoller(breaker_period_s), *observers, watcher])
+        bundled = [BreakerPoller(breaker_period_s)] if self.system.program is None else []  # the target's /v2 only
+        self._observers = ObserverGroup([self.sampler, *bundled, *observers, watcher])
         self._tracks: dict[str, _Track] = {}
         self._urls: dict[str, str] = {}
         self._controller = detect_memory_controller() if memory_limit_bytes else None
@@ -135,11 +144,15 @@ class LocalPlatform:
             if self.canary is not None:
                 self.canary.prepare(self.stack)
             self.stack.up()
+            self.sampler.probes_for = self.stack.probe_sets()  # a described program's, rendered per replica
             for name, handle in self._services().items():
                 tr = self._tracks[name] = _Track()
                 if handle.role == "replica" and handle.url:
-                    self._urls[name] = handle.url
+                    self._urls[name] = self.stack.client_url(name) or handle.url
                 self._started(name, tr, "start")
+            for name in self.system.replicas():  # not supervised (a url server): routed to, never restarted
+                if name not in self._tracks and (url := self.stack.client_url(name)):
+                    self._urls[name] = url
             self.endpoint.start()
             self._observers.start(ObserverContext(self.timeline, topology=self.topology))
             deadline = time.monotonic() + self.ready_timeout_s
@@ -188,6 +201,13 @@ class LocalPlatform:
         """Ask the first replica what its device really is (real or emulated)."""
         from faultdrill.experiments.platforms.base import PlatformEnvironment
 
+        if (program := self.system.program) is not None:  # a server of the user's: its /v2 says nothing of devices
+            what = f"`{' '.join(program.command)}`" if program.kind == "process" else f"the server at {program.url}"
+            return PlatformEnvironment(device=device, emulated=False, notes=(
+                f"platform local: a service of your own ({program.kind}: {what}); its device is not known to "
+                "faultdrill (the spec's device is recorded)",
+                "replicas are supervised processes with Kubernetes probe and restart semantics" if program.kind ==
+                "process" else "the server is observed and fronted by a fault proxy, never started or restarted"))
         first = next(iter(self.system.replicas() or self.system.canaries()), None)
         url = self.topology().get(first).url if first is not None else None
         info: dict[str, Any] = {}
@@ -209,11 +229,9 @@ class LocalPlatform:
         """Locust processes on this machine against :attr:`service_url` (``experiments/observe/load.py``)."""
         from faultdrill.experiments.observe.load import LoadGenerator
 
-        return LoadGenerator(
-            self.service_url, self.timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
-            workers=load.workers, run_time=run_time_s, model=model, think_time_s=float(load.think_time),
-            clients=[(c.id, c.weight) for c in load.clients], owner=owner,
-        )  # fmt: skip
+        spec_dir = self.system.spec_dir
+        return LoadGenerator.of_spec(self.service_url, self.timeline, workdir, load, shape=shape, run_time=run_time_s,
+                                     model=model, owner=owner, base_dir=Path(spec_dir) if spec_dir else None)
 
     def ready_replicas(self) -> list[str]:
         return self.sampler.ready_replicas()
@@ -223,9 +241,16 @@ class LocalPlatform:
 
     def pid_if_running(self, name: str) -> int | None:
         tr = self._tracks.get(name)
+        if tr is None and self._attached(name):  # a server faultdrill did not start: always "this one process"
+            return self.stack.attached[name].pid or 0
         if tr is None or tr.exited or self.stack.exit_status(name) is not None:
             return None
         return tr.pid
+
+    def _attached(self, name: str) -> bool:
+        """A service in the topology that faultdrill neither started nor supervises (a ``kind: url`` server, a declared
+        dependency)."""
+        return name in self.stack.attached and name not in self._tracks
 
     def _services(self) -> dict[str, ServiceHandle]:
         """The services the description says the platform supervises (not the fault proxies)."""
@@ -295,6 +320,8 @@ class LocalPlatform:
                 tr.lock.release()
 
     def _probe_failed(self, name: str, kind: ProbeKind, pid: int) -> None:
+        if self._attached(name):
+            return  # not ours to kill: its failing probes are on the timeline, its owner restarts it
         tr = self._track(name)
         if not tr.lock.acquire(timeout=1.0):
             return  # a supervisor call is restarting it anyway; the probe re-fires if needed
@@ -315,6 +342,7 @@ class LocalPlatform:
         return self.stack.handle(name)
 
     def stop(self, name: str, *, hold: bool = True) -> int | None:
+        self._refuse_attached(name, "stop")
         tr = self._track(name)
         with tr.lock:
             tr.held, tr.next_start = hold, None
@@ -324,10 +352,18 @@ class LocalPlatform:
             return rc
 
     def kill(self, name: str, sig: int) -> None:
+        self._refuse_attached(name, "signal")
         self._track(name)
         self.stack.kill(name, sig)  # the restart policy applies to what follows
 
+    def _refuse_attached(self, name: str, what: str) -> None:
+        if self._attached(name):
+            raise ServiceError(f"{name} is a service faultdrill did not start (a url server or a declared dependency): "
+                               f"it does not {what} it")  # fmt: skip
+
     def start(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        if self._attached(name):
+            return  # not ours to start: whatever runs it brings it back
         tr = self._track(name)
         with tr.lock:
             tr.held, tr.next_start, tr.crashes = False, None, 0
@@ -344,6 +380,7 @@ class LocalPlatform:
             self._wait_answering(name)
 
     def restart(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        self._refuse_attached(name, "restart")
         tr = self._track(name)
         if self.canary is not None:  # before the stop: a canary's traffic stops before it drains
             self.canary.revised(name, env)
@@ -358,14 +395,17 @@ class LocalPlatform:
             self._wait_answering(name)
 
     def exit_status(self, name: str) -> int | None:
-        return self.stack.exit_status(name)
+        return None if self._attached(name) else self.stack.exit_status(name)
 
     def wait_exit(self, name: str, timeout_s: float) -> int | None:
-        return self.stack.wait_exit(name, timeout_s)
+        return None if self._attached(name) else self.stack.wait_exit(name, timeout_s)
 
     def _wait_answering(self, name: str) -> None:
         """Until ``name`` answers its health route (bounded); ServiceError if it exits first."""
         h = self.stack.handle(name)
+        if self.system.program is not None and (check := self.stack.service(name).ready_check) is not None:
+            check(self.ready_timeout_s)  # a described program's replica: its own readiness probe
+            return
         if h.role == "cache":  # RESP, not HTTP: an authenticated PING (exits are checked while waiting)
             from faultdrill.experiments.platforms.local.redis import wait_redis
 

@@ -1,7 +1,11 @@
 """Kubernetes-style probes for local replicas: startup, readiness, liveness.
 
 One thread per replica and probe kind samples ``GET url+path`` every ``period_s`` with
-``timeout_s`` (success: a 2xx/3xx answer in time). As in Kubernetes:
+``timeout_s`` (success: a 2xx/3xx answer in time) — or, for an exec probe (``exec``), runs that
+command with the service's env and working directory (success: exit status 0 within ``timeout_s``;
+the timeline's ``status`` is the exit status). Replicas of a described service (``target.service``)
+each have their own rendered set (``probes_for``: their ports and names are in the paths and argv).
+As in Kubernetes:
 
 * readiness and liveness do not run until the startup probe passed (if there is one);
   a new process (new pid) starts unready, with counters reset and ``initial_delay_s`` again;
@@ -25,9 +29,10 @@ Example::
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,7 +40,7 @@ import httpx
 
 from faultdrill.experiments.observe.observers import ObserverContext
 
-__all__ = ["ProbeConfig", "ProbeKind", "ProbeSampler", "ProbeSet"]
+__all__ = ["ProbeConfig", "ProbeKind", "ProbeSampler", "ProbeSet", "probe_once", "wait_probe"]
 
 ProbeKind = Literal["startup", "readiness", "liveness"]
 
@@ -50,6 +55,13 @@ class ProbeConfig:
     failure_threshold: int = 3
     success_threshold: int = 1
     initial_delay_s: float = 0.0
+    url: str | None = None
+    """An absolute URL to GET instead of the replica's URL + ``path`` (a probe on another of its ports)."""
+    exec: tuple[str, ...] | None = None
+    """An exec probe's argv (``path`` unused): exit status 0 is a success."""
+    env: Mapping[str, str] | None = None
+    """The exec probe's environment (the service's; None: faultdrill's own)."""
+    cwd: str | None = None
 
     def __post_init__(self) -> None:
         if self.period_s <= 0 or self.timeout_s <= 0 or self.initial_delay_s < 0:
@@ -63,15 +75,44 @@ class ProbeSet:
     """The three probes of a replica of the bundled target (OIP v2 health routes)."""
 
     readiness: ProbeConfig = ProbeConfig("/v2/health/ready")
-    liveness: ProbeConfig = ProbeConfig("/v2/health/live", failure_threshold=10)
+    liveness: ProbeConfig | None = ProbeConfig("/v2/health/live", failure_threshold=10)
     """1 s of failures: longer than a torch process takes to exit by itself once its port has
-    closed (~0.5 s), or a crash (exit 1) would be misreported as a liveness kill (137)."""
+    closed (~0.5 s), or a crash (exit 1) would be misreported as a liveness kill (137). None: no liveness
+    probe (a described service may have none)."""
     startup: ProbeConfig | None = ProbeConfig("/v2/health/live", failure_threshold=300)
     """Up to 30 s for the port to open (interpreter start); None: liveness runs at once."""
     event_interval_s: float = 1.0
 
     def of(self, kind: ProbeKind) -> ProbeConfig | None:
         return {"startup": self.startup, "readiness": self.readiness, "liveness": self.liveness}[kind]
+
+
+def probe_once(cfg: ProbeConfig, base_url: str, client: httpx.Client) -> tuple[bool, int | None]:
+    """One sample: (success, HTTP status or exit status; None when there was no answer in time)."""
+    if cfg.exec is not None:
+        try:
+            done = subprocess.run(list(cfg.exec), env=dict(cfg.env) if cfg.env is not None else None, cwd=cfg.cwd,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=cfg.timeout_s, check=False)  # fmt: skip  # a timeout kills it
+        except (subprocess.TimeoutExpired, OSError):
+            return False, None
+        return done.returncode == 0, done.returncode
+    try:
+        status = client.get(cfg.url or base_url + cfg.path, timeout=cfg.timeout_s).status_code
+    except httpx.HTTPError:
+        return False, None
+    return 200 <= status < 400, status
+
+
+def wait_probe(cfg: ProbeConfig, base_url: str, timeout_s: float, alive: Callable[[], bool]) -> bool:
+    """Sample ``cfg`` until it succeeds (True), ``alive()`` turns false or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=cfg.timeout_s) as client:
+        while time.monotonic() < deadline and alive():
+            if probe_once(cfg, base_url, client)[0]:
+                return True
+            time.sleep(min(cfg.period_s, 0.1))
+    return False
 
 
 @dataclass
@@ -98,6 +139,8 @@ class ProbeSampler:
     ) -> None:  # fmt: skip
         self.name = "probes"
         self.probes = probes or ProbeSet()
+        self.probes_for: dict[str, ProbeSet] = {}
+        """A replica's own probes (rendered for it), instead of ``probes``; set before ``start``."""
         self._pid_of = pid_of
         self._on_ready = on_ready
         self._on_failed = on_failed
@@ -114,7 +157,7 @@ class ProbeSampler:
             self._replicas[handle.name] = _Replica(handle.url)
             kinds: tuple[ProbeKind, ...] = ("startup", "readiness", "liveness")
             for kind in kinds:
-                if self.probes.of(kind) is None:
+                if self._probes(handle.name).of(kind) is None:
                     continue
                 t = threading.Thread(target=self._run, args=(ctx, handle.name, kind), daemon=True,
                                      name=f"probe-{handle.name}-{kind}")  # fmt: skip
@@ -127,6 +170,9 @@ class ProbeSampler:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+
+    def _probes(self, name: str) -> ProbeSet:
+        return self.probes_for.get(name, self.probes)
 
     def is_ready(self, name: str) -> bool:
         rep = self._replicas.get(name)
@@ -147,10 +193,10 @@ class ProbeSampler:
             self._on_ready(name, value)
 
     def _run(self, ctx: ObserverContext, name: str, kind: ProbeKind) -> None:
-        cfg = self.probes.of(kind)
+        probes = self._probes(name)
+        cfg = probes.of(kind)
         assert cfg is not None
         rep = self._replicas[name]
-        url = rep.url + cfg.path
         pid_seen: int | None = None
         successes = failures = samples = 0
         born = 0.0
@@ -170,20 +216,16 @@ class ProbeSampler:
                         self._set_ready(ctx, name, False, rep.ready_pid)
                 if pid is None or time.monotonic() - born < cfg.initial_delay_s:
                     continue
-                gated = self.probes.startup is not None and rep.started_pid != pid
+                gated = probes.startup is not None and rep.started_pid != pid
                 if (kind == "startup") != gated:  # startup runs until it passed; the others after
                     continue
                 t0 = time.monotonic()
-                try:
-                    status: int | None = client.get(url).status_code
-                    ok = status is not None and 200 <= status < 400
-                except httpx.HTTPError:
-                    status, ok = None, False
+                ok, status = probe_once(cfg, rep.url, client)
                 latency = time.monotonic() - t0
                 if self._pid_of(name) != pid:  # it died meanwhile: not a verdict on this process
                     continue
                 samples += 1
-                if ok != last_value or time.monotonic() - last_emit >= self.probes.event_interval_s:
+                if ok != last_value or time.monotonic() - last_emit >= probes.event_interval_s:
                     ctx.timeline.add("probe", name, probe=kind, value=ok, status=status,
                                      latency_s=round(latency, 6), pid=pid, samples=samples)  # fmt: skip
                     last_value, last_emit, samples = ok, time.monotonic(), 0

@@ -14,6 +14,11 @@ table ``_STARTERS`` below, keyed by role; the programs' fixed facts are ``experi
 need a live platform work against it. It is the seed of the local platform: probes,
 restart policies and the readiness-aware service endpoint build on it.
 
+A description with a ``program`` (a service of the user's, ``target.service: {kind: process | url}``) has its
+replicas and dependencies started by ``program.py`` instead: one process per replica, ports allocated and
+templates filled per replica (or, for ``kind: url``, a server already running behind its fault proxy), and a
+fault proxy in front of each declared dependency — same ledger records, cgroups, supervision and topology.
+
 A service of role ``cache`` is the prediction cache: a real ``redis-server``
 (``experiments/platforms/local/redis.py``: memory cap ``cache_max_memory_bytes``, LRU, no persistence, a
 password in 0600 files), stoppable and restartable like the feature store; replicas reach it through its
@@ -50,13 +55,16 @@ from pathlib import Path
 from types import TracebackType
 
 from faultdrill.experiments.host.process import ServiceError, ServiceProcess, free_port
+from faultdrill.experiments.platforms.local import program as user_program
+from faultdrill.experiments.platforms.local.probes import ProbeSet
 from faultdrill.experiments.spec.bundled import BundledProcess, process_of
+from faultdrill.experiments.spec.experiment import ProbeSettings
 from faultdrill.experiments.spec.system import Service, SystemDescription, bundled_system
 from faultdrill.faults.base import Injection, Scope
 from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.netns import PREFIX, Namespace, create_namespace, delete_namespace, netns_exec
-from faultdrill.faults.owned import Owner
+from faultdrill.faults.owned import Owner, chain
 from faultdrill.faults.proxy_control import RunningProxy, spawn_proxy
 from faultdrill.faults.topology import ServiceHandle, Topology
 
@@ -110,8 +118,18 @@ class LocalStack:
     """The services to start; None: the bundled system of ``replicas``, ``with_proxy``,
     ``feature_store_netns``, ``cache_max_memory_bytes`` and ``canary_replicas``. Given, it alone says which
     services run (those keywords are then not read)."""
+    probe_settings: ProbeSettings = field(default_factory=ProbeSettings)
+    """Probe thresholds of a described program's replicas (``target.probes``); their paths are the program's."""
     described: SystemDescription = field(init=False)
     """What runs: ``system``, or the bundled system the keywords describe."""
+    attached: dict[str, ServiceHandle] = field(default_factory=dict, init=False)
+    """Services in the topology that this stack did not start: a url server, declared dependencies."""
+    dependency_urls: dict[str, str] = field(default_factory=dict, init=False)
+    """A declared dependency → the address replicas reach it at (its fault proxy's)."""
+    client_urls: dict[str, str] = field(default_factory=dict, init=False)
+    """A replica → where clients reach it when not at its own URL (a url server: through its fault proxy)."""
+    rendered_probes: dict[str, ProbeSet] = field(default_factory=dict, init=False)
+    """A described program's replica → its probes, rendered for it (the platform's probe sampler reads them)."""
     _services: dict[str, _Service] = field(default_factory=dict, init=False)
     _records: dict[str, Injection | None] = field(default_factory=dict, init=False)
     """The proxies' and the namespace's ledger records (services keep theirs in ``ServiceProcess``)."""
@@ -153,10 +171,11 @@ class LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         system = self.described
         try:
-            self.pki = ensure_dev_pki(self.workdir / "pki")
-            registry = self.model_registry or self.workdir / "models"
-            ModelRegistry(registry).ensure_defaults()
-            self.model_registry = registry
+            if system.program is None:  # the bundled target's: its CA and its model registry
+                self.pki = ensure_dev_pki(self.workdir / "pki")
+                registry = self.model_registry or self.workdir / "models"
+                ModelRegistry(registry).ensure_defaults()
+                self.model_registry = registry
             for service in system.services:
                 if service.role in _DEPENDENCY_STARTERS:
                     host, port = _DEPENDENCY_STARTERS[service.role].start(self, service)
@@ -166,10 +185,17 @@ class LocalStack:
                     self._client_env.update(_DEPENDENCY_STARTERS[service.role].client_env(self, service, host, port))
             replicas = [s for s in system.services if s.role == "replica"]
             for service in replicas:  # start all, then wait: replicas load their models in parallel
-                self._start_replica(service, extra_env=self.canary_env if service.canary else None)
+                if system.program is not None:
+                    _PROGRAM_REPLICAS[system.program.kind](self, service)
+                else:
+                    self._start_replica(service, extra_env=self.canary_env if service.canary else None)
             for service in replicas:
-                svc = self._services[service.name]
-                svc.process.wait_http(svc.ready_url, self.ready_timeout_s, verify=svc.verify)
+                if (svc := self._services.get(service.name)) is None:
+                    continue  # not started here (a url server: awaited when attached)
+                if svc.ready_check is not None:
+                    svc.ready_check(self.ready_timeout_s)
+                else:
+                    svc.process.wait_http(svc.ready_url, self.ready_timeout_s, verify=svc.verify)
         except BaseException:
             self.close()
             raise
@@ -191,6 +217,10 @@ class LocalStack:
     def _release(self, key: str) -> None:
         if self.owner is not None:
             self.owner.release(self._records.pop(key, None))
+
+    def spawn_proxy(self, name: str, upstream: tuple[str, int]) -> RunningProxy:
+        """A fault proxy ``name`` in front of ``upstream``, a ledger record while it runs."""
+        return self._spawn_proxy(name, upstream)
 
     def _spawn_proxy(self, name: str, upstream: tuple[str, int]) -> RunningProxy:
         proxy = spawn_proxy(upstream, token_file=self._token_file(name))
@@ -283,15 +313,20 @@ class LocalStack:
                 "FAULTDRILL_CACHE_PASSWORD_FILE": str(password_file),
                 "FAULTDRILL_CACHE_TTL_S": str(self.cache_ttl_s)}  # fmt: skip
 
+    def memory_cgroup(self, name: str) -> MemoryCgroup | None:
+        """A new memory cgroup for replica ``name`` at the replica limit (None: no limit, or no controller here)."""
+        controller = detect_memory_controller() if self.memory_limit_bytes else None
+        if controller is None or not self.memory_limit_bytes:
+            return None
+        cgroup = MemoryCgroup.create(controller, f"{self.workdir.name}-{name}-{os.getpid()}")
+        cgroup.set_limit(self.memory_limit_bytes)
+        return cgroup
+
     def _start_replica(self, service: Service, extra_env: dict[str, str] | None = None) -> None:
         name, program = service.name, _program(service)
         port, admin_port = free_port(), free_port()
         token_file = self._token_file(f"{name}-admin")
-        cgroup = None
-        controller = detect_memory_controller() if self.memory_limit_bytes else None
-        if controller is not None and self.memory_limit_bytes:
-            cgroup = MemoryCgroup.create(controller, f"{self.workdir.name}-{name}-{os.getpid()}")
-            cgroup.set_limit(self.memory_limit_bytes)
+        cgroup = self.memory_cgroup(name)
         env = {
             "FAULTDRILL_PORT": str(port), "FAULTDRILL_ADMIN_PORT": str(admin_port),
             program.admin_token_env: token_file.read_text().strip(),
@@ -314,15 +349,22 @@ class LocalStack:
         argv = [sys.executable, "-m", "faultdrill.target_service", program.command]
         self._launch(handle, env, url, True, argv, cgroup, wait=False)
 
+    def launch(self, handle: ServiceHandle, env: dict[str, str], argv: list[str], *, cgroup: MemoryCgroup | None,
+               cwd: str | None, ready_check: Callable[[float], object]) -> None:  # fmt: skip
+        """Start a described program's process (not waiting): supervised, recorded, stopped like every other."""
+        self._launch(handle, env, "", True, argv, cgroup, wait=False, cwd=cwd, ready_check=ready_check)
+
     def _launch(
         self, handle: ServiceHandle, env: dict[str, str], ready_url: str, verify: ssl.SSLContext | bool,
-        argv: list[str], cgroup: MemoryCgroup | None = None, wait: bool = True,
+        argv: list[str], cgroup: MemoryCgroup | None = None, wait: bool = True, cwd: str | None = None,
+        ready_check: Callable[[float], object] | None = None,
     ) -> None:  # fmt: skip
         log_path = self.workdir / f"{handle.name}.log"
         handle = handle.model_copy(update={"log_file": log_path})
+        enter = (lambda: os.chdir(cwd)) if cwd is not None else None  # in the child, after it joined its cgroup
         process = ServiceProcess(handle.name, argv, env=env, log_path=log_path,
-                                 preexec=cgroup.preexec() if cgroup else None, owner=self.owner)  # fmt: skip
-        svc = _Service(process, handle, ready_url, verify, cgroup)
+                                 preexec=chain(cgroup.preexec() if cgroup else None, enter), owner=self.owner)
+        svc = _Service(process, handle, ready_url, verify, cgroup, ready_check=ready_check)
         self._services[handle.name] = svc
         self._spawn(svc, wait=wait)
 
@@ -341,8 +383,8 @@ class LocalStack:
 
     # -- what faults see -----------------------------------------------------------------
     def topology(self) -> Topology:
-        """A handle per described service that runs: the services, then the fault proxies."""
-        services = {name: svc.handle for name, svc in self._services.items()}
+        """A handle per described service: the services, those it did not start, then the fault proxies."""
+        services = {name: svc.handle for name, svc in self._services.items()} | self.attached
         for name, proxy in self._proxies.items():
             host, port = proxy.listen
             chost, cport = proxy.control_address
@@ -354,14 +396,33 @@ class LocalStack:
             )  # fmt: skip
         return Topology(services=services)
 
+    def client_url(self, name: str) -> str | None:
+        """Where clients (the service endpoint) reach replica ``name``: its URL, or its fault proxy's."""
+        return self.client_urls.get(name) or self.topology().get(name).url
+
+    def probe_sets(self) -> dict[str, ProbeSet]:
+        """A described program's replicas' own probes (empty for the bundled target: the platform's apply)."""
+        return dict(self.rendered_probes)
+
+    def service(self, name: str) -> _Service:
+        """The started service ``name`` (a ServiceError when this stack did not start it)."""
+        return self._svc(name)
+
     def scope(self) -> Scope:
         topo = self.topology()
         pids = [s.pid for s in topo.services.values() if s.pid]
         cgroups = [s.cgroup for s in topo.services.values() if s.cgroup]
         ports = [s.port for s in topo.services.values() if s.port]
         netns = [s.netns for s in topo.services.values() if s.netns]
-        return (Scope().with_pids(*pids).with_cgroups(*cgroups).with_ports(*ports)
-                .with_paths(self.workdir).with_netns(*netns))  # fmt: skip
+        scope = (Scope().with_pids(*pids).with_cgroups(*cgroups).with_ports(*ports)
+                 .with_paths(self.workdir).with_netns(*netns))  # fmt: skip
+        program = self.described.program
+        if program is not None and program.kind == "url":  # what the spec allow-lists on a server it runs itself
+            scope = scope.with_pids(*program.allow.pids).with_cgroups(*program.allow.cgroups)
+        if program is not None:  # what the spec declares faults may change: its model repository, its certificate
+            declared = [p for s in topo.services.values() for p in (s.model_registry, s.cert_file, s.key_file) if p]
+            scope = scope.with_paths(*declared)
+        return scope
 
     # -- Supervisor protocol -------------------------------------------------------------
     @property
@@ -434,9 +495,17 @@ class _Dependency:
 _DEPENDENCY_STARTERS: dict[str, _Dependency] = {
     "feature_store": _Dependency(LocalStack._start_feature_store, LocalStack._feature_store_client),
     "cache": _Dependency(LocalStack._start_cache, LocalStack._cache_client),
+    "dependency": _Dependency(user_program.dependency_address, user_program.dependency_client),
 }
 """Role → how a dependency of the replicas starts; replicas (``LocalStack._start_replica``) start after them.
-With the fault proxies these are the roles this stack starts: ``_STARTERS``."""
+With the fault proxies these are the roles this stack starts: ``_STARTERS``. A ``dependency`` (a service of the
+user's) is not started: only its fault proxy is, and the replicas are told its address."""
+
+_PROGRAM_REPLICAS: dict[str, Callable[[LocalStack, Service], None]] = {
+    "process": user_program.start_process_replica,
+    "url": user_program.attach_url_replica,
+}
+"""``target.service.kind`` → how a replica of a described program starts (the bundled target's: ``_start_replica``)."""
 
 _STARTERS = (*_DEPENDENCY_STARTERS, "replica", "proxy")
 
@@ -448,7 +517,12 @@ def _check_startable(system: SystemDescription) -> None:
             raise ConfigError(f"service {s.name!r}: the local platform starts no service of role {s.role!r} "
                               f"(it starts {', '.join(_STARTERS)})", field="system")  # fmt: skip
         upstream = system.get(s.upstream_of) if s.upstream_of else None
-        if s.role == "proxy" and (upstream is None or upstream.role not in _DEPENDENCY_STARTERS):
+        fronts_a_url = upstream is not None and upstream.role == "replica" and system.program is not None \
+            and system.program.kind == "url"  # fmt: skip
+        if s.role == "proxy" and (upstream is None or upstream.role not in _DEPENDENCY_STARTERS) and not fronts_a_url:
             raise ConfigError(f"fault proxy {s.name!r} must stand in front of a described "
                               f"{' or '.join(_DEPENDENCY_STARTERS)} (upstream_of: {s.upstream_of!r})",
                               field="system")  # fmt: skip
+        if s.role == "dependency" and (system.program is None or system.program.kind != "process"):
+            raise ConfigError(f"service {s.name!r}: a dependency is declared by a process service "
+                              "(target.service.dependencies)", field="system")  # fmt: skip

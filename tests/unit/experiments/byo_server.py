@@ -1,0 +1,57 @@
+"""A small real HTTP server standing for "your own service" in the bring-your-own tests (stdlib only).
+
+``python byo_server.py --port N [--other-url URL]``: ``/healthz`` and ``/ready`` answer 200, ``/metrics`` a
+Prometheus counter, ``/dep`` fetches ``$FEATURES_URL/x`` and ``/other`` fetches ``<--other-url>/x`` (its
+dependencies, reached through whatever address faultdrill handed it), ``/whoami`` its port and pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--other-url")
+    args = parser.parse_args()
+    served = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            served[0] += 1
+            if self.path in ("/healthz", "/ready"):
+                self._send(200, b"ok")
+            elif self.path == "/metrics":
+                self._send(200, f"# TYPE byo_requests_total counter\nbyo_requests_total {served[0]}\n".encode())
+            elif self.path in ("/dep", "/other"):
+                base = os.environ["FEATURES_URL"] if self.path == "/dep" else args.other_url
+                try:
+                    with urllib.request.urlopen(f"{base}/x", timeout=2) as answer:
+                        self._send(200, answer.read())
+                except OSError as exc:
+                    self._send(502, str(exc).encode())
+            elif self.path == "/whoami":
+                self._send(200, json.dumps({"port": args.port, "pid": os.getpid(), "cwd": os.getcwd(),
+                                            "argv_other": args.other_url}).encode())  # fmt: skip
+            else:
+                self._send(404, b"")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""The local platform running a service of the user's, for real: the bundled target started as a ``kind: process``
+command (2 replicas: ports per replica, readiness, a SIGKILL restarted by the platform, memory cgroups, ledger
+records, everything stopped on close — checked in the process table), a small stdlib server reaching its declared
+dependencies through fault proxies (``via.env`` and ``via.arg``), a ``kind: url`` server observed and fronted by a
+proxy, a killed run's processes stopped by ``faultdrill rollback --pending``, and one ``faultdrill run`` of the
+shipped example end to end. No mocks: real processes, sockets, cgroups and proxies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from faultdrill.experiments.engine.plan import build_plan
+from faultdrill.experiments.host.process import ServiceError, free_port
+from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.platforms import build_platform
+from faultdrill.experiments.platforms.local.platform import LocalPlatform
+from faultdrill.experiments.spec.loader import load_experiment
+from faultdrill.faults.cgroups import detect_memory_controller
+from faultdrill.faults.owned import Owner
+from faultdrill.faults.procid import pid_alive, process_start_ticks
+from faultdrill.faults.proxy_control import ProxyControl
+from faultdrill.faults.records import Ledger
+from faultdrill.faults.registry import FaultRegistry
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "experiments" / "examples" / "process" / "bundled_as_process.yaml"
+SERVER = Path(__file__).resolve().parent / "byo_server.py"
+HAS_CGROUP = os.geteuid() == 0 and detect_memory_controller() is not None
+INFER = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+HEAD = ("apiVersion: faultdrill/v1\nkind: Experiment\nmetadata: {name: mine}\n"
+        "load: {protocol: {kind: http, method: GET, path: /ready}}\n")  # what the load would send these servers
+
+
+def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+def _platform(text: str, spec_file: Path, workdir: Path, owner: Owner | None = None) -> LocalPlatform:
+    spec_file.write_text(text)
+    registry = FaultRegistry.installed()
+    plan = build_plan(load_experiment(spec_file, registry), registry, source=spec_file)
+    platform = build_platform(plan.spec.target, system=plan.system, timeline=Timeline(), workdir=workdir, owner=owner)
+    assert isinstance(platform, LocalPlatform)
+    return platform
+
+
+def _alive(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def _descendants() -> list[psutil.Process]:
+    return [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+
+
+# -- the bundled target as a process service: two replicas under the kubelet ------------------------------------
+def test_two_replicas_of_a_process_service_are_supervised_like_pods(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace("  memory_limit: 700Mi\n", "  memory_limit: 700Mi\n" if HAS_CGROUP else "")
+    text = text.replace("      liveness: /v2/health/live\n", "      liveness: {exec: [\"{python}\", -c, "
+                        "\"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/v2/health/live', "
+                        "timeout=1)\"]}\n")  # an exec probe: the replica's own port filled into its argv
+    state = tmp_path / "state"
+    owner = Owner.current(state)
+    platform = _platform(text, tmp_path / "spec.yaml", tmp_path / "run", owner)
+    with platform:
+        assert platform.ready_replicas() == ["web-0", "web-1"]
+        handles = {n: platform.handle(n) for n in ("web-0", "web-1")}
+        assert len({h.port for h in handles.values()}) == 2  # a port per replica
+        for name, h in handles.items():
+            assert h.pid is not None and h.url == f"http://127.0.0.1:{h.port}" and h.metrics_url == f"{h.url}/metrics"
+            assert httpx.get(f"{h.url}/v2").json()["model"]["name"] == "digits"
+            assert (tmp_path / "run" / f"models-{name}" / "digits").is_dir()  # {workdir}/models-{replica}
+        with httpx.Client(base_url=platform.service_url, timeout=10) as client:
+            served = {client.post("/v2/models/digits/infer", json=INFER).headers["x-faultdrill-replica"]
+                      for _ in range(10)}  # fmt: skip
+        assert served == {"web-0", "web-1"}
+        records = {r.target: r for r in Ledger(state).pending() if r.fault == "process"}
+        assert {"web-0", "web-1"} <= set(records)  # a ledger record while it runs
+        if HAS_CGROUP:
+            for h in handles.values():
+                assert h.cgroup is not None and Path(h.cgroup).name in Path(f"/proc/{h.pid}/cgroup").read_text()
+                assert int((Path(h.cgroup) / "memory.limit_in_bytes").read_text()) == 700 * 2**20
+        liveness = platform.timeline.select("probe", source="web-1", probe="liveness")
+        assert liveness and liveness[-1].attrs["value"] is True and liveness[-1].attrs["status"] == 0  # exit status
+
+        since, old = platform.timeline.now(), handles["web-0"]
+        platform.kill("web-0", signal.SIGKILL)
+        restart = _until(lambda: platform.timeline.select("process", source="web-0", start=since, event="restart"),
+                         30, "web-0 restarted by the platform")[0]  # fmt: skip
+        (exit_,) = platform.timeline.select("process", source="web-0", start=since, event="exit")
+        assert (exit_.attrs["reason"], exit_.attrs["code"], exit_.attrs["pid"]) == ("Signal", 137, old.pid)
+        assert restart.attrs["pid"] != old.pid and platform.restarts("web-0") == 1
+        assert platform.timeline.select("process", source="web-0", start=since, event="unready")
+        _until(lambda: platform.ready_replicas() == ["web-0", "web-1"], 60, "web-0 ready again")
+        new = platform.handle("web-0")
+        assert new.port == old.port and not pid_alive(old.pid or 0, None)  # same pod port, a new process
+        pids = {e.attrs["pid"] for e in platform.timeline.select("process") if e.attrs.get("pid")}
+    assert not [p for p in pids if _alive(p)] and not _descendants()  # the process table, not the ledger
+    assert not [r for r in Ledger(state).pending() if r.fault == "process"]
+    if HAS_CGROUP:
+        assert not [h.cgroup for h in handles.values() if h.cgroup and Path(h.cgroup).exists()]
+
+
+# -- dependencies through fault proxies ---------------------------------------------------------------------------
+class _Dependency(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"features"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def _service(deps: str = "", extra: str = "") -> str:
+    return HEAD + f"""target:
+  service:
+    kind: process
+    name: tiny
+    command: ["{{python}}", "{SERVER}", "--port", "{{port}}"]
+    cwd: "{{workdir}}"
+    probes: {{readiness: /ready, liveness: /healthz}}
+{deps}{extra}"""
+
+
+def test_declared_dependencies_are_reached_through_their_fault_proxies(
+    tmp_path: Path, serve_http: Callable[[type[BaseHTTPRequestHandler]], str]
+) -> None:  # fmt: skip
+    features, other = serve_http(_Dependency), serve_http(_Dependency)
+    deps = f"""    dependencies:
+      - {{name: features, url: "{features}", via: {{env: FEATURES_URL}}}}
+      - {{name: other, url: "{other}", via: {{arg: "--other-url={{url}}"}}}}
+"""
+    repo = '    model: {name: m, repository: "{spec_dir}/repo"}\n'  # what model faults may change: in scope
+    with _platform(_service(deps, repo), tmp_path / "spec.yaml", tmp_path / "run") as platform:
+        topo = platform.topology()
+        assert topo.get("tiny-0").model_registry == tmp_path / "repo"
+        assert str(tmp_path / "repo") in platform.scope().paths
+        assert sorted(topo.services) == ["features", "features-proxy", "other", "other-proxy", "service", "tiny-0"]
+        assert topo.get("features").role == "dependency" and topo.get("features").url == features
+        me = httpx.get(f"{topo.get('tiny-0').url}/whoami").json()
+        assert me["cwd"] == str((tmp_path / "run").absolute())  # cwd templated: {workdir}
+        proxy = topo.get("other-proxy")
+        assert me["argv_other"] == f"http://127.0.0.1:{proxy.port}"  # via.arg: the proxy's address
+        with httpx.Client(base_url=platform.service_url, timeout=10) as client:
+            assert client.get("/dep").text == "features" and client.get("/other").text == "features"
+            for name in ("features-proxy", "other-proxy"):
+                h = topo.get(name)
+                assert h.control_url is not None and h.admin_token_file is not None
+                ctl = ProxyControl(h.control_url, h.admin_token_file.read_text().strip())
+                assert ctl.state()["bytes_to_client"] > 0  # the answer came through the proxy
+                ctl.close()
+            store = topo.get("features-proxy")
+            assert store.control_url is not None and store.admin_token_file is not None
+            ctl = ProxyControl(store.control_url, store.admin_token_file.read_text().strip())
+            ctl.set_mode("refuse")  # a fault on the edge: the service sees its dependency gone
+            assert client.get("/dep").status_code == 502 and client.get("/other").status_code == 200
+            ctl.set_mode("passthrough")
+            assert client.get("/dep").text == "features"
+            ctl.close()
+        proxies = [h.pid for h in topo.by_role("proxy") if h.pid]
+    assert len(proxies) == 2 and not [p for p in proxies if _alive(p)]
+
+
+# -- a server already running ------------------------------------------------------------------------------------
+@pytest.fixture
+def running_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port)], start_new_session=True)
+    _until(lambda: _answers(f"http://127.0.0.1:{port}/ready"), 20, "the server answers")
+    yield server, port
+    server.kill()
+    server.wait(5)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_url_server_is_probed_and_routed_to_through_its_proxy(
+    tmp_path: Path, running_server: tuple[subprocess.Popen[bytes], int]
+) -> None:  # fmt: skip
+    server, port = running_server
+    text = HEAD + f"""target:
+  service:
+    kind: url
+    url: http://127.0.0.1:{port}
+    probes: {{readiness: /ready}}
+    allow: {{pids: [{server.pid}]}}
+"""
+    with _platform(text, tmp_path / "spec.yaml", tmp_path / "run") as platform:
+        assert platform.ready_replicas() == ["server-0"]
+        topo = platform.topology()
+        handle, proxy = topo.get("server-0"), topo.get("server-0-proxy")
+        assert handle.url == f"http://127.0.0.1:{port}" and handle.pid == server.pid
+        assert server.pid in platform.scope().pids  # allow-listed: process faults may touch it
+        answer = httpx.get(f"{platform.service_url}/whoami", timeout=5)
+        assert answer.headers["x-faultdrill-replica"] == "server-0" and answer.json()["pid"] == server.pid
+        assert proxy.control_url is not None and proxy.admin_token_file is not None
+        ctl = ProxyControl(proxy.control_url, proxy.admin_token_file.read_text().strip())
+        assert ctl.state()["connections_total"] >= 1  # the endpoint went through the fault proxy
+        ctl.close()
+        with pytest.raises(ServiceError, match="did not start"):
+            platform.stop("server-0")
+        platform.start("server-0")  # not ours to start: nothing happens
+        assert platform.exit_status("server-0") is None
+    assert server.poll() is None and _answers(f"http://127.0.0.1:{port}/ready")  # left running: it is theirs
+    assert proxy.pid is not None and not _alive(proxy.pid)
+
+
+# -- a killed run ------------------------------------------------------------------------------------------------
+CRASHING_RUN = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    from pathlib import Path
+    from faultdrill.experiments.engine.plan import build_plan
+    from faultdrill.experiments.journal.timeline import Timeline
+    from faultdrill.experiments.platforms import build_platform
+    from faultdrill.experiments.spec.loader import load_experiment
+    from faultdrill.faults.owned import Owner
+    from faultdrill.faults.registry import FaultRegistry
+
+    spec, state, workdir = sys.argv[1:4]
+    registry = FaultRegistry.installed()
+    plan = build_plan(load_experiment(spec, registry), registry, source=spec)
+    platform = build_platform(plan.spec.target, system=plan.system, timeline=Timeline(), workdir=Path(workdir),
+                              owner=Owner.current(state))
+    # Off the main thread, as the platform's own restarts are: no parent-death signal, only the ledger record.
+    up = threading.Thread(target=platform.up)
+    up.start(); up.join()
+    print("up", json.dumps([h.pid for h in platform.topology().services.values() if h.pid]), flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_killed_runs_processes_are_stopped_by_rollback_pending(tmp_path: Path) -> None:
+    features = f"http://127.0.0.1:{free_port()}"  # nothing listens: the proxy starts all the same
+    deps = f"    dependencies:\n      - {{name: features, url: \"{features}\", via: {{env: FEATURES_URL}}}}\n"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_service(deps).replace("target:\n", "target:\n  replicas: 2\n"))
+    state = tmp_path / "state"
+    env = {**os.environ, "FAULTDRILL_STATE_DIR": str(state)}
+    run = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(spec), str(state), str(tmp_path / "run")],
+                           env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    try:
+        assert run.stdout is not None
+        line = _until(lambda: run.stdout.readline() if run.stdout else "", 60, "the child's platform up")  # type: ignore[union-attr]
+        assert line.startswith("up "), line
+        pids = json.loads(line.split(" ", 1)[1])
+        starts = {p: process_start_ticks(p) for p in pids}
+        assert len(pids) == 3  # two replicas and the dependency's fault proxy
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+        time.sleep(0.5)
+        assert all(pid_alive(p, s) for p, s in starts.items())  # orphans: only the ledger knows them now
+        done = subprocess.run([sys.executable, "-m", "faultdrill", "rollback", "--pending"], capture_output=True,
+                              text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        _until(lambda: not [p for p, s in starts.items() if pid_alive(p, s)], 10, "every process stopped")
+        assert not list((state / "ledger").glob("*.json"))
+    finally:
+        run.kill()
+        run.wait(10)
+
+
+# -- end to end ------------------------------------------------------------------------------------------------
+@pytest.mark.system
+@pytest.mark.tools("prometheus", "prometheus-alertmanager")
+def test_faultdrill_run_of_the_process_example_passes(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "faultdrill", "run", str(EXAMPLE), "--out", str(tmp_path / "runs"),
+                           "--plain"], capture_output=True, text=True, cwd=ROOT, timeout=280)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [journal] = [j for j in (tmp_path / "runs").glob("*/journal.json") if not j.parent.is_symlink()]
+    doc = json.loads(journal.read_text())
+    assert [v["passed"] for v in doc["verdicts"]] == [True] * 4
+    restarts = [e for e in doc["events"] if e.get("kind") == "process" and e.get("source") == "web-0"
+                and (e.get("attrs") or {}).get("event") == "restart"]  # fmt: skip
+    assert restarts, "the platform restarted the killed replica"
