@@ -45,13 +45,14 @@ from faultdrill.faults.errors import ConfigError, FaultdrillError, RollbackError
 from faultdrill.faults.kube.objects import DependencyAction
 from faultdrill.faults.network import Exchange, set_proxy_mode, timed_exchange
 from faultdrill.faults.owned import supervisor_gone, supervisor_identity
-from faultdrill.faults.procid import pid_alive, process_start_ticks
+from faultdrill.faults.procid import pid_alive, process_start_ticks, wait_gone
 from faultdrill.faults.proxy import ProxyMode
 from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["DependencyOutageFault"]
 
 _PROBE_PATH = "/v1/features/faultdrill-probe"
+_GONE_WAIT_S = 2.0  # verify: how long a signalled process may take to be gone (delivery is asynchronous)
 
 
 class DependencyOutageFault(Fault):
@@ -195,7 +196,7 @@ class DependencyOutageFault(Fault):
             direct = _probe(undo, timeout=timeout)
             details["direct"] = direct.as_dict()
             if mode == "killed":
-                effective = not pid_alive(pid, ticks) and direct.outcome == "refused"
+                effective = wait_gone(pid, ticks, _GONE_WAIT_S) is not None and direct.outcome == "refused"
                 why = "process gone and port refusing expected"
             elif mode == "hung":
                 effective = _proc_state(pid) == "T" and direct.connected and direct.outcome == "timeout"

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification, new_injection_id
 from faultdrill.faults.errors import FaultdrillError, InjectionError
 from faultdrill.faults.netns import PREFIX, delete_namespace
-from faultdrill.faults.procid import pid_alive, process_start_ticks
+from faultdrill.faults.procid import pid_alive, process_start_ticks, wait_gone
 from faultdrill.faults.records import RESOURCE_KINDS, Ledger
 
 __all__ = [
@@ -147,20 +147,6 @@ def _signal(pid: int, start: int | None, group: bool, sig: int) -> bool:
     return True
 
 
-def _wait_gone(pid: int, start: int | None, timeout_s: float) -> float | None:
-    """Seconds until the process is gone (a zombie counts), or None after ``timeout_s``.
-
-    Never reaps: when the undoing process is the parent, its ``Popen`` (the platform's supervisor) collects the
-    exit status — a reap here would leave it ECHILD, read as exit code 0, and a stopped or killed process
-    would be reported as one that completed."""
-    began = time.monotonic()
-    while pid_alive(pid, start):
-        if time.monotonic() - began > timeout_s:
-            return None
-        time.sleep(0.02)
-    return time.monotonic() - began
-
-
 def stop_recorded_process(undo: dict[str, Any], term_wait_s: float = _TERM_WAIT_S) -> str:
     """Stop the process an ``process`` record names; idempotent (gone already is success). What was done.
 
@@ -173,11 +159,11 @@ def stop_recorded_process(undo: dict[str, Any], term_wait_s: float = _TERM_WAIT_
         return f"{what}: no start time recorded, not signalled"  # could be anyone's by now
     if not _signal(pid, start, group, signal.SIGTERM):
         return f"{what}: already gone"
-    took = _wait_gone(pid, start, term_wait_s)
+    took = wait_gone(pid, start, term_wait_s)
     if took is not None:
         return f"{what}: SIGTERM, exited in {took:.1f} s"
     _signal(pid, start, group, signal.SIGKILL)
-    if _wait_gone(pid, start, _KILL_WAIT_S) is None:
+    if wait_gone(pid, start, _KILL_WAIT_S) is None:
         raise FaultdrillError(f"{what} survived SIGKILL (uninterruptible sleep?)")
     return f"{what}: SIGTERM ignored for {term_wait_s:g} s, SIGKILL"
 

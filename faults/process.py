@@ -30,7 +30,7 @@ import httpx
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError, InjectionError
 from faultdrill.faults.kube.pods import FreezeAction, KillAction
-from faultdrill.faults.procid import pid_alive, process_start_ticks
+from faultdrill.faults.procid import pid_alive, process_start_ticks, wait_gone
 from faultdrill.faults.topology import ServiceHandle
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 _SIGNALS = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}
+_GONE_WAIT_S = 2.0  # verify: how long a signalled process may take to be gone (delivery is asynchronous)
 
 
 def target_handle(ctx: FaultContext, name: str) -> ServiceHandle:
@@ -202,7 +203,7 @@ class ProcessKillFault(Fault):
 
     def local_verify(self, injection: Injection, ctx: FaultContext) -> Verification:
         pid = int(injection.undo["pid"])
-        gone = not pid_alive(pid, injection.undo.get("pid_start"))
+        gone = wait_gone(pid, injection.undo.get("pid_start"), _GONE_WAIT_S) is not None  # a kill is asynchronous
         status = settled_exit_status(ctx, injection.target) if gone else None
         expected = -int(_SIGNALS[injection.mode])
         # SIGTERM may end in a clean exit (0) after a graceful drain: that is the real effect.

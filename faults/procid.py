@@ -15,9 +15,10 @@ Example::
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-__all__ = ["pid_alive", "process_start_ticks"]
+__all__ = ["pid_alive", "process_start_ticks", "wait_gone"]
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -47,3 +48,18 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
     if rest[0] == "Z":
         return False  # a zombie has already exited; only its exit status remains
     return start_ticks is None or int(rest[19]) == start_ticks
+
+
+def wait_gone(pid: int, start_ticks: int | None, timeout_s: float) -> float | None:
+    """Seconds until the process is gone (a zombie counts), or None after ``timeout_s``.
+
+    A signal is delivered asynchronously: right after ``kill(SIGKILL)`` the process may still be tearing down
+    (its sockets already closed), so whoever checks an effect waits here, briefly, instead of looking once.
+    Never reaps: a parent's ``Popen`` must still get the exit status (a reap would leave it ECHILD, read as 0).
+    """
+    began = time.monotonic()
+    while pid_alive(pid, start_ticks):
+        if time.monotonic() - began > timeout_s:
+            return None
+        time.sleep(0.02)
+    return time.monotonic() - began

@@ -28,7 +28,7 @@ def start_python(code: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_line(proc: subprocess.Popen[str], expected: str, timeout: float = 20.0) -> str:
+def wait_for_line(proc: subprocess.Popen[str], expected: str, timeout: float = 60.0) -> str:  # a loaded CI box
     """Read lines until one starts with ``expected`` (bounded by count and time)."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
