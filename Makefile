@@ -2,7 +2,8 @@
 #   make demo   the main job: the smoke game day (faults, pages, runbooks that restore service)
 #   make test   lint, type check and the whole test suite
 # Both depend on `make setup`, which is idempotent: system packages (apt, when missing),
-# a .venv with torch pinned to the CPU wheel, the project in editable mode, default models.
+# a .venv with torch pinned to the CPU wheel, the project in editable mode, default models,
+# and the MLServer venv of the bring-your-own-server examples (`make servers` adds KServe and Triton).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,9 +17,43 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: setup system-packages demo test test-catalog lint typecheck unit bench bench-faults bench-alerts clean
+# Real third-party inference servers for experiments/examples/<server>/ (`target.service: {kind: process}`),
+# each in its own venv under .faultdrill/servers/<server>/venv from its pinned requirements.txt (they pin
+# versions that conflict with each other and with the project: never the project's .venv), plus the digits
+# model trained into experiments/examples/<server>/models/digits/ by that venv (no torch anywhere).
+SERVERS      := mlserver kserve triton
+SERVERS_DIR  := .faultdrill/servers
+EXAMPLES_DIR := experiments/examples
 
-setup: $(STAMP)
+.PHONY: setup system-packages demo test test-catalog lint typecheck unit bench bench-faults bench-alerts clean \
+	servers $(addprefix server-,$(SERVERS)) example
+
+setup: $(STAMP) server-mlserver
+
+servers: $(addprefix server-,$(SERVERS))
+
+# server-mlserver, server-kserve, server-triton: the venv (rebuilt when its requirements change) and the model.
+$(foreach s,$(SERVERS),$(eval server-$(s): $(SERVERS_DIR)/$(s)/venv/.installed $(EXAMPLES_DIR)/$(s)/models/digits/model.joblib))
+
+$(SERVERS_DIR)/%/venv/.installed: $(EXAMPLES_DIR)/%/requirements.txt
+	@echo "servers: building the $* venv in $(SERVERS_DIR)/$*/venv (log: $(SERVERS_DIR)/$*/pip.log)"
+	@rm -rf $(SERVERS_DIR)/$*/venv && mkdir -p $(SERVERS_DIR)/$*
+	@$(PYTHON) -m venv $(SERVERS_DIR)/$*/venv
+	@$(SERVERS_DIR)/$*/venv/bin/python -m pip install -q --disable-pip-version-check -r $< \
+	  > $(SERVERS_DIR)/$*/pip.log 2>&1 || { tail -30 $(SERVERS_DIR)/$*/pip.log; exit 1; }
+	@touch $@
+
+$(EXAMPLES_DIR)/%/models/digits/model.joblib: $(SERVERS_DIR)/%/venv/.installed $(EXAMPLES_DIR)/train_digits.py
+	@$(SERVERS_DIR)/$*/venv/bin/python $(EXAMPLES_DIR)/train_digits.py $(@D)
+
+# One example against its real server, started by faultdrill:
+#   make example SPEC=experiments/examples/mlserver/process_kill.yaml
+# (ARGS=--no-alerts …). The examples that declare the feature service get it started for the run's length.
+SPEC ?=
+ARGS ?=
+example: setup servers
+	@test -n "$(SPEC)" || { echo "usage: make example SPEC=experiments/examples/<server>/<experiment>.yaml [ARGS=...]"; exit 2; }
+	$(BIN)/python $(EXAMPLES_DIR)/run_example.py $(SPEC) -- $(ARGS)
 
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -59,7 +94,7 @@ unit: setup
 test: setup lint typecheck
 	$(BIN)/python -m pytest tests -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-test-catalog: setup
+test-catalog: setup servers
 	$(BIN)/python -m pytest tests/integration -m catalog $(PYTEST_ARGS)
 
 bench: setup
@@ -73,3 +108,4 @@ bench-alerts: setup
 
 clean:
 	rm -rf $(VENV) .faultdrill .mypy_cache .ruff_cache .pytest_cache
+	rm -f $(EXAMPLES_DIR)/*/models/*/model.joblib
