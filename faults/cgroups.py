@@ -75,6 +75,17 @@ class MemoryCgroup:
         self.path = controller.owner_root / name
 
     @classmethod
+    def owned(cls, path: str | Path) -> MemoryCgroup:
+        """The faultdrill cgroup at ``path`` (from a handle or a ledger record); anything else is refused."""
+        controller = detect_memory_controller()
+        if controller is None:
+            raise FaultdrillError("this host has no memory cgroup controller")
+        cg = cls(controller, Path(path).name)
+        if cg.path != Path(path):  # only faultdrill-owned cgroups (<root>/faultdrill/<name>)
+            raise FaultdrillError(f"cgroup {path} is not a faultdrill cgroup ({cg.path})")
+        return cg
+
+    @classmethod
     def create(cls, controller: MemoryController, name: str) -> MemoryCgroup:
         cg = cls(controller, name)
         owner = controller.owner_root
@@ -148,11 +159,13 @@ class MemoryCgroup:
 
         return join
 
-    def remove(self, timeout: float = 5.0) -> None:
-        """Kill what is left inside, then delete the cgroup; a no-op if already gone."""
-        if not self.path.exists():
-            return
+    def kill_all(self, timeout: float = 5.0) -> list[int]:
+        """SIGKILL every process inside until none is left (bounded); the pids that were there.
+
+        What a container runtime does when a container's main process exits: nothing it started outlives it
+        (a server's worker processes, a child that ignores its parent's death)."""
         deadline = time.monotonic() + timeout
+        seen: list[int] = []
         for _ in range(1000):
             pids = self.pids()
             if not pids:
@@ -160,9 +173,19 @@ class MemoryCgroup:
             if time.monotonic() > deadline:
                 raise FaultdrillError(f"cgroup {self.path} still has processes {pids}")
             for pid in pids:
+                if pid not in seen:
+                    seen.append(pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
+        return seen
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill what is left inside, then delete the cgroup; a no-op if already gone."""
+        if not self.path.exists():
+            return
+        deadline = time.monotonic() + timeout
+        self.kill_all(timeout)
         for _ in range(100):
             try:
                 self.path.rmdir()

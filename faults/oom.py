@@ -2,9 +2,21 @@
 
 Modes: ``leak`` (the target leaks host memory at ``rate_mib_s`` through its admin API until
 the kernel kills it at its cgroup limit), ``limit`` (lower the cgroup limit below current
-usage, then make the target allocate with a small leak: killed on its next allocation) and
-``signal`` (plain SIGKILL, for hosts without a memory controller; verify then reports
-reason ``Signal``, never ``OOMKilled``).
+usage, then make the target allocate with a small leak: killed on its next allocation),
+``pressure`` (for any server, no admin API needed: a co-tenant process, ``memhog.py``, joins the
+replica's cgroup and allocates at ``rate_mib_s`` until the kernel OOM-kills one of the replica's
+own processes at the cgroup's real limit — the replica's memory growing is emulated by the
+co-tenant, the kill is the kernel's. The replica's processes get ``oom_score_adj`` 1000 for the
+fault, so the kernel picks among them, never the co-tenant: raising it needs no capability,
+while exempting the co-tenant (-1000) needs ``CAP_SYS_RESOURCE``, which containers and this
+project's CI drop. Rollback puts every value back) and ``signal`` (plain
+SIGKILL, for hosts without a memory controller; verify then reports reason ``Signal``, never
+``OOMKilled``).
+
+Which process the kernel picks is the kernel's choice (the largest in the cgroup): a server with
+worker processes may lose a worker and keep its main process — no restart, and ``verify`` says so
+(``killed``: the pids that died; ``main_killed``). That is a finding about the server, not a
+failed injection: the kernel's OOM kill happened in the replica's cgroup.
 
 cgroup v1 refuses (EBUSY) a limit below what it cannot reclaim; there ``limit`` mode falls
 back to current usage plus one MiB, and the leak crosses it within one leak step.
@@ -32,8 +44,11 @@ import contextlib
 import errno
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -43,6 +58,7 @@ from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, 
 from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
 from faultdrill.faults.errors import FaultdrillError
 from faultdrill.faults.kube.pods import OomAction
+from faultdrill.faults.owned import chain, die_with_parent, stop_recorded_process
 from faultdrill.faults.process import (
     _service_problems,
     admin_if_alive,
@@ -50,7 +66,7 @@ from faultdrill.faults.process import (
     service_undo,
     target_handle,
 )
-from faultdrill.faults.procid import pid_alive
+from faultdrill.faults.procid import pid_alive, process_start_ticks
 
 __all__ = ["OomKillFault"]
 
@@ -59,13 +75,7 @@ _UNLIMITED = 2**62
 
 
 def _cgroup_of(path: str) -> MemoryCgroup:
-    controller = detect_memory_controller()
-    if controller is None:
-        raise FaultdrillError("this host has no memory cgroup controller")
-    cg = MemoryCgroup(controller, Path(path).name)
-    if cg.path != Path(path):  # only faultdrill-owned cgroups (<root>/faultdrill/<name>)
-        raise FaultdrillError(f"cgroup {path} is not a faultdrill cgroup ({cg.path})")
-    return cg
+    return MemoryCgroup.owned(path)
 
 
 def _read(path: Path) -> int | None:
@@ -93,20 +103,21 @@ class OomKillFault(Fault):
 
     class Config(FaultConfig):
         target: str
-        mode: Literal["leak", "limit", "signal"] = "leak"
-        rate_mib_s: float = Field(default=200.0, gt=0)
-        """Leak rate (``leak`` mode; ``limit`` mode nudges with a tenth of it)."""
+        mode: Literal["leak", "limit", "pressure", "signal"] = "leak"
+        rate_mib_s: float = Field(default=200.0, gt=0, le=10_000)
+        """Leak rate (``leak`` mode; ``limit`` mode nudges with a tenth of it; ``pressure``: the co-tenant's)."""
         max_mib: float | None = Field(default=None, gt=0)
         """Leak ceiling; default twice the cgroup limit (the kernel strikes first)."""
         below_usage_mib: float = Field(default=16.0, gt=0)
 
     name: ClassVar[str] = "oom_kill"
     target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
-    modes: ClassVar[tuple[str, ...]] = ("leak", "limit", "signal")
+    modes: ClassVar[tuple[str, ...]] = ("leak", "limit", "pressure", "signal")
     needs: ClassVar[tuple[str, ...]] = ("root", "memory cgroup controller", "replica in a faultdrill cgroup")
     target_needs: ClassVar[frozenset[str]] = frozenset({"process"})
     target_needs_by_mode: ClassVar[Mapping[str, frozenset[str]]] = {
-        "leak": frozenset({"admin_api", "memory_cgroup"}), "limit": frozenset({"admin_api", "memory_cgroup"})}
+        "leak": frozenset({"admin_api", "memory_cgroup"}), "limit": frozenset({"admin_api", "memory_cgroup"}),
+        "pressure": frozenset({"memory_cgroup"})}
     verifies: ClassVar[str] = "cgroup oom_kill counter and exit status -9 (OOMKilled)"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "leak", "rate_mib_s": 200}
     kubernetes = OomAction  # on a Kubernetes target: faults/kube/pods.py (the API)
@@ -114,7 +125,7 @@ class OomKillFault(Fault):
     """Longest ``verify`` waits for the process to exit (never longer than the fault's duration)."""
 
     def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
-        problems = _service_problems(ctx, config.target, admin=config.mode != "signal")
+        problems = _service_problems(ctx, config.target, admin=config.mode in ("leak", "limit"))
         if config.mode == "signal":
             return problems
         handle = ctx.topology.get(config.target)
@@ -140,6 +151,11 @@ class OomKillFault(Fault):
         handle = ctx.topology.get(config.target)
         if config.mode == "signal":
             return [f"kill -KILL {handle.pid}  # {config.target}"]
+        if config.mode == "pressure":
+            return [f"start a co-tenant in {handle.cgroup} (oom_score_adj -1000) allocating "
+                    f"{config.rate_mib_s:g} MiB/s until the kernel OOM-kills a process of the replica at the "
+                    "cgroup's limit, then it exits",
+                    "rollback: stop the co-tenant if it still runs (pid + start time checked)"]  # fmt: skip
         leak = f"POST {handle.admin_url}/admin/host-memory/leak"
         if config.mode == "leak":
             return [f"{leak} {{\"rate_mib_s\": {config.rate_mib_s}}} until the kernel kills it at the "
@@ -162,7 +178,30 @@ class OomKillFault(Fault):
                         old_limit=_read(cg._v("memory.limit_in_bytes", "memory.max")),
                         old_memsw=_read(cg.path / "memory.memsw.limit_in_bytes"))  # fmt: skip
         inj = self.new_injection(config, ctx, mode=config.mode, target=config.target, undo=undo)
+        if config.mode == "pressure":
+            assert cg is not None
+            inj = inj.model_copy(update={"undo": {**undo, "pids_before": cg.pids()}})
+            return self.apply_recorded(inj, ctx, lambda: self._start_cotenant(config, inj, cg, ctx))
         return self.apply_recorded(inj, ctx, lambda: self._apply(config, undo, cg))
+
+    def _start_cotenant(self, config: Config, inj: Injection, cg: MemoryCgroup, ctx: FaultContext) -> None:
+        """``memhog.py`` in the replica's cgroup, exempt from the OOM killer; its pid recorded as soon as it runs."""
+        if not pid_alive(int(inj.undo["pid"]), inj.undo["pid_start"]):
+            raise FaultdrillError(f"process {inj.undo['pid']} is not running")
+        ceiling = config.max_mib or 2 * int(inj.undo["old_limit"]) / MIB
+        argv = [sys.executable, "-I", "-S", str(Path(__file__).with_name("memhog.py")), "--cgroup", str(cg.path),
+                "--rate-mib-s", str(config.rate_mib_s), "--max-mib", f"{ceiling:.0f}", "--deadline",
+                f"{inj.deadline:.3f}"]  # fmt: skip
+        adjusted = _prefer_replica(cg.pids())
+        inj.undo["oom_score_adj"] = adjusted  # the record apply_recorded rolls back if what follows fails
+        ctx.ledger.write(inj)
+        hog = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True, preexec_fn=chain(cg.preexec(), die_with_parent()))
+        undo = {**inj.undo, "hog_pid": hog.pid, "hog_start": process_start_ticks(hog.pid)}
+        ctx.ledger.write(inj.model_copy(update={"undo": undo}))
+        # The record apply_recorded holds (and rolls back if this fails) and returns: it must name the co-tenant.
+        inj.undo.update(hog_pid=undo["hog_pid"], hog_start=undo["hog_start"])
+        threading.Thread(target=hog.wait, name="oom-cotenant-reaper", daemon=True).start()  # no zombie left
 
     def _apply(self, config: Config, undo: dict[str, Any], cg: MemoryCgroup | None) -> None:
         if not pid_alive(int(undo["pid"]), undo["pid_start"]):
@@ -186,6 +225,12 @@ class OomKillFault(Fault):
 
     def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
+        if injection.mode == "pressure":
+            if undo.get("hog_pid"):  # pid + start ticks checked: a recycled pid is never signalled
+                stop_recorded_process({"pid": undo["hog_pid"], "start_ticks": undo.get("hog_start"),
+                                       "argv": ["oom_kill co-tenant"]}, term_wait_s=0.5)  # fmt: skip
+            _restore_adj(undo.get("oom_score_adj", {}), undo.get("cgroup"))
+            return
         if undo.get("cgroup") is None or injection.mode == "signal":
             return  # SIGKILL changed nothing that can be put back; the platform restarts it
         failed: FaultdrillError | None = None
@@ -225,9 +270,14 @@ class OomKillFault(Fault):
         pid, start = int(undo["pid"]), undo.get("pid_start")
         wait_s = min(self.settle_s, float(injection.config.get("duration_s", self.settle_s)))
         started = time.monotonic()
-        while pid_alive(pid, start) and time.monotonic() - started < wait_s:
+        struck = _struck(undo) if injection.mode == "pressure" else lambda: False
+        while pid_alive(pid, start) and not struck() and time.monotonic() - started < wait_s:
             time.sleep(0.01)
+        if injection.mode == "pressure" and pid_alive(pid, start):
+            time.sleep(0.2)  # the kernel's kill and the main process's own death are a moment apart
         gone = not pid_alive(pid, start)
+        if injection.mode == "pressure" and not gone:
+            return _spared_main(undo, pid, round(time.monotonic() - started, 3))
         waited_s = round(time.monotonic() - started, 3)
         status, why = _exit_status_of(ctx, injection.target, pid) if gone else (None, "")
         oom_kills: int | None = None
@@ -247,6 +297,73 @@ class OomKillFault(Fault):
             message = (f"{'verified' if ok else 'not verified'}: pid {pid} exited with status {status} "
                        f"(exit code {code}, reason {reason}), cgroup oom_kill {counter}")  # fmt: skip
         return Verification(ok, details, message=message)
+
+
+def _struck(undo: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the kernel has OOM-killed something in the replica's cgroup since the injection."""
+    cg = _cgroup_of(undo["cgroup"])
+    before = int(undo["oom_kills_before"])
+
+    def check() -> bool:
+        try:
+            return cg.oom_kills() > before
+        except OSError:
+            return False  # the cgroup went with its replica: the main process's exit decides
+
+    return check
+
+
+def _spared_main(undo: dict[str, Any], pid: int, waited_s: float) -> Verification:
+    """``pressure``: the kernel killed in the replica's cgroup but not its main process (a worker, say)."""
+    try:
+        oom_kills: int | None = _cgroup_of(undo["cgroup"]).oom_kills() - int(undo["oom_kills_before"])
+    except (FaultdrillError, OSError):
+        oom_kills = None
+    killed = [p for p in undo.get("pids_before", []) if p != pid and not pid_alive(p, None)]
+    ok = bool(oom_kills)
+    details = {"pid": pid, "gone": False, "waited_s": waited_s, "oom_kills": oom_kills, "killed": killed,
+               "main_killed": False, "reason": "OOMKilled" if ok else None}  # fmt: skip
+    if not ok:
+        return Verification(False, details, message=f"not verified: no OOM kill in {undo['cgroup']} after "
+                                                    f"{waited_s:.1f} s; pid {pid} still running")  # fmt: skip
+    return Verification(True, details, message=(
+        f"verified: the kernel OOM-killed {', '.join(f'pid {k}' for k in killed) or 'a process'} in the replica's "
+        f"cgroup (oom_kill +{oom_kills}); its main process, pid {pid}, lives on: no restart"))
+
+
+_PREFERRED = 1000
+"""``oom_score_adj`` of the replica's processes during ``pressure``: the kernel's first choice in their cgroup."""
+
+
+def _prefer_replica(pids: list[int]) -> dict[str, list[int | None]]:
+    """Raise each process's ``oom_score_adj`` to ``_PREFERRED``; ``{pid: [start ticks, old value]}``."""
+    old: dict[str, list[int | None]] = {}
+    for pid in pids:
+        path = Path(f"/proc/{pid}/oom_score_adj")
+        try:
+            value = int(path.read_text())
+            old[str(pid)] = [process_start_ticks(pid), value]
+            path.write_text(str(_PREFERRED))
+        except (OSError, ValueError):
+            continue  # exited meanwhile: nothing to prefer or restore
+    return old
+
+
+def _restore_adj(old: Mapping[str, list[int | None]], cgroup: str | None) -> None:
+    """Put back each recorded value (only while pid + start ticks match), and give processes started in the cgroup
+    since (a respawned worker inherits the raised value) the value their replica's processes had."""
+    for pid, (start, value) in old.items():
+        if value is not None and pid_alive(int(pid), start):
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/oom_score_adj").write_text(str(value))
+    if cgroup is None or not old or not Path(cgroup).exists():
+        return
+    baseline = min(v for _, v in old.values() if v is not None)
+    for member in _cgroup_of(cgroup).pids():
+        path = Path(f"/proc/{member}/oom_score_adj")
+        with contextlib.suppress(OSError, ValueError):
+            if str(member) not in old and int(path.read_text()) == _PREFERRED:
+                path.write_text(str(baseline))
 
 
 def _exit_status_of(ctx: FaultContext, name: str, pid: int, timeout_s: float = 1.0) -> tuple[int | None, str]:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification, new_injection_id
+from faultdrill.faults.cgroups import MemoryCgroup
 from faultdrill.faults.errors import FaultdrillError, InjectionError
 from faultdrill.faults.netns import PREFIX, delete_namespace
 from faultdrill.faults.procid import pid_alive, process_start_ticks, wait_gone
@@ -156,16 +157,27 @@ def stop_recorded_process(undo: dict[str, Any], term_wait_s: float = _TERM_WAIT_
     pid, start, group = int(undo["pid"]), undo.get("start_ticks"), bool(undo.get("group"))
     what = f"pid {pid} [{shlex.join(str(a) for a in undo.get('argv', []))[:120]}]"
     if start is None:
-        return f"{what}: no start time recorded, not signalled"  # could be anyone's by now
-    if not _signal(pid, start, group, signal.SIGTERM):
-        return f"{what}: already gone"
-    took = wait_gone(pid, start, term_wait_s)
-    if took is not None:
-        return f"{what}: SIGTERM, exited in {took:.1f} s"
-    _signal(pid, start, group, signal.SIGKILL)
-    if wait_gone(pid, start, _KILL_WAIT_S) is None:
-        raise FaultdrillError(f"{what} survived SIGKILL (uninterruptible sleep?)")
-    return f"{what}: SIGTERM ignored for {term_wait_s:g} s, SIGKILL"
+        done = f"{what}: no start time recorded, not signalled"  # could be anyone's by now
+    elif not _signal(pid, start, group, signal.SIGTERM):
+        done = f"{what}: already gone"
+    elif (took := wait_gone(pid, start, term_wait_s)) is not None:
+        done = f"{what}: SIGTERM, exited in {took:.1f} s"
+    else:
+        _signal(pid, start, group, signal.SIGKILL)
+        if wait_gone(pid, start, _KILL_WAIT_S) is None:
+            raise FaultdrillError(f"{what} survived SIGKILL (uninterruptible sleep?)")
+        done = f"{what}: SIGTERM ignored for {term_wait_s:g} s, SIGKILL"
+    return done + _sweep_container(undo.get("cgroup"))
+
+
+def _sweep_container(path: str | None) -> str:
+    """Kill what the process left in its cgroup (workers orphaned when it died) and remove the cgroup."""
+    if not path or not Path(path).exists():
+        return ""
+    cg = MemoryCgroup.owned(path)  # refuses a cgroup that is not faultdrill's
+    left = cg.kill_all()
+    cg.remove()
+    return f"; killed {len(left)} left in its cgroup" if left else ""
 
 
 @dataclass
@@ -194,8 +206,10 @@ class Owner:
                 self.on_record()
         return record
 
-    def record_process(self, name: str, pid: int, argv: Sequence[str]) -> Injection | None:
-        """Record a started process; None if it already exited (nothing left to stop)."""
+    def record_process(self, name: str, pid: int, argv: Sequence[str], *,
+                       cgroup: str | None = None) -> Injection | None:  # fmt: skip
+        """Record a started process; None if it already exited (nothing left to stop). ``cgroup``: the faultdrill
+        cgroup it runs in (its container): undoing the record also kills what is left in it and removes it."""
         start = process_start_ticks(pid)
         if start is None:
             return None
@@ -204,7 +218,8 @@ class Owner:
         except ProcessLookupError:
             return None
         shown = [str(a)[:200] for a in list(argv)[:_ARGV_MAX]]
-        return self._record("process", name, {"pid": pid, "start_ticks": start, "group": group, "argv": shown})
+        undo = {"pid": pid, "start_ticks": start, "group": group, "argv": shown}
+        return self._record("process", name, undo | ({"cgroup": cgroup} if cgroup else {}))
 
     def record_netns(self, name: str, host_if: str | None = None) -> Injection:
         """Record a namespace *before* creating it (deleting one that was never made is a no-op)."""

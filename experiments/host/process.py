@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import ssl
@@ -33,6 +34,7 @@ import httpx
 
 from faultdrill.experiments.host.ports import free_port
 from faultdrill.faults.base import Injection
+from faultdrill.faults.cgroups import MemoryCgroup
 from faultdrill.faults.errors import LedgerError
 from faultdrill.faults.owned import Owner, chain, die_with_parent
 
@@ -55,11 +57,15 @@ class ServiceProcess:
     """Runs in the child before exec (e.g. join a memory cgroup, so all memory is charged)."""
     owner: Owner | None = None
     """Records each start in the ledger (cleared by ``stop``); None: not recorded (standalone use)."""
+    container: MemoryCgroup | None = None
+    """The cgroup it runs in (``preexec`` joins it). A container's semantics: what the process leaves in it when it
+    exits is killed (``sweep``), and its ledger record names the cgroup, so a crashed run's leftovers go too."""
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     _record: Injection | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
+        self.sweep()  # what an earlier start of it left behind: a container starts empty
         env = {**os.environ, **self.env}
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
@@ -76,7 +82,8 @@ class ServiceProcess:
         if self.owner is not None:
             self.owner.release(self._record)  # the previous run of this service (a restart) has exited
             try:
-                self._record = self.owner.record_process(self.name, self.proc.pid, self.argv)
+                self._record = self.owner.record_process(
+                    self.name, self.proc.pid, self.argv, cgroup=str(self.container.path) if self.container else None)
             except LedgerError:
                 # Unrecorded, a crash of this run would leave it running for good: refuse to keep it.
                 self.proc.kill()
@@ -130,7 +137,25 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.owner is not None:  # exited (wait returned): nothing left to undo
+        self.sweep()
+        if self.owner is not None:  # exited (wait returned) and swept: nothing left to undo
             self.owner.release(self._record)
             self._record = None
         return self.proc.returncode
+
+    def sweep(self) -> list[int]:
+        """Once the process has exited: SIGKILL what it left running — its process group (it leads one), every
+        process in its cgroup. The pids killed in the cgroup (the group's are not listed: it is signalled whole).
+
+        A server's worker processes or a child that outlives its parent (a launcher's real server) would otherwise
+        keep the replica's memory and ports, and the next start would crash on them (port in use): in a container
+        they die with its main process."""
+        if self.proc is None or self.proc.poll() is None:
+            return []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            # The group outlives its reaped leader only while members remain, and the kernel never reuses a pid
+            # that is still some group's id: this reaches the leftovers of this process only.
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.container is None or not self.container.path.exists():
+            return []
+        return self.container.kill_all()

@@ -134,6 +134,8 @@ class ProcessAttrs(_Attrs):
     ran_s: float | None = None
     restarts: int | None = None
     backoff_s: float | None = None
+    leftovers_killed: int | None = None
+    """Processes an exited service left in its cgroup (a server's workers), killed as a container's are."""
 
 
 class FaultAttrs(_Attrs):

@@ -22,7 +22,8 @@ Exit reasons as Kubernetes reports them: ``OOMKilled`` (SIGKILL and the cgroup's
 startup: ``cause`` says which), ``Signal`` (another signal), ``Completed`` (exit 0); ``code``
 is the shell's (128 + signal when killed). Timeline ``process`` events: ``start`` (pid),
 ``exit`` (pid, code, signal, reason, cause, ran_s, restarts, backoff_s = wait before the
-policy's restart, or None), ``restart`` (pid, restarts, reason, backoff_s), ``ready``/``unready``.
+policy's restart, or None; leftovers_killed = processes it left in its cgroup, killed as a container's
+are when its main process exits), ``restart`` (pid, restarts, reason, backoff_s), ``ready``/``unready``.
 
 Example::
 
@@ -291,6 +292,7 @@ class LocalPlatform:
         ran = time.monotonic() - tr.started
         cause = cause or (tr.cause if returncode == -signal.SIGKILL else None)  # ours only if our SIGKILL ended it
         code, sig, reason = exit_reason(returncode, oom_killed=self._oom_kills(name) > tr.oom_kills, cause=cause)
+        left = self.stack.sweep(name)  # a container's processes die with its main one (a server's workers)
         tr.exited, tr.reason, tr.backoff_s, tr.next_start = True, reason, None, None
         if ran >= self.backoff.reset_after_s:  # a stable run forgives earlier crashes
             tr.crashes = 0
@@ -299,7 +301,8 @@ class LocalPlatform:
             tr.crashes += 1
             tr.next_start = time.monotonic() + tr.backoff_s
         self.timeline.add("process", name, event="exit", pid=tr.pid, code=code, signal=sig, reason=reason,
-                          cause=cause, ran_s=round(ran, 3), restarts=tr.restarts, backoff_s=tr.backoff_s)  # fmt: skip
+                          cause=cause, ran_s=round(ran, 3), restarts=tr.restarts, backoff_s=tr.backoff_s,
+                          **({"leftovers_killed": len(left)} if left else {}))  # fmt: skip
 
     def _reconcile(self) -> None:
         for name, tr in list(self._tracks.items()):

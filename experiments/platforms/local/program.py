@@ -71,7 +71,7 @@ def start_process_replica(stack: LocalStack, service: Service) -> None:
     probes = described.probe_set(program, stack.probe_settings, base_url=launch.url, values=values, env=launch.env,
                                  cwd=launch.cwd, port_url=lambda p: f"http://127.0.0.1:{ports[str(p)]}")
     stack.rendered_probes[service.name] = probes
-    cgroup = stack.memory_cgroup(service.name)
+    cgroup = stack.memory_cgroup(service.name, contain=True)
     if cgroup is not None:
         handle = handle.model_copy(update={"cgroup": str(cgroup.path)})
     stack.launch(handle, launch.env, launch.argv, cgroup=cgroup, cwd=launch.cwd,

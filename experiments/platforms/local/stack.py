@@ -313,13 +313,16 @@ class LocalStack:
                 "FAULTDRILL_CACHE_PASSWORD_FILE": str(password_file),
                 "FAULTDRILL_CACHE_TTL_S": str(self.cache_ttl_s)}  # fmt: skip
 
-    def memory_cgroup(self, name: str) -> MemoryCgroup | None:
-        """A new memory cgroup for replica ``name`` at the replica limit (None: no limit, or no controller here)."""
-        controller = detect_memory_controller() if self.memory_limit_bytes else None
-        if controller is None or not self.memory_limit_bytes:
+    def memory_cgroup(self, name: str, *, contain: bool = False) -> MemoryCgroup | None:
+        """A new memory cgroup for replica ``name`` at the replica limit (None: no controller here, or no limit and
+        not ``contain``). ``contain``: one without a limit too — a server of the user's may start processes of its
+        own, and the cgroup is how they are found and stopped with it (``ServiceProcess.sweep``)."""
+        controller = detect_memory_controller() if self.memory_limit_bytes or contain else None
+        if controller is None:
             return None
         cgroup = MemoryCgroup.create(controller, f"{self.workdir.name}-{name}-{os.getpid()}")
-        cgroup.set_limit(self.memory_limit_bytes)
+        if self.memory_limit_bytes:
+            cgroup.set_limit(self.memory_limit_bytes)
         return cgroup
 
     def _start_replica(self, service: Service, extra_env: dict[str, str] | None = None) -> None:
@@ -362,7 +365,7 @@ class LocalStack:
         log_path = self.workdir / f"{handle.name}.log"
         handle = handle.model_copy(update={"log_file": log_path})
         enter = (lambda: os.chdir(cwd)) if cwd is not None else None  # in the child, after it joined its cgroup
-        process = ServiceProcess(handle.name, argv, env=env, log_path=log_path,
+        process = ServiceProcess(handle.name, argv, env=env, log_path=log_path, container=cgroup,
                                  preexec=chain(cgroup.preexec() if cgroup else None, enter), owner=self.owner)
         svc = _Service(process, handle, ready_url, verify, cgroup, ready_check=ready_check)
         self._services[handle.name] = svc
@@ -457,6 +460,10 @@ class LocalStack:
         svc = self._svc(name)
         svc.process.stop(10)
         self._spawn(svc, env, wait)
+
+    def sweep(self, name: str) -> list[int]:
+        """``name`` has exited: kill what it left running (``ServiceProcess.sweep``); the pids from its cgroup."""
+        return self._svc(name).process.sweep()
 
     def exit_status(self, name: str) -> int | None:
         proc = self._svc(name).process.proc

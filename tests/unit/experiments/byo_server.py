@@ -2,7 +2,9 @@
 
 ``python byo_server.py --port N [--other-url URL]``: ``/healthz`` and ``/ready`` answer 200, ``/metrics`` a
 Prometheus counter, ``/dep`` fetches ``$FEATURES_URL/x`` and ``/other`` fetches ``<--other-url>/x`` (its
-dependencies, reached through whatever address faultdrill handed it), ``/whoami`` its port and pid.
+dependencies, reached through whatever address faultdrill handed it), ``/whoami`` its port and pid. ``--worker``
+starts a worker process that leaves the server's session and ignores SIGTERM (what a server's workers or a
+launcher's real server can do): only its container — the replica's cgroup — stops it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,8 +22,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--other-url")
+    parser.add_argument("--worker", action="store_true")
     args = parser.parse_args()
     served = [0]
+    worker = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                               "signal.SIG_IGN); time.sleep(600)"], start_new_session=True) if args.worker else None
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, status: int, body: bytes) -> None:
@@ -43,7 +50,8 @@ def main() -> None:
                     self._send(502, str(exc).encode())
             elif self.path == "/whoami":
                 self._send(200, json.dumps({"port": args.port, "pid": os.getpid(), "cwd": os.getcwd(),
-                                            "argv_other": args.other_url}).encode())  # fmt: skip
+                                            "argv_other": args.other_url,
+                                            "worker": worker.pid if worker else None}).encode())  # fmt: skip
             else:
                 self._send(404, b"")
 

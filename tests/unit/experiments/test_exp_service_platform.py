@@ -121,6 +121,32 @@ def test_two_replicas_of_a_process_service_are_supervised_like_pods(tmp_path: Pa
         assert not [h.cgroup for h in handles.values() if h.cgroup and Path(h.cgroup).exists()]
 
 
+# -- a replica is a container: what it started dies with it ----------------------------------------------------
+@pytest.mark.root
+def test_what_a_killed_replica_left_running_is_killed_before_it_restarts(tmp_path: Path) -> None:
+    """The server's worker left its session and ignores SIGTERM; SIGKILL the server: the platform kills the worker
+    (found in the replica's cgroup) before the restart, as a container runtime would, and says so on the timeline;
+    the restarted replica's own worker is stopped on close."""
+    if not HAS_CGROUP:
+        pytest.skip("needs root and a memory cgroup controller")
+    text = _service().replace('"--port", "{port}"]', '"--port", "{port}", "--worker"]')
+    with _platform(text, tmp_path / "spec.yaml", tmp_path / "run") as platform:
+        first = httpx.get(f"{platform.handle('tiny-0').url}/whoami").json()
+        worker_start = process_start_ticks(first["worker"])
+        assert os.getpgid(first["worker"]) != os.getpgid(first["pid"])  # not in the server's group: the cgroup finds it
+        since = platform.timeline.now()
+        platform.kill("tiny-0", signal.SIGKILL)
+        _until(lambda: platform.timeline.select("process", source="tiny-0", start=since, event="restart"), 30,
+               "tiny-0 restarted")  # fmt: skip
+        (exit_,) = platform.timeline.select("process", source="tiny-0", start=since, event="exit")
+        assert exit_.attrs["leftovers_killed"] == 1 and exit_.attrs["reason"] == "Signal"
+        assert not pid_alive(first["worker"], worker_start)
+        second = _until(lambda: _answers(f"{platform.handle('tiny-0').url}/ready")
+                        and httpx.get(f"{platform.handle('tiny-0').url}/whoami").json(), 30, "tiny-0 answers again")
+        assert second["worker"] != first["worker"] and _alive(second["worker"])
+    assert not _alive(second["worker"]) and not _descendants()
+
+
 # -- dependencies through fault proxies ---------------------------------------------------------------------------
 class _Dependency(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
@@ -260,10 +286,13 @@ CRASHING_RUN = textwrap.dedent(
 
 
 def test_a_killed_runs_processes_are_stopped_by_rollback_pending(tmp_path: Path) -> None:
+    """And what the replicas started (a worker outside their process group, ignoring SIGTERM): through their
+    cgroups, named in the ledger records, when the host has a memory controller."""
     features = f"http://127.0.0.1:{free_port()}"  # nothing listens: the proxy starts all the same
     deps = f"    dependencies:\n      - {{name: features, url: \"{features}\", via: {{env: FEATURES_URL}}}}\n"
     spec = tmp_path / "spec.yaml"
-    spec.write_text(_service(deps).replace("target:\n", "target:\n  replicas: 2\n"))
+    text = _service(deps).replace("target:\n", "target:\n  replicas: 2\n")
+    spec.write_text(text.replace('"--port", "{port}"]', '"--port", "{port}", "--worker"]') if HAS_CGROUP else text)
     state = tmp_path / "state"
     env = {**os.environ, "FAULTDRILL_STATE_DIR": str(state)}
     run = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(spec), str(state), str(tmp_path / "run")],
@@ -273,8 +302,11 @@ def test_a_killed_runs_processes_are_stopped_by_rollback_pending(tmp_path: Path)
         line = _until(lambda: run.stdout.readline() if run.stdout else "", 60, "the child's platform up")  # type: ignore[union-attr]
         assert line.startswith("up "), line
         pids = json.loads(line.split(" ", 1)[1])
-        starts = {p: process_start_ticks(p) for p in pids}
         assert len(pids) == 3  # two replicas and the dependency's fault proxy
+        if HAS_CGROUP:  # their workers: children of the replicas, in no group faultdrill signals
+            pids += [c.pid for p in pids for c in psutil.Process(p).children() if "sleep(600)" in " ".join(c.cmdline())]
+            assert len(pids) == 5
+        starts = {p: process_start_ticks(p) for p in pids}
         run.send_signal(signal.SIGKILL)
         run.wait(10)
         time.sleep(0.5)

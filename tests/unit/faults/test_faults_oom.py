@@ -13,15 +13,15 @@ import pytest
 from faults_helpers import start_python, wait_for_line
 
 from faultdrill.experiments.platforms.local.stack import LocalStack
-from faultdrill.faults.base import FaultContext
-from faultdrill.faults.cgroups import detect_memory_controller
+from faultdrill.faults.base import FaultContext, Scope
+from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
 from faultdrill.faults.oom import OomKillFault
 from faultdrill.faults.process import admin_request
 from faultdrill.faults.procid import pid_alive
 from faultdrill.faults.registry import FaultRegistry
-from faultdrill.faults.topology import Topology
+from faultdrill.faults.topology import ServiceHandle, Topology
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,7 +36,7 @@ LIMIT = 700 * MIB
 CHILD = """
 import time
 from faultdrill.faults.base import FaultContext, Scope
-from faultdrill.faults.topology import Topology
+from faultdrill.faults.topology import ServiceHandle, Topology
 from faultdrill.faults.oom import OomKillFault
 topo = Topology.model_validate_json({topo!r})
 ctx = FaultContext.create({state!r}, topology=topo,
@@ -121,7 +121,7 @@ def test_preflight_needs_a_cgroup_with_a_limit(ctx: FaultContext) -> None:
     assert fault.preflight(fault.parse_config({"target": "replica-0", "mode": "signal"}), ctx) == []
 
 
-@pytest.mark.parametrize("mode", ["leak", "limit"])
+@pytest.mark.parametrize("mode", ["leak", "limit", "pressure"])
 def test_kernel_oom_kills_the_replica(stack: LocalStack, ctx: FaultContext, mode: str) -> None:
     fault = OomKillFault()
     before = _limits(ctx)
@@ -144,6 +144,8 @@ def test_kernel_oom_kills_the_replica(stack: LocalStack, ctx: FaultContext, mode
         undo_ms = (time.monotonic() - t1) * 1000
     assert _limits(ctx) == before  # restored exactly, memsw included; never restarted by rollback
     assert not pid_alive(int(inj.undo["pid"]), inj.undo["pid_start"])
+    if mode == "pressure":  # the co-tenant left when the kernel struck (or with the rollback): nothing left behind
+        assert inj.undo["hog_pid"] and not pid_alive(int(inj.undo["hog_pid"]), inj.undo["hog_start"])
     t2 = time.monotonic()
     stack.start("replica-0")
     print(f"\noom_kill {mode}: inject->OOMKilled {killed * 1000:.0f} ms, rollback {undo_ms:.0f} ms, "
@@ -220,3 +222,70 @@ def test_crash_mid_limit_then_rollback_pending_restores_it(
     assert _limits(ctx) == before
     assert rollback_pending(registry, FaultContext.create(ctx.state_dir)) == []
     _poll(lambda: stack.exit_status("replica-0") is not None)  # the kernel still killed it
+
+
+def test_crash_mid_pressure_leaves_no_cotenant(ctx: FaultContext, registry: FaultRegistry) -> None:
+    """A slow co-tenant (capped below the limit: the kernel never strikes) outlives nothing: not its injector's
+    SIGKILL (parent-death signal, its own deadline) and not ``rollback --pending``; the replica is untouched."""
+    pid = ctx.topology.get("replica-0").pid
+    cgroup = ctx.topology.get("replica-0").cgroup
+    assert pid is not None and cgroup is not None
+    members = set(Path(cgroup, "cgroup.procs").read_text().split())
+    adj = Path(f"/proc/{pid}/oom_score_adj").read_text()
+    _crash(ctx, {"target": "replica-0", "mode": "pressure", "rate_mib_s": 20, "max_mib": 100, "duration_s": 60})
+    [record] = ctx.ledger.pending()
+    hog = int(record.undo["hog_pid"])
+    results = rollback_pending(registry, FaultContext.create(ctx.state_dir))
+    assert [r.outcome for r in results] == [RollbackOutcome.ROLLED_BACK], results
+    assert not pid_alive(hog, record.undo["hog_start"]) and pid_alive(pid)
+    assert set(Path(cgroup, "cgroup.procs").read_text().split()) == members  # only the replica's own again
+    assert Path(f"/proc/{pid}/oom_score_adj").read_text() == adj  # the kernel's preference put back
+    assert rollback_pending(registry, FaultContext.create(ctx.state_dir)) == []
+
+
+SERVER_WITH_A_BIG_WORKER = """
+import subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(b'x') * (200 << 20); "
+                           "print(1, flush=True); time.sleep(600)"], stdout=subprocess.PIPE)
+worker.stdout.readline()
+print(worker.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_pressure_on_a_server_whose_worker_is_largest_kills_the_worker(tmp_path: Path) -> None:
+    """Any process, no admin API: the kernel picks the replica's largest process — here a 200 MB worker, not the
+    main process — and verify says so (effective: the kernel's kill happened; main_killed false: no restart)."""
+    import subprocess
+    import sys
+
+    controller = detect_memory_controller()
+    assert controller is not None
+    cg = MemoryCgroup.create(controller, f"oomtest-{os.getpid()}")
+    cg.set_limit(400 * MIB)
+    server = subprocess.Popen([sys.executable, "-c", SERVER_WITH_A_BIG_WORKER], stdout=subprocess.PIPE, text=True,
+                              preexec_fn=cg.preexec(), start_new_session=True)  # fmt: skip
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        handle = ServiceHandle(name="web-0", role="replica", pid=server.pid, cgroup=str(cg.path))
+        ctx = FaultContext.create(tmp_path / "state", topology=Topology(services={"web-0": handle}),
+                                  scope=Scope().with_pids(server.pid).with_cgroups(str(cg.path)))  # fmt: skip
+        fault = OomKillFault()
+        cfg = fault.parse_config({"target": "web-0", "mode": "pressure", "duration_s": 20})
+        assert fault.preflight(cfg, ctx) == []  # no admin API asked for
+        inj = fault.inject(cfg, ctx)
+        try:
+            v = fault.verify(inj, ctx)
+            assert v.effective, v.message
+            assert v.details["main_killed"] is False and v.details["killed"] == [worker], v.details
+            assert server.poll() is None and "lives on: no restart" in v.message
+            print(f"\noom_kill pressure, big worker: {v.message}")
+        finally:
+            fault.undo(inj, ctx)
+        assert not pid_alive(int(inj.undo["hog_pid"]), inj.undo["hog_start"])
+        assert Path(f"/proc/{server.pid}/oom_score_adj").read_text().strip() == "0"
+    finally:
+        server.kill()
+        server.wait(5)
+        cg.remove()
