@@ -84,8 +84,8 @@ class ClientFloodFault(Fault):
         model: str | None = Field(default=None, description="model in the path; default: the target's")
 
     name: ClassVar[str] = "client_flood"
-    target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
-    """In a spec: a replica (the run's service endpoint, ``service``, is the default when none is named)."""
+    target_roles: ClassVar[tuple[str, ...] | None] = ("replica", "service")
+    """In a spec: a replica, or ``service`` — the run's service endpoint, the default when none is named."""
     modes: ClassVar[tuple[str, ...]] = ("constant",)
     needs: ClassVar[tuple[str, ...]] = ("a service URL on loopback",)
     verifies: ClassVar[str] = "achieved request rate and the 429s (with Retry-After) the flood received"

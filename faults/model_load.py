@@ -2,7 +2,15 @@
 
 ``corrupt`` flips bytes in ``<registry>/<name>/<version>/model.pt`` (the manifest's sha256
 check is what then fails), ``missing`` takes the artifact away, ``bad_version`` restarts the
-replica asking for a version that does not exist. The artifact is copied to
+replica asking for a version that does not exist.
+
+A described service (``target.service.model``) is any server with a model file: the artifact is
+its declared ``model.artifact``, else the largest file under ``<repository>/<name>/``; ``corrupt``
+and ``missing`` work on it the same way (``bad_version`` is the bundled target's version switch
+and is refused). What counts as the load failing is what an SRE sees: the restarted replica
+never passes its readiness probe (its own, from the spec) while the artifact is broken — whether
+the server exits (crash loop) or stays up unready is reported, not assumed; its log's last
+line is kept in the details (what the server said). The artifact is copied to
 ``<state_dir>/backups/<injection id>/`` (fsynced, sha256 in the record) before it is touched;
 rollback puts the exact bytes back and, with a live supervisor, restarts the replica and
 waits for it to be ready.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -60,8 +69,19 @@ class ModelLoadFailureFault(Fault):
     def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         h = ctx.topology.get(config.target, role="replica")  # unknown target: ConfigError
         problems: list[Problem] = []
-        if h.model_registry is None or h.model_name is None or h.model_version is None:
-            return [Problem("no_model", f"replica '{h.name}' has no model_registry/model_name/model_version")]
+        if h.model_registry is None or h.model_name is None:
+            return [Problem("no_model", f"replica '{h.name}' declares no model repository",
+                            "declare target.service.model: {name: …, repository: …}")]  # fmt: skip
+        if h.model_version is None:  # a described service
+            if config.mode == "bad_version":
+                problems.append(Problem("no_version_switch", "bad_version restarts the bundled target asking for "
+                                        "another version; a described service has no such switch",
+                                        "use mode corrupt or missing"))  # fmt: skip
+            if ctx.supervisor is None:
+                problems.append(Problem("no_supervisor", "the replica must be restarted on the broken artifact: "
+                                        "needs a live platform"))  # fmt: skip
+            if problems:
+                return problems
         if config.mode == "bad_version":
             if ctx.supervisor is None:
                 problems.append(Problem("no_supervisor", "bad_version restarts the replica: needs a live platform"))
@@ -94,7 +114,8 @@ class ModelLoadFailureFault(Fault):
             raise PreflightError(problems, fault=self.name)
         log_file = str(h.log_file) if h.log_file else _log_file(h.pid)
         undo: dict[str, Any] = {"service": h.name, "url": h.url, "log_file": log_file, "log_offset": _size(log_file),
-                                "restarted": ctx.supervisor is not None, "wait_s": config.wait_s}  # fmt: skip
+                                "restarted": ctx.supervisor is not None, "wait_s": config.wait_s,
+                                "described": h.model_version is None}  # fmt: skip
         env: dict[str, str] | None = None
         if config.mode == "bad_version":
             env = {"FAULTDRILL_MODEL_VERSION": config.bad_version}
@@ -130,13 +151,15 @@ class ModelLoadFailureFault(Fault):
         # nothing to stop, and the next start (platform restart policy, next run) loads the
         # restored artifact. With one, restart unless it is already serving.
         if sup is not None and u.get("restarted"):
-            url = sup.handle(u["service"]).url
+            url = _ready_url(sup.handle(u["service"]))
             if not _ready(url):
-                _restart(sup, u["service"], None, wait=True)
+                # A described server's start may take seconds (it loads its model): not waited for by the start,
+                # by its readiness probe below.
+                _restart(sup, u["service"], None, wait=not u.get("described"))
                 deadline = time.monotonic() + float(u.get("wait_s", 60.0))
                 while not _ready(url) and time.monotonic() < deadline:
                     time.sleep(0.05)
-                if not _ready(sup.handle(u["service"]).url):
+                if not _ready(_ready_url(sup.handle(u["service"]))):
                     raise RollbackError(f"{u['service']} not ready after restart", fault=self.name)
         if "backup_dir" in u:
             shutil.rmtree(u["backup_dir"], ignore_errors=True)
@@ -146,7 +169,20 @@ class ModelLoadFailureFault(Fault):
         details: dict[str, Any] = {"artifact_check": _artifact_check(injection)}
         effective = details["artifact_check"]["broken"]
         sup = ctx.supervisor
-        if sup is not None and u.get("restarted"):
+        if sup is not None and u.get("restarted") and u.get("described"):
+            # Bounded by the fault's duration: a server that stays up unready never exits.
+            wait_s = min(float(u.get("wait_s", 60.0)), float(injection.config.get("duration_s", 60.0)))
+            exit_code, ever_ready = _watch_start(sup, u["service"], wait_s)
+            said = _what_it_said(_tail(u.get("log_file"), int(u.get("log_offset", 0))))
+            outcome = "up, never ready" if exit_code is None else f"exited with code {exit_code}: it crash-loops"
+            details.update(exit_code=exit_code, ever_ready=ever_ready, said=said, outcome=outcome)
+            effective = effective and not ever_ready
+            broke = "corrupted" if injection.mode == "corrupt" else "moved aside"
+            return Verification(effective, details, message=(
+                f"{u['service']}: {Path(u['artifact']).name} {broke}; restarted on it: "
+                f"{'it became ready (not a load failure)' if ever_ready else outcome + ', never ready'}"
+                + (f"; it said: {said}" if said else "")))
+        elif sup is not None and u.get("restarted"):
             exit_code, ever_ready = _watch_start(sup, u["service"], float(u.get("wait_s", 60.0)))
             log_tail = _tail(u.get("log_file"), int(u.get("log_offset", 0)))
             details.update(exit_code=exit_code, ever_ready=ever_ready,
@@ -161,7 +197,14 @@ class ModelLoadFailureFault(Fault):
 
 
 def _artifact(h: ServiceHandle) -> Path:
-    assert h.model_registry is not None and h.model_name is not None and h.model_version is not None
+    assert h.model_registry is not None and h.model_name is not None
+    if h.model_artifact is not None:
+        return h.model_artifact
+    if h.model_version is None:  # a described service without model.artifact: its largest model file
+        folder = h.model_registry / h.model_name
+        folder = folder if folder.is_dir() else h.model_registry
+        files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()][:10_000]  # bounded
+        return max(files, key=lambda p: p.stat().st_size, default=folder / "<no file>")
     version = h.model_version
     if version == "latest":  # the server resolves "latest" to the highest version: so do we
         parent = h.model_registry / h.model_name
@@ -184,6 +227,8 @@ def _artifact_check(injection: Injection) -> dict[str, Any]:
     if injection.mode == "bad_version":
         return {"version_dir_exists": Path(u["version_dir"]).exists(), "broken": not Path(u["version_dir"]).exists()}
     actual = sha256_file(Path(u["artifact"]))
+    if u.get("described"):  # no manifest: broken is "not the bytes that were there"
+        return {"sha256": actual, "original_sha256": u["sha256"], "broken": actual != u["sha256"]}
     try:
         expected = json.loads(Path(u["manifest"]).read_text())["sha256"]
     except (OSError, ValueError, KeyError):
@@ -193,7 +238,7 @@ def _artifact_check(injection: Injection) -> dict[str, Any]:
 
 def _watch_start(sup: Supervisor, name: str, wait_s: float) -> tuple[int | None, bool]:
     """Poll readiness until the restarted replica exits (bounded); was it ever ready?"""
-    url = sup.handle(name).url
+    url = _ready_url(sup.handle(name))
     ever_ready = False
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -205,15 +250,28 @@ def _watch_start(sup: Supervisor, name: str, wait_s: float) -> tuple[int | None,
     return None, ever_ready
 
 
+def _ready_url(h: ServiceHandle) -> str | None:
+    """Its readiness probe's URL: declared (a described service), else the bundled target's."""
+    return h.ready_url or (f"{h.url}/v2/health/ready" if h.url else None)
+
+
 def _ready(url: str | None) -> bool:
     try:
-        return url is not None and httpx.get(f"{url}/v2/health/ready", timeout=0.5).status_code == 200
+        return url is not None and 200 <= httpx.get(url, timeout=0.5).status_code < 400  # Kubernetes: 2xx/3xx
     except httpx.HTTPError:
         return False
 
 
 def _restart(sup: Supervisor, name: str, env: dict[str, str] | None, *, wait: bool) -> None:
     sup.restart(name, env=env, wait=wait)
+
+
+def _what_it_said(log: str) -> str | None:
+    """The server's last line naming an error (else its last line), shortened: what an SRE reads first."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"(?i)error|fail|exception|cannot|unable", line)]
+    picked = errors or lines
+    return picked[-1][-240:] if picked else None
 
 
 def _log_file(pid: int | None) -> str | None:

@@ -73,6 +73,12 @@ class ServiceHandle(BaseModel):
     model_registry: Path | None = None
     model_name: str | None = None
     model_version: str | None = None
+    model_artifact: Path | None = None
+    """The model file a described service loads (``model.artifact``); None: the bundled layout, or the largest file
+    under ``model_registry/model_name``."""
+    ready_url: str | None = None
+    """Its readiness probe's URL when that is an HTTP GET (a described service's; the bundled target's is
+    ``url + /v2/health/ready``)."""
     netns: str | None = None
     port: int | None = None
     upstream_of: str | None = None

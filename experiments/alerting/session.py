@@ -40,8 +40,11 @@ class RunAlerting:
     """Everything a run needs to prove its alerts; see the module docstring."""
 
     def __init__(self, spec: AlertingSpec, rules_file: Path, alertmanager_file: Path, workdir: Path,
-                 timeline: Timeline, topology: Callable[[], Topology], owner: Owner | None = None) -> None:  # fmt: skip
+                 timeline: Timeline, topology: Callable[[], Topology], owner: Owner | None = None,
+                 replica_job: str = "target") -> None:  # fmt: skip
         self.spec = spec
+        self.replica_job = replica_job
+        """The replicas' scrape job: the one the rules select (a described server's profile names it)."""
         self.owner = owner  # Prometheus and Alertmanager are ledger records while they run (faults/owned.py)
         self.rules_file, self.alertmanager_file = rules_file, alertmanager_file
         self.workdir = workdir
@@ -63,9 +66,10 @@ class RunAlerting:
         self._group = ObserverGroup([exporter, receiver])
         self._group.start(ctx)
         speedup = float(self.spec.speedup)
+        targets = scrape_targets(self.topology(), exporter.url, replica_job=self.replica_job)
         self._stack = ObservabilityStack(
             self.workdir, rules_file=self.rules_file, alertmanager_config=self.alertmanager_file,
-            webhook_url=receiver.base_url, targets=scrape_targets(self.topology(), exporter.url), speedup=speedup,
+            webhook_url=receiver.base_url, targets=targets, speedup=speedup,
             scrape_interval_s=float(self.spec.scrape_interval),
             evaluation_interval_s=float(self.spec.evaluation_interval), owner=self.owner,
         )  # fmt: skip

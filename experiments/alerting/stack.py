@@ -93,14 +93,16 @@ class ScrapeTarget:
         return self.scheme, self.metrics_path, self.insecure_skip_verify, self.credentials_file, self.honor_labels
 
 
-def scrape_targets(topology: Topology, exporter_url: str | None = None) -> list[ScrapeTarget]:
-    """The contract's scrape jobs for ``topology`` (and the platform exporter, when given)."""
+def scrape_targets(topology: Topology, exporter_url: str | None = None, *,
+                   replica_job: str = "target") -> list[ScrapeTarget]:  # fmt: skip
+    """The contract's scrape jobs for ``topology`` (and the platform exporter, when given); the replicas' job is
+    ``replica_job`` (a described server's: the job its profile's rules select)."""
     out: list[ScrapeTarget] = []
     for h in sorted(topology.by_role("replica"), key=lambda h: h.name):
         if h.url:
-            labels = {"namespace": NAMESPACE, "pod": h.name, "container": "target", "service": "target"}
+            labels = {"namespace": NAMESPACE, "pod": h.name, "container": replica_job, "service": replica_job}
             where = urlsplit(h.metrics_url or f"{h.url}/metrics")  # a described server's declared endpoint
-            out.append(ScrapeTarget("target", where.netloc, labels, metrics_path=where.path or "/metrics"))
+            out.append(ScrapeTarget(replica_job, where.netloc, labels, metrics_path=where.path or "/metrics"))
     for h in topology.by_role("feature_store"):
         if h.url:
             labels = {"namespace": NAMESPACE, "pod": h.name, "container": h.name, "service": h.name}

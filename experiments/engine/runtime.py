@@ -132,9 +132,10 @@ class RunParts:
                               "target_service/deploy/base/prometheusrule.yaml)",
                               field="alerting.enabled")  # fmt: skip
         a = self.spec.alerting
-        self.alerting = RunAlerting(a, rules_path(a.rules, spec_file=spec_file),
-                                    alertmanager_path(a.alertmanager, spec_file=spec_file), self.run_dir / "alerting",
-                                    self.timeline, self.platform.topology, owner=self.owner)  # fmt: skip
+        rules = rules_path(a.rules, spec_file=spec_file, service_rules=self.spec.service_rules())
+        self.alerting = RunAlerting(a, rules, alertmanager_path(a.alertmanager, spec_file=spec_file),
+                                    self.run_dir / "alerting", self.timeline, self.platform.topology, owner=self.owner,
+                                    replica_job=self.spec.scrape_job())  # fmt: skip
         return self.alerting.up()
 
     def runbook_triggers(self, spec_file: Path | str | None, launcher: RunbookLauncher | None, *,

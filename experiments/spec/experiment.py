@@ -413,6 +413,18 @@ class Experiment(_Model):
         """Every service the target will have: replicas first."""
         return self.system().names()
 
+    def service_rules(self) -> str | None:
+        """A described service's Prometheus rules (``target.service.metrics.rules``, its profile's by default): what
+        ``alerting.rules: default`` loads. None: the bundled target's shipped rules."""
+        service = self.target.service
+        return None if isinstance(service, str) else service.metrics.rules
+
+    def scrape_job(self) -> str:
+        """The replicas' scrape job in the run's Prometheus: a described service's (its profile's rules select it),
+        else ``target``."""
+        service = self.target.service
+        return "target" if isinstance(service, str) else service.metrics.job
+
     def load_protocol(self) -> LoadProtocol | None:
         """What each load request is: ``load.protocol``; for a described service without one, its protocol's default
         request for its model (``oip_v2``: inputs generated from the model's metadata; ``openai``: a short chat);
@@ -494,6 +506,8 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
         elif fault.target is not None:
             roles = target_roles.get(fault.type)
             options = services if roles is None else system.with_role(*roles)
+            if roles is not None and "service" in roles:  # the run's service endpoint, where the load goes
+                options = [*options, "service"]
             service(("faults", i, "target"), fault.target, options, f"target of '{fault.type}'" if roles else "service")
         aimed = system.get(fault.target or "")
         if fault.type == "network_partition" and aimed is not None and aimed.role == "feature_store" \

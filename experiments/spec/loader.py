@@ -146,7 +146,7 @@ def _alert_errors(exp: Experiment, file: str, marks: _Marks) -> _Errors:
     if not exp.alerting.enabled:
         return [_located(marks, ("expect", wanted[0]), "an alert expectation needs alerting, but alerting.enabled "
                          "is false", expected="alerting.enabled: true, or no alert expectations")]  # fmt: skip
-    path = rules_path(exp.alerting.rules, spec_file=file)
+    path = rules_path(exp.alerting.rules, spec_file=file, service_rules=exp.service_rules())
     try:
         known = sorted(alert_rules(path))
     except ConfigError as exc:

@@ -45,8 +45,11 @@ def _resolve(value: str, default_name: str, spec_file: str | Path | None) -> Pat
     return path
 
 
-def rules_path(value: str, *, spec_file: str | Path | None) -> Path:
-    """The rules file ``alerting.rules`` names (``default`` = the shipped rules)."""
+def rules_path(value: str, *, spec_file: str | Path | None, service_rules: str | None = None) -> Path:
+    """The rules file ``alerting.rules`` names: ``default`` is the described service's (``service_rules``:
+    ``target.service.metrics.rules``, its profile's by default), else the shipped rules of the bundled target."""
+    if value == "default" and service_rules is not None:
+        return _resolve(service_rules, "rules.yml", spec_file)
     return _resolve(value, "rules.yml", spec_file)
 
 

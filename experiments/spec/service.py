@@ -98,6 +98,9 @@ class ModelRef(_Model):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
     repository: Text | None = None
+    artifact: Text | None = None
+    """The file ``model_load_failure`` corrupts or moves aside: a path (templated), relative to ``repository`` when
+    not absolute. Default: the largest file under ``<repository>/<name>/`` (else under ``repository``)."""
 
 
 class UrlModel(_Model):
@@ -111,6 +114,11 @@ class MetricsEndpoint(_Model):
 
     path: HttpPath = "/metrics"
     port: PortName | Annotated[int, Field(ge=1, le=65535)] = "http"
+    job: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")] = "target"
+    """The scrape job of the replicas in a run's Prometheus (a profile's: the ``job`` its rules select)."""
+    rules: Text | None = None
+    """The server's Prometheus rules, what ``alerting.rules: default`` loads (relative to the spec); default: the
+    profile's ``rules.yml``, else the bundled target's rules."""
 
 
 class Via(_Model):

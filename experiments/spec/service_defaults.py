@@ -77,7 +77,8 @@ def apply_profile(data: Any, context: Any, *, kind: str) -> Any:
 
     metrics = out.get("metrics")
     if metrics is None or isinstance(metrics, dict):
-        defaults = {"path": profile.metrics.path, "port": port("metrics" if profile.ports.metrics else "http")}
+        defaults = {"path": profile.metrics.path, "port": port("metrics" if profile.ports.metrics else "http"),
+                    "job": profile.metrics.job, "rules": str(profile.rules_file)}
         out["metrics"] = {**defaults, **(metrics or {})}
     probes = out.get("probes")
     if probes is None or isinstance(probes, dict):

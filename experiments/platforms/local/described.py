@@ -90,6 +90,18 @@ def rendered(program: ProcessService, text: str | None, values: Mapping[str, str
     return path if path.is_absolute() else Path(values["spec_dir"]) / path
 
 
+def model_artifact(program: ProcessService, values: Mapping[str, str]) -> Path | None:
+    """``model.artifact`` rendered for one replica: absolute, or relative to the (rendered) repository."""
+    model = program.model
+    if model is None or model.artifact is None:
+        return None
+    path = Path(render(model.artifact, values))
+    if path.is_absolute():
+        return path
+    repository = rendered(program, model.repository, values)
+    return (repository or Path(values["spec_dir"])) / path
+
+
 def probe_set(program: ProcessService | UrlService, settings: ProbeSettings, *, base_url: str,
               values: Mapping[str, str], env: Mapping[str, str] | None = None, cwd: str | None = None,
               port_url: Callable[[str | int], str] | None = None) -> ProbeSet:  # fmt: skip

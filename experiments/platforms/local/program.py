@@ -66,10 +66,12 @@ def start_process_replica(stack: LocalStack, service: Service) -> None:
         key_file=described.rendered(program, program.tls.key if program.tls else None, values),
         ca_file=described.rendered(program, program.tls.ca if program.tls else None, values),
         model_registry=described.rendered(program, model.repository if model else None, values),
-        model_name=model.name if model else None,
+        model_name=model.name if model else None, model_artifact=described.model_artifact(program, values),
     )  # fmt: skip
     probes = described.probe_set(program, stack.probe_settings, base_url=launch.url, values=values, env=launch.env,
                                  cwd=launch.cwd, port_url=lambda p: f"http://127.0.0.1:{ports[str(p)]}")
+    if probes.readiness.exec is None:
+        handle = handle.model_copy(update={"ready_url": probes.readiness.url or launch.url + probes.readiness.path})
     stack.rendered_probes[service.name] = probes
     cgroup = stack.memory_cgroup(service.name, contain=True)
     if cgroup is not None:

@@ -4,7 +4,8 @@
 Prometheus counter, ``/dep`` fetches ``$FEATURES_URL/x`` and ``/other`` fetches ``<--other-url>/x`` (its
 dependencies, reached through whatever address faultdrill handed it), ``/whoami`` its port and pid. ``--worker``
 starts a worker process that leaves the server's session and ignores SIGTERM (what a server's workers or a
-launcher's real server can do): only its container — the replica's cgroup — stops it.
+launcher's real server can do): only its container — the replica's cgroup — stops it. ``--model FILE`` loads a
+JSON model at start (``{"answer": …}``, served at ``/answer``) and exits 1 when it cannot, as servers do.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--other-url")
     parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--model")
     args = parser.parse_args()
+    model = {}
+    if args.model:
+        try:
+            with open(args.model) as fh:
+                model = json.load(fh)
+        except (OSError, ValueError) as exc:
+            print(f"model load failed: {exc}", flush=True)
+            raise SystemExit(1) from None
     served = [0]
     worker = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
                                "signal.SIG_IGN); time.sleep(600)"], start_new_session=True) if args.worker else None
@@ -48,6 +58,8 @@ def main() -> None:
                         self._send(200, answer.read())
                 except OSError as exc:
                     self._send(502, str(exc).encode())
+            elif self.path == "/answer":
+                self._send(200, json.dumps(model.get("answer")).encode())
             elif self.path == "/whoami":
                 self._send(200, json.dumps({"port": args.port, "pid": os.getpid(), "cwd": os.getcwd(),
                                             "argv_other": args.other_url,

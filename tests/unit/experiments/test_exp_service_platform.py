@@ -147,6 +147,49 @@ def test_what_a_killed_replica_left_running_is_killed_before_it_restarts(tmp_pat
     assert not _alive(second["worker"]) and not _descendants()
 
 
+# -- model_load_failure on the declared artifact -------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["corrupt", "missing"])
+def test_a_broken_declared_model_keeps_the_restarted_replica_out_and_is_restored_byte_for_byte(
+    tmp_path: Path, mode: str
+) -> None:  # fmt: skip
+    """The server loads ``repo/m/model.json`` at start; the fault breaks that file (the declared artifact) and
+    restarts tiny-1: it crash-loops, never ready, while tiny-0 (loaded before) serves; rollback puts the bytes back
+    and tiny-1 serves the same answer again."""
+    from faultdrill.faults.base import FaultContext
+    from faultdrill.faults.model_load import ModelLoadFailureFault
+
+    (tmp_path / "repo" / "m").mkdir(parents=True)
+    artifact = tmp_path / "repo" / "m" / "model.json"
+    artifact.write_text(json.dumps({"answer": 42, "weights": list(range(200))}))
+    original = artifact.read_bytes()
+    text = _service(extra='    model: {name: m, repository: "{spec_dir}/repo", artifact: m/model.json}\n')
+    text = text.replace('"--port", "{port}"]', '"--port", "{port}", "--model", "{spec_dir}/repo/m/model.json"]')
+    with _platform(text.replace("target:\n", "target:\n  replicas: 2\n"), tmp_path / "spec.yaml",
+                   tmp_path / "run") as platform:  # fmt: skip
+        assert platform.topology().get("tiny-1").model_artifact == artifact
+        ctx = FaultContext.create(tmp_path / "state", topology=platform.topology(), scope=platform.scope(),
+                                  supervisor=platform)  # fmt: skip
+        fault = ModelLoadFailureFault()
+        cfg = fault.parse_config({"target": "tiny-1", "mode": mode, "duration_s": 20})
+        assert fault.preflight(cfg, ctx) == []
+        assert fault.preflight(fault.parse_config({"target": "tiny-1", "mode": "bad_version"}), ctx)[0].code == \
+            "no_version_switch"  # fmt: skip
+        inj = fault.inject(cfg, ctx)
+        try:
+            v = fault.verify(inj, ctx)
+            assert v.effective, v.message
+            assert v.details["exit_code"] == 1 and not v.details["ever_ready"] and "crash-loops" in v.details["outcome"]
+            assert "model load failed" in (v.details["said"] or "") and "never ready" in v.message
+            assert platform.ready_replicas() == ["tiny-0"]
+            assert httpx.get(f"{platform.service_url}/answer", timeout=5).json() == 42
+        finally:
+            fault.undo(inj, ctx)
+        assert artifact.read_bytes() == original
+        assert platform.ready_replicas() == ["tiny-0", "tiny-1"] or _until(
+            lambda: platform.ready_replicas() == ["tiny-0", "tiny-1"], 20, "tiny-1 ready again")
+        assert httpx.get(f"{platform.handle('tiny-1').url}/answer", timeout=5).json() == 42
+
+
 # -- dependencies through fault proxies ---------------------------------------------------------------------------
 class _Dependency(BaseHTTPRequestHandler):
     def do_GET(self) -> None:

@@ -77,6 +77,18 @@ def test_a_profile_fills_what_the_spec_leaves_out_and_the_spec_wins(registry: Fa
     assert service.probes.startup == HttpProbe(http="/v2/health/live")
     assert isinstance(service.probes.liveness, ExecProbe)  # the spec's own, not the profile's
     assert (service.metrics.path, service.metrics.port) == ("/metrics", "metrics")
+    # Alerting: the profile's rules and the scrape job they select (job="mlserver"), unless the spec says otherwise.
+    from faultdrill.experiments.spec.profile import load_profile
+    from faultdrill.experiments.spec.rules import alert_rules, rules_path
+
+    exp = _load(text, registry)
+    rules = rules_path(exp.alerting.rules, spec_file=None, service_rules=exp.service_rules())
+    assert rules == load_profile("mlserver").rules_file and "MLServerDown" in alert_rules(rules)
+    assert exp.scrape_job() == "mlserver" and 'job="mlserver"' in rules.read_text()
+    assert _load(PROCESS + LOAD, registry).service_rules() is None  # no profile: the bundled target's rules
+    declared = "    model: {name: digits}\n    metrics: {job: ml, rules: r.yml}\n"
+    mine = text.replace("    model: {name: digits}\n", declared)
+    assert (_load(mine, registry).scrape_job(), _load(mine, registry).service_rules()) == ("ml", "r.yml")
     without_model = text.replace("    model: {name: digits}\n", "") + LOAD
     assert _load(without_model, registry).target.service.probes.readiness == HttpProbe(  # type: ignore[union-attr]
         http="/v2/health/ready")

@@ -108,10 +108,18 @@ def test_reference_problems() -> None:
     assert ("expect.0.during", "no fault with id 'hgo'") in got
     assert ("expect.1.breaker", "'feature-store' is not a replica (is a feature_store)") in got
     assert ("expect.2.restarts", "'feature-store-proxy' is not a supervised service (is a proxy)") in got
+
     assert ("expect.2.between.1", "no fault with id 'nope'") in got
     assert len(problems) == 11
     suggestion = next(p.suggestion for p in problems if p.path == ("faults", 1, "after"))
     assert suggestion == "hog"
+
+
+def test_a_flood_may_name_the_service_endpoint() -> None:
+    """``client_flood``'s ``target: service`` (the run's endpoint, its default) is a target, spelled out too."""
+    exp = _exp(target={"replicas": 2}, faults=[{"id": "f", "type": "client_flood", "target": "service", "at": "1s"}])
+    assert exp.reference_problems({"client_flood": ("replica", "service")}) == []
+    assert exp.reference_problems({"client_flood": ("replica",)})  # without the pseudo-role: refused
 
 
 def test_a_clean_spec_has_no_reference_problems() -> None:

@@ -108,6 +108,10 @@ def test_scrape_targets_follow_the_contract(tmp_path: Path) -> None:
     assert proxy.labels["pod"] == "feature-store-proxy" and proxy.credentials_file == tmp_path / "proxy.token"
     assert by[("kube-state-metrics", "127.0.0.1:9500")].honor_labels
     assert [t.job for t in scrape_targets(topology(tmp_path))].count("kube-state-metrics") == 0
+    # A described server's replicas: the job its profile's rules select (job="mlserver").
+    mine = [t for t in scrape_targets(topology(tmp_path), replica_job="mlserver")
+            if t.labels.get("pod", "").startswith("replica")]
+    assert {t.job for t in mine} == {"mlserver"} and mine[0].labels["container"] == "mlserver"
 
 
 def test_written_configs(tmp_path: Path) -> None:
