@@ -25,12 +25,12 @@ from faultdrill.experiments.expect.stats import SteadyCriteria
 from faultdrill.experiments.spec.experiment import Experiment, FaultSpec, TargetSpec
 from faultdrill.experiments.spec.load import LoadProtocol
 from faultdrill.experiments.spec.needs import needs_problems
-from faultdrill.experiments.spec.service import UrlService
+from faultdrill.experiments.spec.service import KubernetesWorkload, UrlService
 from faultdrill.experiments.spec.system import Service, SystemDescription
 from faultdrill.faults.base import Fault, FaultContext
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.registry import FaultRegistry
-from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.faults.topology import KubeRef, ServiceHandle, Topology
 
 __all__ = ["Plan", "PlannedFault", "build_plan", "planned_topology"]
 
@@ -116,6 +116,11 @@ def _system_line(system: SystemDescription, t: TargetSpec) -> str:
     """What ``--dry-run`` says a service of the user's will be."""
     program = system.program
     assert program is not None
+    if isinstance(program, KubernetesWorkload):
+        ns = t.kubernetes.namespace if t.kubernetes else "faultdrill"
+        return (f"platform kubernetes: {t.replicas} pod(s) labelled app.kubernetes.io/name={program.app} in namespace "
+                f"{ns} (container {program.container}, port {program.port}) as {', '.join(system.replicas())}, "
+                "observed through the watch API; faults through the Kubernetes API")  # fmt: skip
     if isinstance(program, UrlService):
         allowed = ", ".join(f"{k} {v}" for k, v in program.allow.model_dump().items() if v) or "nothing"
         return (f"platform {t.platform}: the server at {program.url} as {system.replicas()[0]} (not started), behind a "
@@ -136,6 +141,11 @@ def planned_topology(system: SystemDescription, spec: Experiment) -> Topology:
 def _placeholder(s: Service, spec: Experiment) -> ServiceHandle:
     name = s.name
     program = spec.target.service
+    if s.role == "replica" and isinstance(program, KubernetesWorkload):  # a pod: faults act through the API
+        k = spec.target.kubernetes
+        ref = KubeRef(namespace=k.namespace if k else "faultdrill", context=k.context if k else None,
+                      deployment=program.app, pod=f"<{name} pod>", container=program.container)  # fmt: skip
+        return ServiceHandle(name=name, role="replica", kube=ref, port=program.port)
     if s.role == "replica" and not isinstance(program, str):  # a service of the user's: no admin API
         model = program.model
         repository = getattr(model, "repository", None)

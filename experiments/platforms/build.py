@@ -81,10 +81,10 @@ def _local(t: TargetSpec, system: SystemDescription, timeline: Timeline, workdir
 
 def _kubernetes(t: TargetSpec, system: SystemDescription, timeline: Timeline, workdir: Path, owner: Owner | None,
                 observers: tuple[Observer, ...]) -> Platform:  # fmt: skip
-    """The deployed target on a cluster (``experiments/platforms/kubernetes/platform.py``): same contract."""
+    """The deployed target, or a workload of your own, on a cluster (``experiments/platforms/kubernetes/``)."""
     from faultdrill.experiments.platforms.kubernetes.platform import KubernetesPlatform
 
-    if system.program is not None:  # the loader refuses it first; a hand-built target gets the same line
+    if system.program is not None and system.program.kind != "kubernetes":  # the loader refuses it first
         raise ConfigError(f"a service of kind {system.program.kind} runs on the local platform only",
                           field="target.platform", expected="target.platform: local")  # fmt: skip
     return KubernetesPlatform(t.kubernetes or KubernetesSettings(), system=system, timeline=timeline)

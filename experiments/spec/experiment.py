@@ -166,6 +166,12 @@ _NOT_FOR_URL = {
 }
 
 
+_NOT_FOR_KUBERNETES = {
+    "memory_limit": "the pod spec's resources.limits.memory is the limit (the kubelet enforces it)",
+    "restart": "the pod's restartPolicy and the kubelet's back-off apply",
+}
+
+
 class TargetSpec(_Model):
     """The system under test: the bundled target or a service of your own, where it runs and how it is configured."""
 
@@ -206,15 +212,19 @@ class TargetSpec(_Model):
         if self.service == "bundled":
             return self
         kind = self.service.kind
-        for name, instead in (_BUNDLED_ONLY | (_NOT_FOR_URL if kind == "url" else {})).items():
+        not_for = _NOT_FOR_URL if kind == "url" else _NOT_FOR_KUBERNETES if kind == "kubernetes" else {}
+        for name, instead in (_BUNDLED_ONLY | not_for).items():
             # Set to anything but its default (a spec dumped and read back again states every default).
             if name in self.model_fields_set and getattr(self, name) != type(self).model_fields[name].get_default(
                     call_default_factory=True):  # fmt: skip
                 raise problem(f"target.{name} configures the bundled target; it has no meaning with "
                               f"target.service.kind: {kind}", expected=instead, where=(name,))  # fmt: skip
-        if self.platform != "local" or self.kubernetes is not None:
-            raise problem(f"a service of kind {kind} runs on the local platform only (the kubernetes platform "
-                          "drives the bundled target's manifests)", expected="target.platform: local",
+        if kind == "kubernetes" and self.platform != "kubernetes":
+            raise problem("a workload of kind kubernetes is on a cluster", expected="target.platform: kubernetes "
+                          "(and target.kubernetes: {namespace: …})", where=("platform",))  # fmt: skip
+        if kind != "kubernetes" and (self.platform != "local" or self.kubernetes is not None):
+            raise problem(f"a service of kind {kind} runs on the local platform only (on a cluster, describe the "
+                          "workload: target.service.kind: kubernetes)", expected="target.platform: local",
                           where=("platform",))  # fmt: skip
         return self
 
@@ -463,7 +473,8 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
                                     f"{'' if exp.target.service.model else ', no target.service.model'})",
                                     "load.protocol (e.g. {kind: http, method: GET, path: /}), or for an OIP v2 or "
                                     "OpenAI server target.service.model: {name: MODEL}"))  # fmt: skip
-    if exp.load.protocol is not None and exp.target.kubernetes is not None and exp.target.kubernetes.locust:
+    if exp.load.protocol is not None and exp.target.kubernetes is not None and exp.target.kubernetes.locust \
+            and exp.target.service == "bundled":  # a workload of your own is loaded from here (KubernetesPlatform)
         problems.append(SpecProblem(("load", "protocol"), "the in-cluster Locust sends the bundled target's request "
                                     "only", "no load.protocol", "target.kubernetes.locust: false (Locust here, "
                                     "through the port-forward)"))  # fmt: skip

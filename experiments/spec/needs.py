@@ -43,6 +43,14 @@ HINTS: dict[str, dict[str, tuple[str, str]]] = {
         "process": ("a process it may signal", "allow-list its pid in target.service.allow.pids"),
         "supervised": ("a service faultdrill starts and restarts", "use target.service.kind: process"),
     },
+    "kubernetes": {
+        "admin_api": ("an admin API", "only the bundled target has one (target.service: bundled)"),
+        "model_repository": ("a model repository", "on a cluster, the model lives in the image or a volume faultdrill "
+                             "does not touch"),
+        "tls": ("`tls`", "certificates of a workload of your own are not swapped on a cluster yet"),
+        "memory_cgroup": ("a memory cgroup faultdrill controls", "on a cluster the kubelet owns the pod's cgroup"),
+        "supervised": ("a service faultdrill starts and restarts", "use target.service.kind: process"),
+    },
 }
 """Kind → capability → (what it is called, how the spec grants it)."""
 

@@ -8,7 +8,11 @@ drilling its own server describes it instead, and faultdrill gives it the same K
   cgroup with ``target.memory_limit``, probes it on the declared paths, restarts it with back-off, routes to
   the ready replicas and puts a fault proxy in front of every declared dependency;
 * ``{kind: url, url: http://…}`` — a server already running: probed and fronted by a fault proxy, never
-  started or restarted; process-level faults only on what ``allow`` lists.
+  started or restarted; process-level faults only on what ``allow`` lists;
+* ``{kind: kubernetes, app: triton, container: server, port: 8000}`` (``target.platform: kubernetes``) — a
+  workload already deployed: the pods labelled ``app.kubernetes.io/name=<app>`` in the allow-listed namespace
+  that carry the chaos opt-in label, observed through the watch API (the kubelet's probes and restarts),
+  reached through the API's port-forward, and faulted through the Kubernetes API.
 
 ``profile:`` (a shipped profile such as ``mlserver``, or a path; ``experiments.spec.profile``) fills what the
 spec leaves out: port names, probe paths, the metrics path and port, the protocol. The spec overrides it.
@@ -37,8 +41,8 @@ from faultdrill.experiments.spec.service_defaults import apply_profile, check_te
 from faultdrill.faults.inputlimits import one_line
 
 __all__ = [
-    "Dependency", "ExecProbe", "HttpProbe", "MetricsEndpoint", "ModelRef", "ProcessService", "ServiceAllow",
-    "ServiceProbes", "ServiceSpec", "TlsFiles", "UrlService", "Via", "service_shape",
+    "Dependency", "ExecProbe", "HttpProbe", "KubernetesWorkload", "MetricsEndpoint", "ModelRef", "ProcessService",
+    "ServiceAllow", "ServiceProbes", "ServiceSpec", "TlsFiles", "UrlService", "Via", "service_shape",
 ]  # fmt: skip
 
 _NAME = r"^[a-z][a-z0-9-]{0,40}$"
@@ -254,24 +258,50 @@ class UrlService(_Model):
         return ("http",)
 
 
+class KubernetesWorkload(_Model):
+    """``kind: kubernetes`` — see the module docstring."""
+
+    kind: Literal["kubernetes"]
+    app: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")]
+    """The ``app.kubernetes.io/name`` label of its pods (with ``target.kubernetes.selector``, the chaos opt-in)."""
+    container: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+    """The server's container in those pods."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    """The container port clients use (default: the profile's ``http`` port)."""
+    name: ServiceName | None = None
+    profile: Text | None = None
+    model: UrlModel | None = None
+    metrics: MetricsEndpoint = Field(default_factory=MetricsEndpoint)
+    protocol: Protocol | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        return apply_profile(data, info.context, kind="kubernetes")
+
+    @property
+    def replica_prefix(self) -> str:
+        return self.name or self.app
+
+
 def service_shape(value: Any) -> Any:
     """``target.service`` is ``bundled`` or a mapping with ``kind``; anything else is one clear error."""
-    kinds = "'bundled', or a mapping {kind: process, …} (a command faultdrill starts) or {kind: url, …} (a server " \
-            "already running): docs/systems.md"  # fmt: skip
+    kinds = "'bundled', or a mapping {kind: process, …} (a command faultdrill starts), {kind: url, …} (a server " \
+            "already running) or {kind: kubernetes, …} (a workload on the cluster): docs/systems.md"  # fmt: skip
     if isinstance(value, str) and value != "bundled":
         raise problem(f"unknown value {one_line(repr(value), 80)}", expected=kinds,
                       suggestion="bundled" if value.lower().strip() == "bundled" else None)  # fmt: skip
     if isinstance(value, dict):
         kind = value.get("kind")
         if kind is None:
-            raise problem("missing required key kind", expected="kind: process or kind: url")
-        if kind not in ("process", "url"):
+            raise problem("missing required key kind", expected="kind: process, url or kubernetes")
+        if kind not in ("process", "url", "kubernetes"):
             import difflib
 
-            close = difflib.get_close_matches(str(kind), ["process", "url"], n=1)
-            raise problem(f"unknown kind {one_line(repr(kind), 80)}", expected="process or url", where=("kind",),
-                          suggestion=close[0] if close else None)  # fmt: skip
-    elif not isinstance(value, str | ProcessService | UrlService):
+            close = difflib.get_close_matches(str(kind), ["process", "url", "kubernetes"], n=1)
+            raise problem(f"unknown kind {one_line(repr(kind), 80)}", expected="process, url or kubernetes",
+                          where=("kind",), suggestion=close[0] if close else None)  # fmt: skip
+    elif not isinstance(value, str | ProcessService | UrlService | KubernetesWorkload):
         raise problem("expected 'bundled' or a mapping", expected=kinds)
     return value
 
@@ -279,12 +309,13 @@ def service_shape(value: Any) -> Any:
 def _service_tag(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("kind"))
-    return value.kind if isinstance(value, ProcessService | UrlService) else "bundled"
+    return value.kind if isinstance(value, ProcessService | UrlService | KubernetesWorkload) else "bundled"
 
 
 ServiceSpec = Annotated[
     Annotated[Literal["bundled"], Tag("bundled")] | Annotated[ProcessService, Tag("process")]
-    | Annotated[UrlService, Tag("url")],
+    | Annotated[UrlService, Tag("url")] | Annotated[KubernetesWorkload, Tag("kubernetes")],
     Discriminator(_service_tag), BeforeValidator(service_shape),
 ]  # fmt: skip
-"""What ``TargetSpec.service`` holds: ``"bundled"``, a :class:`ProcessService` or a :class:`UrlService`."""
+"""What ``TargetSpec.service`` holds: ``"bundled"``, a :class:`ProcessService`, a :class:`UrlService` or a
+:class:`KubernetesWorkload`."""

@@ -68,6 +68,8 @@ def apply_profile(data: Any, context: Any, *, kind: str) -> Any:
     out.setdefault("protocol", profile.protocol)
     if kind == "process":
         out.setdefault("ports", [p for p in _PORT_ORDER if getattr(profile.ports, p) is not None])
+    if kind == "kubernetes":
+        out.setdefault("port", profile.ports.http)
 
     def port(name: str) -> str | int:
         if kind == "process" or name == "http":
@@ -81,6 +83,8 @@ def apply_profile(data: Any, context: Any, *, kind: str) -> Any:
                     "job": profile.metrics.job, "rules": str(profile.rules_file)}
         out["metrics"] = {**defaults, **(metrics or {})}
     probes = out.get("probes")
+    if kind == "kubernetes":
+        return out  # its probes are the kubelet's, from the pod spec
     if probes is None or isinstance(probes, dict):
         model = out.get("model")
         has_model = isinstance(model, dict) and isinstance(model.get("name"), str)

@@ -39,7 +39,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
-from faultdrill.experiments.spec.service import ProcessService, UrlService
+from faultdrill.experiments.spec.service import KubernetesWorkload, ProcessService, UrlService
 from faultdrill.faults.topology import Role
 
 __all__ = ["CAPABILITIES", "ROLES", "Role", "Service", "SystemDescription", "bundled_role", "bundled_system",
@@ -94,7 +94,7 @@ class SystemDescription(BaseModel):
 
     name: str
     services: tuple[Service, ...]
-    program: ProcessService | UrlService | None = None
+    program: ProcessService | UrlService | KubernetesWorkload | None = None
     """The user's service as ``target.service`` describes it; None: the bundled target
     (``experiments.spec.bundled``)."""
     spec_dir: str | None = None
@@ -193,12 +193,14 @@ def bundled_system(
     return SystemDescription(name="bundled", services=tuple(services))
 
 
-def described_system(program: ProcessService | UrlService, *, replicas: int = 1, memory_limit: bool = False,
+def described_system(program: ProcessService | UrlService | KubernetesWorkload, *, replicas: int = 1,
+                     memory_limit: bool = False,
                      spec_dir: str | None = None) -> SystemDescription:  # fmt: skip
     """A service of the user's (``target.service``): ``kind: process`` — ``replicas`` supervised replicas
     ``<name>-N`` (``memory_cgroup`` with a memory limit, ``tls`` and ``model_repository`` where declared) and each
     dependency behind its fault proxy; ``kind: url`` — one replica faultdrill neither starts nor restarts, behind a
-    fault proxy, able to do what ``allow`` lists (``process`` for pids, ``memory_cgroup`` for cgroups)."""
+    fault proxy, able to do what ``allow`` lists (``process`` for pids, ``memory_cgroup`` for cgroups);
+    ``kind: kubernetes`` — ``replicas`` pods the kubelet supervises (``process``: a pod can be deleted)."""
     prefix = program.replica_prefix
     services: list[Service] = []
     if isinstance(program, ProcessService):
@@ -210,6 +212,9 @@ def described_system(program: ProcessService | UrlService, *, replicas: int = 1,
         for dep in program.dependencies:
             services += [Service(name=dep.name, role="dependency", supervised=False),
                          Service(name=f"{dep.name}-proxy", role="proxy", supervised=False, upstream_of=dep.name)]
+    elif isinstance(program, KubernetesWorkload):
+        services += [Service(name=f"{prefix}-{i}", role="replica", capabilities=frozenset({"metrics", "process"}))
+                     for i in range(replicas)]  # fmt: skip
     else:
         caps = {"metrics", *(("process",) if program.allow.pids else ()),
                 *(("memory_cgroup",) if program.allow.cgroups else ())}

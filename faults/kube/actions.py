@@ -34,6 +34,9 @@ class KubeAction(ABC):
 
     modes: ClassVar[tuple[str, ...]] = ()
     needs_pod: ClassVar[bool] = True
+    needs_server: ClassVar[bool] = False
+    """The family acts on the bundled server inside its pod (its process by name, its admin API): a workload of your
+    own (a pod without one: ``KubeRef.admin_url`` None) is refused at preflight."""
 
     # -- the five operations ``Fault`` routes to (``faults.base.PlatformAction``) ---------------------------
 
@@ -50,6 +53,10 @@ class KubeAction(ABC):
                                     f"Kubernetes (available: {', '.join(self.modes)})"))  # fmt: skip
         if self.needs_pod and handle.kube.pod is None:
             problems.append(Problem("no_pod", f"'{handle.name}' is not a pod (a replica is)"))
+        if self.needs_server and handle.kube.admin_url is None:
+            problems.append(Problem("not_the_bundled_server", f"{fault.name} on Kubernetes acts on the bundled server "
+                                    f"inside its pod; '{handle.name}' is a workload of your own",
+                                    "process_kill (it deletes the pod)"))  # fmt: skip
         return problems + self.problems(config, handle, ctx)
 
     @abstractmethod

@@ -123,6 +123,7 @@ class KillAction(KubeAction):
 
 
 class FreezeAction(KubeAction):
+    needs_server: ClassVar[bool] = True
     modes: ClassVar[tuple[str, ...]] = ("sigstop", "worker")
 
     def problems(self, config: Any, h: ServiceHandle, ctx: FaultContext) -> list[Problem]:
@@ -173,6 +174,7 @@ def _live(api: Any, undo: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
 
 
 class OomAction(KubeAction):
+    needs_server: ClassVar[bool] = True
     modes: ClassVar[tuple[str, ...]] = ("leak", "limit", "signal")
 
     def plan(self, config: Any, h: ServiceHandle) -> list[str]:
@@ -235,6 +237,7 @@ class OomAction(KubeAction):
 
 
 class GpuAction(KubeAction):
+    needs_server: ClassVar[bool] = True
     modes: ClassVar[tuple[str, ...]] = ("in_process",)
 
     def plan(self, config: Any, h: ServiceHandle) -> list[str]:
@@ -263,6 +266,7 @@ def _amount(config: Any) -> dict[str, float]:
 
 
 class ModelVersionAction(KubeAction):
+    needs_server: ClassVar[bool] = True
     modes: ClassVar[tuple[str, ...]] = ("bad_version",)
     needs_pod: ClassVar[bool] = False
 

@@ -1,4 +1,10 @@
-"""The kubernetes platform: the bundled target deployed on a cluster, the LocalPlatform contract.
+"""The kubernetes platform: the bundled target — or a workload of your own — on a cluster, the LocalPlatform contract.
+
+A workload of your own (``target.service: {kind: kubernetes, app, container, port}``) is found the same way:
+its pods are those labelled ``app.kubernetes.io/name=<app>`` (with the opt-in label), its container and port
+are the spec's; it has no admin API, so faults that need the bundled server inside the pod refuse it (their
+preflight), a kill deletes the pod, and the load is Locust on this machine speaking the workload's protocol
+through the port-forward (the in-cluster Locust sends the bundled target's request only).
 
 :class:`KubernetesPlatform` does not start processes: it finds what ``target_service/deploy``
 deployed, in one allow-listed namespace, and observes and controls it through the official
@@ -28,6 +34,7 @@ come from ``experiments.spec.bundled`` by role:
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from pathlib import Path
@@ -38,6 +45,7 @@ from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.platforms.kubernetes.events import NAME_LABEL, PodTracker
 from faultdrill.experiments.spec.bundled import BUNDLED_PROCESSES
 from faultdrill.experiments.spec.kubernetes import KubernetesSettings
+from faultdrill.experiments.spec.service import KubernetesWorkload
 from faultdrill.experiments.spec.system import SystemDescription, bundled_system
 from faultdrill.faults.base import Scope
 from faultdrill.faults.errors import ConfigError
@@ -89,7 +97,13 @@ class KubernetesPlatform:
         stores = self.system.with_role("feature_store")
         self.store: str | None = stores[0] if stores else None
         """The described feature store (the ``feature_store_app`` Deployment), if any."""
-        self.tracker = PodTracker(replica_app=settings.target_app, container=_REPLICA.container,
+        program = self.system.program
+        self.workload: KubernetesWorkload | None = program if isinstance(program, KubernetesWorkload) else None
+        """A workload of your own; None: the bundled target."""
+        self.app = self.workload.app if self.workload else settings.target_app
+        self.container = self.workload.container if self.workload else _REPLICA.container
+        self.port = self.workload.port if self.workload else _REPLICA.port
+        self.tracker = PodTracker(replica_app=self.app, container=self.container,
                                   slot=self.system.replica_slot,
                                   apps={settings.feature_store_app: self.store} if self.store else {})  # fmt: skip
         self.api: Any = None
@@ -127,7 +141,7 @@ class KubernetesPlatform:
             if self.settings.service_url is None:
                 from faultdrill.experiments.platforms.kubernetes.forward import PortForwarder
 
-                self._forwarder = PortForwarder(self.api, self.namespace, self._ready_pods, _REPLICA.port)
+                self._forwarder = PortForwarder(self.api, self.namespace, self._ready_pods, self.port)
                 self._forwarder.start()
         except BaseException:
             self.close()
@@ -147,8 +161,9 @@ class KubernetesPlatform:
         for app in self._apps():
             pods = core(self.api).list_namespaced_pod(self.namespace, label_selector=f"{NAME_LABEL}={app}").items
             if not pods:
-                raise ServiceError(f"no pod {NAME_LABEL}={app} in namespace {self.namespace}: deploy "
-                                   "target_service/deploy first (docs/kubernetes.md)")  # fmt: skip
+                what = "is the workload deployed, its pods labelled so?" if self.workload else \
+                    "deploy target_service/deploy first (docs/kubernetes.md)"  # fmt: skip
+                raise ServiceError(f"no pod {NAME_LABEL}={app} in namespace {self.namespace}: {what}")
             for pod in pods:
                 if (pod.metadata.labels or {}).get(key) != value:
                     raise ConfigError(f"pod {self.namespace}/{pod.metadata.name} lacks the chaos opt-in label "
@@ -157,7 +172,7 @@ class KubernetesPlatform:
 
     def _apps(self) -> list[str]:
         """The Deployments the described services are: the replicas', and the feature store's if described."""
-        return [self.settings.target_app, *([self.settings.feature_store_app] if self.store else [])]
+        return [self.app, *([self.settings.feature_store_app] if self.store else [])]
 
     def _run_watch(self) -> None:
         from kubernetes import watch
@@ -212,11 +227,12 @@ class KubernetesPlatform:
         common = {"namespace": self.namespace, "context": s.context, "kubeconfig": s.kubeconfig}
         with self._lock:
             pods = self.tracker.replicas()
+        admin = {} if self.workload else {"admin_url": _REPLICA.admin_url, "admin_token_env": _REPLICA.admin_token_env}
         for service, pod in sorted(pods.items()):
-            ref = KubeRef(**common, deployment=s.target_app, pod=pod, pod_uid=self._uids.get(pod),
-                          container=_REPLICA.container, admin_url=_REPLICA.admin_url,
-                          admin_token_env=_REPLICA.admin_token_env)  # fmt: skip
-            services[service] = ServiceHandle(name=service, role="replica", kube=ref, port=_REPLICA.port)
+            ref = KubeRef(**common, deployment=self.app, pod=pod, pod_uid=self._uids.get(pod), container=self.container,
+                          **admin)  # fmt: skip
+            model = self.workload.model.name if self.workload and self.workload.model else None
+            services[service] = ServiceHandle(name=service, role="replica", kube=ref, port=self.port, model_name=model)
         if self.store is not None:
             store = KubeRef(**common, deployment=s.feature_store_app, container=_STORE.container,
                             tls_secret=s.tls_secret, admin_url=_STORE.admin_url,
@@ -234,15 +250,17 @@ class KubernetesPlatform:
     def environment(self, device: str) -> PlatformEnvironment:
         from faultdrill.experiments.platforms.base import PlatformEnvironment
 
+        what = f"a workload of your own (pods {NAME_LABEL}={self.app}, container {self.container})" if self.workload \
+            else "the bundled target"  # fmt: skip
         return PlatformEnvironment(device=device, emulated=False, notes=(
-            f"platform kubernetes: namespace {self.scope().namespaces}, pods observed through the "
+            f"platform kubernetes: {what} in namespace {self.namespace}, pods observed through the "
             "watch API, faults through the Kubernetes API (faults/kube)",))  # fmt: skip
 
     def load_generator(self, load: LoadSpec, *, shape: LoadShape, run_time_s: float, workdir: Path, model: str,
                        owner: Owner | None) -> Load:  # fmt: skip
         """The in-cluster Locust (``kube_load.py``) with ``settings.locust``, else Locust here against
         :attr:`service_url`."""
-        if self.settings.locust:
+        if self.settings.locust and self.workload is None:  # the in-cluster Locust sends the bundled request only
             from faultdrill.experiments.platforms.kubernetes.load import KubeLoad
 
             return KubeLoad(self.api, self.namespace, self.timeline, users=load.users,
@@ -264,6 +282,13 @@ class KubernetesPlatform:
         return ref.pod
 
     def kill(self, name: str, sig: int) -> None:
+        if self.workload is not None:  # its main process is not known: the pod goes (SIGKILL: no grace period)
+            from kubernetes import client
+
+            grace = 0 if sig == signal.SIGKILL else None
+            core(self.api).delete_namespaced_pod(self._pod(name), self.namespace,
+                                                 body=client.V1DeleteOptions(grace_period_seconds=grace))
+            return
         pod_exec(self.api, self.namespace, self._pod(name), _REPLICA.container, main_sh(f'kill -{int(sig)} "$p"'))
 
     def stop(self, name: str, *, hold: bool = True) -> int | None:
@@ -295,8 +320,8 @@ class KubernetesPlatform:
 
     def _patch_env(self, env: dict[str, str]) -> None:
         items = [{"name": k, "value": v} for k, v in env.items()]
-        body = {"spec": {"template": {"spec": {"containers": [{"name": _REPLICA.container, "env": items}]}}}}
-        apps(self.api).patch_namespaced_deployment(self.settings.target_app, self.namespace, body)
+        body = {"spec": {"template": {"spec": {"containers": [{"name": self.container, "env": items}]}}}}
+        apps(self.api).patch_namespaced_deployment(self.app, self.namespace, body)
 
     def _wait_ready(self, name: str) -> None:
         deadline = time.monotonic() + self.ready_timeout_s

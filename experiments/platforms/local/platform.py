@@ -203,6 +203,7 @@ class LocalPlatform:
         from faultdrill.experiments.platforms.base import PlatformEnvironment
 
         if (program := self.system.program) is not None:  # a server of the user's: its /v2 says nothing of devices
+            assert program.kind != "kubernetes"  # the kubernetes platform's (build_platform)
             what = f"`{' '.join(program.command)}`" if program.kind == "process" else f"the server at {program.url}"
             return PlatformEnvironment(device=device, emulated=False, notes=(
                 f"platform local: a service of your own ({program.kind}: {what}); its device is not known to "

@@ -148,7 +148,7 @@ BAD = {
     "unknown_value": (HEAD + "target: {service: external}\n",
                       "4:19: target.service: unknown value 'external'", "{kind: process"),
     "missing_kind": (HEAD + "target:\n  service: {command: [x]}\n", "target.service: missing required key kind",
-                     "kind: process or kind: url"),
+                     "kind: process, url or kubernetes"),
     "unknown_kind": (HEAD + "target:\n  service: {kind: proces, command: [x]}\n",
                      "5:19: target.service.kind: unknown kind 'proces'", "did you mean 'process'"),
     "unknown_key": (PROCESS + "    prots: [http]\n", "10:5: target.service.prots: unknown key 'prots'",
