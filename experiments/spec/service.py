@@ -32,7 +32,7 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationInfo, model_validator
 
@@ -174,8 +174,21 @@ class ServiceAllow(_Model):
         return self
 
 
-class ProcessService(_Model):
+class _Profiled(_Model):
+    """A service kind a ``profile:`` fills in (``apply_profile``, before validation, for the kind named here)."""
+
+    profile_kind: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        return apply_profile(data, info.context, kind=cls.profile_kind)
+
+
+class ProcessService(_Profiled):
     """``kind: process`` — see the module docstring."""
+
+    profile_kind: ClassVar[str] = "process"
 
     kind: Literal["process"]
     name: ServiceName | None = None
@@ -193,11 +206,6 @@ class ProcessService(_Model):
     tls: TlsFiles | None = None
     protocol: Protocol | None = None
     """The API clients speak to it (``oip_v2``, ``openai`` …); default: the profile's."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _profile_defaults(cls, data: Any, info: ValidationInfo) -> Any:
-        return apply_profile(data, info.context, kind="process")
 
     @model_validator(mode="after")
     def _consistent(self) -> ProcessService:
@@ -225,8 +233,10 @@ class ProcessService(_Model):
         return tuple(self.ports)
 
 
-class UrlService(_Model):
+class UrlService(_Profiled):
     """``kind: url`` — see the module docstring."""
+
+    profile_kind: ClassVar[str] = "url"
 
     kind: Literal["url"]
     url: Annotated[str, Field(pattern=r"^http://[^\s/:?#]+:\d{1,5}(/[^\s?#]*)?$", max_length=500)]
@@ -239,11 +249,6 @@ class UrlService(_Model):
     metrics: MetricsEndpoint = Field(default_factory=MetricsEndpoint)
     allow: ServiceAllow = Field(default_factory=ServiceAllow)
     protocol: Protocol | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _profile_defaults(cls, data: Any, info: ValidationInfo) -> Any:
-        return apply_profile(data, info.context, kind="url")
 
     @model_validator(mode="after")
     def _consistent(self) -> UrlService:
@@ -258,8 +263,10 @@ class UrlService(_Model):
         return ("http",)
 
 
-class KubernetesWorkload(_Model):
+class KubernetesWorkload(_Profiled):
     """``kind: kubernetes`` — see the module docstring."""
+
+    profile_kind: ClassVar[str] = "kubernetes"
 
     kind: Literal["kubernetes"]
     app: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")]
@@ -273,11 +280,6 @@ class KubernetesWorkload(_Model):
     model: UrlModel | None = None
     metrics: MetricsEndpoint = Field(default_factory=MetricsEndpoint)
     protocol: Protocol | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _profile_defaults(cls, data: Any, info: ValidationInfo) -> Any:
-        return apply_profile(data, info.context, kind="kubernetes")
 
     @property
     def replica_prefix(self) -> str:
