@@ -41,9 +41,11 @@ class RunAlerting:
 
     def __init__(self, spec: AlertingSpec, rules_file: Path, alertmanager_file: Path, workdir: Path,
                  timeline: Timeline, topology: Callable[[], Topology], owner: Owner | None = None,
-                 replica_job: str = "target") -> None:  # fmt: skip
+                 replica_job: str = "target", extra_rules: tuple[Path, ...] = ()) -> None:  # fmt: skip
         self.spec = spec
         self.replica_job = replica_job
+        self.extra_rules = extra_rules
+        """Loaded beside ``rules_file`` (a described server's: the Kubernetes-level platform rules)."""
         """The replicas' scrape job: the one the rules select (a described server's profile names it)."""
         self.owner = owner  # Prometheus and Alertmanager are ledger records while they run (faults/owned.py)
         self.rules_file, self.alertmanager_file = rules_file, alertmanager_file
@@ -69,7 +71,7 @@ class RunAlerting:
         targets = scrape_targets(self.topology(), exporter.url, replica_job=self.replica_job)
         self._stack = ObservabilityStack(
             self.workdir, rules_file=self.rules_file, alertmanager_config=self.alertmanager_file,
-            webhook_url=receiver.base_url, targets=targets, speedup=speedup,
+            webhook_url=receiver.base_url, targets=targets, speedup=speedup, extra_rules=self.extra_rules,
             scrape_interval_s=float(self.spec.scrape_interval),
             evaluation_interval_s=float(self.spec.evaluation_interval), owner=self.owner,
         )  # fmt: skip
@@ -81,6 +83,7 @@ class RunAlerting:
             "enabled": True,
             "rules_file": str(self.rules_file),
             "rules_sha256": hashlib.sha256(self.rules_file.read_bytes()).hexdigest(),
+            **({"extra_rules_files": [str(p) for p in self.extra_rules]} if self.extra_rules else {}),
             "alertmanager_file": str(self.alertmanager_file),
             "speedup": speedup,
             "time_scale": 1.0 / speedup,

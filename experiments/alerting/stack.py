@@ -167,13 +167,15 @@ class ObservabilityStack:
         self, workdir: Path, *, rules_file: Path, alertmanager_config: Path, webhook_url: str,
         targets: Sequence[ScrapeTarget] = (), speedup: float = 1.0, scrape_interval_s: float = 1.0,
         evaluation_interval_s: float = 1.0, binaries: Binaries | None = None, ready_timeout_s: float = 30.0,
-        owner: Owner | None = None,
+        owner: Owner | None = None, extra_rules: Sequence[Path] = (),
     ) -> None:  # fmt: skip
         if scrape_interval_s <= 0 or evaluation_interval_s <= 0:
             raise ValueError(f"intervals must be > 0, got scrape {scrape_interval_s}, eval {evaluation_interval_s}")
         # Absolute: Prometheus resolves rule_files relative to prometheus.yml's directory, not the cwd.
         self.workdir = Path(workdir).absolute()
         self.rules_file, self.alertmanager_config = Path(rules_file).absolute(), Path(alertmanager_config).absolute()
+        self.extra_rules = [Path(p).absolute() for p in extra_rules]
+        """Rules files merged into the same scaled rules.yml (their group names must differ from the main file's)."""
         self.webhook_url = webhook_url.rstrip("/")
         self.targets, self.speedup, self.min_range_s = list(targets), speedup, 4 * scrape_interval_s  # rate: 2 samples
         self.scrape_interval_s, self.evaluation_interval_s = scrape_interval_s, evaluation_interval_s
@@ -233,6 +235,9 @@ class ObservabilityStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         speedup, min_range_s = self.speedup, self.min_range_s
         rules = _scaled_copy(self.rules_file, "rules file", lambda d: scale_rules(d, speedup, min_range_s=min_range_s))
+        for extra in self.extra_rules:
+            more = _scaled_copy(extra, "rules file", lambda d: scale_rules(d, speedup, min_range_s=min_range_s))
+            rules["groups"] = [*(rules.get("groups") or []), *(more.get("groups") or [])]
         am = _scaled_copy(self.alertmanager_config, "Alertmanager config", lambda d: scale_alertmanager(d, speedup))
         for receiver in am.get("receivers") or []:
             for hook in (receiver.get("webhook_configs") if isinstance(receiver, dict) else None) or []:

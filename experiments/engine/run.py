@@ -78,7 +78,10 @@ def _alerting_line(spec: Experiment, path: Path, enabled: bool) -> str:
         return "alerting: off (no Prometheus or Alertmanager; alert expectations are refused)"
     a = spec.alerting
     rules = rules_path(a.rules, spec_file=path, service_rules=spec.service_rules())
-    return (f"alerting: Prometheus + Alertmanager on loopback, {len(alert_rules(rules))} alert rules from {rules}, "
+    extra = spec.platform_rules()
+    also = f" and {len(alert_rules(extra))} Kubernetes-level ones from {extra}" if extra else ""
+    return (f"alerting: Prometheus + Alertmanager on loopback, {len(alert_rules(rules))} alert rules from {rules}"
+            f"{also}, "
             f"durations ÷ {a.speedup:g} (time scale {1 / a.speedup:.4g}), scrape/eval {float(a.scrape_interval):g}s/"
             f"{float(a.evaluation_interval):g}s; receivers pager, chat, ticket → faultdrill's webhook")
 

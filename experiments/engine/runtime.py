@@ -135,7 +135,8 @@ class RunParts:
         rules = rules_path(a.rules, spec_file=spec_file, service_rules=self.spec.service_rules())
         self.alerting = RunAlerting(a, rules, alertmanager_path(a.alertmanager, spec_file=spec_file),
                                     self.run_dir / "alerting", self.timeline, self.platform.topology, owner=self.owner,
-                                    replica_job=self.spec.scrape_job())  # fmt: skip
+                                    replica_job=self.spec.scrape_job(),
+                                    extra_rules=tuple(p for p in [self.spec.platform_rules()] if p))  # fmt: skip
         return self.alerting.up()
 
     def runbook_triggers(self, spec_file: Path | str | None, launcher: RunbookLauncher | None, *,

@@ -146,6 +146,8 @@ class AlertingRecord(_Record):
     enabled: bool = False
     rules_file: str | None = None
     rules_sha256: str | None = None
+    extra_rules_files: list[str] | None = None
+    """Loaded beside ``rules_file``: the Kubernetes-level platform rules, for a described server."""
     alertmanager_file: str | None = None
     speedup: float | None = None
     """Production durations ÷ this."""

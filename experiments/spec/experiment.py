@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import (
@@ -428,6 +429,13 @@ class Experiment(_Model):
         ``alerting.rules: default`` loads. None: the bundled target's shipped rules."""
         service = self.target.service
         return None if isinstance(service, str) else service.metrics.rules
+
+    def platform_rules(self) -> Path | None:
+        """The Kubernetes-level rules a run loads beside ``alerting.rules`` (``spec.rules.PLATFORM_RULES``): for a
+        described service; None for the bundled target (its shipped rules hold their own)."""
+        from faultdrill.experiments.spec.rules import PLATFORM_RULES
+
+        return None if isinstance(self.target.service, str) else PLATFORM_RULES
 
     def scrape_job(self) -> str:
         """The replicas' scrape job in the run's Prometheus: a described service's (its profile's rules select it),

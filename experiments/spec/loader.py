@@ -148,7 +148,7 @@ def _alert_errors(exp: Experiment, file: str, marks: _Marks) -> _Errors:
                          "is false", expected="alerting.enabled: true, or no alert expectations")]  # fmt: skip
     path = rules_path(exp.alerting.rules, spec_file=file, service_rules=exp.service_rules())
     try:
-        known = sorted(alert_rules(path))
+        known = sorted({*alert_rules(path), *(alert_rules(extra) if (extra := exp.platform_rules()) else ())})
     except ConfigError as exc:
         return [_located(marks, ("alerting", "rules"), f"{exc} ({path})", expected="a Prometheus rules file")]
     errors: _Errors = []

@@ -20,7 +20,8 @@ from typing import Any
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.inputlimits import load_yaml, read_text
 
-__all__ = ["DEFAULT_ALERTMANAGER", "DEFAULT_RULES", "alert_rules", "alertmanager_path", "load_rules", "rules_path"]
+__all__ = ["DEFAULT_ALERTMANAGER", "DEFAULT_RULES", "PLATFORM_RULES", "alert_rules", "alertmanager_path", "load_rules",
+           "rules_path"]  # fmt: skip
 
 
 def _alerts_dir() -> Path:
@@ -30,6 +31,9 @@ def _alerts_dir() -> Path:
 
 
 DEFAULT_RULES = "target_service/alerts/rules.yml"
+PLATFORM_RULES = Path(__file__).resolve().parents[1] / "alerting" / "platform" / "rules.yml"
+"""Kubernetes-level alerts for any workload (OOM kill, crash loop, not ready), on the platform exporter's
+kube-state-metrics series: loaded beside a described server's rules (the bundled target's rules have their own)."""
 DEFAULT_ALERTMANAGER = "target_service/alerts/alertmanager.yml"
 
 

@@ -119,8 +119,9 @@ def test_every_example_loads_or_is_refused_for_the_reason_written_down() -> None
     from faultdrill.faults.errors import ConfigError
 
     registry = FaultRegistry.installed()
-    specs = sorted(p for server in ("mlserver", "kserve", "triton") for p in (EXAMPLES / server).glob("*.yaml"))
-    assert len(specs) >= 16, specs
+    specs = sorted(p for server in ("mlserver", "kserve", "triton", "vllm", "tgi")
+                   for p in (EXAMPLES / server).glob("*.yaml"))  # fmt: skip
+    assert len(specs) >= 19, specs
     problems = []
     for spec in specs:
         refused = REFUSED.get(spec.name)
@@ -232,3 +233,24 @@ def _longest_stall(journal: dict) -> float:
     done = sorted(e["t"] + (e["attrs"].get("latency_s") or 0.0) for e in journal["events"] if e["kind"] == "request")
     marks = [fault["start_s"], *(t for t in done if fault["start_s"] < t < fault["end_s"]), fault["end_s"]]
     return max(b - a for a, b in itertools.pairwise(marks))
+
+
+# -- the GPU servers' device script, where it cannot run ---------------------------------------------------------
+
+
+def test_the_gpu_servers_script_says_why_it_cannot_run_here(tmp_path: Path) -> None:
+    """``benchmarks/gpu_servers.py`` on a machine without a GPU, vLLM or TGI: exit 2, and for each server the reasons
+    in its JSON (on a GPU machine with both installed it runs them: not this test's business)."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is not None:
+        pytest.skip("a GPU machine: the script would run the servers (benchmarks/gpu_servers.py, docs/gpu)")
+    env = {**os.environ, "VLLM_MODEL": ""}
+    done = subprocess.run([sys.executable, "benchmarks/gpu_servers.py", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False, env=env)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    results = {r["server"]: r for r in json.loads((tmp_path / "gpu_servers.json").read_text())}
+    assert set(results) == {"vllm", "tgi"} and not any(r["ran"] for r in results.values())
+    assert "no CUDA GPU (nvidia-smi lists none)" in results["vllm"]["why_not"]
+    assert any("VLLM_MODEL is not set" in w for w in results["vllm"]["why_not"])
+    assert "tgi: not run — no CUDA GPU" in done.stdout
