@@ -48,12 +48,13 @@ $(EXAMPLES_DIR)/%/models/digits/model.joblib: $(SERVERS_DIR)/%/venv/.installed $
 
 # One example against its real server, started by faultdrill:
 #   make example SPEC=experiments/examples/mlserver/process_kill.yaml
-# (ARGS=--no-alerts …). The examples that declare the feature service get it started for the run's length.
+# (ARGS=--no-alerts …): faultdrill run SPEC, after the server venvs exist (the feature service of the dependency
+# examples is started by faultdrill itself: its dependencies[].command).
 SPEC ?=
 ARGS ?=
 example: setup servers
 	@test -n "$(SPEC)" || { echo "usage: make example SPEC=experiments/examples/<server>/<experiment>.yaml [ARGS=...]"; exit 2; }
-	$(BIN)/python $(EXAMPLES_DIR)/run_example.py $(SPEC) -- $(ARGS)
+	$(BIN)/faultdrill run $(SPEC) $(ARGS)
 
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \

@@ -5,10 +5,9 @@ A tiny real HTTP server (standard library only, any Python 3.10+), on loopback::
     python experiments/examples/features.py --port 9471
 
 ``GET /features/digits`` answers ``{"scale": 16.0}`` (the pixel scale the model's preprocessing divides by);
-``GET /healthz`` answers ``ok``. faultdrill does not start a declared dependency (``target.service.dependencies``
-is where *your* dependency already listens): it puts a fault proxy in front of it and hands the replicas the
-proxy's address (``FEATURES_URL``). So the examples that declare it need it running first — ``make example``
-starts it for them, and ``tests/integration/test_byo_servers.py`` does the same.
+``GET /healthz`` answers ``ok``. The dependency examples declare it with a ``command``
+(``target.service.dependencies``), so faultdrill starts it before the replicas, puts a fault proxy in front of it,
+hands the replicas the proxy's address (``FEATURES_URL``) and stops it after the run.
 """
 
 from __future__ import annotations

@@ -148,6 +148,19 @@ class Dependency(_Model):
     url: Annotated[str, Field(pattern=r"^[a-z][a-z0-9+.-]*://[^\s/:]+(:\d{1,5})?(/\S*)?$", max_length=500)]
     """Where the real dependency listens: ``scheme://host:port[/path]`` (``http``/``https`` may leave the port out)."""
     via: Via
+    command: Annotated[list[Text], Field(min_length=1, max_length=256)] | None = None
+    """Optional: a command faultdrill starts before the replicas (in ``{workdir}``; templates ``{spec_dir}``,
+    ``{workdir}``, ``{python}``) and stops after them; it must listen where ``url`` says (127.0.0.1 only), and is
+    waited for (TCP) before the replicas start. Without it the dependency must already listen: it is yours."""
+
+    @model_validator(mode="after")
+    def _local_when_started(self) -> Dependency:
+        from urllib.parse import urlsplit
+
+        if self.command is not None and urlsplit(self.url).hostname not in ("127.0.0.1", "localhost"):
+            raise problem("a dependency faultdrill starts listens on loopback", where=("url",),
+                          expected="url: http://127.0.0.1:PORT (the port its command listens on)")  # fmt: skip
+        return self
 
 
 class TlsFiles(_Model):

@@ -132,6 +132,12 @@ def check_templates(service: ProcessService | UrlService) -> None:
         found = check_template(text, TemplateNames(ports=ports, model=service.model is not None, url=url))
         if found is not None:
             raise problem(found.message, expected=found.expected, suggestion=found.suggestion, where=where)
+    for i, dep in enumerate(getattr(service, "dependencies", [])):  # what a dependency's command may name
+        for j, text in enumerate(dep.command or []):
+            found = check_template(text, TemplateNames(ports=(), fixed=("workdir", "spec_dir", "python")))
+            if found is not None:
+                raise problem(found.message, expected=found.expected, suggestion=found.suggestion,
+                              where=("dependencies", i, "command", j))  # fmt: skip
     what = "target.service.ports does not declare it" if service.kind == "process" else "a url service has one port"
     fits = "one of " + ", ".join(ports) + (" or a port number" if service.kind == "url" else " (or add it to ports)")
     for kind in PROBE_KINDS:

@@ -48,9 +48,11 @@ class TemplateNames:
     ports: tuple[str, ...] = ("http",)
     model: bool = False
     url: bool = False
+    fixed: tuple[str, ...] = FIXED_NAMES
+    """The names with a fixed meaning this field may use (a dependency's command: no replica, no port)."""
 
     def allowed(self) -> list[str]:
-        names = [*FIXED_NAMES, *(f"port.{p}" for p in self.ports)]
+        names = [*self.fixed, *(f"port.{p}" for p in self.ports)]
         return names + ["model"] * self.model + ["url"] * self.url
 
 

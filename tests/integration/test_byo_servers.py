@@ -30,10 +30,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "experiments" / "examples"
 SERVERS = ROOT / ".faultdrill" / "servers"
-sys.path.insert(0, str(EXAMPLES))
-from run_example import feature_port, feature_service  # noqa: E402  (experiments/examples is not a package)
-
-sys.path.remove(str(EXAMPLES))
 
 
 def require_server(name: str) -> None:
@@ -74,13 +70,12 @@ class Run:
 
 
 def run_example(tmp_path: Path, spec: Path) -> Run:
-    """``faultdrill run`` on the example (the feature service up when it declares it), journal read back;
-    nothing of the run may be left: no ledger record, no process working in the run's folder."""
+    """``faultdrill run`` on the example (which starts the feature service itself where it declares it), journal
+    read back; nothing of the run may be left: no ledger record, no process working in the run's folder."""
     out, state = tmp_path / "runs", tmp_path / "state"
     env = {**os.environ, "FAULTDRILL_STATE_DIR": str(state), "CI": "true"}
-    with feature_service(feature_port(spec)):
-        result = subprocess.run([sys.executable, "-m", "faultdrill", "run", str(spec), "--out", str(out)],
-                                capture_output=True, text=True, env=env, cwd=ROOT, timeout=420)  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "faultdrill", "run", str(spec), "--out", str(out)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=420)  # fmt: skip
     journals = sorted(out.glob("*/journal.json"))
     run = Run(result.returncode, result.stdout + result.stderr,
               json.loads(journals[-1].read_text()) if journals else {})  # fmt: skip

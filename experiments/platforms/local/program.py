@@ -11,8 +11,10 @@ entries are these functions:
 * :func:`attach_url_replica` — a server already running: nothing started; a fault proxy in front of it is
   what the service endpoint routes to (so edge faults and the load go through it), its probes sampled
   on its own address; its pid and cgroup, where ``allow`` lists them, are what process-level faults may touch;
-* :func:`dependency_address` / :func:`dependency_client` — a declared dependency is not started (it is the
-  user's): its fault proxy is, and the replicas learn the proxy's address (``via.env`` / ``via.arg``).
+* :func:`dependency_address` / :func:`dependency_client` — a declared dependency is the user's: its fault proxy
+  is started, and the replicas learn the proxy's address (``via.env`` / ``via.arg``); with a ``command`` it is
+  started too (before the replicas, a ledger record while it runs, awaited until its port accepts connections,
+  stopped after the replicas), otherwise it must already listen.
 
 Example::
 
@@ -24,6 +26,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +38,7 @@ from faultdrill.experiments.platforms.local import described
 from faultdrill.experiments.platforms.local.probes import ProbeSet, wait_probe
 from faultdrill.experiments.spec.service import ProcessService, UrlService
 from faultdrill.experiments.spec.system import Service
+from faultdrill.experiments.spec.templates import render
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.topology import ServiceHandle
 
@@ -132,17 +138,50 @@ def attach_url_replica(stack: LocalStack, service: Service) -> None:
 
 
 def dependency_address(stack: LocalStack, service: Service) -> tuple[str, int]:
-    """A declared dependency: nothing to start; its handle, and where it listens (for its fault proxy)."""
+    """A declared dependency: started when it has a ``command``; where it listens (for its fault proxy)."""
     program = _program(stack, ProcessService)
     assert isinstance(program, ProcessService)
     dep = next(d for d in program.dependencies if d.name == service.name)
-    stack.attached[service.name] = ServiceHandle(name=service.name, role=service.role, url=dep.url)
-    return described.dependency_address(dep.url)
+    host, port = described.dependency_address(dep.url)
+    handle = ServiceHandle(name=service.name, role=service.role, url=dep.url, port=port)
+    if dep.command is None:
+        stack.attached[service.name] = handle
+        return host, port
+    if _accepts(host, port):
+        raise ServiceError(f"dependency {service.name}: {host}:{port} is already taken by another process; its "
+                           "command must listen there (stop that process, or change the url's port)")  # fmt: skip
+    values = {"workdir": str(stack.workdir), "python": sys.executable,
+              "spec_dir": str(Path(stack.described.spec_dir or os.getcwd()).absolute())}  # fmt: skip
+    argv = [render(a, values) for a in dep.command]
+
+    def ready(timeout_s: float) -> object:
+        svc = stack.service(service.name)
+        deadline = time.monotonic() + timeout_s
+        while not _accepts(host, port):
+            if not svc.process.running():
+                raise ServiceError(f"dependency {service.name} exited before listening:\n{svc.process.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"dependency {service.name} does not listen on {host}:{port} after "
+                                   f"{timeout_s:.0f}s:\n{svc.process.log_tail()}")  # fmt: skip
+            time.sleep(0.05)
+        return True
+
+    stack.launch(handle, {}, argv, cgroup=None, cwd=str(stack.workdir), ready_check=ready)
+    ready(stack.ready_timeout_s)
+    return host, port
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def dependency_client(stack: LocalStack, service: Service, host: str, port: int) -> dict[str, str]:
     """Record the address the replicas reach ``service`` at (its fault proxy's); they get it per ``via``."""
-    handle = stack.attached[service.name]
+    handle = stack.attached.get(service.name) or stack.service(service.name).handle
     assert handle.url is not None
     stack.dependency_urls[service.name] = described.proxied_url(handle.url, port) if (host, port) != \
         described.dependency_address(handle.url) else handle.url  # fmt: skip

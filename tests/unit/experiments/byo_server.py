@@ -58,6 +58,8 @@ def main() -> None:
                         self._send(200, answer.read())
                 except OSError as exc:
                     self._send(502, str(exc).encode())
+            elif self.path == "/x":  # what it answers as a dependency of another
+                self._send(200, b"features")
             elif self.path == "/answer":
                 self._send(200, json.dumps(model.get("answer")).encode())
             elif self.path == "/whoami":

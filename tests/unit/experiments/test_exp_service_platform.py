@@ -253,6 +253,29 @@ def test_declared_dependencies_are_reached_through_their_fault_proxies(
     assert len(proxies) == 2 and not [p for p in proxies if _alive(p)]
 
 
+def test_a_dependency_with_a_command_is_started_before_and_stopped_after_the_replicas(tmp_path: Path) -> None:
+    """``dependencies[].command``: faultdrill starts it (a ledger record), waits for its port, puts the fault proxy
+    in front, and stops it after the replicas; a port already taken is refused before anything starts."""
+    port = free_port()
+    deps = (f"    dependencies:\n      - {{name: features, url: \"http://127.0.0.1:{port}\",\n"
+            f"         via: {{env: FEATURES_URL}}, command: [\"{{python}}\", \"{SERVER}\", --port, \"{port}\"]}}\n")
+    state = tmp_path / "state"
+    with _platform(_service(deps), tmp_path / "spec.yaml", tmp_path / "run", Owner.current(state)) as platform:
+        dep = platform.topology().get("features")
+        assert dep.pid is not None and _alive(dep.pid) and dep.role == "dependency"
+        assert "features" in {r.target for r in Ledger(state).pending()}  # stopped by rollback --pending too
+        assert httpx.get(f"{platform.service_url}/dep", timeout=5).text == "features"  # through its fault proxy
+    assert not _alive(dep.pid) and not _descendants()
+    blocker = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port)], start_new_session=True)
+    try:
+        _until(lambda: _answers(f"http://127.0.0.1:{port}/ready"), 20, "the blocker answers")
+        with pytest.raises(ServiceError, match="already taken"):
+            _platform(_service(deps), tmp_path / "spec2.yaml", tmp_path / "run2").up()
+    finally:
+        blocker.kill()
+        blocker.wait(5)
+
+
 # -- a server already running ------------------------------------------------------------------------------------
 @pytest.fixture
 def running_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:

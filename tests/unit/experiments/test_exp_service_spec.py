@@ -193,6 +193,14 @@ BAD = {
     "dependency_name_taken": (PROCESS + "    dependencies:\n      - {name: server-1, url: 'http://127.0.0.1:9400', "
                                         "via: {env: F}}\n",
                               "dependencies[0].name: dependency name 'server-1' is taken", "not ending in -proxy"),
+    "dependency_command_template": (
+        PROCESS + "    dependencies:\n      - {name: features, url: 'http://127.0.0.1:9400', via: {env: F},\n"
+                  "         command: [x, '--port={port}']}\n",
+        "dependencies[0].command[1]: unknown template {port}", "{spec_dir}"),
+    "dependency_command_not_local": (
+        PROCESS + "    dependencies:\n      - {name: features, url: 'http://db.example:9400', via: {env: F},\n"
+                  "         command: [x]}\n",
+        "dependencies[0].url: a dependency faultdrill starts listens on loopback", "127.0.0.1"),
     "systemd_units": (HEAD + "target:\n  service: {kind: url, url: 'http://127.0.0.1:1', probes: {readiness: /}, "
                              "allow: {systemd_units: [x.service]}}\n",
                       "target.service.allow.systemd_units: systemd units are not supported yet", "MainPID"),
