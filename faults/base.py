@@ -253,11 +253,18 @@ class Fault(ABC):
     the user's that lacks one is refused before anything starts (``experiments.spec.needs``)."""
     target_needs_by_mode: ClassVar[Mapping[str, frozenset[str]]] = {}
     """What a mode needs on top of ``target_needs`` (``{"in_process": frozenset({"admin_api"})}``)."""
+    writes_models: ClassVar[bool] = False
+    """It changes the bundled target's model registry (corrupts an artifact, publishes a version): a run with it gets
+    a private registry in its folder; others share one read-only cache (``experiments.spec.system``)."""
     undo_note: str = ""
     """What the last ``rollback`` did, when it has more to say than "ok" (``faultdrill rollback --pending``)."""
     kubernetes: ClassVar[type[PlatformAction] | None] = None
     """How this fault is carried out on a Kubernetes target (a ``faults/kube`` action class); None: the class's own
     code runs whatever the target is."""
+
+    def writes_models_for(self, config: Any) -> bool:
+        """Whether this configuration changes the model registry (``writes_models``; a fault may say per mode)."""
+        return self.writes_models
 
     def target_needs_for(self, mode: str) -> frozenset[str]:
         """What the target must offer for ``mode`` (see ``target_needs``)."""

@@ -60,6 +60,7 @@ class BadCanaryFault(Fault):
         """How long verify waits for the canary to answer on the new version, and rollback for it to be ready."""
 
     name: ClassVar[str] = "bad_canary"
+    writes_models: ClassVar[bool] = True
     modes: ClassVar[tuple[str, ...]] = ("slow", "low_confidence", "erroring")
     target_roles: ClassVar[tuple[str, ...] | None] = ("replica",)
     needs: ClassVar[tuple[str, ...]] = ("a canary rollout (target.canary)", "model registry in scope", "live platform")

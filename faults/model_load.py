@@ -65,6 +65,10 @@ class ModelLoadFailureFault(Fault):
     verifies: ClassVar[str] = "artifact checksum, exit code 1, never ready"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "corrupt"}
     kubernetes = ModelVersionAction  # on a Kubernetes target: faults/kube/pods.py (the API)
+    writes_models: ClassVar[bool] = True
+
+    def writes_models_for(self, config: Any) -> bool:
+        return getattr(config, "mode", "corrupt") != "bad_version"  # bad_version only restarts with another env
 
     def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
         h = ctx.topology.get(config.target, role="replica")  # unknown target: ConfigError

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import select
 import signal
@@ -126,6 +127,9 @@ def run_gameday(plan_path: Path, *, out: Path, guided: bool = False, console: Co
     stop, why, notes = threading.Event(), list[str](), list[str]()
     timeline = Timeline()
     first = scenarios[0][1]
+    # One platform for every scenario: a private model registry if any scenario writes it (a canary, a corrupt file).
+    writes = any(s.system.private_models for _, s in scenarios)
+    first = dataclasses.replace(first, system=first.system.model_copy(update={"private_models": writes}))
     system = RunParts(first, timeline, directory, run_dir=directory / "system")
     results: list[tuple[str, RunResult | None]] = []
     started = time.time()

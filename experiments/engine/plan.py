@@ -109,6 +109,9 @@ def build_plan(spec: Experiment, registry: FaultRegistry, *, source: Path | str)
     system = spec.system()
     if system.program is not None:  # {spec_dir} in its templates: the spec file's folder
         system = system.model_copy(update={"spec_dir": str(Path(source).absolute().parent)})
+    else:  # a private model registry only when something writes it: lean run folders otherwise
+        writes = spec.target.canary is not None or any(f.fault.writes_models_for(f.config) for f in faults)
+        system = system.model_copy(update={"private_models": writes})
     return Plan(spec=spec, source=Path(source), system=system, faults=tuple(faults))
 
 

@@ -99,6 +99,10 @@ class SystemDescription(BaseModel):
     (``experiments.spec.bundled``)."""
     spec_dir: str | None = None
     """The spec file's folder (``{spec_dir}`` in the program's templates; None: the working directory)."""
+    private_models: bool = True
+    """The bundled target gets a model registry of its own in the run's folder (its default models published there,
+    ~21 MB): needed when something writes it (a canary rollout, a fault with ``writes_models``). False: the
+    replicas read the shared cache (``host.cache.shared_model_registry``), built once per machine."""
 
     def names(self) -> list[str]:
         """Every service: primary replicas first, then the others in start order."""

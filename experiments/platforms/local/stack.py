@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from faultdrill.experiments.host.cache import shared_model_registry
 from faultdrill.experiments.host.process import ServiceError, ServiceProcess, free_port
 from faultdrill.experiments.platforms.local import program as user_program
 from faultdrill.experiments.platforms.local.probes import ProbeSet
@@ -173,7 +174,8 @@ class LocalStack:
         try:
             if system.program is None:  # the bundled target's: its CA and its model registry
                 self.pki = ensure_dev_pki(self.workdir / "pki")
-                registry = self.model_registry or self.workdir / "models"
+                private = self.workdir / "models" if system.private_models else shared_model_registry()
+                registry = self.model_registry or private
                 ModelRegistry(registry).ensure_defaults()
                 self.model_registry = registry
             for service in system.services:

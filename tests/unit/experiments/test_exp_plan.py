@@ -85,3 +85,24 @@ def test_bundled_naming_scheme() -> None:
     assert system.canaries() == ["canary-0", "canary-1"] and system.replicas() == ["replica-0"]
     with pytest.raises(ValueError, match="2 services of role 'proxy'"):
         bundled_system(replicas=1, cache=True).one("proxy")
+
+
+def test_a_run_gets_a_private_model_registry_only_when_something_writes_it() -> None:
+    """Lean run folders: the catalog's smoke test reads the shared cache; model_load_failure corrupting an artifact
+    and a canary rollout (it publishes versions) get a registry of their own."""
+    registry = FaultRegistry.installed()
+
+    def private(text: str) -> bool:
+        return build_plan(load_experiment_text(text, file="p.yaml", registry=registry), registry,
+                          source="p.yaml").system.private_models  # fmt: skip
+
+    assert private(SPEC) is False
+    smoke = ROOT / "experiments" / "catalog" / "smoke.yaml"
+    assert build_plan(load_experiment(smoke, registry), registry, source=smoke).system.private_models is False
+    bad = ROOT / "experiments" / "catalog" / "model_load_failure.yaml"  # bad_version: a restart, no file written
+    assert build_plan(load_experiment(bad, registry), registry, source=bad).system.private_models is False
+    corrupt = SPEC + "  - {id: bad, type: model_load_failure, target: replica-0, at: 1s, duration: 5s}\n"
+    assert private(corrupt) is True  # mode corrupt (the default) flips bytes of an artifact
+    canary = SPEC.replace("cache: {enabled: true}}", "cache: {enabled: true}, canary: {replicas: 1}}")
+    assert private(canary) is True
+    assert bundled_system(replicas=1).private_models is True  # no plan (fault tests, the plugin): private, as before
