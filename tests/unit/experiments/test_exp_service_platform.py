@@ -15,7 +15,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -191,18 +190,6 @@ def test_a_broken_declared_model_keeps_the_restarted_replica_out_and_is_restored
 
 
 # -- dependencies through fault proxies ---------------------------------------------------------------------------
-class _Dependency(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"features"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 def _service(deps: str = "", extra: str = "") -> str:
     return HEAD + f"""target:
   service:
@@ -215,9 +202,9 @@ def _service(deps: str = "", extra: str = "") -> str:
 
 
 def test_declared_dependencies_are_reached_through_their_fault_proxies(
-    tmp_path: Path, serve_http: Callable[[type[BaseHTTPRequestHandler]], str]
+    tmp_path: Path, serve_text: Callable[[str], str]
 ) -> None:  # fmt: skip
-    features, other = serve_http(_Dependency), serve_http(_Dependency)
+    features, other = serve_text("features"), serve_text("features")
     deps = f"""    dependencies:
       - {{name: features, url: "{features}", via: {{env: FEATURES_URL}}}}
       - {{name: other, url: "{other}", via: {{arg: "--other-url={{url}}"}}}}
