@@ -15,6 +15,14 @@ One line per request (``FAULTDRILL_LOAD_EVENTS``; ``t`` is the wall time the req
 
 plus ``version`` (canary rollouts), ``client`` (load clients), and ``ttft_s``/``itl_s`` for
 streamed answers, each only when there is one.
+
+**Open-model load** (``FAULTDRILL_LOAD_RATE_PER_USER``, requests per second per Locust user): a user stops being a
+closed-loop client and becomes an arrival process (:class:`Pacer`) — each request is sent at its scheduled time
+in a greenlet of its own, whatever the earlier ones are waiting for, and its ``t`` and latency count from that
+scheduled time, not from when it could be sent. A stalled server then shows its real tail (every request of the
+stall waits, and later ones queue behind) instead of fewer requests — no coordinated omission, as wrk2 and
+Gatling's open injection do. In-flight requests are capped (``FAULTDRILL_LOAD_MAX_IN_FLIGHT`` per user, 256);
+an arrival over the cap is a failed request (``NotSent``), never a silently skipped one.
 """
 
 from __future__ import annotations
@@ -31,17 +39,62 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import gevent
+import gevent.pool
 from locust import LoadTestShape
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-__all__ = ["STREAM_TIMINGS", "EventWriter", "FaultdrillShape", "ShapeSettings", "client_cycle", "on_init", "users_at"]
+__all__ = ["STREAM_TIMINGS", "EventWriter", "FaultdrillShape", "NotSent", "Pacer", "ShapeSettings", "client_cycle",
+           "on_init", "users_at"]  # fmt: skip
 
 _FLUSH_INTERVAL_S = 0.05  # the brief allows 100 ms; half keeps the watcher's lag low
 _ERROR_CHARS = 200
 STREAM_TIMINGS = ("ttft_s", "itl_s")
 """Request ``context`` keys copied onto the line: a streamed answer's time to first token and mean
 inter-token latency (seconds)."""
+
+
+class NotSent(Exception):
+    """An open-model arrival not sent: the user already had its cap of requests in flight."""
+
+
+class Pacer:
+    """One user's open-model arrivals: ``rate`` per second, evenly spaced from a random phase; see the docstring.
+
+    ``send(intended_wall_time)`` runs in its own greenlet per arrival; it must time the request from that moment.
+    ``refuse(intended_wall_time, in_flight)`` reports an arrival over ``max_in_flight``.
+    """
+
+    def __init__(self, rate: float, max_in_flight: int = 256) -> None:
+        if rate <= 0 or max_in_flight < 1:
+            raise ValueError("a pacer needs rate > 0 and max_in_flight >= 1")
+        self.interval_s, self.max_in_flight = 1.0 / rate, max_in_flight
+        self.group = gevent.pool.Group()
+
+    @classmethod
+    def from_env(cls) -> Pacer | None:
+        """The pacer ``FAULTDRILL_LOAD_RATE_PER_USER`` asks for, or None (closed-loop users)."""
+        rate = float(os.environ.get("FAULTDRILL_LOAD_RATE_PER_USER", "0") or 0)
+        cap = int(os.environ.get("FAULTDRILL_LOAD_MAX_IN_FLIGHT", "256"))
+        return cls(rate, cap) if rate > 0 else None
+
+    def run(self, send: Any, refuse: Any, phase: float | None = None) -> None:
+        """Send forever on schedule (Locust kills the user's greenlet at stop; ``stop`` kills the requests)."""
+        import random
+
+        next_at = time.monotonic() + (random.random() if phase is None else phase) * self.interval_s
+        offset = time.time() - time.monotonic()  # wall time of each scheduled moment, for the line's ``t``
+        while True:
+            gevent.sleep(max(0.0, next_at - time.monotonic()))
+            intended = next_at + offset
+            if len(self.group) >= self.max_in_flight:
+                refuse(intended, len(self.group))
+            else:
+                self.group.spawn(send, intended)
+            next_at += self.interval_s
+
+    def stop(self) -> None:
+        self.group.kill(block=False)
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,12 @@ import json
 import os
 import random
 import sys
+import time
 
 from locust import FastHttpUser, events, task
 
 # Loaded by path, its grandparent on PYTHONPATH (or the working directory): ``target_service`` is top-level.
-from target_service.loadkit import FaultdrillShape, ShapeSettings, client_cycle, on_init, users_at
+from target_service.loadkit import FaultdrillShape, NotSent, Pacer, ShapeSettings, client_cycle, on_init, users_at
 
 __all__ = ["FaultdrillShape", "InferUser", "ShapeSettings", "client_cycle", "users_at"]
 
@@ -82,8 +83,11 @@ _CLIENTS = client_cycle(os.environ.get("FAULTDRILL_LOAD_CLIENTS"))
 
 
 class InferUser(FastHttpUser):
-    """A client of the target: one inference request after another (optional think time)."""
+    """A client of the target: one inference request after another (optional think time); with
+    ``FAULTDRILL_LOAD_RATE_PER_USER``, an open-model arrival process instead (``loadkit.Pacer``)."""
 
+    _pacer = Pacer.from_env()
+    concurrency = _pacer.max_in_flight if _pacer is not None else 10  # connections: one per request in flight
     network_timeout = float(os.environ.get("FAULTDRILL_LOAD_TIMEOUT_S", "10"))
     connection_timeout = network_timeout
     _think_s = float(os.environ.get("FAULTDRILL_LOAD_WAIT_S", "0"))
@@ -101,8 +105,32 @@ class InferUser(FastHttpUser):
 
     @task
     def infer(self) -> None:
+        if self._pacer is not None:  # open model: this user's arrivals, on schedule, until the run stops
+            self._pacer = Pacer(1.0 / self._pacer.interval_s, self._pacer.max_in_flight)  # this user's own group
+            self._pacer.run(self._paced, self._refused)
+            return
         bodies = _bodies(_PAYLOAD_ROWS)
         body = bodies[self._next % len(bodies)]
         self._next += 1
         self.client.post(self._path, data=body, headers=self._headers, name=self._path,
                          context={"client": self._client})  # fmt: skip
+
+    def _paced(self, intended: float) -> None:
+        """One arrival, timed from its scheduled moment (``intended``, wall time), however late it is sent."""
+        bodies = _bodies(_PAYLOAD_ROWS)
+        body = bodies[self._next % len(bodies)]
+        self._next += 1
+        with self.client.post(self._path, data=body, headers=self._headers, name=self._path, catch_response=True,
+                              context={"client": self._client}) as response:  # fmt: skip
+            response.request_meta["start_time"] = intended
+            response.request_meta["response_time"] = (time.time() - intended) * 1000.0
+
+    def _refused(self, intended: float, in_flight: int) -> None:
+        self.environment.events.request.fire(
+            request_type="POST", name=self._path, response_time=(time.time() - intended) * 1000.0, response_length=0,
+            response=None, exception=NotSent(f"{in_flight} requests in flight: the target is not keeping up"),
+            start_time=intended, context={"client": self._client})  # fmt: skip
+
+    def on_stop(self) -> None:
+        if self._pacer is not None:
+            self._pacer.stop()

@@ -173,6 +173,8 @@ class LoadGenerator:
     """Locust against ``host_url`` for at most ``run_time``; requests go to ``timeline``.
 
     ``workers=0``: one Locust process; ``workers=N``: a master and N workers on 127.0.0.1.
+    ``rate`` (requests per second, all users together): open-model load — each user an arrival process at
+    ``rate / users`` (``target_service/loadkit.py``'s ``Pacer``), every request timed from its scheduled moment.
     ``stop()`` asks Locust to finish (SIGTERM: it writes final stats), then kills what is left.
     """
 
@@ -184,7 +186,7 @@ class LoadGenerator:
         run_time: float | str = 60.0, model: str = "digits", think_time_s: float = 0.0,
         request_timeout_s: float = 10.0, source: str = "load", stop_grace_s: float = 15.0,
         clients: Sequence[tuple[str, int]] = (), owner: Owner | None = None,
-        protocol: LoadProtocol | None = None, base_dir: Path | None = None,
+        protocol: LoadProtocol | None = None, base_dir: Path | None = None, rate: float | None = None,
     ) -> None:  # fmt: skip
         if users < 1 or workers < 0:
             raise ValueError(f"need users >= 1 and workers >= 0, got users={users} workers={workers}")
@@ -194,6 +196,8 @@ class LoadGenerator:
         # Locust's run time and shape ticks have 1 s resolution: round up, never cut short.
         self.run_time_s = max(1, math.ceil(parse_duration(run_time)))
         self.think_time_s, self.request_timeout_s = think_time_s, request_timeout_s
+        self.rate = rate
+        """Open model: requests per second in all (None: closed-loop users)."""
         self.source, self.stop_grace_s, self.stats_prefix = source, stop_grace_s, self.workdir / "locust-stats"
         self.clients = tuple(clients)  # (client id, weight): users send X-Client-Id, events carry ``client``
         # ``load.protocol``: its payload file read and checked now (ConfigError); None: the bundled target's request.
@@ -216,7 +220,7 @@ class LoadGenerator:
         return cls(host_url, timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
                    workers=load.workers, run_time=run_time, model=model, think_time_s=float(load.think_time),
                    clients=[(c.id, c.weight) for c in load.clients], owner=owner, protocol=load.protocol,
-                   base_dir=base_dir)  # fmt: skip
+                   base_dir=base_dir, rate=load.rate)  # fmt: skip
 
     def __enter__(self) -> LoadGenerator:
         self.start()
@@ -267,6 +271,8 @@ class LoadGenerator:
             "FAULTDRILL_LOAD_MODEL": self.model, "FAULTDRILL_LOAD_WAIT_S": str(self.think_time_s),
             "FAULTDRILL_LOAD_TIMEOUT_S": str(self.request_timeout_s),
         }  # fmt: skip
+        if self.rate is not None:
+            env["FAULTDRILL_LOAD_RATE_PER_USER"] = str(self.rate / self.users)
         if self.clients:
             env["FAULTDRILL_LOAD_CLIENTS"] = json.dumps([{"id": c, "weight": w} for c, w in self.clients])
         if self.protocol is not None:

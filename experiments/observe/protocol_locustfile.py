@@ -33,7 +33,7 @@ import gevent
 from locust import FastHttpUser, events, task
 
 from faultdrill.experiments.observe.protocols import Call, Outcome, Runtime, WrongAnswer, client_of
-from faultdrill.target_service.loadkit import FaultdrillShape, client_cycle, on_init
+from faultdrill.target_service.loadkit import FaultdrillShape, NotSent, Pacer, client_cycle, on_init
 
 __all__ = ["FaultdrillShape", "ProtocolUser"]
 
@@ -55,8 +55,12 @@ def _headers(response: Any) -> dict[str, str]:
 
 
 class ProtocolUser(FastHttpUser):
-    """A client of the server in its protocol: one request after another (optional think time)."""
+    """A client of the server in its protocol: one request after another (optional think time); with
+    ``FAULTDRILL_LOAD_RATE_PER_USER``, an open-model arrival process instead (``loadkit.Pacer``)."""
 
+    _open = Pacer.from_env()
+    concurrency = _open.max_in_flight if _open is not None else 10  # connections: one per request in flight
+    _pacer: Pacer | None = None
     network_timeout = float(os.environ.get("FAULTDRILL_LOAD_TIMEOUT_S", "10"))
     connection_timeout = network_timeout
     _think_s = float(os.environ.get("FAULTDRILL_LOAD_WAIT_S", "0"))
@@ -71,6 +75,10 @@ class ProtocolUser(FastHttpUser):
 
     @task
     def send(self) -> None:
+        if self._open is not None and _CLIENT.ready:  # open model: this user's arrivals, on schedule, until stop
+            self._pacer = Pacer(1.0 / self._open.interval_s, self._open.max_in_flight)
+            self._pacer.run(self._paced, self._refused)
+            return
         if (setup := _CLIENT.setup_call(time.monotonic())) is not None:
             self._send(setup, _CLIENT.set_up)
         if not _CLIENT.ready:
@@ -80,7 +88,24 @@ class ProtocolUser(FastHttpUser):
         self._next += 1
         self._send(call, _CLIENT.check)
 
-    def _send(self, call: Call, judge: Judge) -> None:
+    def _paced(self, intended: float) -> None:
+        """One arrival, timed from its scheduled moment (``intended``, wall time), however late it is sent."""
+        call = _CLIENT.call(self._next)
+        self._next += 1
+        self._send(call, _CLIENT.check, intended)
+
+    def _refused(self, intended: float, in_flight: int) -> None:
+        call = _CLIENT.call(self._next)
+        self.environment.events.request.fire(
+            request_type=call.method, name=call.name, response_time=(time.time() - intended) * 1000.0,
+            response_length=0, response=None, start_time=intended, context={"client": self._client},
+            exception=NotSent(f"{in_flight} requests in flight: the server is not keeping up"))  # fmt: skip
+
+    def on_stop(self) -> None:
+        if self._pacer is not None:
+            self._pacer.stop()
+
+    def _send(self, call: Call, judge: Judge, intended: float | None = None) -> None:
         headers = {**call.headers, **self._extra}
         started = time.perf_counter()
         body: Any = call.body  # bytes: Locust's annotation says str | dict, geventhttpclient sends bytes as they are
@@ -89,6 +114,9 @@ class ProtocolUser(FastHttpUser):
                                  context={"client": self._client}) as response:  # fmt: skip
             status = int(response.status_code or 0)
             if status == 0:  # never answered: Locust's own error (connection refused, reset, timeout)
+                if intended is not None:
+                    response.request_meta["start_time"] = intended
+                    response.request_meta["response_time"] = (time.time() - intended) * 1000.0
                 return
             try:
                 if call.stream and 200 <= status < 300:
@@ -104,6 +132,9 @@ class ProtocolUser(FastHttpUser):
                 response.success()
             elif outcome.reason is not None:
                 response.failure(WrongAnswer(outcome.reason))
+            if intended is not None:  # open model: the line counts from the scheduled moment
+                response.request_meta["start_time"] = intended
+                response.request_meta["response_time"] = (time.time() - intended) * 1000.0
 
     def _read_stream(self, response: Any, started: float) -> Outcome:
         """Read server-sent events line by line (geventhttpclient's ``readline`` returns each line as it

@@ -296,6 +296,18 @@ class LoadSpec(_Model):
     protocol: LoadProtocol | None = None
     """What each request is (``experiments.spec.load``): ``oip_v2``, ``openai``, ``kserve_v1`` or ``http``;
     None: the bundled target's own request."""
+    rate: float | None = Field(default=None, gt=0, le=100_000)
+    """Open-model load: requests per second in all, each sent at its scheduled time whatever the answers' delay and
+    timed from it (``users`` become the arrival processes, ``rate / users`` each; docs/load.md). None: closed-loop
+    users, each sending its next request when the last is answered."""
+
+    @model_validator(mode="after")
+    def _open_model(self) -> LoadSpec:
+        if self.rate is not None and self.shape.type != "steady":
+            raise ValueError("an open-model rate is steady; the shape (ramp, step, spike) is for closed-loop users")
+        if self.rate is not None and float(self.think_time) > 0:
+            raise ValueError("think_time is a closed-loop user's pause; with a rate, arrivals are scheduled")
+        return self
 
     @field_validator("clients")
     @classmethod
@@ -490,6 +502,11 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
         problems.append(SpecProblem(("load", "protocol"), "the in-cluster Locust sends the bundled target's request "
                                     "only", "no load.protocol", "target.kubernetes.locust: false (Locust here, "
                                     "through the port-forward)"))  # fmt: skip
+    in_cluster = exp.target.platform == "kubernetes" and exp.target.service == "bundled" and \
+        (exp.target.kubernetes is None or exp.target.kubernetes.locust)  # fmt: skip
+    if exp.load.rate is not None and in_cluster:
+        problems.append(SpecProblem(("load", "rate"), "the in-cluster Locust runs closed-loop users only",
+                                    "no load.rate", "target.kubernetes.locust: false (Locust here)"))  # fmt: skip
     if exp.target.endpoint == "envoy" and exp.target.canary is not None:
         problems.append(SpecProblem(("target", "endpoint"), "the canary split (weights, per-pool analysis) runs in "
                                     "the python endpoint", "target.endpoint: python"))  # fmt: skip
