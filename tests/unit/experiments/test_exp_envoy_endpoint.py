@@ -9,12 +9,14 @@ and is a ledger record while it runs. With ``CI=true`` a missing wheel fails ins
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from faultdrill.experiments.host.process import free_port
@@ -48,6 +50,11 @@ def test_envoy_routes_per_request_to_the_ready_set_it_is_given(tmp_path: Path,
     ep.start()
     try:
         assert ep.process is not None and "service-endpoint" in {r.target for r in Ledger(state).pending()}
+        # Its admin API has no authentication: a 0600 unix socket, and no TCP port but the service's.
+        assert stat.S_IMODE(ep.admin_socket.stat().st_mode) == 0o600
+        sockets = psutil.Process(ep.process.pid).net_connections("tcp")
+        listening = {c.laddr.port for c in sockets if c.status == "LISTEN"}
+        assert listening == {ep.port}, listening
         with httpx.Client(base_url=ep.url, timeout=5) as client:  # one keep-alive connection: routing is per request
             seen = Counter(client.get("/x").headers["x-faultdrill-replica"] for _ in range(20))
             assert seen == {"web-0": 10, "web-1": 10}, seen  # round robin
