@@ -88,11 +88,18 @@ def bootstrap(listen: int, admin: Path, eds: Path, timeout_s: float, host: str =
                              "PreviousHostsPredicate"}}]}}}]}],
             "response_headers_to_add": [{"header": {"key": "x-faultdrill-replica",
                                                     "value": f"%UPSTREAM_METADATA({_METADATA}:replica)%"}}]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        "http_filters": [
+            # Envoy's fault filter, off (0 %) until its runtime keys say otherwise: faults/http_fault.py sets them.
+            {"name": "envoy.filters.http.fault", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                "abort": {"http_status": 503, "percentage": {"numerator": 0, "denominator": "HUNDRED"}},
+                "delay": {"fixed_delay": "0.001s", "percentage": {"numerator": 0, "denominator": "HUNDRED"}}}},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }  # fmt: skip
     return {
         "node": {"id": "faultdrill", "cluster": "faultdrill"},  # file-based EDS needs both
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},  # /runtime_modify: the edge faults
         "admin": {"address": {"pipe": {"path": str(admin), "mode": 0o600}}},
         "static_resources": {
             "listeners": [{"name": "service", "address": {"socket_address": {"address": host, "port_value": listen}},

@@ -202,7 +202,8 @@ class LocalPlatform:
         return self.endpoint.url
 
     def topology(self) -> Topology:
-        service = ServiceHandle(name="service", role="other", url=self.service_url, port=self.endpoint.port)
+        edge = {"control_url": f"unix:{self.endpoint.admin_socket}"} if isinstance(self.endpoint, EnvoyEndpoint) else {}
+        service = ServiceHandle(name="service", role="other", url=self.service_url, port=self.endpoint.port, **edge)
         topo = self.stack.topology().with_service(service)
         if self.canary is not None and self.canary.control is not None:  # the rollout's control API
             topo = topo.with_service(ServiceHandle(name="canary-control", role="other", url=self.canary.control.url,
