@@ -31,7 +31,7 @@ FAULTS = [("hog", "gpu_memory_exhaustion", "replica-0"), ("part", "network_parti
           ("outage", "dependency_outage", "feature-store"), ("bad", "model_load_failure", "replica-1")]  # fmt: skip
 
 
-def synthesize(minutes: float, seed: int = 7) -> Journal:
+def synthesize(minutes: float, seed: int = 7, rps: float = RPS) -> Journal:
     rnd = random.Random(seed)
     end = minutes * 60.0
     windows = [(60.0 + i * (end - 120.0) / len(FAULTS), 30.0) for i in range(len(FAULTS))]
@@ -45,7 +45,7 @@ def synthesize(minutes: float, seed: int = 7) -> Journal:
         ev.append(Event(t=t, kind="request", source="load", attrs={"ok": not bad, "status": 503 if bad else 200,
                                                                    "latency_s": round(lat, 6), "name": "/infer",
                                                                    "error": None}))  # fmt: skip
-        t += rnd.expovariate(RPS)
+        t += rnd.expovariate(rps)
     for r in range(REPLICAS):
         name = f"replica-{r}"
         for k in range(int(end * PROBE_HZ)):

@@ -25,7 +25,7 @@ need). Measured against the in-process endpoint and the replica directly: ``benc
 
 Example::
 
-    ep = EnvoyEndpoint(lambda: [("replica-0", "http://127.0.0.1:8001")], workdir=run / "envoy")
+    ep = EnvoyEndpoint(lambda: [("web-0", "http://127.0.0.1:8001")], workdir=run / "envoy")
     ep.start(); httpx.get(ep.url + "/v2/health/ready"); ep.stop()
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,9 +46,15 @@ import httpx
 from faultdrill.experiments.host.process import ServiceProcess, free_port
 from faultdrill.faults.owned import Owner
 
-__all__ = ["EnvoyEndpoint", "envoy_binary"]
+__all__ = ["TIMELINE_COUNTERS", "EnvoyEndpoint", "envoy_binary"]
 
 _METADATA = "faultdrill"
+TIMELINE_COUNTERS = ("upstream_rq_completed", "upstream_rq_retry", "upstream_cx_connect_fail",
+                     "upstream_cx_none_healthy", "upstream_rq_timeout", "upstream_rq_5xx",
+                     "upstream_rq_pending_overflow")
+"""Envoy's cluster counters a run puts on its timeline (``metric`` events ``envoy_<name>``, source ``service``),
+when they change: requests answered, retries, connections refused, requests with no healthy upstream, timeouts,
+5xx from upstream, overflows."""
 
 
 def envoy_binary() -> Path | None:
@@ -140,8 +147,13 @@ class EnvoyEndpoint:
 
     @property
     def admin_socket(self) -> Path:
-        """Envoy's admin API: a unix socket, mode 0600 (it has no authentication of its own)."""
-        return self.workdir / "admin.sock"
+        """Envoy's admin API: a unix socket, mode 0600 (it has no authentication of its own) — in the run's folder,
+        or where that path would pass the kernel's 107 bytes, ``$TMPDIR/faultdrill-envoy-<port>.sock`` (the port is
+        reserved host-wide, so the name is this endpoint's alone)."""
+        inside = self.workdir.absolute() / "admin.sock"
+        if len(os.fsencode(inside)) <= 100:
+            return inside
+        return Path(tempfile.gettempdir()) / f"faultdrill-envoy-{self.port}.sock"
 
     def admin(self, method: str, path: str, timeout_s: float = 2.0) -> httpx.Response:
         """A request to Envoy's admin API over its socket."""
@@ -177,6 +189,7 @@ class EnvoyEndpoint:
         if self.process is not None:
             self.process.stop(timeout_s)
             self.process = None
+            self.admin_socket.unlink(missing_ok=True)
 
     def _wait_live(self, timeout_s: float) -> None:
         assert self.process is not None
@@ -201,6 +214,15 @@ class EnvoyEndpoint:
             if value.strip().isdigit():
                 out[key.removeprefix("cluster.replicas.")] = int(value)
         return out
+
+    def record_stats(self, add: Callable[..., object], last: dict[str, int]) -> None:
+        """Put the :data:`TIMELINE_COUNTERS` that changed since ``last`` on a timeline (``add`` = ``Timeline.add``)."""
+        stats = self.stats()
+        for name in TIMELINE_COUNTERS:
+            value = stats.get(name)
+            if value is not None and value != last.get(name):
+                add("metric", "service", name=f"envoy_{name}", value=float(value), labels={"endpoint": "envoy"})
+                last[name] = value
 
     def _follow(self) -> None:
         while not self._stop.wait(self.period_s):

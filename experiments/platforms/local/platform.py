@@ -138,6 +138,9 @@ class LocalPlatform:
         else:
             self.endpoint = ServiceEndpoint(self._ready_backends, routing=canary.routing if canary else None)
         watcher = Poller("restarts", watch_period_s, lambda _ctx: self._reconcile())
+        if isinstance(self.endpoint, EnvoyEndpoint):  # its own counters on the timeline, as they change
+            envoy, seen = self.endpoint, dict[str, int]()
+            observers = (*observers, Poller("envoy-stats", 1.0, lambda ctx: envoy.record_stats(ctx.timeline.add, seen)))
         bundled = [BreakerPoller(breaker_period_s)] if self.system.program is None else []  # the target's /v2 only
         self._observers = ObserverGroup([self.sampler, *bundled, *observers, watcher])
         self._tracks: dict[str, _Track] = {}

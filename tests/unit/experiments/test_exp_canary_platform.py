@@ -78,7 +78,12 @@ def test_split_bad_canary_and_automatic_rollback(tmp_path: Path) -> None:
                   f"{rollback.get('seconds')} s after it first took traffic")
             after = _send(platform.service_url, 20)
             assert after == Counter({"200:1": 20}), after  # stable only
-            assert platform.exit_status("canary-0") is not None  # stopped and held by the rollback
+            # Stopped and held by the rollback: SIGTERM, then its graceful drain (up to 10 s), so waited for. (The
+            # 20 requests above used to take ~1 s through the endpoint's delayed-ACK stall; now ~40 ms.)
+            deadline = time.monotonic() + 15
+            while platform.exit_status("canary-0") is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert platform.exit_status("canary-0") is not None
         finally:
             fault.undo(inj, ctx)
         assert httpx.get(f"{platform.topology().get('canary-0').url}/v2", timeout=5).json()["model"]["version"] == "2"

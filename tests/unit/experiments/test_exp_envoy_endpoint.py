@@ -118,5 +118,10 @@ def test_a_run_through_envoy_keeps_its_expectations_and_leaves_nothing(tmp_path:
     [journal] = [j for j in (tmp_path / "runs").glob("*/journal.json") if not j.parent.is_symlink()]
     doc = json.loads(journal.read_text())
     assert any("Envoy out of process" in n for n in doc["environment"]["notes"])
-    assert sum(1 for e in doc["events"] if e["kind"] == "request") > 1000
+    requests = sum(1 for e in doc["events"] if e["kind"] == "request")
+    assert requests > 1000
+    # Envoy's own counters on the timeline: what it answered matches, within what was in flight, what the load saw.
+    completed = [e["attrs"]["value"] for e in doc["events"]
+                 if e["kind"] == "metric" and e["attrs"].get("name") == "envoy_upstream_rq_completed"]  # fmt: skip
+    assert completed and completed == sorted(completed) and 0.8 * requests <= completed[-1] <= 1.2 * requests
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(journal.parent) in " ".join(p.info["cmdline"] or [])]
