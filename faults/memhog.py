@@ -6,14 +6,14 @@ Run as a script, never imported by the package (``python -I -S faults/memhog.py`
     python -I -S memhog.py --cgroup /sys/fs/cgroup/memory/faultdrill/<name> --rate-mib-s 200 --max-mib 2048 \\
         --deadline <unix time>
 
-The parent has already put it in the cgroup and made it exempt from the OOM killer (``oom_score_adj`` -1000,
-written before exec), so when the cgroup reaches its limit the kernel's OOM killer must choose among the
-replica's own processes: the replica is really OOM-killed, by the kernel, at its real limit. Pages are written
-(``bytearray * n``), not only reserved, so they are charged. It frees everything and exits as soon as the
-cgroup's ``oom_kill`` counter rises (the kill happened), at ``--max-mib``, or at the deadline (a run that died
-cannot leave it behind: the fault's dead-man deadline is its own). Why by hand: a few lines of stdlib; ``stress-ng``
-(Debian) cannot watch a cgroup's counter to stop the moment the kernel has struck, so it would keep the replica's
-restarted process from starting.
+The parent has already put it in the cgroup (before exec: every page it touches is charged there) and raised
+the replica's own processes' ``oom_score_adj`` to 1000, so when the cgroup reaches its limit the kernel's OOM
+killer chooses among the replica's processes: the replica is really OOM-killed, by the kernel, at its real limit.
+Pages are written (``bytearray * n``), not only reserved, so they are charged. It frees everything and exits
+as soon as the cgroup's ``oom_kill`` counter rises (the kill happened), at ``--max-mib``, or at the deadline (a
+run that died cannot leave it behind: the fault's dead-man deadline is its own). Why by hand: a few lines of
+stdlib; ``stress-ng`` (Debian) cannot watch a cgroup's counter to stop the moment the kernel has struck, so it
+would keep the replica's restarted process from starting.
 """
 
 from __future__ import annotations

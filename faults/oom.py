@@ -152,10 +152,11 @@ class OomKillFault(Fault):
         if config.mode == "signal":
             return [f"kill -KILL {handle.pid}  # {config.target}"]
         if config.mode == "pressure":
-            return [f"start a co-tenant in {handle.cgroup} (oom_score_adj -1000) allocating "
-                    f"{config.rate_mib_s:g} MiB/s until the kernel OOM-kills a process of the replica at the "
-                    "cgroup's limit, then it exits",
-                    "rollback: stop the co-tenant if it still runs (pid + start time checked)"]  # fmt: skip
+            return [f"raise oom_score_adj of every process in {handle.cgroup} to 1000 (the kernel's first choice)",
+                    f"start a co-tenant in {handle.cgroup} allocating {config.rate_mib_s:g} MiB/s until the kernel "
+                    "OOM-kills a process of the replica at the cgroup's limit, then it exits",
+                    "rollback: stop the co-tenant if it still runs (pid + start time checked), put every "
+                    "oom_score_adj back"]  # fmt: skip
         leak = f"POST {handle.admin_url}/admin/host-memory/leak"
         if config.mode == "leak":
             return [f"{leak} {{\"rate_mib_s\": {config.rate_mib_s}}} until the kernel kills it at the "
@@ -185,7 +186,8 @@ class OomKillFault(Fault):
         return self.apply_recorded(inj, ctx, lambda: self._apply(config, undo, cg))
 
     def _start_cotenant(self, config: Config, inj: Injection, cg: MemoryCgroup, ctx: FaultContext) -> None:
-        """``memhog.py`` in the replica's cgroup, exempt from the OOM killer; its pid recorded as soon as it runs."""
+        """The replica's processes made the OOM killer's choice, then ``memhog.py`` started in their cgroup; both
+        recorded before the next step (the co-tenant's pid as soon as it runs)."""
         if not pid_alive(int(inj.undo["pid"]), inj.undo["pid_start"]):
             raise FaultdrillError(f"process {inj.undo['pid']} is not running")
         ceiling = config.max_mib or 2 * int(inj.undo["old_limit"]) / MIB
