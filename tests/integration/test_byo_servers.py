@@ -139,7 +139,7 @@ def test_every_example_loads_or_is_refused_for_the_reason_written_down() -> None
 @pytest.mark.system
 def test_mlserver_process_kill(tmp_path: Path) -> None:
     """Real MLServer, two replicas, SIGKILL one: it restarts (reason Signal), is out of rotation meanwhile, the
-    other keeps the SLO. About 55 s."""
+    other keeps the SLO, and no false page in steady state (the profile's rules). About 60 s."""
     _require_root()
     require_server("mlserver")
     run = run_example(tmp_path, EXAMPLES / "mlserver" / "process_kill.yaml")
