@@ -273,7 +273,7 @@ def test_sigkill_of_a_run_through_envoy_leaves_no_proxy(tmp_path: Path) -> None:
     try:
         run.wait_for(lambda line: ": active" in line)
         started = _descendants(run.proc.pid)
-        envoys = [pid for pid in started if "envoy" in " ".join(psutil.Process(pid).cmdline())]
+        envoys = [pid for pid in started if "envoy" in _cmdline(pid)]
         assert envoys, "no Envoy among the run's processes"
         assert "service-endpoint" in {r["target"] for r in run.records() if r["fault"] == "process"}
     finally:
@@ -283,3 +283,11 @@ def test_sigkill_of_a_run_through_envoy_leaves_no_proxy(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     took, left = _wait_clean(started, str(run.out), set(), run.state)
     assert left == [], f"still there {took:.0f} s after SIGKILL + rollback --pending: {left}"
+
+
+def _cmdline(pid: int) -> str:
+    """``pid``'s command line, or "" for one that is gone or a zombie (the fault's killed replica, not yet reaped)."""
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
