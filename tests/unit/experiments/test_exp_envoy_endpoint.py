@@ -100,6 +100,7 @@ alerting: {enabled: false}
 
 
 @pytest.mark.system
+@pytest.mark.catalog  # a whole run (~45 s): make test-catalog; make test keeps the endpoint's and the crash test
 def test_a_run_through_envoy_keeps_its_expectations_and_leaves_nothing(tmp_path: Path) -> None:
     """``target.endpoint: envoy``: a kill under load through Envoy passes as through the python endpoint; the
     environment says which endpoint carried the load; no Envoy is left after the run."""
