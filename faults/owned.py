@@ -36,6 +36,8 @@ import functools
 import os
 import shlex
 import signal
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -167,7 +169,22 @@ def stop_recorded_process(undo: dict[str, Any], term_wait_s: float = _TERM_WAIT_
         if wait_gone(pid, start, _KILL_WAIT_S) is None:
             raise FaultdrillError(f"{what} survived SIGKILL (uninterruptible sleep?)")
         done = f"{what}: SIGTERM ignored for {term_wait_s:g} s, SIGKILL"
-    return done + _sweep_container(undo.get("cgroup"))
+    return done + _sweep_container(undo.get("cgroup")) + _remove_sockets(undo.get("sockets") or [])
+
+
+def _remove_sockets(paths: Sequence[str]) -> str:
+    """Remove the unix sockets a stopped process left (only ``$TMPDIR/faultdrill-*.sock``: nothing else is ours)."""
+    removed = 0
+    for raw in paths:
+        path = Path(raw)
+        if path.parent != Path(tempfile.gettempdir()) or not path.name.startswith("faultdrill-") \
+                or path.suffix != ".sock":  # fmt: skip
+            continue
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()
+                removed += 1
+    return f"; removed {removed} socket(s)" if removed else ""
 
 
 def _sweep_container(path: str | None) -> str:
@@ -206,10 +223,11 @@ class Owner:
                 self.on_record()
         return record
 
-    def record_process(self, name: str, pid: int, argv: Sequence[str], *,
-                       cgroup: str | None = None) -> Injection | None:  # fmt: skip
+    def record_process(self, name: str, pid: int, argv: Sequence[str], *, cgroup: str | None = None,
+                       sockets: Sequence[str] = ()) -> Injection | None:  # fmt: skip
         """Record a started process; None if it already exited (nothing left to stop). ``cgroup``: the faultdrill
-        cgroup it runs in (its container): undoing the record also kills what is left in it and removes it."""
+        cgroup it runs in (its container): undoing the record also kills what is left in it and removes it.
+        ``sockets``: unix sockets it listens on that outlive it (``$TMPDIR/faultdrill-*.sock`` only), removed too."""
         start = process_start_ticks(pid)
         if start is None:
             return None
@@ -219,7 +237,8 @@ class Owner:
             return None
         shown = [str(a)[:200] for a in list(argv)[:_ARGV_MAX]]
         undo = {"pid": pid, "start_ticks": start, "group": group, "argv": shown}
-        return self._record("process", name, undo | ({"cgroup": cgroup} if cgroup else {}))
+        undo |= ({"cgroup": cgroup} if cgroup else {}) | ({"sockets": list(sockets)} if sockets else {})
+        return self._record("process", name, undo)
 
     def record_netns(self, name: str, host_if: str | None = None) -> Injection:
         """Record a namespace *before* creating it (deleting one that was never made is a no-op)."""

