@@ -32,6 +32,7 @@ import itertools
 import json
 import math
 import os
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -71,17 +72,21 @@ class Pacer:
         self.interval_s, self.max_in_flight = 1.0 / rate, max_in_flight
         self.group = gevent.pool.Group()
 
+    @staticmethod
+    def connections(closed: int = 10) -> int:
+        """A user's connection pool: one per request in flight under open-model load, else ``closed``."""
+        pacer = Pacer.from_env()
+        return pacer.max_in_flight if pacer is not None else closed
+
     @classmethod
     def from_env(cls) -> Pacer | None:
-        """The pacer ``FAULTDRILL_LOAD_RATE_PER_USER`` asks for, or None (closed-loop users)."""
+        """A new pacer (its own greenlet group) as ``FAULTDRILL_LOAD_RATE_PER_USER`` asks, or None (closed loop)."""
         rate = float(os.environ.get("FAULTDRILL_LOAD_RATE_PER_USER", "0") or 0)
         cap = int(os.environ.get("FAULTDRILL_LOAD_MAX_IN_FLIGHT", "256"))
         return cls(rate, cap) if rate > 0 else None
 
     def run(self, send: Any, refuse: Any, phase: float | None = None) -> None:
         """Send forever on schedule (Locust kills the user's greenlet at stop; ``stop`` kills the requests)."""
-        import random
-
         next_at = time.monotonic() + (random.random() if phase is None else phase) * self.interval_s
         offset = time.time() - time.monotonic()  # wall time of each scheduled moment, for the line's ``t``
         while True:

@@ -86,8 +86,8 @@ class InferUser(FastHttpUser):
     """A client of the target: one inference request after another (optional think time); with
     ``FAULTDRILL_LOAD_RATE_PER_USER``, an open-model arrival process instead (``loadkit.Pacer``)."""
 
-    _pacer = Pacer.from_env()
-    concurrency = _pacer.max_in_flight if _pacer is not None else 10  # connections: one per request in flight
+    concurrency = Pacer.connections()
+    _pacer: Pacer | None = None
     network_timeout = float(os.environ.get("FAULTDRILL_LOAD_TIMEOUT_S", "10"))
     connection_timeout = network_timeout
     _think_s = float(os.environ.get("FAULTDRILL_LOAD_WAIT_S", "0"))
@@ -105,9 +105,9 @@ class InferUser(FastHttpUser):
 
     @task
     def infer(self) -> None:
-        if self._pacer is not None:  # open model: this user's arrivals, on schedule, until the run stops
-            self._pacer = Pacer(1.0 / self._pacer.interval_s, self._pacer.max_in_flight)  # this user's own group
-            self._pacer.run(self._paced, self._refused)
+        if (pacer := Pacer.from_env()) is not None:  # open model: this user's arrivals, on schedule, until stop
+            self._pacer = pacer
+            pacer.run(self._paced, self._refused)
             return
         bodies = _bodies(_PAYLOAD_ROWS)
         body = bodies[self._next % len(bodies)]

@@ -58,8 +58,7 @@ class ProtocolUser(FastHttpUser):
     """A client of the server in its protocol: one request after another (optional think time); with
     ``FAULTDRILL_LOAD_RATE_PER_USER``, an open-model arrival process instead (``loadkit.Pacer``)."""
 
-    _open = Pacer.from_env()
-    concurrency = _open.max_in_flight if _open is not None else 10  # connections: one per request in flight
+    concurrency = Pacer.connections()
     _pacer: Pacer | None = None
     network_timeout = float(os.environ.get("FAULTDRILL_LOAD_TIMEOUT_S", "10"))
     connection_timeout = network_timeout
@@ -75,9 +74,9 @@ class ProtocolUser(FastHttpUser):
 
     @task
     def send(self) -> None:
-        if self._open is not None and _CLIENT.ready:  # open model: this user's arrivals, on schedule, until stop
-            self._pacer = Pacer(1.0 / self._open.interval_s, self._open.max_in_flight)
-            self._pacer.run(self._paced, self._refused)
+        if _CLIENT.ready and (pacer := Pacer.from_env()) is not None:  # open model: arrivals on schedule until stop
+            self._pacer = pacer
+            pacer.run(self._paced, self._refused)
             return
         if (setup := _CLIENT.setup_call(time.monotonic())) is not None:
             self._send(setup, _CLIENT.set_up)

@@ -245,4 +245,3 @@ class EnvoyEndpoint:
         os.replace(tmp, self.eds_file)
         self._published = current
         self.updates += 1
-        time.sleep(0)  # let the file watch fire before the next change
