@@ -507,6 +507,10 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
     if exp.load.rate is not None and in_cluster:
         problems.append(SpecProblem(("load", "rate"), "the in-cluster Locust runs closed-loop users only",
                                     "no load.rate", "target.kubernetes.locust: false (Locust here)"))  # fmt: skip
+    for i, fault in enumerate(exp.faults):  # Envoy's fault filter: nothing to drive without Envoy
+        if fault.type == "http_fault" and exp.target.endpoint != "envoy":
+            problems.append(SpecProblem(("faults", i, "type"), "http_fault drives Envoy's fault filter on the service "
+                                        "edge, and this target's endpoint is not Envoy", "target.endpoint: envoy"))
     if exp.target.endpoint == "envoy" and exp.target.canary is not None:
         problems.append(SpecProblem(("target", "endpoint"), "the canary split (weights, per-pool analysis) runs in "
                                     "the python endpoint", "target.endpoint: python"))  # fmt: skip

@@ -148,3 +148,11 @@ def test_json_schema_is_valid_json_and_accepts_moment_strings() -> None:
     for ok in ("hog", "hog.start", "hog.end+5s", "30s", "run.start"):
         assert re.match(pattern, ok), ok
     assert "for" in schema["$defs"]["HaltCondition"]["properties"]
+
+
+def test_http_fault_needs_the_envoy_endpoint() -> None:
+    """Envoy's fault filter is what ``http_fault`` drives: without ``target.endpoint: envoy`` it is refused, located."""
+    fault = {"id": "f", "type": "http_fault", "at": "1s", "params": {"mode": "abort"}}
+    problems = _exp(faults=[fault]).reference_problems({"http_fault": ("service",)})
+    assert [(".".join(map(str, p.path)), p.expected) for p in problems] == [("faults.0.type", "target.endpoint: envoy")]
+    assert _exp(target={"endpoint": "envoy"}, faults=[fault]).reference_problems({"http_fault": ("service",)}) == []
