@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from faultdrill.experiments.journal import FaultRecord, Journal, PhaseAttrs, RequestColumns, VerdictRecord, percentile
+from faultdrill.experiments.journal import Event, FaultRecord, Journal, PhaseAttrs, VerdictRecord, units
 from faultdrill.reports.lanes import AlertRow, Lane, RunbookRow, alert_rows, build_lanes, runbook_rows
 from faultdrill.reports.score import Score, resilience_score
 
@@ -30,20 +31,58 @@ __all__ = ["FaultWindow", "Requests", "RunView", "Series", "SloView", "VerdictRo
 Floats = npt.NDArray[np.float64]
 
 
+def _weighted_rank(values: Floats, counts: Floats, q: float) -> float | None:
+    """Nearest rank over values with counts (``values`` ascending): ``percentile`` of the multiset."""
+    total = float(counts.sum())
+    if total <= 0:
+        return None
+    rank = max(1.0, math.ceil(q * total))
+    return float(values[min(int(np.searchsorted(np.cumsum(counts), rank - 0.5)), len(values) - 1)])
+
+
 @dataclass(frozen=True)
 class Requests:
-    """Every request of the run as arrays: time, ok, latency (NaN unless ok)."""
+    """Every request of the run as arrays: per unit (a ``requests`` bucket, or one ``request``) its time, count
+    and ok count; per distinct ok latency of a unit its time, value and count (``experiments.journal.traffic``).
+    Memory grows with the run's buckets, not with its requests."""
 
     t: Floats
-    ok: npt.NDArray[np.bool_]
-    latency_s: Floats
+    total: Floats
+    ok: Floats
+    lat_t: Floats
+    lat_s: Floats
+    lat_n: Floats
+
+    @classmethod
+    def of(cls, events: Iterable[Event]) -> Requests:
+        t: list[float] = []
+        total: list[int] = []
+        ok: list[int] = []
+        lat_t: list[float] = []
+        lat_s: list[float] = []
+        lat_n: list[int] = []
+        for u in units(events):
+            t.append(u.t)
+            total.append(u.total)
+            ok.append(u.ok)
+            for value, n in u.latency:
+                lat_t.append(u.t)
+                lat_s.append(value)
+                lat_n.append(n)
+
+        def arr(x: list[float] | list[int]) -> Floats:
+            return np.asarray(x, dtype=np.float64)
+
+        return cls(arr(t), arr(total), arr(ok), arr(lat_t), arr(lat_s), arr(lat_n))
 
     def window(self, start: float, end: float) -> tuple[int, int, float | None, float | None]:
         """(total, ok, availability, p95 seconds) over ``start <= t <= end``."""
         inside = (self.t >= start) & (self.t <= end)
-        total, ok = int(inside.sum()), int((inside & self.ok).sum())
-        lat = np.sort(self.latency_s[inside & self.ok & ~np.isnan(self.latency_s)])
-        return total, ok, (ok / total if total else None), percentile(lat.tolist(), 0.95)
+        total, ok = int(self.total[inside].sum()), int(self.ok[inside].sum())
+        lat = (self.lat_t >= start) & (self.lat_t <= end)
+        order = np.argsort(self.lat_s[lat], kind="stable")
+        p95 = _weighted_rank(self.lat_s[lat][order], self.lat_n[lat][order], 0.95)
+        return total, ok, (ok / total if total else None), p95
 
 
 @dataclass(frozen=True)
@@ -61,22 +100,25 @@ class Series:
     def of(cls, req: Requests, duration: float) -> Series:
         n = max(1, math.ceil(duration)) if len(req.t) else 0
         idx = np.clip(np.floor(req.t).astype(np.int64), 0, max(n - 1, 0))
-        total = np.bincount(idx, minlength=n).astype(np.float64)
-        failed = np.bincount(idx, weights=(~req.ok).astype(np.float64), minlength=n)
+        total = np.bincount(idx, weights=req.total, minlength=n).astype(np.float64)
+        failed = np.bincount(idx, weights=req.total - req.ok, minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(total > 0, failed / np.where(total > 0, total, 1.0), np.nan)
-        good = req.ok & ~np.isnan(req.latency_s)
-        bins, lat = idx[good], req.latency_s[good]
-        order = np.lexsort((lat, bins))
-        bins, lat = bins[order], lat[order]
-        counts = np.bincount(bins, minlength=n)
-        starts = np.cumsum(counts) - counts
+        bins = np.clip(np.floor(req.lat_t).astype(np.int64), 0, max(n - 1, 0))
+        order = np.lexsort((req.lat_s, bins))
+        bins, lat, cnt = bins[order], req.lat_s[order], req.lat_n[order]
+        entries = np.bincount(bins, minlength=n)
+        weight = np.bincount(bins, weights=cnt, minlength=n)
+        starts = np.cumsum(entries) - entries
+        cum = np.cumsum(cnt)  # running count over the sorted entries; per bin, less what came before it
+        before = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0) if len(cum) else np.zeros(n)
 
-        def nearest_rank(q: float) -> Floats:  # experiments.expect.stats.percentile, per bin
+        def nearest_rank(q: float) -> Floats:  # experiments.journal.traffic.Dist.quantile, per bin
             out = np.full(n, np.nan)
-            has = counts > 0
-            rank = np.maximum(1, np.ceil(q * counts[has])).astype(np.int64)
-            out[has] = lat[starts[has] + np.minimum(rank, counts[has]) - 1] * 1000.0
+            for b in np.flatnonzero(weight > 0):
+                rank = max(1.0, math.ceil(q * weight[b])) + before[b]
+                k = int(np.searchsorted(cum[starts[b]:starts[b] + entries[b]], rank - 0.5))
+                out[b] = lat[starts[b] + min(k, entries[b] - 1)] * 1000.0
             return out
 
         return cls(np.arange(n, dtype=np.float64), total, ratio, nearest_rank(0.50), nearest_rank(0.95),
@@ -199,10 +241,7 @@ class RunView:
     @classmethod
     def of(cls, journal: Journal) -> RunView:
         counts: dict[str, int] = dict(Counter(e.kind for e in journal.events))
-        r = RequestColumns.of(journal.events)  # one typed pass over every request
-        lat = [x if good and x is not None else math.nan for good, x in zip(r.ok, r.latency_s, strict=True)]
-        req = Requests(np.asarray(r.t, dtype=np.float64), np.asarray(r.ok, dtype=np.bool_),
-                       np.asarray(lat, dtype=np.float64))  # fmt: skip
+        req = Requests.of(journal.events)  # one pass over every request and bucket
         last = max((e.t for e in journal.events), default=0.0)
         wall = (journal.ended_at - journal.started_at) if journal.ended_at else 0.0
         duration = max(last, wall, 0.0)
@@ -240,8 +279,8 @@ def _slo(journal: Journal, req: Requests, faults: tuple[FaultWindow, ...], phase
     for f in faults:
         if f.start is not None:
             inside |= (req.t >= f.start) & (req.t <= (duration if f.end is None else f.end))
-    f_total = int(inside.sum())
-    f_avail = int((inside & req.ok).sum()) / f_total if f_total else None
+    f_total = int(req.total[inside].sum())
+    f_avail = int(req.ok[inside].sum()) / f_total if f_total else None
     target = steady.availability
     return SloView(
         availability_target=target, latency_p95_target_s=steady.latency_p95_s, window_s=steady.window_s,

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from faultdrill.experiments.journal import JOURNAL_VERSION, Journal
+from faultdrill.experiments.journal import READABLE_VERSIONS, Journal
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.inputlimits import MAX_JOURNAL_BYTES, gunzip_bounded, json_depth_error, read_bytes
 
@@ -51,10 +51,15 @@ def load_journal(source: Path | Journal) -> Journal:
         journal = Journal.model_validate_json(raw)
     except ValidationError as exc:
         _explain(raw, path, exc)
-    if journal.version != JOURNAL_VERSION:
-        raise ConfigError(f"journal version {journal.version!r} is not supported (this faultdrill reads "
-                          f"{JOURNAL_VERSION})", file=str(path), field="version")  # fmt: skip
+    if journal.version not in READABLE_VERSIONS:
+        _unsupported(journal.version, path)
     return journal
+
+
+def _unsupported(version: object, path: Path) -> NoReturn:
+    readable = ", ".join(map(str, READABLE_VERSIONS))
+    raise ConfigError(f"journal version {version!r} is not supported (this faultdrill reads versions {readable})",
+                      file=str(path), field="version")
 
 
 def _explain(raw: bytes, path: Path, exc: ValidationError) -> NoReturn:
@@ -73,9 +78,8 @@ def _explain(raw: bytes, path: Path, exc: ValidationError) -> NoReturn:
         raise json_depth_error(raw, str(path), "a journal") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"not a journal: expected a JSON object, found {type(doc).__name__}", file=str(path))
-    if doc.get("version") != JOURNAL_VERSION:
-        raise ConfigError(f"journal version {doc.get('version')!r} is not supported (this faultdrill reads "
-                          f"{JOURNAL_VERSION})", file=str(path), field="version")  # fmt: skip
+    if doc.get("version") not in READABLE_VERSIONS:
+        _unsupported(doc.get("version"), path)
     field = ".".join(str(p) for p in first["loc"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     raise ConfigError(f"not a valid journal: {first['msg']}{more}", file=str(path), field=field) from None

@@ -5,16 +5,25 @@ Two locustfiles use it: ``target_service/locustfile.py`` (the bundled target's o
 HTTP against any server). Both must write the same line per request and follow the same
 ``FAULTDRILL_LOAD_*`` settings, and the bundled one may import nothing of the framework (the target
 stays deployable, and load-testable, alone), so the shared part lives here, next to it, importing
-only Locust and gevent. A locustfile calls ``events.init.add_listener(on_init)`` and names
+only Locust, gevent and ``hdrhistogram``. A locustfile calls ``events.init.add_listener(on_init)`` and names
 :class:`FaultdrillShape` in its namespace (Locust takes the shape class it finds there).
 
-One line per request (``FAULTDRILL_LOAD_EVENTS``; ``t`` is the wall time the request was sent)::
+Requests are **aggregated where they are sent** (``FAULTDRILL_LOAD_EVENTS``): one JSON line per 100 ms of send
+time (``t``, wall time, the bucket's start) and key — endpoint, ``client`` (load clients), ``version`` (canary
+rollouts) and ``replica`` (the endpoint's ``X-Faultdrill-Replica``), each only when there is one — written once
+those 100 ms are over::
 
-    {"t": 1718000000.123, "ok": true, "status": 200, "latency_s": 0.0021,
-     "name": "/v2/models/digits/infer", "error": null}
+    {"t": 1718000000.1, "span_s": 0.1, "name": "/v2/models/digits/infer", "count": 812, "ok": 810, "lost": 2,
+     "statuses": {"200": 810, "0": 2}, "latency": "HISTFAAAAC…", "replica": "replica-0",
+     "errors": {"ConnectionRefusedError: …": 2}, "samples": [{"t": 1718000000.1003, "ok": true, …}, …]}
 
-plus ``version`` (canary rollouts), ``client`` (load clients), and ``ttft_s``/``itl_s`` for
-streamed answers, each only when there is one.
+``latency`` is an HDR histogram (``hdrhistogram``, µs, 1 µs – 1 h, 2 significant digits, its standard
+encoding) of the ok requests' latency; ``ttft``/``itl`` the same for streamed answers' time to first token and
+mean inter-token latency. ``samples`` keeps up to 3 failures raw per line, and the first ok request of each
+second; ``errors`` counts up to 3 distinct messages (the rest as ``(further errors)``). Answers that come
+after their line was written make another line for the same 100 ms: readers add them up. A line weighs
+~0.3–0.7 kB whatever the rate (``benchmarks/journal_bench.py``), so a run's journal grows with its duration, not
+with its request count (``experiments.journal.traffic`` reads it).
 
 **Open-model load** (``FAULTDRILL_LOAD_RATE_PER_USER``, requests per second per Locust user): a user stops being a
 closed-loop client and becomes an arrival process (:class:`Pacer`) — each request is sent at its scheduled time
@@ -33,6 +42,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -41,15 +51,33 @@ from typing import IO, Any
 
 import gevent
 import gevent.pool
+from hdrh.histogram import HdrHistogram
 from locust import LoadTestShape
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-__all__ = ["STREAM_TIMINGS", "EventWriter", "FaultdrillShape", "NotSent", "Pacer", "ShapeSettings", "client_cycle",
-           "on_init", "users_at"]  # fmt: skip
+__all__ = [
+    "BUCKET_S",
+    "STREAM_TIMINGS",
+    "EventWriter",
+    "FaultdrillShape",
+    "NotSent",
+    "Pacer",
+    "ShapeSettings",
+    "aggregate_file",
+    "client_cycle",
+    "on_init",
+    "users_at",
+]  # fmt: skip
 
-_FLUSH_INTERVAL_S = 0.05  # the brief allows 100 ms; half keeps the watcher's lag low
+_FLUSH_INTERVAL_S = 0.05  # a bucket is written at most 50 ms after its 100 ms are over
 _ERROR_CHARS = 200
+_KEPT = 3  # per line: failures kept raw, distinct error messages counted (a further one is counted, not named)
+BUCKET_S = 0.1
+"""Seconds of send time one line aggregates."""
+HDR_MAX_US, HDR_DIGITS = 3_600_000_000, 2  # as experiments.journal.traffic reads them: 1 µs – 1 h, 2 digits
+# A refused/reset connection: Locust's status 0, or these in the error (experiments.journal.traffic.is_lost).
+_CONNECTION = re.compile(r"connect|connection|disconnect|reset by peer|broken pipe", re.IGNORECASE)
 STREAM_TIMINGS = ("ttft_s", "itl_s")
 """Request ``context`` keys copied onto the line: a streamed answer's time to first token and mean
 inter-token latency (seconds)."""
@@ -150,20 +178,56 @@ def users_at(shape: ShapeSettings, t: float, users: int, spawn_rate: float) -> t
     return users, spawn_rate
 
 
-def _served_version(response: Any) -> str | None:
-    """``X-Faultdrill-Version`` of an answer (set by faultdrill's endpoint during a canary rollout)."""
+def _header(response: Any, name: str) -> str | None:
+    """A header of an answer (``X-Faultdrill-Version`` during a canary rollout, ``X-Faultdrill-Replica``)."""
     try:
-        value = response.headers.get("x-faultdrill-version") if response is not None else None
+        value = response.headers.get(name) if response is not None else None
     except (AttributeError, TypeError):
         return None
     return str(value)[:64] if value else None
 
 
+class _Bucket:
+    """What one flush writes for one key: counts, statuses, latency histograms, errors, raw samples."""
+
+    __slots__ = ("count", "errors", "hists", "lost", "ok", "samples", "statuses")
+
+    def __init__(self) -> None:
+        self.count = self.ok = self.lost = 0
+        self.statuses: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.hists: dict[str, HdrHistogram] = {}
+        self.samples: list[dict[str, Any]] = []
+
+    def record(self, key: str, seconds: float) -> None:
+        hist = self.hists.get(key)
+        if hist is None:
+            hist = self.hists[key] = HdrHistogram(1, HDR_MAX_US, HDR_DIGITS)
+        hist.record_value(min(HDR_MAX_US, max(1, round(seconds * 1e6))))
+
+    def line(self, key: tuple[int, str, str | None, str | None, str | None]) -> dict[str, Any]:
+        index, name, client, version, replica = key
+        row: dict[str, Any] = {"t": round(index * BUCKET_S, 3), "span_s": BUCKET_S, "name": name, "count": self.count,
+                               "ok": self.ok, "lost": self.lost, "statuses": self.statuses}  # fmt: skip
+        for field, value in (("client", client), ("version", version), ("replica", replica)):
+            if value is not None:
+                row[field] = value
+        for field, hist in self.hists.items():
+            row[field] = hist.encode().decode("ascii")
+        if self.errors:
+            row["errors"] = self.errors
+        if self.samples:
+            row["samples"] = self.samples
+        return row
+
+
 class EventWriter:
-    """One JSON line per request into a buffered file, flushed by a greenlet and at exit."""
+    """Requests aggregated where they are sent: one JSON line per 100 ms of send time and key (endpoint, client,
+    model version, replica), written by a greenlet once the 100 ms are over and at exit; see the docstring."""
 
     def __init__(self, path: str) -> None:
         self._file: IO[str] | None = open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
+        self._buckets: dict[tuple[int, str, str | None, str | None, str | None], _Bucket] = {}
         self._flusher = gevent.spawn(self._flush_loop)
         atexit.register(self.close)  # also on paths where Locust's quit event never fires
 
@@ -174,39 +238,93 @@ class EventWriter:
             return
         status = getattr(response, "status_code", None)
         latency_s = (response_time or 0.0) / 1000.0
-        row = {
-            "t": start_time if start_time is not None else time.time() - latency_s,
-            "ok": exception is None,
-            "status": int(status) if status is not None else 0,
-            "latency_s": round(latency_s, 6),
-            "name": name,
-            "error": None if exception is None else f"{type(exception).__name__}: {exception}"[:_ERROR_CHARS],
-        }
-        if version := _served_version(response):  # a canary rollout's endpoint names the version served
-            row["version"] = version
+        sent = start_time if start_time is not None else time.time() - latency_s
         context = kwargs.get("context") or {}
-        if (client := context.get("client")) is not None:
-            row["client"] = client  # only with load clients: the line format is otherwise unchanged
-        for key in STREAM_TIMINGS:  # streamed answers (a protocol load): time to first token, inter-token
-            value = context.get(key)
+        client = context.get("client")
+        key = (math.floor(sent / BUCKET_S), name, None if client is None else str(client),
+               _header(response, "x-faultdrill-version"), _header(response, "x-faultdrill-replica"))  # fmt: skip
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket()
+        code = str(int(status)) if status is not None else "0"
+        bucket.count += 1
+        bucket.statuses[code] = bucket.statuses.get(code, 0) + 1
+        sample: dict[str, Any] = {"t": round(sent, 6), "ok": exception is None, "status": int(code),
+                                  "latency_s": round(latency_s, 6)}  # fmt: skip
+        for field in STREAM_TIMINGS:  # streamed answers (a protocol load): time to first token, inter-token
+            value = context.get(field)
             if isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value):
-                row[key] = round(float(value), 6)
-        self._file.write(json.dumps(row, separators=(",", ":")) + "\n")
+                sample[field] = round(float(value), 6)
+        if exception is None:
+            bucket.ok += 1
+            bucket.record("latency", latency_s)
+            for field in STREAM_TIMINGS:
+                if field in sample:
+                    bucket.record(field.removesuffix("_s"), sample[field])
+            if key[0] % 10 == 0 and not any(s["ok"] for s in bucket.samples):  # the first ok one of each second
+                bucket.samples.append(sample)
+            return
+        error = sample["error"] = f"{type(exception).__name__}: {exception}"[:_ERROR_CHARS]
+        bucket.lost += code == "0" or bool(_CONNECTION.search(error))
+        named = error if error in bucket.errors or len(bucket.errors) < _KEPT else "(further errors)"
+        bucket.errors[named] = bucket.errors.get(named, 0) + 1
+        if sum(not s["ok"] for s in bucket.samples) < _KEPT:
+            bucket.samples.append(sample)
 
     def _flush_loop(self) -> None:
         while self._file is not None:
             gevent.sleep(_FLUSH_INTERVAL_S)
             self.flush()
 
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+    def flush(self, everything: bool = False) -> None:
+        """Write the buckets whose 100 ms of send time are over (all of them at exit); late answers to a
+        bucket already written make another line for the same 100 ms."""
+        if self._file is None:
+            return
+        now = math.floor(time.time() / BUCKET_S)
+        done = [k for k in self._buckets if everything or k[0] < now]
+        for key in done:
+            self._file.write(json.dumps(self._buckets.pop(key).line(key), separators=(",", ":")) + "\n")
+        self._file.flush()
 
     def close(self, **_: Any) -> None:
+        if self._file is not None:
+            self.flush(everything=True)
         file, self._file = self._file, None
         if file is not None:
-            file.flush()
             file.close()
+
+
+class _Answer:
+    """What :func:`aggregate_file` hands :meth:`EventWriter.on_request` for a recorded answer."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status_code, self.headers = status, headers
+
+
+def aggregate_file(src: str, dst: str) -> int:
+    """Aggregate recorded requests — one JSON line each, as older faultdrill versions and other tools wrote them
+    (``t``, ``ok``, ``status``, ``latency_s``, ``name``, ``error`` and optionally ``client``, ``version``,
+    ``replica``, ``ttft_s``, ``itl_s``) — into the buckets :class:`EventWriter` writes; returns the requests read.
+    Tests and ``benchmarks/journal_bench.py`` drive the real aggregation with it."""
+    if os.path.exists(dst):
+        os.remove(dst)  # written anew (the writer appends, as a restarted Locust process must)
+    writer, n = EventWriter(dst), 0
+    with open(src, encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            error = None
+            if not row["ok"]:  # "HTTPError: 503 …" → an HTTPError("503 …"), as the request raised it
+                kind, _, message = str(row.get("error") or "Error: failed").partition(": ")
+                error = type(kind, (Exception,), {})(message)
+            headers = {f"x-faultdrill-{k}": str(row[k]) for k in ("version", "replica") if row.get(k) is not None}
+            context = {k: row[k] for k in ("client", *STREAM_TIMINGS) if row.get(k) is not None}
+            writer.on_request("POST", row["name"], float(row["latency_s"]) * 1000.0, 0,
+                              response=_Answer(int(row["status"]), headers), exception=error,
+                              start_time=float(row["t"]), context=context)  # fmt: skip
+            n += 1
+    writer.close()
+    return n
 
 
 def on_init(environment: Environment, **_: Any) -> None:

@@ -5,19 +5,15 @@ Runs headless in its own process (gevent must never meet an orchestrator's threa
     python -m locust -f target_service/locustfile.py --headless -H http://127.0.0.1:8000 \\
         -u 8 -r 8 -t 30s --json-file out/stats
 
-Every request is also written as one compact JSON line to the file named by
-``FAULTDRILL_LOAD_EVENTS`` (one file per Locust process; buffered, flushed every 50 ms and
-at exit), so a watcher can put each request's time and outcome on a run's timeline::
-
-    {"t": 1718000000.123, "ok": true, "status": 200, "latency_s": 0.0021,
-     "name": "/v2/models/digits/infer", "error": null}
-
-``t`` is the wall time (``time.time()``) when the request was sent.
+Every request is also counted on a line of the file named by ``FAULTDRILL_LOAD_EVENTS`` (one file per Locust
+process): per 100 ms of send time and endpoint/client/version/replica, counts by status, an HDR histogram of
+the ok requests' latency and the failures kept raw, written once those 100 ms are over and at exit (the format
+is ``target_service/loadkit.py``'s), so a watcher puts the requests on a run's timeline as they happen.
 
 Environment (all optional):
 
 ==============================  ==========================================================
-``FAULTDRILL_LOAD_EVENTS``      per-process request-event file (unset: none written)
+``FAULTDRILL_LOAD_EVENTS``      per-process file of request buckets (unset: none written)
 ``FAULTDRILL_LOAD_MODEL``       model name in the path (default ``digits``)
 ``FAULTDRILL_LOAD_TIMEOUT_S``   connect and read timeout per request (default 10)
 ``FAULTDRILL_LOAD_WAIT_S``      think time between a user's requests (default 0: closed loop)

@@ -24,9 +24,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from faultdrill.experiments.expect.stats import request_stats
 from faultdrill.experiments.journal.timeline import Timeline
 
 __all__ = ["LiveView", "Snapshot", "snapshot"]
+
+_LAG_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -65,18 +68,18 @@ def snapshot(timeline: Timeline, *, window_s: float = 5.0, notes: list[str] | No
             active[e.source] = True
         elif e.get("event") == "end":
             active.pop(e.source, None)
-    recent = timeline.select("request", start=now - window_s)
-    last_second = [e for e in recent if e.t >= now - 1.0]
-    latencies = sorted(float(e.get("latency_s", 0.0)) for e in recent if e.get("ok"))
-    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] * 1000 if latencies else None
-    errors = sum(1 for e in recent if not e.get("ok"))
+    recent = timeline.requests(start=now - window_s)
+    stats = request_stats(recent)
+    # Buckets reach the timeline ~0.2 s after their start: requests/s over the last full second before that.
+    last_second = request_stats(e for e in recent if now - 1.0 - _LAG_S <= e.t < now - _LAG_S).total
+    p95 = stats.latency(0.95)
     ready: dict[str, bool] = {}
     for e in timeline.select("probe", probe="readiness"):
         ready[e.source] = bool(e.get("value"))
     breakers = {e.source: str(e.get("state")) for e in timeline.select("breaker")}
     restarts = len(timeline.select("process", event="restart"))
-    return Snapshot(now, phase, sorted(active), float(len(last_second)), p95,
-                    errors / len(recent) if recent else None, ready, breakers, restarts, notes or [])  # fmt: skip
+    return Snapshot(now, phase, sorted(active), float(last_second), None if p95 is None else p95 * 1000,
+                    stats.error_ratio, ready, breakers, restarts, notes or [])  # fmt: skip
 
 
 def _table(snap: Snapshot, title: str) -> Table:

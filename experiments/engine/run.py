@@ -106,7 +106,7 @@ def _signals(stop: threading.Event, why: list[str]) -> Iterator[None]:
 
 
 def _steady(timeline: Timeline, criteria: SteadyCriteria, now: float) -> bool:
-    stats = request_stats(timeline.select("request", start=now - criteria.window_s, end=now))
+    stats = request_stats(timeline.requests(start=now - criteria.window_s, end=now))
     return criteria.met(stats.total, stats.ok, stats.latencies)
 
 
@@ -335,10 +335,10 @@ def _wait_steady(timeline: Timeline, criteria: SteadyCriteria, stop: threading.E
                  since: float = 0.0) -> float | None:  # fmt: skip
     """The time steady state was confirmed (its criteria held over one full window of this run's load)."""
     deadline = time.monotonic() + STEADY_TIMEOUT_S
-    first = next(iter(timeline.select("request", start=since)), None)
+    first = next(iter(timeline.requests(start=since)), None)
     while not stop.is_set() and time.monotonic() < deadline:
         now = timeline.now()
-        first = first or next(iter(timeline.select("request", start=since)), None)
+        first = first or next(iter(timeline.requests(start=since)), None)
         if first is not None and now - first.t >= criteria.window_s and _steady(timeline, criteria, now):
             return now
         time.sleep(0.2)

@@ -35,13 +35,13 @@ def _describe(x: Recovers) -> str:
 
 def judge(x: Recovers, tl: Timeline, steady: SteadyCriteria) -> Finding:
     # The measured seconds (the MTTR) are reported even when over the limit.
-    moment, requests = moment_at(x.after, tl), tl.select("request")
+    moment, requests = moment_at(x.after, tl), tl.requests()
     at = regained_at(requests, moment, steady, horizon=tl.end)
     if at is None:
         return Finding(False, f"steady state not regained by the end of the run (t={tl.end:.1f} s, "
                        f"{max(0.0, tl.end - moment):.1f} s after {x.after}; limit {x.within:g} s)",
                        {"seconds": None}, (moment, tl.end))  # fmt: skip
-    stats, mttr = request_stats(tl.select("request", start=at, end=at + steady.window_s)), at - moment
+    stats, mttr = request_stats(tl.requests(start=at, end=at + steady.window_s)), at - moment
     return Finding(mttr <= x.within, f"steady state regained {mttr:.1f} s after {x.after} (limit {x.within:g} s): "
                    f"availability {stats.availability or 0.0:.3f} over {stats.total:,} requests from t={at:.1f} s",
                    {"seconds": round(mttr, 6), "availability": stats.availability,

@@ -73,7 +73,7 @@ def judge_restores(x: RunbookRestores, tl: Timeline, steady: SteadyCriteria) -> 
     fault_end = ends[0].t if ends else tl.end
     steps = [e for e in tl.select("runbook", source=run.source, start=t0) if e.get("status") in _END_STATES]
     failed = next((e for e in steps if e.get("status") in ("failed", "halted")), None)
-    at = regained_at(tl.select("request"), t0, steady, horizon=tl.end)
+    at = regained_at(tl.requests(), t0, steady, horizon=tl.end)
     measured: dict[str, float | int | None] = {"seconds": None if at is None else round(at - t0, 6),
                                                "steps_done": sum(e.get("status") == "done" for e in steps)}
     who = f"{run.source} (launched on {run.get('trigger')} at t={t0:.1f} s)"
@@ -114,7 +114,7 @@ def judge_restores(x: RunbookRestores, tl: Timeline, steady: SteadyCriteria) -> 
             seen = f"steady state returned {at - t0:.1f} s after the runbook started (limit {within:g} s)"
         return Finding(False, f"{who}: recovery did not happen {after}; {seen}", measured,
                        (t0, min(tl.end, t0 + within)), (last,) if last is not None else ())  # fmt: skip
-    stats = request_stats(tl.select("request", start=at, end=at + steady.window_s))
+    stats = request_stats(tl.requests(start=at, end=at + steady.window_s))
     return Finding(True, f"{who}: steady state regained {at - t0:.1f} s after it started, {after}, while {fault} "
                    f"was still in effect (limit {within:g} s); availability {stats.availability or 0.0:.3f} from "
                    f"t={at:.1f} s", measured, (t0, at), (last,) if last is not None else ())  # fmt: skip

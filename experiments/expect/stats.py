@@ -1,8 +1,10 @@
 """Windowed request statistics, steady state, MTTD/MTTR: the arithmetic under the SLO assertions.
 
-Pure functions over timeline events: availability is ok requests / all requests; latency
+Pure functions over timeline events, single ``request`` events and ``requests`` buckets alike
+(``experiments.journal.traffic``): availability is ok requests / all requests; latency
 percentiles are over **ok** requests only (a refused connection answers fast and would
-flatter p95), nearest-rank, so every percentile is a latency really observed. Streamed
+flatter p95), nearest-rank, so every percentile is a latency really observed (from a bucket:
+within its HDR histogram's precision, at most 1 % above). Streamed
 answers' time to first token and mean inter-token latency (``ttft_s``, ``itl_s``) are judged
 the same way: p95 over the ok requests that measured one. Windows are inclusive at both ends,
 as :meth:`Timeline.select` is.
@@ -20,20 +22,18 @@ Example::
     >>> tl = Timeline()
     >>> for i in range(10):
     ...     _ = tl.add("request", "load", t=i * 0.1, ok=i != 3, status=503 if i == 3 else 200, latency_s=0.01)
-    >>> stats = request_stats(tl.select("request", start=0.0, end=1.0))
+    >>> stats = request_stats(tl.requests(start=0.0, end=1.0))
     >>> stats.total, stats.ok, stats.availability
     (10, 9, 0.9)
-    >>> regained_at(tl.select("request"), 0.0, SteadyCriteria(window_s=0.5, availability=0.99), horizon=1.0)
+    >>> regained_at(tl.requests(), 0.0, SteadyCriteria(window_s=0.5, availability=0.99), horizon=1.0)
     0.4
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -43,6 +43,7 @@ from faultdrill.experiments.journal.models import (  # their home: readers of a 
     percentile,
 )
 from faultdrill.experiments.journal.timeline import Event
+from faultdrill.experiments.journal.traffic import Dist, is_lost, units
 from faultdrill.experiments.timespec import Duration
 
 if TYPE_CHECKING:
@@ -52,29 +53,21 @@ __all__ = ["STREAM_SLOS", "Finding", "HaltCondition", "RequestStats", "SteadyCri
            "fmt_value", "is_lost", "judge_budget", "judge_requests", "judge_slo", "mttd_mttr", "of_clients",
            "percentile", "regained_at", "request_stats"]  # fmt: skip
 
-# Locust reports a refused/reset connection as status 0; httpx-based generators give None.
-_CONNECTION = re.compile(r"connect|connection|disconnect|reset by peer|broken pipe", re.IGNORECASE)
-
-
-def is_lost(event: Event) -> bool:
-    """A request that was never answered: no status (None or Locust's 0) or a connection error."""
-    status = event.get("status")
-    return status in (None, 0) or bool(_CONNECTION.search(str(event.get("error") or "")))
-
-
 @dataclass(frozen=True)
 class RequestStats:
-    """Counts and ok-request latencies of the requests in one window."""
+    """Counts and ok-request latencies of the requests in one window (single requests and buckets alike)."""
 
     total: int
     ok: int
     lost: int
-    latencies: tuple[float, ...]
-    """Latencies (seconds) of the ok requests, sorted."""
-    ttfts: tuple[float, ...] = ()
-    """Times to first token (seconds) of the ok streamed requests, sorted."""
-    itls: tuple[float, ...] = ()
-    """Mean inter-token latencies (seconds) of the ok streamed requests, sorted."""
+    latencies: Dist = field(default_factory=Dist)
+    """Latencies (seconds) of the ok requests (buckets: within their histograms' precision)."""
+    ttfts: Dist = field(default_factory=Dist)
+    """Times to first token (seconds) of the ok streamed requests."""
+    itls: Dist = field(default_factory=Dist)
+    """Mean inter-token latencies (seconds) of the ok streamed requests."""
+    failures: tuple[Event, ...] = ()
+    """The failed requests kept raw (all single ones; a bounded number per bucket)."""
 
     @property
     def failed(self) -> int:
@@ -89,54 +82,45 @@ class RequestStats:
         return self.failed / self.total if self.total else None
 
     def latency(self, q: float) -> float | None:
-        return percentile(self.latencies, q)
+        return self.latencies.quantile(q)
 
 
 def request_stats(events: Iterable[Event]) -> RequestStats:
-    """Aggregate ``request`` events (other kinds are ignored)."""
+    """Aggregate ``request`` and ``requests`` events (other kinds are ignored)."""
     total = ok = lost = 0
-    latencies: list[float] = []
-    ttfts: list[float] = []
-    itls: list[float] = []
-    for e in events:
-        if e.kind != "request":
-            continue
-        total += 1
-        if e.get("ok") is True:
-            ok += 1
-            for key, values in (("latency_s", latencies), ("ttft_s", ttfts), ("itl_s", itls)):
-                if e.get(key) is not None:
-                    values.append(float(e.get(key)))
-        elif is_lost(e):
-            lost += 1
-    return RequestStats(total=total, ok=ok, lost=lost, latencies=tuple(sorted(latencies)), ttfts=tuple(sorted(ttfts)),
-                        itls=tuple(sorted(itls)))  # fmt: skip
+    latencies, ttfts, itls = Dist(), Dist(), Dist()
+    failures: list[Event] = []
+    for u in units(events):
+        total, ok, lost = total + u.total, ok + u.ok, lost + u.lost
+        latencies.add(u.latency)
+        ttfts.add(u.ttft)
+        itls.add(u.itl)
+        failures.extend(u.failures)
+    return RequestStats(total=total, ok=ok, lost=lost, latencies=latencies, ttfts=ttfts, itls=itls,
+                        failures=tuple(failures))  # fmt: skip
 
 
 def regained_at(requests: Sequence[Event], start: float, criteria: SteadyCriteria, *, horizon: float) -> float | None:
     """The earliest ``T >= start`` whose window ``[T, T + window_s]`` of requests meets ``criteria``.
 
-    Candidates are ``start`` itself and every request time after it (a window is tightest when
-    it opens on a request); a window must end by ``horizon`` (the end of what was observed), so
-    a run cut short never "recovers" on a half-seen window. ``requests`` must be sorted by time.
-    Two pointers and a sorted latency list keep this O(n log n)-ish over long runs.
+    Candidates are ``start`` itself and every request (or bucket) time after it (a window is tightest when
+    it opens on one); a bucket counts in a window only once all its span is inside; a window must end by
+    ``horizon`` (the end of what was observed), so a run cut short never "recovers" on a half-seen window.
+    ``requests`` must be sorted by time. Two pointers and a running latency multiset keep this near-linear.
     """
-    reqs = [e for e in requests if e.kind == "request" and e.t >= start]
-    lats = [float(e.get("latency_s")) if e.get("ok") is True and e.get("latency_s") is not None else None for e in reqs]
+    reqs = [u for u in units(requests) if u.t >= start]
     lo = hi = total = ok = 0
-    window: list[float] = []
-    for t in [start, *sorted({e.t for e in reqs if e.t > start})]:
+    window = Dist()
+    for t in [start, *sorted({u.t for u in reqs if u.t > start})]:
         if t + criteria.window_s > horizon:
             return None
-        while hi < len(reqs) and reqs[hi].t <= t + criteria.window_s:
-            total, ok = total + 1, ok + (reqs[hi].get("ok") is True)
-            if (lat := lats[hi]) is not None:
-                bisect.insort(window, lat)
+        while hi < len(reqs) and reqs[hi].t + reqs[hi].span <= t + criteria.window_s + 1e-9:  # a bucket: all of it
+            total, ok = total + reqs[hi].total, ok + reqs[hi].ok
+            window.add(reqs[hi].latency)
             hi += 1
         while lo < hi and reqs[lo].t < t:
-            total, ok = total - 1, ok - (reqs[lo].get("ok") is True)
-            if (lat := lats[lo]) is not None:
-                del window[bisect.bisect_left(window, lat)]
+            total, ok = total - reqs[lo].total, ok - reqs[lo].ok
+            window.remove(reqs[lo].latency)
             lo += 1
         if criteria.met(total, ok, window):
             return t
@@ -173,7 +157,7 @@ STREAM_SLOS = {"latency_ttft_p95": ("ttfts", 0.95, "time to first token"),
 def _value(slo: str, stats: RequestStats) -> float | None:
     if slo in STREAM_SLOS:
         values, q, _ = STREAM_SLOS[slo]
-        return percentile(getattr(stats, values), q)
+        return getattr(stats, values).quantile(q)
     if slo.startswith("latency_p"):  # latency_p50, latency_p95, latency_p99
         return stats.latency(int(slo.removeprefix("latency_p")) / 100)
     return stats.availability if slo == "availability" else stats.error_ratio
@@ -201,9 +185,9 @@ def judge_slo(slo: str, events: Sequence[Event], label: str, span: tuple[float, 
             none = f"no successful streamed requests to measure {streamed[2]}"
         return Finding(False, f"{metric} {label} (t={span[0]:.1f}–{span[1]:.1f} s): {none}",
                        {"requests": stats.total}, span)  # fmt: skip
-    basis = f"{len(stats.latencies):,} successful requests" if slo.startswith("lat") else f"{stats.total:,} requests"
+    basis = f"{stats.latencies.count:,} successful requests" if slo.startswith("lat") else f"{stats.total:,} requests"
     if streamed is not None:
-        basis = f"{len(getattr(stats, streamed[0])):,} successful streamed requests"
+        basis = f"{getattr(stats, streamed[0]).count:,} successful streamed requests"
     passed = value >= at_least if at_least is not None else value <= float(at_most or 0.0)
     bound = f"at least {at_least:g}" if at_least is not None else f"at most {fmt_value(slo, float(at_most or 0.0))}"
     return Finding(passed, f"{metric} {label} was {fmt_value(slo, value)} over {basis} (expected {bound})",
@@ -212,13 +196,16 @@ def judge_slo(slo: str, events: Sequence[Event], label: str, span: tuple[float, 
 
 def judge_requests(kind: str, events: Sequence[Event], label: str, span: tuple[float, float], *,
                    at_most: int) -> Finding:  # fmt: skip
-    """Failed (``ok`` false) or lost (never answered) requests; an empty window fails (was load on?)."""
-    if not events:
+    """Failed (``ok`` false) or lost (never answered) requests; an empty window fails (was load on?). The
+    evidence is the failures kept raw (a bucket keeps a bounded number of its own)."""
+    stats = request_stats(events)
+    if not stats.total:
         return Finding(False, f"no requests {label} (t={span[0]:.1f}–{span[1]:.1f} s): nothing to count",
                        {"requests": 0}, span)  # fmt: skip
-    bad = tuple(e for e in events if e.get("ok") is not True and (kind == "failed" or is_lost(e)))
-    return Finding(len(bad) <= at_most, f"{len(bad):,} of {len(events):,} requests {kind} {label} "
-                   f"(expected at most {at_most})", {kind: len(bad), "requests": len(events)}, span, bad)  # fmt: skip
+    bad = stats.failed if kind == "failed" else stats.lost
+    evidence = tuple(e for e in stats.failures if kind == "failed" or is_lost(e))
+    return Finding(bad <= at_most, f"{bad:,} of {stats.total:,} requests {kind} {label} "
+                   f"(expected at most {at_most})", {kind: bad, "requests": stats.total}, span, evidence)  # fmt: skip
 
 
 def judge_budget(events: Sequence[Event], label: str, span: tuple[float, float], *, at_most: float,
@@ -269,13 +256,13 @@ def check_halt(condition: HaltCondition, timeline: Timeline, now: float, *, step
     slices = max(1, math.ceil(span / step_s - 1e-9))
     width = span / slices
     for k in range(slices):
-        part = timeline.select("request", start=now - span + k * width, end=now - span + (k + 1) * width)
+        part = timeline.requests(start=now - span + k * width, end=now - span + (k + 1) * width)
         value = _value(condition.slo, request_stats(part))
         if value is None or (condition.below is not None and not value < condition.below):
             return None
         if condition.above is not None and not value > float(condition.above):
             return None
-    stats = request_stats(timeline.select("request", start=now - span, end=now))
+    stats = request_stats(timeline.requests(start=now - span, end=now))
     bound = condition.below if condition.below is not None else float(condition.above or 0.0)
     side = "below" if condition.below is not None else "above"
     shown = fmt_value(condition.slo, _value(condition.slo, stats) or 0.0)
@@ -297,7 +284,7 @@ def _detected(events: list[Event], start: float, is_signal: Callable[[Event], bo
 def mttd_mttr(timeline: Timeline, *, steady_state: Any = None) -> dict[str, dict[str, float | None]]:
     """Per fault id, in order of start: ``first_signal_s`` (start → first symptom) and ``mttr_s``
     (end → steady state regained); None when that never happened on the timeline."""
-    steady, requests = SteadyCriteria.of(steady_state), timeline.select("request")
+    steady, requests = SteadyCriteria.of(steady_state), timeline.requests()
     probes, breakers = timeline.select("probe", probe="readiness"), timeline.select("breaker")
     out: dict[str, dict[str, float | None]] = {}
     for started in timeline.select("fault", event="start"):
@@ -307,7 +294,7 @@ def mttd_mttr(timeline: Timeline, *, steady_state: Any = None) -> dict[str, dict
         end = next((e.t for e in timeline.select("fault", source=started.source, event="end", start=start)), None)
         signals = [_detected(probes, start, lambda e: e.get("value") is not True),
                    _detected(breakers, start, lambda e: e.get("state") == "open"),
-                   next((e.t for e in requests if e.t >= start and e.get("ok") is not True), None)]  # fmt: skip
+                   next((f for u in units(requests) if u.failed and (f := u.first_failure or u.t) >= start), None)]
         found = [t for t in signals if t is not None]
         regained = None if end is None else regained_at(requests, end, steady, horizon=timeline.end)
         mttr = None if regained is None or end is None else round(regained - end, 6)

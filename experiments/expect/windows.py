@@ -97,9 +97,9 @@ def label(x: Windowed) -> str:
 
 
 def requests_in(x: Windowed, tl: Timeline) -> tuple[list[Event], str, tuple[float, float]]:
-    """The ``request`` events in ``x``'s window, its label and its span."""
+    """The ``request`` and ``requests`` events in ``x``'s window, its label and its span."""
     start, end, name = span(x.window(), tl)
-    return tl.select("request", start=start, end=end), name, (start, end)
+    return tl.requests(start=start, end=end), name, (start, end)
 
 
 def moment_ref(path: Path, moment: Moment | None) -> list[Ref]:

@@ -15,7 +15,6 @@ field has a default: events recorded by older versions and by tests (fewer attri
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, TypeAdapter, ValidationError
@@ -26,12 +25,12 @@ from pydantic_core import core_schema as cs
 __all__ = [
     "ATTRS", "KINDS", "AlertAttrs", "BreakerAttrs", "CanaryAttrs", "CanarySlis", "Event", "EventAttrs", "EventKind",
     "FaultAttrs", "JournalValueError", "MetricAttrs", "NotificationAttrs", "PhaseAttrs", "ProbeAttrs", "ProcessAttrs",
-    "RequestAttrs", "RequestColumns", "RunbookAttrs", "as_definition", "read_as",
+    "RequestAttrs", "RequestsAttrs", "RunbookAttrs", "as_definition", "read_as",
 ]  # fmt: skip
 
 EventKind = Literal[
-    "request", "probe", "breaker", "process", "fault", "metric", "alert", "notification", "runbook", "phase",
-    "canary",
+    "request", "requests", "probe", "breaker", "process", "fault", "metric", "alert", "notification", "runbook",
+    "phase", "canary",
 ]
 KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
 
@@ -91,6 +90,51 @@ class RequestAttrs(_Attrs):
     """Streamed answers (``load.protocol`` openai, ``stream: true``): seconds to the first token."""
     itl_s: float | None = None
     """Streamed answers: mean seconds between token arrivals (None with fewer than two)."""
+
+
+class RequestSample(BaseModel):
+    """One request of a bucket kept raw: every failure up to a bound, and a sample of the ok ones."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    t: float
+    """When it was sent (seconds since the run started)."""
+    ok: bool = False
+    status: int | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    ttft_s: float | None = None
+    itl_s: float | None = None
+
+
+class RequestsAttrs(_Attrs):
+    """``requests`` (source: the load generator): the requests sent in ``[t, t + span_s)`` to one endpoint for
+    one client, model version and replica, aggregated where they were sent (``experiments.journal.traffic``).
+    Late answers of the same span may come in a further event: readers add them up."""
+
+    span_s: float = 0.1
+    name: str = ""
+    """The endpoint."""
+    client: str | None = None
+    version: str | None = None
+    replica: str | None = None
+    """The replica that answered (the endpoint's ``X-Faultdrill-Replica``)."""
+    count: int = 0
+    ok: int = 0
+    lost: int = 0
+    """Requests never answered (connection refused or reset, no status)."""
+    statuses: dict[str, int] = Field(default_factory=dict)
+    """Requests by HTTP status (``"0"``: no answer)."""
+    latency: str | None = None
+    """The ok requests' latencies: an HDR histogram (µs, 2 significant digits), its standard encoding."""
+    ttft: str | None = None
+    """Streamed answers: times to first token, as ``latency``."""
+    itl: str | None = None
+    """Streamed answers: mean inter-token latencies, as ``latency``."""
+    errors: dict[str, int] = Field(default_factory=dict)
+    """Failures by error message (the first few distinct messages)."""
+    samples: list[RequestSample] = Field(default_factory=list)
+    """Requests kept raw: the failures up to a bound, and the first ok one."""
 
 
 class ProbeAttrs(_Attrs):
@@ -245,12 +289,12 @@ class CanaryAttrs(_Attrs):
     error: str | None = None
 
 
-EventAttrs = (RequestAttrs | ProbeAttrs | BreakerAttrs | ProcessAttrs | FaultAttrs | MetricAttrs | AlertAttrs
-              | NotificationAttrs | RunbookAttrs | PhaseAttrs | CanaryAttrs)  # fmt: skip
+EventAttrs = (RequestAttrs | RequestsAttrs | ProbeAttrs | BreakerAttrs | ProcessAttrs | FaultAttrs | MetricAttrs
+              | AlertAttrs | NotificationAttrs | RunbookAttrs | PhaseAttrs | CanaryAttrs)  # fmt: skip
 ATTRS: dict[str, type[EventAttrs]] = {
-    "request": RequestAttrs, "probe": ProbeAttrs, "breaker": BreakerAttrs, "process": ProcessAttrs,
-    "fault": FaultAttrs, "metric": MetricAttrs, "alert": AlertAttrs, "notification": NotificationAttrs,
-    "runbook": RunbookAttrs, "phase": PhaseAttrs, "canary": CanaryAttrs,
+    "request": RequestAttrs, "requests": RequestsAttrs, "probe": ProbeAttrs, "breaker": BreakerAttrs,
+    "process": ProcessAttrs, "fault": FaultAttrs, "metric": MetricAttrs, "alert": AlertAttrs,
+    "notification": NotificationAttrs, "runbook": RunbookAttrs, "phase": PhaseAttrs, "canary": CanaryAttrs,
 }  # fmt: skip
 
 
@@ -286,22 +330,3 @@ class Event(BaseModel):
                             "then": {"properties": {"attrs": handler(as_definition(model))}}}
                            for kind, model in ATTRS.items()]  # fmt: skip
         return json_schema
-
-
-class RequestColumns(BaseModel):
-    """Every ``request`` event's time, ``ok`` and ``latency_s`` as columns, validated as :class:`RequestAttrs`
-    validates them: a long run's readers get them in one pass (a model per request costs µs each)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    t: list[float] = Field(default_factory=list)
-    ok: list[bool] = Field(default_factory=list)
-    latency_s: list[float | None] = Field(default_factory=list)
-
-    @classmethod
-    def of(cls, events: Iterable[Event]) -> Self:
-        reqs = [e for e in events if e.kind == "request"]
-        ok = RequestAttrs.model_fields["ok"].default
-        columns = {"t": [e.t for e in reqs], "ok": [e.attrs.get("ok", ok) for e in reqs],
-                   "latency_s": [e.attrs.get("latency_s") for e in reqs]}  # fmt: skip
-        return read_as(cls, columns, "events[request].attrs")

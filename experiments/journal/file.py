@@ -3,7 +3,9 @@
 It holds the spec that ran, the environment (device real or emulated, versions, time scale),
 every timeline event, the verdicts, MTTD/MTTR per fault, and the outcome with its exit code
 (0 passed, 1 an expectation failed, 2 bad input, 3 halted). ``JOURNAL_VERSION`` is bumped
-on any incompatible change; readers refuse versions they do not know.
+on any incompatible change; readers refuse versions they do not know. Version 2 added the ``requests``
+event (requests aggregated at the source, ``experiments.journal.traffic``); version 1 journals (one
+``request`` event per request) are still read.
 
 Its sections are kept as their producers wrote them (plain JSON: the file never changes shape); readers
 use typed accessors over the models of ``experiments.journal.models`` and ``experiments.journal.events``:
@@ -53,7 +55,7 @@ from faultdrill.experiments.journal.events import (
     ProbeAttrs,
     ProcessAttrs,
     RequestAttrs,
-    RequestColumns,
+    RequestsAttrs,
     RunbookAttrs,
     read_as,
 )
@@ -74,18 +76,60 @@ from faultdrill.experiments.journal.models import (
     percentile,
 )
 from faultdrill.experiments.journal.timeline import Timeline
+from faultdrill.experiments.journal.traffic import Dist, Unit, decoded, encode_latencies, is_lost, units
 from faultdrill.faults.errors import ConfigError
 
 __all__ = [
-    "ATTRS", "EXIT_CODES", "JOURNAL_VERSION", "KINDS", "AlertAttrs", "AlertingRecord", "BreakerAttrs", "CanaryAttrs",
-    "CanarySlis", "Environment", "Event", "EventAttrs", "EventKind", "ExampleTrace", "FaultAttrs", "FaultRecord",
-    "FaultSummary", "FaultVerification", "Journal", "JournalValueError", "LoadRecord", "MetricAttrs",
-    "NotificationAttrs", "Outcome", "PhaseAttrs", "ProbeAttrs", "ProcessAttrs", "RequestAttrs", "RequestColumns",
-    "RunbookAttrs", "SpanEvent", "SpanNode", "SteadyCriteria", "TraceSummary", "TraceWindow", "VerdictRecord",
-    "collect_environment", "faultdrill_version", "percentile",
+    "ATTRS",
+    "EXIT_CODES",
+    "JOURNAL_VERSION",
+    "KINDS",
+    "READABLE_VERSIONS",
+    "AlertAttrs",
+    "AlertingRecord",
+    "BreakerAttrs",
+    "CanaryAttrs",
+    "CanarySlis",
+    "Dist",
+    "Environment",
+    "Event",
+    "EventAttrs",
+    "EventKind",
+    "ExampleTrace",
+    "FaultAttrs",
+    "FaultRecord",
+    "FaultSummary",
+    "FaultVerification",
+    "Journal",
+    "JournalValueError",
+    "LoadRecord",
+    "MetricAttrs",
+    "NotificationAttrs",
+    "Outcome",
+    "PhaseAttrs",
+    "ProbeAttrs",
+    "ProcessAttrs",
+    "RequestAttrs",
+    "RequestsAttrs",
+    "RunbookAttrs",
+    "SpanEvent",
+    "SpanNode",
+    "SteadyCriteria",
+    "TraceSummary",
+    "TraceWindow",
+    "Unit",
+    "VerdictRecord",
+    "collect_environment",
+    "decoded",
+    "encode_latencies",
+    "faultdrill_version",
+    "is_lost",
+    "percentile",
+    "units",
 ]  # fmt: skip
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 Outcome = Literal["passed", "failed", "halted", "error"]
 EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "error": 2, "halted": 3}
 
@@ -252,11 +296,15 @@ class Journal(BaseModel):
         return SteadyCriteria.of(self.spec.get("steady_state"))
 
     def write(self, run_dir: Path) -> Path:
-        """Write ``run_dir/journal.json`` atomically."""
+        """Write ``run_dir/journal.json`` atomically: indented, but one compact line per event (the bulk of a
+        journal; ~35 % smaller than indenting them, and still one ``grep`` hit per event)."""
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "journal.json"
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.model_dump_json(indent=1))
+        head = self.model_dump_json(indent=1, exclude={"events"})
+        events = ",\n".join(e.model_dump_json() for e in self.events)
+        tmp.write_text(f'{head.removesuffix("}").rstrip()},\n "events": [\n{events}\n ]\n}}\n'
+                       if head.strip() != "{}" else f'{{"events": [{events}]}}\n')
         os.replace(tmp, path)
         return path
 
@@ -278,9 +326,10 @@ class Journal(BaseModel):
             raise ConfigError(f"not a journal: {exc.msg}", file=str(path), line=exc.lineno, column=exc.colno) from None
         except RecursionError:
             raise json_depth_error(raw, str(path), "a journal") from None
-        if not isinstance(doc, dict) or doc.get("version") != JOURNAL_VERSION:
+        if not isinstance(doc, dict) or doc.get("version") not in READABLE_VERSIONS:
             found = doc.get("version") if isinstance(doc, dict) else None
-            raise ConfigError(f"journal version {found!r} is not supported (this faultdrill reads {JOURNAL_VERSION})",
+            raise ConfigError(f"journal version {found!r} is not supported (this faultdrill reads versions "
+                              f"{', '.join(map(str, READABLE_VERSIONS))})",
                               file=str(path), field="version")  # fmt: skip
         try:
             return cls.model_validate(doc)

@@ -28,6 +28,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from faultdrill.experiments.journal.events import as_definition
+from faultdrill.experiments.journal.traffic import Dist
 
 __all__ = [
     "AlertingRecord", "ExampleTrace", "FaultRecord", "FaultSummary", "FaultVerification", "JsonSchemaOf",
@@ -272,11 +273,11 @@ class SteadyCriteria:
         return cls(window_s=5.0 if window is None else float(window), availability=floor,
                    latency_p95_s=None if p95 is None else float(p95))  # fmt: skip
 
-    def met(self, total: int, ok: int, sorted_latencies: Sequence[float]) -> bool:
-        """Do these requests (counts, sorted ok latencies) meet the criteria? None at all never do."""
+    def met(self, total: int, ok: int, latencies: Dist) -> bool:
+        """Do these requests (counts, the ok ones' latencies) meet the criteria? None at all never do."""
         if not total or ok / total < self.availability:
             return False
-        p95 = percentile(sorted_latencies, 0.95)
+        p95 = latencies.quantile(0.95)
         return self.latency_p95_s is None or (p95 is not None and p95 <= self.latency_p95_s)
 
     def describe(self) -> str:

@@ -9,8 +9,9 @@ timelines; the journal stores the timeline, so reports can be re-rendered from a
 Time is **seconds since the run started** (``t``, from a monotonic clock) plus the wall time
 (``wall``) for humans. Events may be appended from several threads; reads sort by ``t``.
 
-Event kinds (``request``, ``probe``, ``breaker``, ``process``, ``fault``, ``metric``, ``alert``,
-``notification``, ``runbook``, ``phase``, ``canary``) and the attributes of each are typed in
+Event kinds (``request``, ``requests`` (a bucket of them, aggregated at the source), ``probe``,
+``breaker``, ``process``, ``fault``, ``metric``, ``alert``, ``notification``, ``runbook``, ``phase``,
+``canary``) and the attributes of each are typed in
 ``experiments.journal.events`` (one pydantic model per kind; the journal's JSON Schema is generated
 from them): that module, not a table here, is the reference.
 
@@ -108,6 +109,11 @@ class Timeline:
             and (source is None or e.source == source)
             and all(e.attrs.get(k) == v for k, v in attrs.items())
         ]  # fmt: skip
+
+    def requests(self, *, start: float | None = None, end: float | None = None, **attrs: Any) -> list[Event]:
+        """The ``request`` and ``requests`` events (single requests and buckets; ``experiments.journal.traffic``
+        reads both) with ``start <= t <= end`` whose attrs match."""
+        return [e for e in self.select(start=start, end=end, **attrs) if e.kind in ("request", "requests")]
 
     def first(self, kind: EventKind | None = None, **filters: Any) -> Event | None:
         found = self.select(kind, **filters)

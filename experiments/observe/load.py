@@ -2,9 +2,9 @@
 
 Locust (gevent) runs headless as a subprocess — one process, or a ``--master`` plus N
 ``--worker`` processes on loopback — so gevent never meets the orchestrator's threads. Each
-process that sends requests writes one JSON line per request (``target_service/locustfile.py``);
-a thread here tails those files into ``request`` events on the timeline (send time made
-run-relative). Final totals come from Locust's ``--json-file`` (exact; its CSV undercounts).
+process that sends requests writes its requests aggregated per 100 ms (``target_service/loadkit.py``);
+a thread here tails those files into ``requests`` events on the timeline (send time made
+run-relative; :func:`event_of_line`). Final totals come from Locust's ``--json-file`` (exact; its CSV undercounts).
 With an ``owner`` (``faults.owned.Owner``) each Locust process is a ledger record until ``stop``
 reaped it, so a killed run's load is stopped by the dead-man watchdog or ``rollback --pending``.
 
@@ -21,7 +21,7 @@ Example::
                          shape=LoadShape(kind="spike", spike_users=32, spike_at="10s"))
     with load:                       # start(); stop() on exit, whatever happens
         load.wait(timeout_s=60)
-    print(load.summary().requests, len(tl.select("request", source="load")))
+    print(load.summary().requests, sum(request_counts(e)[0] for e in tl.select("requests", source="load")))
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ from faultdrill.faults.owned import Owner, die_with_parent
 if TYPE_CHECKING:
     from faultdrill.experiments.spec.experiment import LoadSpec
 
-__all__ = ["LoadGenerator", "LoadShape", "LoadSummary", "locustfile_path", "protocol_locustfile_path"]
+__all__ = ["LoadGenerator", "LoadShape", "LoadSummary", "event_of_line", "locustfile_path", "protocol_locustfile_path",
+           "request_counts"]
 
 _POLL_S = 0.05
 _STARTUP_S = 90  # torch import + workers connecting, on a busy 2-core machine
@@ -98,7 +99,7 @@ class LoadSummary:
 
     requests: int
     failures: int
-    events: int  # ``request`` events this generator put on the timeline
+    events: int  # requests this generator put on the timeline (counted in its ``requests`` buckets)
     exact: bool
     rps: float = 0.0
     p50_s: float | None = None
@@ -217,6 +218,8 @@ class LoadGenerator:
                 ) -> LoadGenerator:  # fmt: skip
         """The generator a spec's ``load`` section asks for (users, spawn rate, workers, think time, clients and
         ``protocol``; its payload files relative to ``base_dir``, the experiment's directory)."""
+        if load.rate is not None and not isinstance(load.rate, float | int):
+            raise ValueError(f"load.rate {load.rate} is a share of capacity: the run's capacity probe resolves it")
         return cls(host_url, timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
                    workers=load.workers, run_time=run_time, model=model, think_time_s=float(load.think_time),
                    clients=[(c.id, c.weight) for c in load.clients], owner=owner, protocol=load.protocol,
@@ -351,24 +354,68 @@ class LoadGenerator:
         with self._lock:
             start_wall = self.timeline.start_wall
             for line in self._tail.read():
-                try:
-                    row = json.loads(line)
-                    wall = float(row["t"])
-                    attrs = {"ok": bool(row["ok"]), "status": int(row["status"]), "latency_s": float(row["latency_s"]),
-                             "name": str(row["name"]), "error": row.get("error")}  # fmt: skip
-                    if row.get("client") is not None:
-                        attrs["client"] = str(row["client"])
-                    if row.get("version") is not None:  # the model version that answered (canary rollouts)
-                        attrs["version"] = str(row["version"])
-                    for key in ("ttft_s", "itl_s"):  # streamed answers (load.protocol openai, stream: true)
-                        if row.get(key) is not None:
-                            attrs[key] = float(row[key])
-                except (ValueError, KeyError, TypeError):
+                event = event_of_line(line, start_wall, self.source)
+                if event is None:
                     self.malformed += 1
                     continue
-                # Our own writer made these lines: construct without re-validation (~2k/s).
-                self.timeline.append(Event.model_construct(t=wall - start_wall, kind="request", source=self.source,
-                                                           attrs=attrs, wall=wall))  # fmt: skip
-                self.events += 1
-                self.failed_events += not attrs["ok"]
+                self.timeline.append(event)
+                count, ok = request_counts(event)
+                self.events += count
+                self.failed_events += count - ok
 
+
+def request_counts(event: Event) -> tuple[int, int]:
+    """``(requests, ok ones)`` an event of :func:`event_of_line` stands for."""
+    if event.kind == "requests":
+        return int(event.attrs["count"]), int(event.attrs["ok"])
+    return 1, int(event.attrs["ok"] is True)
+
+
+def _bucket_attrs(row: dict[str, Any], start_wall: float) -> dict[str, Any]:
+    count, ok, lost = (int(row[k]) for k in ("count", "ok", "lost"))
+    if not 0 <= ok <= count or not 0 <= lost <= count - ok:
+        raise ValueError("counts out of range")
+    attrs: dict[str, Any] = {"span_s": float(row["span_s"]), "name": str(row["name"]), "count": count, "ok": ok,
+                             "lost": lost, "statuses": {str(k): int(v) for k, v in dict(row["statuses"]).items()}}
+    for key in ("client", "version", "replica", "latency", "ttft", "itl"):
+        if row.get(key) is not None:
+            attrs[key] = str(row[key])
+    if row.get("errors"):
+        attrs["errors"] = {str(k): int(v) for k, v in dict(row["errors"]).items()}
+    samples = []
+    for sample in row.get("samples") or ():
+        kept: dict[str, Any] = {"t": round(float(sample["t"]) - start_wall, 6), "ok": bool(sample["ok"]),
+                                "status": int(sample["status"]), "latency_s": float(sample["latency_s"])}
+        if sample.get("error") is not None:
+            kept["error"] = str(sample["error"])
+        for key in ("ttft_s", "itl_s"):
+            if sample.get(key) is not None:
+                kept[key] = float(sample[key])
+        samples.append(kept)
+    if samples:
+        attrs["samples"] = samples
+    return attrs
+
+
+def event_of_line(line: str | bytes, start_wall: float, source: str = "load") -> Event | None:
+    """One line of a faultdrill locustfile (a ``requests`` bucket, or one ``request`` as older generators and
+    tools write them) as a timeline event, its times made run-relative; None for anything else (Locust's
+    own logging on a pod's stdout, a torn line)."""
+    try:
+        row = json.loads(line)
+        wall = float(row["t"])
+        if "count" in row:
+            return Event.model_construct(t=wall - start_wall, kind="requests", source=source,
+                                         attrs=_bucket_attrs(row, start_wall), wall=wall)  # fmt: skip
+        attrs = {"ok": bool(row["ok"]), "status": int(row["status"]), "latency_s": float(row["latency_s"]),
+                 "name": str(row["name"]), "error": row.get("error")}  # fmt: skip
+        for key in ("client", "version"):  # load clients; the model version that answered (canary rollouts)
+            if row.get(key) is not None:
+                attrs[key] = str(row[key])
+        for key in ("ttft_s", "itl_s"):  # streamed answers (load.protocol openai, stream: true)
+            if row.get(key) is not None:
+                attrs[key] = float(row[key])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    # Our own writers made these lines: construct without re-validation (thousands a second).
+    return Event.model_construct(t=wall - start_wall, kind="request", source=source, attrs=attrs, wall=wall)

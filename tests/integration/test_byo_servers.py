@@ -223,9 +223,13 @@ def test_example_against_real_server(tmp_path: Path, case: Case) -> None:
 
 
 def _longest_stall(journal: dict) -> float:
-    """Seconds, during the first fault, without one request completing (request events are stamped at their start)."""
+    """Seconds, during the first fault, without one request completing (to within a bucket's 100 ms: a bucket is
+    stamped at its start, each ok latency it holds completes that long after)."""
+    from faultdrill.experiments.journal import Event, units
+
     fault = next(iter(journal["faults"].values()))
-    done = sorted(e["t"] + (e["attrs"].get("latency_s") or 0.0) for e in journal["events"] if e["kind"] == "request")
+    done = sorted(u.t + latency for u in units(Event.model_validate(e) for e in journal["events"])
+                  for latency, _ in u.latency)  # fmt: skip
     marks = [fault["start_s"], *(t for t in done if fault["start_s"] < t < fault["end_s"]), fault["end_s"]]
     return max(b - a for a, b in itertools.pairwise(marks))
 

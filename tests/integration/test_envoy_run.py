@@ -49,7 +49,7 @@ def test_a_run_through_envoy_keeps_its_expectations_and_leaves_nothing(tmp_path:
     [journal] = [j for j in (tmp_path / "runs").glob("*/journal.json") if not j.parent.is_symlink()]
     doc = json.loads(journal.read_text())
     assert any("Envoy out of process" in n for n in doc["environment"]["notes"])
-    requests = sum(1 for e in doc["events"] if e["kind"] == "request")
+    requests = sum(e["attrs"]["count"] for e in doc["events"] if e["kind"] == "requests")
     assert requests > 1000
     # Envoy's own counters on the timeline: what it answered matches, within what was in flight, what the load saw.
     completed = [e["attrs"]["value"] for e in doc["events"]

@@ -54,7 +54,7 @@ def test_plug_smoke_suite_runs_the_smoke_experiment_and_writes_junit(tmp_path, l
     journal = json.loads((run_dir / "journal.json").read_text())
     assert journal["outcome"] == "passed" and journal["exit_code"] == 0 and len(journal["verdicts"]) == 11
     kinds = {e["kind"] for e in journal["events"]}
-    assert {"request", "probe", "breaker", "process", "fault", "phase", "alert", "notification"} <= kinds
+    assert {"requests", "probe", "breaker", "process", "fault", "phase", "alert", "notification"} <= kinds
     assert set(journal["faults"]) == {"hog", "part", "cert", "oom", "outage", "bad"}
     assert all(f["state"] == "ended" for f in journal["faults"].values())
     assert journal["environment"]["emulated"] is True  # no GPU here, and the journal says so

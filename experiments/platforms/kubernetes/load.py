@@ -1,12 +1,12 @@
 """Load from the in-cluster Locust master and workers, with every request on the run's timeline.
 
 The manifests run ``locust-master`` (web API :8089, workers on :5557) and ``locust-worker``
-(each writes one JSON line per request to stdout: ``FAULTDRILL_LOAD_EVENTS=/dev/stdout``, the
-same line format as ``target_service/locustfile.py`` writes locally). :class:`KubeLoad`:
+(each writes its requests aggregated per 100 ms to stdout: ``FAULTDRILL_LOAD_EVENTS=/dev/stdout``, the
+same lines as ``target_service/locustfile.py`` writes locally). :class:`KubeLoad`:
 
 1. scales ``locust-worker`` to ``workers`` and waits for them to run;
 2. follows each worker pod's log through the API (``pods/log?follow=true``) and puts every
-   request line on the timeline as a ``request`` event (source ``load``) — lines that are not
+   line on the timeline as a ``requests`` event (source ``load``) — lines that are not
    request JSON (Locust's own logging) are skipped;
 3. starts the swarm through the API server's service proxy:
    ``POST /api/v1/namespaces/<ns>/services/locust-master:web/proxy/swarm`` (users, spawn rate,
@@ -20,13 +20,12 @@ Example::
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
 
 from faultdrill.experiments.journal.timeline import Event, Timeline
-from faultdrill.experiments.observe.load import LoadSummary
+from faultdrill.experiments.observe.load import LoadSummary, event_of_line, request_counts
 from faultdrill.faults.errors import FaultdrillError
 
 __all__ = ["KubeLoad", "request_event"]
@@ -35,15 +34,8 @@ _MASTER = "locust-master:web"
 
 
 def request_event(line: str | bytes, start_wall: float, source: str = "load") -> Event | None:
-    """One worker log line → a ``request`` event (None for anything that is not a request line)."""
-    try:
-        row = json.loads(line)
-        wall = float(row["t"])
-        attrs = {"ok": bool(row["ok"]), "status": int(row["status"]), "latency_s": float(row["latency_s"]),
-                 "name": str(row["name"]), "error": row.get("error")}  # fmt: skip
-    except (ValueError, KeyError, TypeError):
-        return None
-    return Event(t=wall - start_wall, kind="request", source=source, attrs=attrs, wall=wall)
+    """One worker log line → a ``requests`` bucket (or a single ``request``); None for anything that is not one."""
+    return event_of_line(line, start_wall, source)
 
 
 class KubeLoad:
@@ -113,8 +105,9 @@ class KubeLoad:
                 if (event := request_event(line, self.timeline.start_wall)) is not None:
                     self.timeline.append(event)
                     with self._lock:
-                        self.events += 1
-                        self.failed_events += not event.attrs["ok"]
+                        count, ok = request_counts(event)
+                        self.events += count
+                        self.failed_events += count - ok
         resp.release_conn()
 
     def wait_first_request(self, timeout_s: float = 60.0) -> bool:

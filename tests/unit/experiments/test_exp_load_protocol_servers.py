@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from faultdrill.experiments.expect.stats import judge_slo
+from faultdrill.experiments.expect.stats import judge_slo, request_stats
 from faultdrill.experiments.host.process import ServiceProcess, free_port
 from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.observe.load import LoadGenerator, LoadSummary
@@ -148,23 +149,30 @@ def _run(url: str, workdir: Path, protocol: LoadProtocol, *, users: int = 2, run
         assert gen.wait(timeout_s=gen.run_time_s + 90), "locust did not finish within its bound"
     finally:
         summary = gen.stop()
-    events = tl.select("request", source="load")
+    events = tl.select("requests", source="load")
     # Locust exits 1 when any request failed (its --exit-code-on-error), 0 otherwise.
     expected_exit = (1,) if summary.failures else (0,)
     assert summary.exact and summary.exit_codes == expected_exit, (workdir / "locust.log").read_text()[-2000:]
-    assert summary.events == len(events) and 0.98 * summary.requests <= len(events) <= summary.requests
+    assert summary.events == request_stats(events).total == summary.requests  # every request counted once
     return summary, events
+
+
+def _samples(events: list[Event]) -> list[dict[str, Any]]:
+    """The requests the buckets kept raw (up to 3 failures per line, the first ok one of each second)."""
+    return [s for e in events for s in e.attrs.get("samples", [])]
 
 
 @pytest.mark.slow
 def test_locust_in_oip_v2_binary_against_the_target(target: str, tmp_path: Path) -> None:
     summary, events = _run(target, tmp_path, OipV2Protocol(kind="oip_v2", model="digits", binary=True))
     assert summary.requests > 100 and summary.failures == 0
-    names = [e.attrs["name"] for e in events]
+    names = Counter[str]()
+    for e in events:
+        names[e.attrs["name"]] += e.attrs["count"]
     assert set(names) == {"/v2/models/digits", "/v2/models/digits/infer"}
-    assert names.count("/v2/models/digits") == 1  # the metadata, once per Locust process, then only infers
-    assert all(e.attrs["ok"] and e.attrs["status"] == 200 and e.attrs["error"] is None for e in events)
-    assert "ttft_s" not in events[-1].attrs and 0 < events[0].t < events[-1].t
+    assert names["/v2/models/digits"] == 1  # the metadata, once per Locust process, then only infers
+    assert all(e.attrs["statuses"] == {"200": e.attrs["count"]} == {"200": e.attrs["ok"]} for e in events)
+    assert "ttft" not in events[-1].attrs and 0 < events[0].t < events[-1].t
     assert json.loads((tmp_path / "load-protocol.json").read_text())["protocol"]["binary"] is True
 
 
@@ -174,7 +182,7 @@ def test_locust_in_plain_http_with_a_404_success_rule(target: str, tmp_path: Pat
                                             "success": {"status": [404], "json_path": "$.error"}})  # fmt: skip
     summary, events = _run(target, tmp_path, protocol, users=1)
     assert summary.requests > 20 and summary.failures == 0
-    assert all(e.attrs["ok"] and e.attrs["status"] == 404 for e in events)
+    assert all(e.attrs["statuses"] == {"404": e.attrs["count"]} == {"404": e.attrs["ok"]} for e in events)
 
 
 @pytest.mark.slow
@@ -182,12 +190,16 @@ def test_locust_streams_from_litserve_with_ttft_and_itl(openai_server: str, tmp_
     protocol = OpenAIProtocol(kind="openai", model="tiny", prompt="hi", max_tokens=5, stream=True)
     summary, events = _run(openai_server, tmp_path, protocol)
     assert summary.requests >= 4 and summary.failures == 0
-    for e in events:
-        assert e.attrs["ok"] and e.attrs["name"] == "/v1/chat/completions"
+    stats = request_stats(events)
+    assert stats.ttfts.count == stats.itls.count == stats.total
+    assert {e.attrs["name"] for e in events} == {"/v1/chat/completions"}
+    assert _samples(events)  # the first ok request of each second, kept raw
+    for s in _samples(events):
         # One token every 30 ms: the first after ~30 ms (+ queueing), then ~30 ms apart; the latency is the
         # whole stream's (5 tokens), never just the time to the headers.
-        assert 0.025 <= e.attrs["ttft_s"] < e.attrs["latency_s"] and 0.025 <= e.attrs["itl_s"] <= 0.09, e.attrs
-        assert e.attrs["latency_s"] >= e.attrs["ttft_s"] + 4 * 0.025
+        assert s["ok"] and 0.025 <= s["ttft_s"] < s["latency_s"] and 0.025 <= s["itl_s"] <= 0.09, s
+        assert s["latency_s"] >= s["ttft_s"] + 4 * 0.025
+    assert (stats.ttfts.quantile(0.0) or 0) >= 0.025 and (stats.itls.quantile(1.0) or 1) <= 0.09 * 1.01
     span = (0.0, events[-1].t)
     assert judge_slo("latency_itl_p95", events, "in the run", span, at_least=None, at_most=0.1).passed
     assert not judge_slo("latency_ttft_p95", events, "in the run", span, at_least=None, at_most=0.01).passed
@@ -198,7 +210,9 @@ def test_locust_counts_an_error_mid_stream_as_a_wrong_answer(openai_server: str,
     protocol = OpenAIProtocol(kind="openai", model="tiny", prompt="please fail", max_tokens=5, stream=True)
     summary, events = _run(openai_server, tmp_path, protocol, users=1)
     assert summary.requests > 0 and summary.failures == summary.requests
-    for e in events:  # HTTP 200, two tokens, then litserve's error event: a failed request with the reason
+    failures = request_stats(events).failures
+    assert len(failures) == summary.requests  # a few a second: every one kept raw
+    for e in failures:  # HTTP 200, two tokens, then litserve's error event: a failed request with the reason
         assert not e.attrs["ok"] and e.attrs["status"] == 200 and e.attrs["ttft_s"] > 0
         assert e.attrs["error"].startswith("WrongAnswer: the stream carried an error: {\"error\"")
 
@@ -239,9 +253,11 @@ def test_locust_in_kserve_v1_judges_every_answer(serve_http: Callable[..., str],
     (tmp_path / "iris.json").write_text(json.dumps({"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}))
     protocol = KServeV1Protocol(kind="kserve_v1", model="iris", instances_file="iris.json")
     summary, events = _run(url, tmp_path / "load", protocol, users=1, base_dir=tmp_path)
-    errors = {e.attrs["error"] for e in events}
-    assert errors == {None, "WrongAnswer: predictions[0][0] is nan (not a finite number)",
+    errors = {k for e in events for k in e.attrs.get("errors", {})}
+    assert errors == {"WrongAnswer: predictions[0][0] is nan (not a finite number)",
                       "WrongAnswer: 1 predictions for 2 instances"}  # fmt: skip
-    assert all(e.attrs["status"] == 200 and e.attrs["ok"] is (e.attrs["error"] is None) for e in events)
-    assert summary.failures == sum(1 for e in events if not e.attrs["ok"]) and summary.requests >= 9
+    assert all(e.attrs["statuses"] == {"200": e.attrs["count"]} for e in events)
+    stats = request_stats(events)
+    assert summary.failures == stats.failed and summary.requests >= 9 and stats.ok
+    assert stats.failures and {e.attrs["error"] for e in stats.failures} <= errors
     assert {e.attrs["name"] for e in events} == {"/v1/models/iris:predict"}

@@ -21,6 +21,7 @@ from faultdrill.experiments.expect.stats import (
     request_stats,
 )
 from faultdrill.experiments.journal.timeline import Event, Timeline
+from faultdrill.experiments.journal.traffic import Dist
 
 
 def _timeline() -> Timeline:
@@ -67,7 +68,7 @@ def test_request_stats_counts_and_takes_latency_of_ok_requests_only():
     stats = request_stats(events)
     assert (stats.total, stats.ok, stats.failed, stats.lost) == (3, 1, 2, 1)
     assert stats.availability == pytest.approx(1 / 3) and stats.error_ratio == pytest.approx(2 / 3)
-    assert stats.latencies == (0.2,)
+    assert stats.latencies.pairs() == [(0.2, 1)]
     empty = request_stats([])
     assert empty.availability is None and empty.error_ratio is None and empty.latency(0.95) is None
 
@@ -97,11 +98,11 @@ def test_criteria_from_the_real_spec_model():
 
 def test_criteria_need_requests_availability_and_latency():
     c = SteadyCriteria(window_s=1.0, availability=0.9, latency_p95_s=0.1)
-    assert not c.met(0, 0, [])
-    assert c.met(10, 9, [0.01] * 9)
-    assert not c.met(10, 8, [0.01] * 8)
-    assert not c.met(10, 10, [0.2] * 10)
-    assert not c.met(10, 9, [])  # ok requests without latencies cannot prove the latency bound
+    assert not c.met(0, 0, Dist())
+    assert c.met(10, 9, Dist.of([(0.01, 9)]))
+    assert not c.met(10, 8, Dist.of([(0.01, 8)]))
+    assert not c.met(10, 10, Dist.of([(0.2, 10)]))
+    assert not c.met(10, 9, Dist())  # ok requests without latencies cannot prove the latency bound
 
 
 # -- recovery (MTTR) ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ def test_p95_of_ok_streamed_requests_only() -> None:
     _streamed(tl, 10, ttft=9.0, itl=5.0, ok=False, start=20.0)  # failed streams do not count, as for latency_p95
     tl.add("request", "load", t=30.0, ok=True, status=200, latency_s=0.01)  # not streamed: no ttft, not counted
     stats = request_stats(tl.select("request"))
-    assert len(stats.ttfts) == 100 and len(stats.itls) == 100 and len(stats.latencies) == 101
+    assert stats.ttfts.count == 100 and stats.itls.count == 100 and stats.latencies.count == 101
     found = judge_slo("latency_ttft_p95", tl.select("request"), "during the run", (0.0, 30.0), at_least=None,
                       at_most=0.2)  # fmt: skip
     assert found.passed and found.measured["latency_ttft_p95"] == pytest.approx(0.1 * 1.94)

@@ -21,9 +21,9 @@ from faultdrill.experiments.journal import (
     LoadRecord,
     ProbeAttrs,
     RequestAttrs,
-    RequestColumns,
     SteadyCriteria,
     VerdictRecord,
+    units,
 )
 from faultdrill.reports.jsonout import journal_schema, render_json
 
@@ -110,13 +110,16 @@ def test_steady_criteria_are_the_runs_read_back_from_the_spec_in_the_journal(jou
     assert journal_factory().model_copy(update={"spec": {}}).steady_criteria() == SteadyCriteria()
 
 
-def test_request_columns_read_requests_as_request_attrs_does(smoke_journal):
+def test_a_version_1_journal_reads_one_unit_per_request_as_request_attrs_does(smoke_journal):
+    """The fixture predates buckets (journal version 1): each ``request`` event is a unit of one."""
+    assert smoke_journal.version == 1
     requests = [e for e in smoke_journal.events if e.kind == "request"]
-    columns = RequestColumns.of(smoke_journal.events)
+    read = list(units(smoke_journal.events))
     typed = [RequestAttrs.of(e) for e in requests]
-    assert columns.t == [e.t for e in requests]
-    assert columns.ok == [r.ok for r in typed] and columns.latency_s == [r.latency_s for r in typed]
-    assert RequestColumns.of([Event(t=0.0, kind="request", source="load")]).ok == [RequestAttrs().ok]
+    assert [u.t for u in read] == [e.t for e in requests] and all(u.total == 1 for u in read)
+    assert [u.ok == 1 for u in read] == [r.ok for r in typed]
+    assert [u.latency[0][0] if u.latency else None for u in read] == [r.latency_s if r.ok else None for r in typed]
+    assert next(units([Event(t=0.0, kind="request", source="load")])).ok == int(RequestAttrs().ok)
 
 
 def test_a_wrong_value_is_one_line_naming_the_field(journal_factory):
