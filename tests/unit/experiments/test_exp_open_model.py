@@ -9,7 +9,6 @@ due during the stall waits and the p90 shows it. The open run sends what its rat
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -18,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from faultdrill.experiments.expect.stats import RequestStats, request_stats
 from faultdrill.experiments.journal.timeline import Timeline
-from faultdrill.experiments.observe.load import LoadGenerator
+from faultdrill.experiments.observe.load import LoadGenerator, LoadShape
+from faultdrill.experiments.spec.experiment import RateShare
 from faultdrill.experiments.spec.load import HttpProtocol
 from faultdrill.experiments.spec.loader import load_experiment_text
 from faultdrill.faults.errors import ConfigError
@@ -51,8 +52,8 @@ def _stalling(frozen: threading.Event) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _latencies(url: str, frozen: threading.Event, tmp_path: Path, rate: float | None) -> tuple[list[float], int]:
-    """(latencies of the answered requests, all requests) of one run with a stall (``frozen``) in its middle."""
+def _latencies(url: str, frozen: threading.Event, tmp_path: Path, rate: float | None) -> tuple[RequestStats, int]:
+    """(the requests' stats, how many) of one run with a stall (``frozen``) in its middle."""
     timeline = Timeline()
     gen = LoadGenerator(url, timeline, tmp_path, users=2, run_time=RUN_S, rate=rate,
                         protocol=HttpProtocol(kind="http", method="GET", path="/"))  # fmt: skip
@@ -67,12 +68,16 @@ def _latencies(url: str, frozen: threading.Event, tmp_path: Path, rate: float | 
     finally:
         frozen.clear()
         gen.stop()
-    requests = timeline.select("request")
-    return [float(e.attrs["latency_s"]) for e in requests if e.attrs.get("ok")], len(requests)
+    stats = request_stats(timeline.requests())
+    return stats, stats.total
 
 
-def _p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10)[-1]
+def _p90(stats: RequestStats) -> float:
+    return stats.latency(0.9) or 0.0
+
+
+def _max(stats: RequestStats) -> float:
+    return stats.latency(1.0) or 0.0
 
 
 def test_a_stall_shows_with_scheduled_arrivals_and_hides_with_closed_users(
@@ -82,9 +87,9 @@ def test_a_stall_shows_with_scheduled_arrivals_and_hides_with_closed_users(
     closed_url, open_url = serve_http(_stalling(frozen_closed)), serve_http(_stalling(frozen_open))
     closed, closed_n = _latencies(closed_url, frozen_closed, tmp_path / "closed", rate=None)
     opened, open_n = _latencies(open_url, frozen_open, tmp_path / "open", rate=40.0)
-    print(f"\nclosed: {closed_n} requests, p90 {_p90(closed) * 1000:.0f} ms, max {max(closed):.2f} s; "
-          f"open (40/s): {open_n} requests, p90 {_p90(opened) * 1000:.0f} ms, max {max(opened):.2f} s")
-    assert max(closed) >= 1.0  # the two users' stuck requests…
+    print(f"\nclosed: {closed_n} requests, p90 {_p90(closed) * 1000:.0f} ms, max {_max(closed):.2f} s; "
+          f"open (40/s): {open_n} requests, p90 {_p90(opened) * 1000:.0f} ms, max {_max(opened):.2f} s")
+    assert _max(closed) >= 1.0  # the two users' stuck requests…
     assert _p90(closed) < 0.2  # …are lost in the crowd: the tail says nothing
     assert _p90(opened) >= 0.3  # every arrival due in the stall waited, timed from when it was due
     assert 0.75 * 40 * (RUN_S - 2) <= open_n <= 1.25 * 40 * RUN_S  # the rate, whatever the answers did
@@ -98,3 +103,22 @@ def test_a_rate_is_steady_and_has_no_think_time() -> None:
                        ("load: {rate: 200, think_time: 1s}", "think_time"), ("load: {rate: 0}", "rate")):
         with pytest.raises(ConfigError, match=words):
             load_experiment_text(head + bad + "\n", file="x.yaml", registry=registry)
+
+
+def test_a_rate_may_be_a_share_of_the_probed_capacity() -> None:
+    registry = FaultRegistry.installed()
+    head = "apiVersion: faultdrill/v1\nkind: Experiment\nmetadata: {name: x}\n"
+    spec = load_experiment_text(head + "load: {rate: 70%, capacity_probe: {users: 16, for: 3s}}\n", file="x.yaml",
+                                registry=registry)  # fmt: skip
+    assert isinstance(spec.load.rate, RateShare) and spec.load.rate.percent == 70 and str(spec.load.rate) == "70%"
+    assert spec.load.capacity_probe.users == 16 and float(spec.load.capacity_probe.for_) == 3.0
+    assert float(load_experiment_text(head + "load: {rate: 50%}\n", file="x.yaml",
+                                      registry=registry).load.capacity_probe.for_) == 5.0  # fmt: skip
+    for bad in ("load: {rate: lots%}", "load: {rate: 0%}", "load: {rate: 250%}", "load: {rate: '70 %%'}"):
+        with pytest.raises(ConfigError) as err:
+            load_experiment_text(head + bad + "\n", file="x.yaml", registry=registry)
+        assert err.value.field is not None and "rate" in err.value.field and err.value.line == 4, bad
+    # unresolved, a share never reaches Locust as a number
+    with pytest.raises(ValueError, match="capacity probe resolves it"):
+        LoadGenerator.of_spec("http://127.0.0.1:1", Timeline(), Path("unused"), spec.load, shape=LoadShape(),
+                              run_time=1.0, model="digits")  # fmt: skip
