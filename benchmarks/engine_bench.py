@@ -4,7 +4,8 @@ Prints figures; asserts nothing. Three parts:
 
 * **smoke**: wall time and exit code of ``faultdrill run experiments/catalog/smoke.yaml
   --plain`` in a subprocess, start-up included (aim: <= 90 s on the 2-core CI machine);
-* **overhead**: throughput of the target through the local platform's service endpoint
+* **overhead**: throughput of the target through the local platform's service endpoint (the python one in
+  faultdrill's process, then Envoy out of process: ``--endpoints``)
   (``benchmarks.loadgen.run_load``, 16 connections, POST ``/v2/models/digits/infer``) with
   every observer on — the platform's probes, breaker poller and restart watcher, plus a
   :class:`~experiments.observe.scraper.MetricsScraper` — against all of them off (the platform's
@@ -31,7 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -98,9 +99,10 @@ def _wait_all_ready(platform: LocalPlatform, want: int, timeout_s: float = 30.0)
         time.sleep(0.02)
 
 
-def bench_overhead(workdir: Path, seconds: float, rounds: int) -> None:
-    print("== observer overhead (throughput through the service endpoint, 16 connections)")
-    with LocalPlatform(workdir, replicas=1, timeline=Timeline()) as platform:
+def bench_overhead(workdir: Path, seconds: float, rounds: int, endpoint: str = "python") -> None:
+    print(f"== observer overhead (throughput through the {endpoint} service endpoint, 16 connections)")
+    kind = cast(Literal["python", "envoy"], endpoint)
+    with LocalPlatform(workdir / endpoint, replicas=1, timeline=Timeline(), endpoint=kind) as platform:
         ctx = ObserverContext(platform.timeline, topology=platform.topology)
         _load(platform.service_url, 1.0)  # warm-up: JIT-free, but caches, allocator and connections settle
         on: list[float] = []
@@ -213,6 +215,7 @@ def main() -> None:
     parser.add_argument("--skip-resolution", action="store_true")
     parser.add_argument("--seconds", type=float, default=5.0, help="load duration of each overhead run")
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs of the overhead part")
+    parser.add_argument("--endpoints", default="python,envoy", help="service endpoints the overhead part measures")
     parser.add_argument("--transitions", type=int, default=5, help="rounds of the resolution part")
     parser.add_argument("--smoke-timeout", type=float, default=300.0)
     args = parser.parse_args()
@@ -220,7 +223,8 @@ def main() -> None:
         bench_smoke(args.smoke_timeout)
     with tempfile.TemporaryDirectory(prefix="fd-bench-engine-") as tmp:
         if not args.skip_overhead:
-            bench_overhead(Path(tmp) / "overhead", args.seconds, args.rounds)
+            for endpoint in args.endpoints.split(","):  # side by side: the proxy in this process, and out of it
+                bench_overhead(Path(tmp) / "overhead", args.seconds, args.rounds, endpoint)
         if not args.skip_resolution:
             bench_resolution(Path(tmp) / "resolution", args.transitions)
 

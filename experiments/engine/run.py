@@ -212,7 +212,8 @@ def run_plan(
                 journal.alerting = {"enabled": False}
             triggers = parts.runbook_triggers(path, runbooks, guided=guided)
             ctk = CtkSteps(spec, path, timeline, parts.run_dir)
-            parts.load_up(_total_time(spec))
+            if (said := parts.load_up(_total_time(spec))) is not None:
+                view.note(said)
             criteria = SteadyCriteria.of(spec.steady_state)
             steady_at = _wait_steady(timeline, criteria, stop, since=begin)
             if steady_at is None:

@@ -178,14 +178,18 @@ class RunParts:
                 raise PreflightError(problems, fault=f.id)
 
     # -- load ------------------------------------------------------------------------------
-    def load_up(self, total_s: float) -> None:
+    def load_up(self, total_s: float) -> str | None:
+        """Start the load (after the capacity probe, for ``load.rate: N%``); what to tell the user, if anything."""
         assert self.platform is not None
         spec = self.spec.load.model_copy(update={"protocol": self.spec.load_protocol()})  # a service's default too
+        said = None
         if isinstance(spec.rate, RateShare):
             capacity = self.probe_capacity(spec)
             rate = max(1.0, round(capacity * spec.rate.percent / 100.0, 1))
             self.timeline.add("metric", "run", name="load_rate_rps", value=rate, labels={"share": str(spec.rate)})
-            log.info("load: %s of %.0f req/s = %.0f req/s, open model", spec.rate, capacity, rate)
+            said = (f"capacity probe: {capacity:,.0f} req/s ok ({spec.capacity_probe.users} closed-loop users); "
+                    f"load at {spec.rate} = {rate:,.0f} req/s, open model")  # fmt: skip
+            log.info(said)
             spec = spec.model_copy(update={"rate": rate})
         run_time = float(spec.duration) if spec.duration else total_s
         self.load = self.platform.load_generator(spec, shape=_load_shape(self.spec), run_time_s=run_time,
@@ -194,6 +198,7 @@ class RunParts:
         self.load.start()
         if not self.load.wait_first_request(90):
             log.warning("%s sent no request within 90 s", self.load.label)
+        return said
 
     def probe_capacity(self, spec: LoadSpec) -> float:
         """Ok answers per second the service gives closed-loop users with no think time (``load.capacity_probe``),
@@ -226,8 +231,6 @@ class RunParts:
         self.timeline.add("metric", "run", name="load_capacity_rps", value=round(capacity, 1),
                           labels={"users": str(probe.users), "seconds": f"{span:.1f}",
                                   "p50_ms": f"{(stats.latency(0.5) or 0) * 1000:.1f}"})  # fmt: skip
-        log.info("capacity probe: %.0f req/s ok (%d closed-loop users, %.1f s, p50 %.1f ms)", capacity, probe.users,
-                 span, (stats.latency(0.5) or 0) * 1000)  # fmt: skip
         return capacity
 
     def load_summary(self) -> dict[str, Any]:

@@ -14,13 +14,17 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from faultdrill.experiments.engine.plan import build_plan
+from faultdrill.experiments.engine.runtime import RunParts
 from faultdrill.experiments.expect.stats import RequestStats, request_stats
 from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.observe.load import LoadGenerator, LoadShape
-from faultdrill.experiments.spec.experiment import RateShare
+from faultdrill.experiments.platforms.fake import FakeLoad, FakePlatform
+from faultdrill.experiments.spec.experiment import LoadSpec, RateShare
 from faultdrill.experiments.spec.load import HttpProtocol
 from faultdrill.experiments.spec.loader import load_experiment_text
 from faultdrill.faults.errors import ConfigError
@@ -122,3 +126,56 @@ def test_a_rate_may_be_a_share_of_the_probed_capacity() -> None:
     with pytest.raises(ValueError, match="capacity probe resolves it"):
         LoadGenerator.of_spec("http://127.0.0.1:1", Timeline(), Path("unused"), spec.load, shape=LoadShape(),
                               run_time=1.0, model="digits")  # fmt: skip
+
+
+def test_the_capacity_probe_sets_the_rate_from_what_the_service_answered(
+    tmp_path: Path, serve_http: Callable[[type[BaseHTTPRequestHandler]], str]
+) -> None:  # fmt: skip
+    """``rate: 50%``: real closed-loop Locust users against a server answering in 20 ms (one at a time: ~50/s at
+    most), off the run's timeline; the run's load is then asked for half of what was measured, and both are on the
+    timeline."""
+    url = serve_http(_stalling(threading.Event()))  # never frozen: 20 ms per answer
+
+    class Served(FakePlatform):
+        asked: LoadSpec | None = None
+
+        @property
+        def service_url(self) -> str:
+            return url
+
+        def load_generator(self, load: LoadSpec, **kwargs: Any) -> FakeLoad:
+            self.asked = load
+            return super().load_generator(load, **kwargs)
+
+    text = ("apiVersion: faultdrill/v1\nkind: Experiment\nmetadata: {name: probe}\n"
+            "load: {rate: 50%, users: 2, capacity_probe: {users: 4, for: 3s}, "
+            "protocol: {kind: http, method: GET, path: /}}\n")  # fmt: skip
+    spec = load_experiment_text(text, file="probe.yaml")
+    timeline = Timeline()
+    parts = RunParts(build_plan(spec, FaultRegistry.installed(), source="probe.yaml"), timeline, tmp_path,
+                     run_dir=tmp_path / "run")  # fmt: skip
+    parts.platform = platform = Served()
+    platform.up()
+    said = parts.load_up(total_s=5.0)
+    parts.close()
+    [capacity] = [e.attrs for e in timeline.select("metric") if e.attrs["name"] == "load_capacity_rps"]
+    [rate] = [e.attrs for e in timeline.select("metric") if e.attrs["name"] == "load_rate_rps"]
+    # the server takes ~20 ms per answer, and ThreadingHTTPServer runs several at once: tens per second
+    assert 20 <= capacity["value"] <= 1000 and capacity["labels"]["users"] == "4"
+    assert rate["value"] == pytest.approx(capacity["value"] / 2, abs=0.1) and rate["labels"]["share"] == "50%"
+    assert platform.asked is not None and platform.asked.rate == rate["value"]
+    assert said is not None and said.startswith("capacity probe: ") and "load at 50% = " in said
+    assert not timeline.requests()  # the probe's requests stay off the run's timeline
+
+
+def test_a_probe_without_an_ok_answer_stops_the_run_with_a_located_error(tmp_path: Path) -> None:
+    text = ("apiVersion: faultdrill/v1\nkind: Experiment\nmetadata: {name: probe}\n"
+            "load: {rate: 50%, capacity_probe: {users: 2, for: 2s}, protocol: {kind: http, method: GET, path: /}}\n")
+    parts = RunParts(build_plan(load_experiment_text(text, file="p.yaml"), FaultRegistry.installed(), source="p.yaml"),
+                     Timeline(), tmp_path, run_dir=tmp_path / "run")  # fmt: skip
+    parts.platform = FakePlatform()  # its service URL refuses every connection
+    parts.platform.up()
+    with pytest.raises(ConfigError, match="capacity probe got no ok answer") as err:
+        parts.load_up(total_s=5.0)
+    assert err.value.field == "load.rate"
+    parts.close()
