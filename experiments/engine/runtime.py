@@ -202,14 +202,14 @@ class RunParts:
 
     def probe_capacity(self, spec: LoadSpec) -> float:
         """Ok answers per second the service gives closed-loop users with no think time (``load.capacity_probe``),
-        measured through the same endpoint and protocol as the run's load, after the first second; recorded on the
-        timeline (``load_capacity_rps``). The generator's own limit on this machine is part of the figure."""
+        measured through the same endpoint, protocol and clients as the run's load, after the first second;
+        recorded on the timeline (``load_capacity_rps``). The generator's own limit here is part of the figure."""
         assert self.platform is not None
         probe = spec.capacity_probe
         system = getattr(self.platform, "system", None)
         spec_dir = getattr(system, "spec_dir", None)
         closed = spec.model_copy(update={"rate": None, "users": probe.users, "spawn_rate": float(probe.users),
-                                         "think_time": Duration(0.0), "clients": []})  # fmt: skip
+                                         "think_time": Duration(0.0)})  # the load's clients too: their limits apply
         seen = Timeline()  # the probe's requests stay off the run's timeline: no window judges them
         gen = LoadGenerator.of_spec(self.platform.service_url, seen, self.run_dir / "capacity", closed,
                                     shape=LoadShape(), run_time=float(probe.for_), model=self.spec.target.model,

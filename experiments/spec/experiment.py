@@ -330,7 +330,7 @@ class LoadSpec(_Model):
     @classmethod
     def _share(cls, value: Any) -> Any:
         expected = f"expected requests per second (0 < rate <= 100000) or a share of capacity (70%), got {value!r}"
-        if isinstance(value, bool) or isinstance(value, list | dict):
+        if isinstance(value, bool | list | dict):
             raise ValueError(expected)
         if isinstance(value, str):
             text = value.strip()
