@@ -5,11 +5,11 @@ The run records ``runbook`` events: ``launched`` (attrs ``fault``, ``trigger``) 
 runbook attached to a fault, then one per step state (``started``, ``done``, ``failed``,
 ``skipped``, ``halted``; attrs ``step``, ``title``, ``check``, ``note``), source = the runbook's
 file stem. The runbook restores steady state when steady state is regained within ``T`` of its
-launch *and* before the fault ended: a recovery that only came with the fault's own rollback is
-the rollback's, not the runbook's. When steady state never broke (other replicas absorbed the
-fault), the runbook must have completed every step — its checks are then the proof — before the
-fault ended. A failure names the step: the one whose check failed, or the last one done when
-recovery did not follow.
+launch *and* before the fault ended — one whole steady window inside the fault: a recovery that only
+came with the fault's own rollback is the rollback's, not the runbook's. When steady state never broke
+(other replicas absorbed the fault), the runbook must have completed every step — its checks are then
+the proof — before the fault ended. A failure names the step: the one whose check failed, or the last
+one done when recovery did not follow.
 
 Example::
 
@@ -73,7 +73,11 @@ def judge_restores(x: RunbookRestores, tl: Timeline, steady: SteadyCriteria) -> 
     fault_end = ends[0].t if ends else tl.end
     steps = [e for e in tl.select("runbook", source=run.source, start=t0) if e.get("status") in _END_STATES]
     failed = next((e for e in steps if e.get("status") in ("failed", "halted")), None)
-    at = regained_at(tl.requests(), t0, steady, horizon=tl.end)
+    # Credit only for a steady window wholly inside the fault: at hundreds of requests a second a window that
+    # straddles the rollback holds its burst of failures under 1 % and would "regain" before the fault ended.
+    credited = regained_at(tl.requests(), t0, steady, horizon=fault_end)
+    at = credited if credited is not None else regained_at(tl.requests(), t0, steady, horizon=tl.end)
+    after_fault = at is not None and credited is None
     measured: dict[str, float | int | None] = {"seconds": None if at is None else round(at - t0, 6),
                                                "steps_done": sum(e.get("status") == "done" for e in steps)}
     who = f"{run.source} (launched on {run.get('trigger')} at t={t0:.1f} s)"
@@ -97,19 +101,19 @@ def judge_restores(x: RunbookRestores, tl: Timeline, steady: SteadyCriteria) -> 
     # that fixed it; when none was in progress, recovery followed the last step. When the fault's own
     # rollback restored it, the step in progress when the fault ended is the one that did not fix it
     # (its check passed only thanks to the rollback; the next step may finish after ``at`` too).
-    pivot = fault_end if at is not None and at > fault_end else at
+    pivot = fault_end if after_fault else at
     during = next((e for e in steps if pivot is not None and e.t >= pivot), None)
     last = during or (steps[-1] if steps else None)
-    if during is not None and at is not None and at <= fault_end and at - t0 <= within:
+    if during is not None and at is not None and not after_fault and at - t0 <= within:
         after = f"during {_step(during)} (done at t={during.t:.1f} s)"
     else:
         after = f"after {_step(last)} (done at t={last.t:.1f} s)" if last is not None else "before any step finished"
-    if at is None or at > fault_end or at - t0 > within:
+    if at is None or after_fault or at - t0 > within:
         if at is None:
             seen = f"steady state had not returned by the end of the run (t={tl.end:.1f} s)"
-        elif at > fault_end:
-            seen = (f"steady state returned only at t={at:.1f} s, after {fault} ended at t={fault_end:.1f} s: the "
-                    f"fault's rollback restored it, not the runbook")  # fmt: skip
+        elif after_fault:
+            seen = (f"steady state returned only in a window from t={at:.1f} s that reaches past the end of {fault} "
+                    f"(t={fault_end:.1f} s): the fault's rollback restored it, not the runbook")  # fmt: skip
         else:
             seen = f"steady state returned {at - t0:.1f} s after the runbook started (limit {within:g} s)"
         return Finding(False, f"{who}: recovery did not happen {after}; {seen}", measured,

@@ -73,7 +73,7 @@ LONG = {
         "tests/integration/test_catalog.py::test_catalog_experiment[cache_outage-None-None] (make test-catalog)",
     "faultdrill run experiments/catalog/noisy_neighbour.yaml --misconfig no_rate_limit":
         "tests/integration/test_catalog.py::test_catalog_experiment[noisy_neighbour-no_rate_limit-latency p95 at most "
-        "500 ms during flood (clients tenant-a, tenant-b)] (make test-catalog)",
+        "100 ms during flood (clients tenant-a, tenant-b)] (make test-catalog)",
     "faultdrill gameday run gamedays/plans/canary.yaml":
         "tests/integration/test_gd_canary_gameday.py::test_canary_gameday[None-None] (make test-catalog)",
 }

@@ -42,7 +42,7 @@ def test_ctk_smoke_schedule_becomes_injects_rollbacks_and_pauses():
     names = [n for n, _ in steps]
     assert names.index("rollback-hog") > names.index("inject-hog")
     assert names.index("inject-bad") < names.index("rollback-bad")
-    assert doc["method"][-1]["pauses"]["after"] == 20.0  # recovers within 20 s → the after-hypothesis waits
+    assert doc["method"][-1]["pauses"]["after"] == 10.0  # recovers within 10 s → the after-hypothesis waits
     assert [r["name"] for r in doc["rollbacks"]] == [f"rollback-{f.id}" for f in spec.faults]
     inject = next(a for a in doc["method"] if a["name"] == "inject-oom")["provider"]
     assert inject == {"type": "python", "module": "faultdrill.faults.chaostoolkit", "func": "inject_oom_kill",

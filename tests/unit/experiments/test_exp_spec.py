@@ -151,8 +151,13 @@ def test_json_schema_is_valid_json_and_accepts_moment_strings() -> None:
 
 
 def test_http_fault_needs_the_envoy_endpoint() -> None:
-    """Envoy's fault filter is what ``http_fault`` drives: without ``target.endpoint: envoy`` it is refused, located."""
+    """Envoy's fault filter is what ``http_fault`` drives: with the python endpoint (asked for, or kept by ``auto``
+    for a canary) it is refused, located; ``auto`` and ``envoy`` take it (``auto`` without Envoy installed is refused
+    at preflight: no admin socket)."""
     fault = {"id": "f", "type": "http_fault", "at": "1s", "params": {"mode": "abort"}}
-    problems = _exp(faults=[fault]).reference_problems({"http_fault": ("service",)})
-    assert [(".".join(map(str, p.path)), p.expected) for p in problems] == [("faults.0.type", "target.endpoint: envoy")]
-    assert _exp(target={"endpoint": "envoy"}, faults=[fault]).reference_problems({"http_fault": ("service",)}) == []
+    for target in ({"endpoint": "python"}, {"canary": {"version": "2"}}):
+        problems = _exp(target=target, faults=[fault]).reference_problems({"http_fault": ("service",)})
+        assert [(".".join(map(str, p.path)), p.expected) for p in problems] == [("faults.0.type",
+                                                                                  "target.endpoint: envoy")], target
+    for target in ({}, {"endpoint": "envoy"}):
+        assert _exp(target=target, faults=[fault]).reference_problems({"http_fault": ("service",)}) == []
