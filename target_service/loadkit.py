@@ -228,6 +228,7 @@ class EventWriter:
     def __init__(self, path: str) -> None:
         self._file: IO[str] | None = open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
         self._buckets: dict[tuple[int, str, str | None, str | None, str | None], _Bucket] = {}
+        self._sampled: dict[tuple[str, str | None, str | None, str | None], int] = {}  # key → second last sampled
         self._flusher = gevent.spawn(self._flush_loop)
         atexit.register(self.close)  # also on paths where Locust's quit event never fires
 
@@ -261,7 +262,9 @@ class EventWriter:
             for field in STREAM_TIMINGS:
                 if field in sample:
                     bucket.record(field.removesuffix("_s"), sample[field])
-            if key[0] % 10 == 0 and not any(s["ok"] for s in bucket.samples):  # the first ok one of each second
+            second = math.floor(sent)
+            if self._sampled.get(key[1:]) != second:  # the first ok request of each second (per key), kept raw
+                self._sampled[key[1:]] = second
                 bucket.samples.append(sample)
             return
         error = sample["error"] = f"{type(exception).__name__}: {exception}"[:_ERROR_CHARS]
