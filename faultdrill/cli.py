@@ -24,6 +24,7 @@ from faultdrill.history_cli import history_app
 from faultdrill.report_cli import report_command
 from faultdrill.run_cli import run_command
 from faultdrill.runbook_cli import runbook_app
+from faultdrill.score_cli import score_command
 from faultdrill.spec_cli import schema_command, validate_command
 
 __all__ = ["app", "main"]
@@ -49,6 +50,7 @@ app.command("validate")(validate_command)
 app.command("schema")(schema_command)
 app.command("run")(run_command)
 app.command("report")(report_command)
+app.command("score")(score_command)
 
 
 def _fail_input(message: str) -> None:

@@ -256,6 +256,12 @@ class Fault(ABC):
     writes_models: ClassVar[bool] = False
     """It changes the bundled target's model registry (corrupts an artifact, publishes a version): a run with it gets
     a private registry in its folder; others share one read-only cache (``experiments.spec.system``)."""
+    undo_actions: ClassVar[tuple[str, ...]] = ()
+    """Runbook actions (``faultdrill.gamedays.actions``: ``release-device-memory``, …) that are this fault's own undo —
+    the same admin call as its rollback — in every mode. A runbook that runs one rolls the fault back instead of
+    repairing the service: ``{runbook: F, restores: steady_state}`` gives it no credit."""
+    undo_actions_by_mode: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """What a mode adds to ``undo_actions`` (``{"in_process": ("release-device-memory",)}``)."""
     undo_note: str = ""
     """What the last ``rollback`` did, when it has more to say than "ok" (``faultdrill rollback --pending``)."""
     kubernetes: ClassVar[type[PlatformAction] | None] = None
@@ -265,6 +271,10 @@ class Fault(ABC):
     def writes_models_for(self, config: Any) -> bool:
         """Whether this configuration changes the model registry (``writes_models``; a fault may say per mode)."""
         return self.writes_models
+
+    def undo_actions_of(self, config: Any) -> tuple[str, ...]:
+        """The runbook actions that are ``config``'s own undo (``undo_actions`` and its mode's)."""
+        return (*self.undo_actions, *self.undo_actions_by_mode.get(self.mode_of(config), ()))
 
     def target_needs_for(self, mode: str) -> frozenset[str]:
         """What the target must offer for ``mode`` (see ``target_needs``)."""

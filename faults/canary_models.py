@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -68,7 +69,10 @@ def publish_bad_version(registry: Path, model_name: str, from_version: str, vers
     loaded = reg.load(model_name, from_version, torch.device("cpu"))
     bad, arch = build_bad_model(loaded.model, loaded.manifest.arch, kind, width=width, logit_scale=logit_scale)
     metrics = {**loaded.manifest.metrics, "bad_canary": 1.0}
-    return reg.publish(model_name, bad, arch, metrics, version=version).sha256
+    # A bad build of the same model answers to the same known answers (and fails them: target_service/answers.py).
+    known = reg.known_answers(model_name, from_version)
+    answers = json.loads(known.read_text()) if known is not None else None
+    return reg.publish(model_name, bad, arch, metrics, version=version, known_answers=answers).sha256
 
 
 def measure_replica(url: str | None, model: str, requests: int = 20, timeout_s: float = 5.0) -> dict[str, Any]:

@@ -193,6 +193,10 @@ class RemoteSupervisor:
     def restart(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
         self._call("restart", name=name, env=env, wait=wait)
 
+    def set_env(self, name: str, env: Mapping[str, str | None]) -> dict[str, str | None]:
+        result = self._call("set_env", name=name, env=dict(env))
+        return {str(k): None if v is None else str(v) for k, v in (result or {}).items()}
+
     def handle(self, name: str) -> ServiceHandle:
         return ServiceHandle.model_validate(self._call("handle", name=name))
 

@@ -72,6 +72,8 @@ class GpuMemoryExhaustionFault(Fault):
     verifies: ClassVar[str] = "held/free device memory (admin state or hog), 507s from the target"
     example: ClassVar[dict[str, Any]] = {"target": "replica-0", "mode": "in_process", "leave_free_mib": 0}
     kubernetes = GpuAction  # on a Kubernetes target: faults/kube/pods.py (the API)
+    # The admin release is this fault's rollback: a runbook that calls it undoes the fault, it does not repair.
+    undo_actions_by_mode: ClassVar[Mapping[str, tuple[str, ...]]] = {"in_process": ("release-device-memory",)}
 
     @staticmethod
     def _amount(config: Config) -> dict[str, float]:

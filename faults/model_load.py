@@ -1,8 +1,14 @@
 """``ModelLoadFailureFault``: a replica restarts and cannot load its model.
 
 ``corrupt`` flips bytes in ``<registry>/<name>/<version>/model.pt`` (the manifest's sha256
-check is what then fails), ``missing`` takes the artifact away, ``bad_version`` restarts the
-replica asking for a version that does not exist.
+check is what then fails), ``missing`` takes the artifact away, ``bad_version`` changes the
+replica's *spec* to a version that does not exist and restarts it — ``Supervisor.set_env``, the
+environment every later start uses (the platform's crash-loop restarts and a plain ``restart``
+too), as ``kubectl set env``/``set image`` changes a Deployment: restarting the replica does not
+undo it, rolling the version back does (the ``rollback-model`` runbook action). Rollback puts the
+recorded previous spec back and restarts the replica unless it already serves its original
+version. The spec lives in the platform's process: after a crash (``faultdrill rollback
+--pending``, no supervisor) it died with the run, with the replicas, so there is nothing to restore.
 
 A described service (``target.service.model``) is any server with a model file: the artifact is
 its declared ``model.artifact``, else the largest file under ``<repository>/<name>/``; ``corrupt``
@@ -40,7 +46,7 @@ from pydantic import Field
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError, PreflightError, RollbackError
 from faultdrill.faults.files import backup_file, restore_file, sha256_file, write_atomic
-from faultdrill.faults.kube.pods import ModelVersionAction
+from faultdrill.faults.kube.pods import VERSION_ENV, ModelVersionAction
 from faultdrill.faults.topology import ServiceHandle, Supervisor
 
 __all__ = ["ModelLoadFailureFault"]
@@ -105,8 +111,10 @@ class ModelLoadFailureFault(Fault):
         h = ctx.topology.get(config.target, role="replica")
         restart = f"restart {h.name} (pid {h.pid})" if ctx.supervisor else f"(no supervisor: {h.name} not restarted)"
         if config.mode == "bad_version":
-            return [f"{restart} with FAULTDRILL_MODEL_VERSION={config.bad_version}",
-                    f"rollback: restart {h.name} with its own version"]  # fmt: skip
+            return [f"set {h.name}'s spec: {VERSION_ENV}={config.bad_version} (every later start uses it, a plain "
+                    f"restart too)", restart,
+                    f"rollback: put {h.name}'s previous spec back, restart it on its own version "
+                    f"({h.model_version}) unless it already serves it"]  # fmt: skip
         artifact = _artifact(h)
         change = f"flip {config.flip_bytes} bytes in" if config.mode == "corrupt" else "remove"
         return [f"back up {artifact} to {ctx.state_dir}/backups/<injection-id>/", f"{change} {artifact}", restart,
@@ -120,10 +128,9 @@ class ModelLoadFailureFault(Fault):
         undo: dict[str, Any] = {"service": h.name, "url": h.url, "log_file": log_file, "log_offset": _size(log_file),
                                 "restarted": ctx.supervisor is not None, "wait_s": config.wait_s,
                                 "described": h.model_version is None}  # fmt: skip
-        env: dict[str, str] | None = None
         if config.mode == "bad_version":
-            env = {"FAULTDRILL_MODEL_VERSION": config.bad_version}
             undo["version_dir"] = str(Path(h.model_registry or "", h.model_name or "", config.bad_version))
+            undo["original_version"] = h.model_version
             injection = self.new_injection(config, ctx, mode=config.mode, target=h.name, undo=undo)
         else:
             artifact = _artifact(h)
@@ -137,14 +144,29 @@ class ModelLoadFailureFault(Fault):
             injection = injection.model_copy(update={"undo": undo})
 
         def apply() -> None:
+            nonlocal injection
+            sup = ctx.supervisor
+            if config.mode == "bad_version":
+                assert sup is not None  # preflight: no_supervisor
+                previous = sup.set_env(h.name, {VERSION_ENV: config.bad_version})
+                # What undoes the spec change, recorded before anything else can happen (the restart below).
+                injection = injection.model_copy(update={"undo": {**injection.undo, "spec_previous": previous}})
+                ctx.ledger.write(injection)
+                try:
+                    _restart(sup, h.name, None, wait=False)  # it must fail its start-up, and every later one
+                except Exception:
+                    sup.set_env(h.name, previous)  # the record above is not the one apply_recorded rolls back
+                    raise
+                return
             if config.mode == "corrupt":
                 write_atomic(artifact, _flipped(artifact.read_bytes(), config.flip_bytes), undo["file_mode"])
             elif config.mode == "missing":
                 artifact.unlink()  # "moved aside": the fsynced copy is already in the backup dir
-            if ctx.supervisor is not None:
-                _restart(ctx.supervisor, h.name, env, wait=False)  # it must fail its start-up
+            if sup is not None:
+                _restart(sup, h.name, None, wait=False)  # it must fail its start-up
 
-        return self.apply_recorded(injection, ctx, apply)
+        self.apply_recorded(injection, ctx, apply)
+        return injection
 
     def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         u = injection.undo
@@ -153,10 +175,15 @@ class ModelLoadFailureFault(Fault):
         sup = ctx.supervisor
         # Without a supervisor (crash) the failed replica has exited on its own: there is
         # nothing to stop, and the next start (platform restart policy, next run) loads the
-        # restored artifact. With one, restart unless it is already serving.
+        # restored artifact; a changed spec died with the platform that held it. With one, the
+        # spec goes back to what it was (whatever a runbook set since), then the replica restarts
+        # unless it is already serving its original version.
+        if sup is not None and "spec_previous" in u:
+            sup.set_env(u["service"], u["spec_previous"])
         if sup is not None and u.get("restarted"):
             url = _ready_url(sup.handle(u["service"]))
-            if not _ready(url):
+            running = sup.handle(u["service"]).model_version
+            if not _ready(url) or ("original_version" in u and running != u["original_version"]):
                 # A described server's start may take seconds (it loads its model): not waited for by the start,
                 # by its readiness probe below.
                 _restart(sup, u["service"], None, wait=not u.get("described"))
@@ -191,6 +218,8 @@ class ModelLoadFailureFault(Fault):
             log_tail = _tail(u.get("log_file"), int(u.get("log_offset", 0)))
             details.update(exit_code=exit_code, ever_ready=ever_ready,
                            load_failed_logged="model load failed" in log_tail)  # fmt: skip
+            if injection.mode == "bad_version":
+                details["running_version"] = sup.handle(u["service"]).model_version
             if injection.mode == "corrupt":
                 details["checksum_failure_logged"] = "checksum mismatch" in log_tail
             effective = effective and exit_code == 1 and not ever_ready

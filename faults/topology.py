@@ -7,7 +7,8 @@ record built from it can be undone later by a process that knows nothing of the 
 token is a *file* path (mode 0600), read when needed.
 
 A :class:`Supervisor` is the optional capability of a live platform to stop, hold down and
-restart its services (a fault that kills the feature store "and keeps it down" needs it).
+restart its services (a fault that kills the feature store "and keeps it down" needs it), and to
+change a service's spec (``set_env``: what every later start uses, like a Deployment's template).
 
 Example::
 
@@ -19,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -26,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from faultdrill.faults.errors import ConfigError
 
-__all__ = ["KubeRef", "Role", "ServiceHandle", "Supervisor", "Topology"]
+__all__ = ["KubeRef", "Role", "ServiceHandle", "Supervisor", "Topology", "merge_env"]
 
 Role = Literal["replica", "feature_store", "proxy", "hog", "other", "cache", "dependency"]
 """``dependency``: a service of the user's that theirs calls (reached through a fault proxy, never started here)."""
@@ -150,6 +152,14 @@ class Supervisor(Protocol):
         """Stop then start ``name`` (``wait=False`` for a start that is expected to fail)."""
         ...
 
+    def set_env(self, name: str, env: Mapping[str, str | None]) -> dict[str, str | None]:
+        """Change ``name``'s *spec*: the environment every later start of it uses — the platform's own restarts
+        (crash-loop back-off), plain ``restart``/``start`` calls included — as a Deployment's pod template does
+        (``kubectl set env``); a None value removes the variable. Nothing is restarted. Returns what each changed
+        variable was before (None: not set), which undoes the change when given back. ``env`` of ``start`` and
+        ``restart`` is per start, layered on top of the spec."""
+        ...
+
     def handle(self, name: str) -> ServiceHandle:
         """The current handle of ``name`` (its pid changes on restart)."""
         ...
@@ -161,3 +171,15 @@ class Supervisor(Protocol):
     def exit_status(self, name: str) -> int | None:
         """The last exit status of ``name`` (negative: killed by that signal)."""
         ...
+
+
+def merge_env(spec: dict[str, str], env: Mapping[str, str | None]) -> dict[str, str | None]:
+    """``Supervisor.set_env`` on a plain mapping: ``env`` merged into ``spec`` in place (None removes a variable);
+    returns each given variable's previous value (None: not set), which undoes the change when merged back."""
+    previous = {key: spec.get(key) for key in env}
+    for key, value in env.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = str(value)
+    return previous

@@ -5,7 +5,7 @@ action                              what it does                                
 ==================================  ============================================================  ==========
 ``restart <service>``               stop, then start it again and wait until it answers           platform
 ``kill <service> [SIGNAL]``         send SIGKILL (or SIGNAL); the platform's restart policy runs  platform
-``rollback-model <replica>``        restart it on the previous good version of its model          platform
+``rollback-model <replica>``        set its spec to the previous good model version, restart it   platform
 ``wait <duration>``                 do nothing for a while (``30s``, ``2m``; stoppable)           —
 ``release-device-memory <replica>`` ``POST /admin/device-memory/release`` on its admin API        topology
 ``renew-certificate <service>``     re-issue its certificate from the project's CA, in place      topology
@@ -21,7 +21,8 @@ is the optional :class:`Scalable` capability (the local platform does not have i
 "Previous good version": the registry's versions whose ``model.pt`` matches the sha256 of
 their manifest; the highest one below the version the replica is configured with, or that
 version itself when it is good and nothing is below it (it undoes a restart on a version
-that does not exist). The replica is restarted with ``FAULTDRILL_MODEL_VERSION`` set.
+that does not exist). It is written to the replica's spec (``Supervisor.set_env``, ``FAULTDRILL_MODEL_VERSION``:
+what every later start uses, as ``kubectl rollout undo`` changes a Deployment) and the replica is restarted on it.
 
 :class:`RecordingSupervisor` is the shipped test double: a Supervisor over a fixed topology
 that records every call.
@@ -53,7 +54,7 @@ from urllib.parse import urlsplit
 
 from faultdrill.experiments.timespec import parse_duration
 from faultdrill.faults.errors import FaultdrillError
-from faultdrill.faults.topology import ServiceHandle, Supervisor, Topology
+from faultdrill.faults.topology import ServiceHandle, Supervisor, Topology, merge_env
 
 __all__ = [
     "ACTIONS",
@@ -239,6 +240,9 @@ def _handle(ctx: ActionContext, name: str) -> ServiceHandle:
     return ctx.topology().get(name)
 
 
+_VERSION_ENV = "FAULTDRILL_MODEL_VERSION"
+
+
 def _version_key(version: str) -> tuple[int, int, str]:
     return (1, int(version), "") if version.isdigit() else (0, 0, version)
 
@@ -267,8 +271,11 @@ def _rollback_model(sup: Supervisor, h: ServiceHandle) -> str:
     else:
         raise ActionError(f"no good version of model '{h.model_name}' to roll back to (versions: "
                           f"{', '.join(versions) or 'none'}; good: {', '.join(good) or 'none'}; configured: {current})")
-    sup.restart(h.name, env={"FAULTDRILL_MODEL_VERSION": chosen}, wait=True)
-    return f"restarted {h.name} on {h.model_name} version {chosen} (configured: {current})"
+    # The spec first (``kubectl rollout undo``): every later start of the replica — the platform's own restarts
+    # included — loads the good version, not only this one.
+    sup.set_env(h.name, {_VERSION_ENV: chosen})
+    sup.restart(h.name, env={_VERSION_ENV: chosen}, wait=True)
+    return f"set {h.name}'s spec to {h.model_name} version {chosen} and restarted it on it (was: {current})"
 
 
 def _canary(h: ServiceHandle, *, rollback: bool) -> str:
@@ -341,6 +348,8 @@ class RecordingSupervisor:
         self.fail = dict(fail or {})
         self.exit_statuses = dict(exit_statuses or {})
         self.calls: list[tuple[object, ...]] = []
+        self.spec_env: dict[str, dict[str, str]] = {}
+        """Each service's spec as ``set_env`` left it."""
 
     def topology(self) -> Topology:
         return self._topology
@@ -367,6 +376,11 @@ class RecordingSupervisor:
     def restart(self, name: str, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
         self._topology.get(name)
         self._record("restart", name, env)
+
+    def set_env(self, name: str, env: Mapping[str, str | None]) -> dict[str, str | None]:
+        self._topology.get(name)
+        self._record("set_env", name, dict(env))
+        return merge_env(self.spec_env.setdefault(name, {}), env)
 
     def handle(self, name: str) -> ServiceHandle:
         return self._topology.get(name)

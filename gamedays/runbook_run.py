@@ -10,7 +10,8 @@ killing a running command's whole process group: nothing is left behind.
 
 Each step is recorded on ``env.timeline`` as ``runbook`` events (source = the file's stem):
 ``started`` and then ``done`` | ``failed`` | ``skipped`` | ``halted`` with ``note``,
-``duration_s`` and ``check`` (the failed check's text). Output never shows an admin token.
+``duration_s`` and ``check`` (the failed check's text), ``command`` (``sh`` or ``faultdrill``, when the step has a
+command) and ``action`` (its faultdrill action). Output never shows an admin token.
 
 Example::
 
@@ -210,6 +211,11 @@ class _Runner:
 
     def event(self, step: Step, status: str, **attrs: Any) -> None:
         if self.env.timeline is not None:
+            cmd = step.command
+            if cmd is not None:
+                attrs["command"] = cmd.kind  # a step with none (checks only) changes nothing: it repairs nothing
+                if cmd.kind == "faultdrill" and cmd.text.split():
+                    attrs["action"] = cmd.text.split()[0]  # what the judge compares with the fault's own undo
             self.env.timeline.add("runbook", self.runbook.name, step=step.number, title=step.title, status=status,
                                   **attrs)  # fmt: skip
 

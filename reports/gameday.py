@@ -18,7 +18,7 @@ from faultdrill.experiments.journal import AlertAttrs, FaultAttrs, NotificationA
 if TYPE_CHECKING:
     from faultdrill.reports.model import RunView
 
-__all__ = ["DayRow", "day_timeline", "render_gameday", "render_gameday_markdown"]
+__all__ = ["DayRow", "day_timeline", "render_gameday", "render_gameday_markdown", "repairs"]
 
 
 @dataclass(frozen=True)
@@ -31,20 +31,42 @@ class DayRow:
     css: str = ""
 
 
+def repairs(view: RunView) -> dict[tuple[str, str, float], str]:
+    """The runbook steps that repaired the service, by (runbook, step, t of the step's end event), in words: what
+    the ``runbook … restores steady_state`` verdicts that passed named (``measured.repair_step``, evidence[0])."""
+    out: dict[tuple[str, str, float], str] = {}
+    for verdict in view.journal.verdict_records():
+        m = verdict.measured
+        if not verdict.passed or m.get("repair_step") is None or not verdict.evidence:
+            continue
+        step = verdict.evidence[0]
+        regained, end = m.get("regained_t"), m.get("fault_end_t")
+        rollback = f"rolled back only at t={end:.1f} s" if end is not None else "never rolled back in this run"
+        attrs = step.get("attrs") or {}
+        out[(str(step.get("source")), str(attrs.get("step")), round(float(step.get("t") or 0.0), 3))] = (
+            f"steady from t={regained or 0.0:.1f} s while the fault was still in effect ({rollback})")  # fmt: skip
+    return out
+
+
 def day_timeline(views: Sequence[RunView]) -> list[DayRow]:
-    """Runbook steps and notes, with scenario start/end, faults, alerts and notifications around them."""
+    """Runbook steps and notes, with scenario start/end, faults, alerts and notifications around them; the step
+    that repaired the service says so."""
     rows: list[DayRow] = []
     for v in views:
         j = v.journal
         name = j.name
+        repaired = repairs(v)
         rows.append(DayRow(j.started_at, name, 0.0, "scenario started", f"run {j.run_id}", "phase"))
         for e in j.events:
             wall = e.wall if e.wall is not None else j.started_at + e.t
             if e.kind == "runbook":
                 r = RunbookAttrs.of(e)
                 note = f" — {r.note}" if r.note else ""
-                rows.append(DayRow(wall, name, e.t, f"runbook step ({r.status or 'noted'})",
-                                   f"{r.step or ''}{note} [{e.source}]", "step"))  # fmt: skip
+                action = f" ({r.action})" if r.action and r.status != "started" else ""
+                fixed = repaired.get((e.source, str(r.step), round(e.t, 3))) if r.status != "started" else None
+                step = f"runbook step ({r.status or 'noted'})" + (" — repaired the service" if fixed else "")
+                rows.append(DayRow(wall, name, e.t, step, f"{r.step or ''}{f' {r.title}' if r.title else ''}{action}"
+                                   f"{note}{f' — {fixed}' if fixed else ''} [{e.source}]", "step"))  # fmt: skip
             elif e.kind == "fault":
                 f = FaultAttrs.of(e)
                 if what := {"start": "fault injected", "end": "fault ended", "error": "fault error"}.get(f.event):

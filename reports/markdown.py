@@ -55,7 +55,8 @@ def render_markdown(view: RunView, *, html_href: str | None = "report.html", lev
                          f"{seconds(f.mttr_s)} | {percent(f.availability)} | {ms(f.p95_s)} |")  # fmt: skip
         lines.append("")
     lines += [
-        f"**Key figures** (from steady state on): {number(slo.requests)} requests, {number(slo.failed)} failed · "
+        f"**Key figures** (from steady state on): {number(slo.requests)} requests, {number(slo.failed)} failed"
+        f"{f' ({number(slo.wrong)} wrong answers)' if slo.wrong else ''} · "
         f"availability {percent(slo.availability)} (SLO {slo.availability_target:g}) · p95 {ms(slo.p95_s)} · "
         f"error budget consumed {percent(slo.budget_consumed, 0)} · availability during faults "
         f"{percent(slo.fault_availability)}",

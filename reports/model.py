@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,8 @@ class Requests:
     lat_t: Floats
     lat_s: Floats
     lat_n: Floats
+    wrong: Floats = field(default_factory=lambda: np.zeros(0))
+    """Per unit: its failed requests that were answered wrongly (``WrongAnswer``)."""
 
     @classmethod
     def of(cls, events: Iterable[Event]) -> Requests:
@@ -61,10 +63,12 @@ class Requests:
         lat_t: list[float] = []
         lat_s: list[float] = []
         lat_n: list[int] = []
+        wrong: list[int] = []
         for u in units(events):
             t.append(u.t)
             total.append(u.total)
             ok.append(u.ok)
+            wrong.append(u.wrong)
             for value, n in u.latency:
                 lat_t.append(u.t)
                 lat_s.append(value)
@@ -73,7 +77,7 @@ class Requests:
         def arr(x: list[float] | list[int]) -> Floats:
             return np.asarray(x, dtype=np.float64)
 
-        return cls(arr(t), arr(total), arr(ok), arr(lat_t), arr(lat_s), arr(lat_n))
+        return cls(arr(t), arr(total), arr(ok), arr(lat_t), arr(lat_s), arr(lat_n), arr(wrong))
 
     def window(self, start: float, end: float) -> tuple[int, int, float | None, float | None]:
         """(total, ok, availability, p95 seconds) over ``start <= t <= end``."""
@@ -164,6 +168,8 @@ class SloView:
     fault_requests: int
     fault_availability: float | None
     fault_budget_consumed: float | None
+    wrong: int = 0
+    """Of ``failed``: answered wrongly (HTTP status aside: malformed, non-finite, a failed known answer)."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +251,7 @@ class RunView:
         last = max((e.t for e in journal.events), default=0.0)
         wall = (journal.ended_at - journal.started_at) if journal.ended_at else 0.0
         duration = max(last, wall, 0.0)
-        phases = tuple((PhaseAttrs.of(e).phase, e.t) for e in journal.events if e.kind == "phase")
+        phases = tuple((_phase_name(e), e.t) for e in journal.events if e.kind == "phase")
         faults = tuple(_fault(f, req, duration) for f in journal.fault_records())
         slo = _slo(journal, req, faults, phases, duration)
         verdicts = tuple(_verdict(v) for v in journal.verdict_records())
@@ -269,6 +275,12 @@ def _fault(f: FaultRecord, req: Requests, duration: float) -> FaultWindow:
                        availability=avail, p95_s=p95, effective=f.effective, note=f.note)  # fmt: skip
 
 
+def _phase_name(e: Event) -> str:
+    """The run's phases by name; a load stage's (``load.rate_stages``, source ``load``) with its edge: ``spike end``."""
+    name = PhaseAttrs.of(e).phase
+    return name if e.source == "run" else f"{name} {e.attrs.get('edge', '')}".strip()
+
+
 def _slo(journal: Journal, req: Requests, faults: tuple[FaultWindow, ...], phases: tuple[tuple[str, float], ...],
          duration: float) -> SloView:  # fmt: skip
     steady = journal.steady_criteria()  # what the run judged by, not the spec's defaults again
@@ -287,6 +299,7 @@ def _slo(journal: Journal, req: Requests, faults: tuple[FaultWindow, ...], phase
         measured_from=start, measured_to=end, requests=total, failed=total - ok, availability=avail, p95_s=p95,
         budget_consumed=_consumed(avail, target), fault_requests=f_total, fault_availability=f_avail,
         fault_budget_consumed=_consumed(f_avail, target),
+        wrong=int(req.wrong[(req.t >= start) & (req.t <= end)].sum()) if len(req.wrong) == len(req.t) else 0,
     )  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .binary_data import HEADER as BINARY_HEADER
+from .config import Misconfiguration
 from .protocol import (
     InferRequest,
     ProtocolError,
@@ -122,6 +123,7 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
     id_counter = itertools.count(1)
     request_duration = metrics.request_duration.labels(model=model_name)
     limiter = limiter_for(settings, metrics)  # per client, per replica; None: no_rate_limit
+    shed_broken = settings.misconfigured(Misconfiguration.shed_as_server_error)
     metrics.failures.labels(model=model_name, reason="rate_limited")  # exported at 0 from the start
 
     def count(code: int, reason: str | None = None) -> None:
@@ -171,6 +173,18 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
         ok = replica.ready()
         return _json({"name": model_name, "ready": ok}, 200 if ok else 503)
 
+    def shed(exc: Exception, rid: str, headers: dict[str, str]) -> Response:
+        """A full queue's answer: 503 (or 429) with ``Retry-After`` (the ``shed_as_server_error`` profile: the
+        generic handler's 500, without it)."""
+        if shed_broken:
+            count(500, "internal")
+            log.error("inference failed: %r", exc, extra={"fields": {"request_id": rid}})
+            return _error(500, f"internal error: {type(exc).__name__}", headers)
+        status = int(settings.shed_status.value)
+        count(status, "shed")
+        return _error(status, "overloaded: request queue is full",
+                      {**headers, "retry-after": str(settings.retry_after_s)})  # fmt: skip
+
     async def infer(request: Request) -> Response:
         t0 = time.monotonic()
         rid, header_timeout, header_length, encoding = _request_headers(request)
@@ -186,6 +200,10 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
             count(404, "bad_request")
             return _error(404, f"unknown model {unknown!r}; this server serves {model_name!r}", headers)
         loaded = replica.loaded
+        if loaded is not None and loaded.engine.full:  # shed before any work: reading the body is work too
+            from .batcher import QueueFull
+
+            return shed(QueueFull("the inference queue is full"), rid, headers)
         width = loaded.input_width if loaded is not None else 64
         input_name = loaded.manifest.inputs[0].name if loaded is not None else "input"
         output_name = loaded.manifest.outputs[0].name if loaded is not None else "probabilities"
@@ -230,11 +248,8 @@ def create_api(replica: Replica, cache: PredictionCache | None = None) -> Starle
                 probs = await loaded.engine.infer(req.rows, deadline, temperature=temperature, bias=bias)
                 if cache is not None and cache_key is not None and not (features is not None and features.degraded):
                     cache.put(cache_key, probs)  # background, best-effort; degraded answers are not kept
-        except QueueFull:
-            status = int(settings.shed_status.value)
-            count(status, "shed")
-            return _error(status, "overloaded: request queue is full",
-                          {**headers, "retry-after": str(settings.retry_after_s)})  # fmt: skip
+        except QueueFull as exc:
+            return shed(exc, rid, headers)
         except DeadlineExceeded:
             count(504, "timeout")
             return _error(504, "request deadline exceeded while queued", headers)

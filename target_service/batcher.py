@@ -287,6 +287,13 @@ class InferenceEngine:
         return len(self._queue)
 
     @property
+    def full(self) -> bool:
+        """Whether a request would be shed now (``QueueFull``): the server checks it before reading the body, so a
+        refusal under overload costs the event loop next to nothing (the queue may still fill in between)."""
+        limit = self.config.max_queue_size
+        return limit is not None and len(self._queue) >= limit
+
+    @property
     def oom_unready(self) -> bool:
         return self._oom_unready
 

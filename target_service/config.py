@@ -56,9 +56,17 @@ class Misconfiguration(StrEnum):
     readiness_ignores_model = "readiness_ignores_model"
     """Readiness is always true: during model load, warm-up and OOM cool-down too."""
     no_circuit_breaker = "no_circuit_breaker"
-    """Every request calls the feature store and waits for its full timeout when it is down."""
+    """No breaker on the feature store: while it is down every refresh waits its full timeout (no fail-fast)."""
     unbounded_queue = "unbounded_queue"
-    """No admission control: the queue grows without bound and latency with it."""
+    """No admission control: every request is queued. Past capacity the queue grows without bound, but each request
+    waits at most its deadline (``request_timeout_s``): the harm is accepted requests as slow as the deadline, most
+    answers a 504 after waiting all of it instead of a prompt 503 with ``Retry-After``, goodput falling as the
+    worker computes requests whose clients are about to give up, and memory growing with the queue (measured by
+    ``experiments/catalog/overload.yaml``; docs/target.md)."""
+    shed_as_server_error = "shed_as_server_error"
+    """Shedding is broken: a full queue's refusal falls through to the generic error handler, so shed requests are
+    answered 500 without ``Retry-After`` (and logged as internal errors): clients see a server fault, not
+    back-pressure, and neither back off nor retry elsewhere."""
     liveness_checks_dependency = "liveness_checks_dependency"
     """Liveness fails while the feature store is unreachable (an outage becomes restarts)."""
     no_rate_limit = "no_rate_limit"

@@ -296,11 +296,12 @@ class FeatureClient:
             task = asyncio.get_running_loop().create_task(self._refresh(entity))
             self._inflight[entity] = task
             task.add_done_callback(lambda _t: self._inflight.pop(entity, None))
-        elif cached is not None and self.use_breaker:
+        elif cached is not None:
             # Stale-while-revalidate: one caller refreshes; the others answer from the cache at
             # once instead of queueing behind a call that may take its full timeout (a half-open
-            # trial against a hung store). Without the breaker (the misconfiguration) every
-            # request waits, as such services do.
+            # trial against a hung store). It holds with or without the breaker: the
+            # ``no_circuit_breaker`` profile removes the breaker alone, so what it costs is the
+            # breaker's (every refresh waits its full timeout instead of failing fast).
             healthy = self._state == "closed" and self._reachable
             return FeatureResult(cached[0], "cache" if healthy else "stale_cache", degraded=not healthy,
                                  error=None if healthy else self.last_error)  # fmt: skip

@@ -13,11 +13,13 @@ time (``t``, wall time, the bucket's start) and key — endpoint, ``client`` (lo
 rollouts) and ``replica`` (the endpoint's ``X-Faultdrill-Replica``), each only when there is one — written once
 those 100 ms are over::
 
-    {"t": 1718000000.1, "span_s": 0.1, "name": "/v2/models/digits/infer", "count": 812, "ok": 810, "lost": 2,
-     "statuses": {"200": 810, "0": 2}, "latency": "HISTFAAAAC…", "replica": "replica-0",
+    {"t": 1718000000.1, "span_s": 0.1, "name": "/v2/models/digits/infer", "count": 812, "ok": 809, "lost": 2,
+     "wrong": 1, "statuses": {"200": 811, "0": 2}, "latency": "HISTFAAAAC…", "replica": "replica-0",
      "errors": {"ConnectionRefusedError: …": 2}, "samples": [{"t": 1718000000.1003, "ok": true, …}, …]}
 
-``latency`` is an HDR histogram (``hdrhistogram``, µs, 1 µs – 1 h, 2 significant digits, its standard
+``lost`` counts the failures never answered (status 0, a connection error); ``wrong`` those answered wrongly
+(:class:`WrongAnswer`, whatever their status: a malformed, non-finite or mis-shaped output, or a failed known
+answer). ``latency`` is an HDR histogram (``hdrhistogram``, µs, 1 µs – 1 h, 2 significant digits, its standard
 encoding) of the ok requests' latency; ``ttft``/``itl`` the same for streamed answers' time to first token and
 mean inter-token latency. ``samples`` keeps up to 3 failures raw per line, and the first ok request of each
 second; ``errors`` counts up to 3 distinct messages (the rest as ``(further errors)``). Answers that come
@@ -44,6 +46,7 @@ import os
 import random
 import re
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +66,10 @@ __all__ = [
     "FaultdrillShape",
     "NotSent",
     "Pacer",
+    "RateSchedule",
+    "RateStage",
     "ShapeSettings",
+    "WrongAnswer",
     "aggregate_file",
     "client_cycle",
     "on_init",
@@ -83,21 +89,106 @@ STREAM_TIMINGS = ("ttft_s", "itl_s")
 inter-token latency (seconds)."""
 
 
+class WrongAnswer(Exception):
+    """An answer that came (any status) but is wrong: malformed, of another shape, non-finite, or failing a known
+    answer (``target_service/answers.py``). Its requests are failures, and counted as ``wrong`` on their line."""
+
+
 class NotSent(Exception):
     """An open-model arrival not sent: the user already had its cap of requests in flight."""
+
+
+@dataclass(frozen=True)
+class RateStage:
+    """One stage of a :class:`RateSchedule` (rates per second of one user): from ``at_s`` the rate goes to
+    ``rate`` — linearly from the base rate over ``ramp_s``, at once when it is 0 — holds it ``hold_s``, then is
+    the base rate again."""
+
+    at_s: float
+    ramp_s: float
+    hold_s: float
+    rate: float
+
+    @property
+    def end_s(self) -> float:
+        return self.at_s + self.ramp_s + self.hold_s
+
+
+@dataclass(frozen=True)
+class RateSchedule:
+    """One user's open-model rate over time: ``base`` outside the stages, the stages' offsets counted from ``t0``
+    (wall time; None: not started, ``base`` throughout). Stages are in time order and do not overlap."""
+
+    base: float
+    t0: float | None = None
+    stages: tuple[RateStage, ...] = ()
+
+    def rate_at(self, wall: float) -> float:
+        """Arrivals per second asked at wall time ``wall``."""
+        if self.t0 is None:
+            return self.base
+        rel = wall - self.t0
+        for st in self.stages:
+            if rel < st.at_s:
+                break
+            if rel < st.at_s + st.ramp_s:
+                return self.base + (st.rate - self.base) * (rel - st.at_s) / st.ramp_s
+            if rel < st.end_s:
+                return st.rate
+        return self.base
+
+    def next_after(self, wall: float) -> float:
+        """When the arrival after one at ``wall`` is due: one arrival's worth of the rate asked from then on — an
+        interval that crosses a stage's edge is finished at the new rate, so a spike starts on time whatever the
+        base rate's interval (within a ramp the rate is taken at the interval's start)."""
+        t, need = wall, 1.0
+        edges = [] if self.t0 is None else sorted(
+            self.t0 + e for st in self.stages for e in (st.at_s, st.at_s + st.ramp_s, st.end_s))  # fmt: skip
+        for edge in (e for e in edges if e > wall):
+            rate = self.rate_at(t)
+            if t + need / rate <= edge:
+                break
+            need -= (edge - t) * rate
+            t = edge
+        return t + need / self.rate_at(t)
+
+    @classmethod
+    def read(cls, path: str, base: float) -> RateSchedule:
+        """The schedule in ``path`` (written by the run at steady state: ``{"t0": WALL, "stages": [{"at_s", "ramp_s",
+        "hold_s", "rate"}]}``, rates per user); just ``base`` while the file is absent or incomplete."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+            stages = tuple(RateStage(float(x["at_s"]), float(x["ramp_s"]), float(x["hold_s"]), float(x["rate"]))
+                           for x in raw.get("stages", ()))  # fmt: skip
+            if any(st.rate <= 0 or st.ramp_s < 0 or st.hold_s < 0 for st in stages):
+                raise ValueError("a stage needs rate > 0, ramp_s >= 0, hold_s >= 0")
+            return cls(base, float(raw["t0"]), stages)
+        except FileNotFoundError:
+            return cls(base)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a torn write: read again at the next poll
+            print(f"faultdrill load: rate schedule {path} not read ({exc}); base rate kept", file=sys.stderr)
+            return cls(base)
 
 
 class Pacer:
     """One user's open-model arrivals: ``rate`` per second, evenly spaced from a random phase; see the docstring.
 
+    With ``schedule_file`` (``FAULTDRILL_LOAD_RATE_SCHEDULE``) the rate follows a :class:`RateSchedule` the run writes
+    there once steady state holds (spikes and ramps: ``load.rate_stages``), read again whenever the file changes.
     ``send(intended_wall_time)`` runs in its own greenlet per arrival; it must time the request from that moment.
     ``refuse(intended_wall_time, in_flight)`` reports an arrival over ``max_in_flight``.
     """
 
-    def __init__(self, rate: float, max_in_flight: int = 256) -> None:
+    POLL_S = 0.2
+    """How often the schedule file is looked at (a stat) for a change."""
+
+    def __init__(self, rate: float, max_in_flight: int = 256, schedule_file: str | None = None) -> None:
         if rate <= 0 or max_in_flight < 1:
             raise ValueError("a pacer needs rate > 0 and max_in_flight >= 1")
         self.interval_s, self.max_in_flight = 1.0 / rate, max_in_flight
+        self.schedule, self.schedule_file = RateSchedule(rate), schedule_file
+        self._seen: float | None = None  # the schedule file's mtime when last read
         self.group = gevent.pool.Group()
 
     @staticmethod
@@ -111,20 +202,36 @@ class Pacer:
         """A new pacer (its own greenlet group) as ``FAULTDRILL_LOAD_RATE_PER_USER`` asks, or None (closed loop)."""
         rate = float(os.environ.get("FAULTDRILL_LOAD_RATE_PER_USER", "0") or 0)
         cap = int(os.environ.get("FAULTDRILL_LOAD_MAX_IN_FLIGHT", "256"))
-        return cls(rate, cap) if rate > 0 else None
+        return cls(rate, cap, os.environ.get("FAULTDRILL_LOAD_RATE_SCHEDULE") or None) if rate > 0 else None
+
+    def poll(self) -> None:
+        """Read the schedule file again if it changed since the last look."""
+        if self.schedule_file is None:
+            return
+        try:
+            mtime = os.stat(self.schedule_file).st_mtime_ns / 1e9
+        except OSError:
+            return
+        if mtime != self._seen:
+            self._seen = mtime
+            self.schedule = RateSchedule.read(self.schedule_file, self.schedule.base)
 
     def run(self, send: Any, refuse: Any, phase: float | None = None) -> None:
         """Send forever on schedule (Locust kills the user's greenlet at stop; ``stop`` kills the requests)."""
         next_at = time.monotonic() + (random.random() if phase is None else phase) * self.interval_s
         offset = time.time() - time.monotonic()  # wall time of each scheduled moment, for the line's ``t``
+        polled = 0.0
         while True:
             gevent.sleep(max(0.0, next_at - time.monotonic()))
+            if next_at - polled >= self.POLL_S:
+                polled = next_at
+                self.poll()
             intended = next_at + offset
             if len(self.group) >= self.max_in_flight:
                 refuse(intended, len(self.group))
             else:
                 self.group.spawn(send, intended)
-            next_at += self.interval_s
+            next_at = self.schedule.next_after(intended) - offset
 
     def stop(self) -> None:
         self.group.kill(block=False)
@@ -190,10 +297,10 @@ def _header(response: Any, name: str) -> str | None:
 class _Bucket:
     """What one flush writes for one key: counts, statuses, latency histograms, errors, raw samples."""
 
-    __slots__ = ("count", "errors", "hists", "lost", "ok", "samples", "statuses")
+    __slots__ = ("count", "errors", "hists", "lost", "ok", "samples", "statuses", "wrong")
 
     def __init__(self) -> None:
-        self.count = self.ok = self.lost = 0
+        self.count = self.ok = self.lost = self.wrong = 0
         self.statuses: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.hists: dict[str, HdrHistogram] = {}
@@ -208,7 +315,8 @@ class _Bucket:
     def line(self, key: tuple[int, str, str | None, str | None, str | None]) -> dict[str, Any]:
         index, name, client, version, replica = key
         row: dict[str, Any] = {"t": round(index * BUCKET_S, 3), "span_s": BUCKET_S, "name": name, "count": self.count,
-                               "ok": self.ok, "lost": self.lost, "statuses": self.statuses}  # fmt: skip
+                               "ok": self.ok, "lost": self.lost, "wrong": self.wrong,
+                               "statuses": self.statuses}  # fmt: skip
         for field, value in (("client", client), ("version", version), ("replica", replica)):
             if value is not None:
                 row[field] = value
@@ -267,8 +375,14 @@ class EventWriter:
                 self._sampled[key[1:]] = second
                 bucket.samples.append(sample)
             return
-        error = sample["error"] = f"{type(exception).__name__}: {exception}"[:_ERROR_CHARS]
-        bucket.lost += code == "0" or bool(_CONNECTION.search(error))
+        error = f"{type(exception).__name__}: {exception}"[:_ERROR_CHARS]
+        if code in ("503", "429") and _header(response, "retry-after") is None:  # a refusal that says not when
+            error = f"{error[: _ERROR_CHARS - 17]} (no Retry-After)"  # to come back: told apart in the errors
+        sample["error"] = error
+        if type(exception).__name__ == "WrongAnswer":  # answered, wrongly (either locustfile's WrongAnswer)
+            bucket.wrong += 1
+        else:
+            bucket.lost += code == "0" or bool(_CONNECTION.search(error))
         named = error if error in bucket.errors or len(bucket.errors) < _KEPT else "(further errors)"
         bucket.errors[named] = bucket.errors.get(named, 0) + 1
         if sum(not s["ok"] for s in bucket.samples) < _KEPT:
@@ -308,7 +422,8 @@ class _Answer:
 def aggregate_file(src: str, dst: str) -> int:
     """Aggregate recorded requests — one JSON line each, as older faultdrill versions and other tools wrote them
     (``t``, ``ok``, ``status``, ``latency_s``, ``name``, ``error`` and optionally ``client``, ``version``,
-    ``replica``, ``ttft_s``, ``itl_s``) — into the buckets :class:`EventWriter` writes; returns the requests read.
+    ``replica``, ``ttft_s``, ``itl_s``, ``retry_after``: null for a refusal sent without one) — into the buckets
+    :class:`EventWriter` writes; returns the requests read.
     Tests and ``benchmarks/journal_bench.py`` drive the real aggregation with it."""
     if os.path.exists(dst):
         os.remove(dst)  # written anew (the writer appends, as a restarted Locust process must)
@@ -321,6 +436,8 @@ def aggregate_file(src: str, dst: str) -> int:
                 kind, _, message = str(row.get("error") or "Error: failed").partition(": ")
                 error = type(kind, (Exception,), {})(message)
             headers = {f"x-faultdrill-{k}": str(row[k]) for k in ("version", "replica") if row.get(k) is not None}
+            if row.get("retry_after", "not recorded") is not None:  # a recording that does not say: taken as sent
+                headers["retry-after"] = str(row.get("retry_after", "not recorded"))
             context = {k: row[k] for k in ("client", *STREAM_TIMINGS) if row.get(k) is not None}
             writer.on_request("POST", row["name"], float(row["latency_s"]) * 1000.0, 0,
                               response=_Answer(int(row["status"]), headers), exception=error,

@@ -40,6 +40,7 @@ __all__ = [
     "DigitsNet",
     "HeavyNet",
     "build_model",
+    "digits_known_answers",
     "example_inputs",
     "load_digits_data",
     "train_digits",
@@ -210,6 +211,35 @@ def example_inputs(n: int, seed: int = 0) -> np.ndarray:
     idx = np.random.default_rng(seed).permutation(len(rows))
     idx = np.resize(idx, n)  # repeats the permutation when n exceeds the split
     return np.ascontiguousarray(rows[idx], dtype=np.float32)
+
+
+KNOWN_ANSWER_ROWS = 32
+KNOWN_ANSWER_ATOL = 0.2
+"""Probabilities of a retrained ``digits`` (seeds 1–7), under the feature store's calibration (temperature
+0.5–2, bias ±0.5) or its neutral fallback, stay within 0.07 of version 1's on the chosen rows; a ``low_confidence``
+build (logits × 0.15) is ≥ 0.30 off on every one of them."""
+
+
+def digits_known_answers(model: nn.Module, name: str = "digits", version: str | None = None) -> dict[str, Any]:
+    """The known-answer set of a trained digits ``model`` (``target_service/answers.py``'s format): the
+    ``KNOWN_ANSWER_ROWS`` test rows it classifies right with the widest logit margin (so a correct replica, a
+    retrained version or the feature store's calibration never changes their class), each with its class and
+    its uncalibrated probabilities, within ``KNOWN_ANSWER_ATOL``."""
+    data = load_digits_data(0)
+    rows = np.round(data.X_test.astype(np.float64), 6).astype(np.float32)  # as the load sends them
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(rows)).double()
+    probs = torch.softmax(logits, dim=1).numpy()
+    top2 = np.sort(logits.numpy(), axis=1)[:, -2:]
+    margin = np.where(probs.argmax(1) == data.y_test, top2[:, 1] - top2[:, 0], -np.inf)
+    chosen = [int(i) for i in np.argsort(-margin, kind="stable")[:KNOWN_ANSWER_ROWS] if np.isfinite(margin[i])]
+    answers = [{"inputs": [{"name": "input", "shape": [1, INPUT_FEATURES], "datatype": "FP32",
+                            "data": [round(float(v), 6) for v in rows[i]]}],
+                "class": int(data.y_test[i]),
+                "outputs": [{"name": "probabilities", "shape": [1, NUM_CLASSES],
+                             "data": [round(float(v), 6) for v in probs[i]]}]} for i in chosen]  # fmt: skip
+    return {"format": "faultdrill.known_answers/1", "model": name, "version": version,
+            "tolerance": {"atol": KNOWN_ANSWER_ATOL, "rtol": 0.0}, "answers": answers}  # fmt: skip
 
 
 class _Adam:

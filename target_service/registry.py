@@ -1,9 +1,10 @@
 """A local model registry: versioned artifacts with a checksum, verified before loading.
 
-Layout: ``<root>/<name>/<version>/model.pt`` (a ``state_dict``) and ``manifest.json``
-(its sha256, architecture, metrics and I/O signature). A version appears all at once (it is
-built in a hidden directory and renamed into place), several versions coexist, and a load
-checks the checksum *before* ``torch.load`` ever sees the bytes.
+Layout: ``<root>/<name>/<version>/model.pt`` (a ``state_dict``), ``manifest.json``
+(its sha256, architecture, metrics and I/O signature) and, for a trained ``digits``, ``known_answers.json``
+(fixed requests with the answers a correct replica gives: ``target_service/answers.py``). A version
+appears all at once (it is built in a hidden directory and renamed into place), several versions
+coexist, and a load checks the checksum *before* ``torch.load`` ever sees the bytes.
 
 Example::
 
@@ -41,6 +42,7 @@ from .models import (
     NUM_CLASSES,
     HeavyNet,
     build_model,
+    digits_known_answers,
     train_digits,
 )
 
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
+KNOWN_ANSWERS_FILE = "known_answers.json"
 
 
 class TensorSpec(BaseModel):
@@ -109,8 +112,10 @@ class ModelRegistry:
         arch: dict[str, Any],
         metrics: dict[str, float],
         version: str | None = None,
+        known_answers: dict[str, Any] | None = None,
     ) -> ModelManifest:
-        """Store ``model``'s weights as a new version (``None``: the next integer)."""
+        """Store ``model``'s weights as a new version (``None``: the next integer), with its known-answer set
+        when one is given (written as ``known_answers.json``, its ``version`` filled in)."""
         _check_name("model name", name)
         if version is not None:
             _check_name("version", version)
@@ -141,6 +146,9 @@ class ModelRegistry:
                     outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, NUM_CLASSES])],
                 )
                 _write_synced(staging / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
+                if known_answers is not None:
+                    doc = {**known_answers, "model": name, "version": ver}
+                    _write_synced(staging / KNOWN_ANSWERS_FILE, json.dumps(doc, separators=(",", ":")).encode())
                 try:
                     os.rename(staging, parent / ver)
                 except OSError:
@@ -177,6 +185,14 @@ class ModelRegistry:
         if not path.is_dir():
             raise ModelLoadError(f"model {name!r} version {version!r} is missing: no {path}")
         return version
+
+    def known_answers(self, name: str, version: str) -> Path | None:
+        """The known-answer file of one version (``latest`` allowed), or None when it has none."""
+        try:
+            path = self.path(name, self.resolve(name, version)) / KNOWN_ANSWERS_FILE
+        except ModelLoadError:
+            return None
+        return path if path.is_file() else None
 
     def manifest(self, name: str, version: str) -> ModelManifest:
         """The manifest of one version (``latest`` allowed)."""
@@ -230,9 +246,11 @@ class ModelRegistry:
         out = []
         if not self.path("digits", "1").is_dir():
             model, metrics = train_digits(seed=0)
-            out.append(self._publish_default("digits", model, {"kind": "digits"}, metrics))
+            out.append(self._publish_default("digits", model, {"kind": "digits"}, metrics,
+                                             known_answers=digits_known_answers(model)))  # fmt: skip
         else:
             out.extend(self._existing("digits"))
+            self._add_known_answers("digits", "1")
         if not self.path("heavy", "1").is_dir():
             arch = {"kind": "heavy", "width": heavy_width, "depth": heavy_depth, "seed": 0}
             heavy = HeavyNet(heavy_width, heavy_depth, seed=0)
@@ -251,11 +269,34 @@ class ModelRegistry:
             log.warning("default model %s v1 is broken: %s", name, exc)
             return []
 
-    def _publish_default(
-        self, name: str, model: nn.Module, arch: dict[str, Any], metrics: dict[str, float]
-    ) -> ModelManifest:
+    def _add_known_answers(self, name: str, version: str) -> None:
+        """A digits version published before known answers existed gets its set (computed from the verified
+        artifact, renamed into place whole); a broken artifact is left alone (its load fails, as it must)."""
+        path = self.path(name, version)
+        if (path / KNOWN_ANSWERS_FILE).exists():
+            return
         try:
-            return self.publish(name, model, arch, metrics, version="1")
+            loaded = self.load(name, version, torch.device("cpu"))
+        except ModelLoadError:
+            return
+        if loaded.manifest.arch.get("kind") != "digits" or loaded.manifest.metrics.get("bad_canary"):
+            return
+        doc = digits_known_answers(loaded.model, name, version)
+        staging = path / f".{KNOWN_ANSWERS_FILE}.{uuid.uuid4().hex}"
+        try:
+            _write_synced(staging, json.dumps(doc, separators=(",", ":")).encode())
+            os.replace(staging, path / KNOWN_ANSWERS_FILE)
+        except OSError as exc:  # a read-only registry: the load checks answers without known ones
+            log.warning("cannot add known answers to %s: %s", path, exc)
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def _publish_default(
+        self, name: str, model: nn.Module, arch: dict[str, Any], metrics: dict[str, float],
+        known_answers: dict[str, Any] | None = None,
+    ) -> ModelManifest:  # fmt: skip
+        try:
+            return self.publish(name, model, arch, metrics, version="1", known_answers=known_answers)
         except ValueError:
             # Another replica published it first (replicas may start together).
             return self.manifest(name, "1")

@@ -193,7 +193,7 @@ class _Control(TokenServer):
         self.platform = platform
 
 
-_OPS = ("stop", "kill", "start", "restart", "handle", "wait_exit", "exit_status")
+_OPS = ("stop", "kill", "start", "restart", "set_env", "handle", "wait_exit", "exit_status")
 
 
 class _Handler(TokenHandler):

@@ -60,8 +60,11 @@ class Snapshot:
 def snapshot(timeline: Timeline, *, window_s: float = 5.0, notes: list[str] | None = None) -> Snapshot:
     """Figures over the last ``window_s`` seconds (requests/s over the last second)."""
     now = timeline.now()
-    phase_event = timeline.last("phase")
+    phase_event = timeline.last("phase", source="run")
     phase = str(phase_event.get("phase")) if phase_event else "setup"
+    stage = timeline.last("phase", source="load")  # a load.rate_stages entry under way shows as the phase
+    if stage is not None and stage.get("edge") == "start":
+        phase = str(stage.get("phase"))
     active: dict[str, bool] = {}
     for e in timeline.select("fault"):
         if e.get("event") == "start":

@@ -22,7 +22,7 @@ from typing import Any
 
 from faultdrill.experiments.expect.judge import describe
 from faultdrill.experiments.expect.stats import SteadyCriteria
-from faultdrill.experiments.spec.experiment import Experiment, FaultSpec, TargetSpec
+from faultdrill.experiments.spec.experiment import Experiment, FaultSpec, RateShare, TargetSpec
 from faultdrill.experiments.spec.load import LoadProtocol
 from faultdrill.experiments.spec.needs import needs_problems
 from faultdrill.experiments.spec.service import KubernetesWorkload, UrlService
@@ -81,6 +81,14 @@ class Plan:
             f"{spec.load.workers or 'no'} workers" + _protocol_text(spec.load_protocol()),
             f"steady state: {SteadyCriteria.of(spec.steady_state).describe()}",
         ]
+        if spec.load.rate is not None:
+            lines.append(f"open-model rate: {spec.load.rate}" + (" (a share of a probed capacity)" if any(
+                isinstance(r, RateShare) for r in (spec.load.rate, *(st.rate for st in spec.load.rate_stages)))
+                else " req/s"))  # fmt: skip
+        for st in spec.load.rate_stages:
+            how = f"ramps over {float(st.ramp):g}s to" if float(st.ramp) else "steps to"
+            lines.append(f"load stage {st.id}: at steady+{float(st.at):g}s {how} {st.rate}, held {float(st.hold):g}s, "
+                         f"then back to {spec.load.rate}")  # fmt: skip
         topology = self.topology()
         for f in self.faults:
             s = f.spec
@@ -106,10 +114,10 @@ def build_plan(spec: Experiment, registry: FaultRegistry, *, source: Path | str)
     for problem in needs_problems(spec, [(i, f.fault, f.config) for i, f in enumerate(faults)]):
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.path).lstrip(".")
         raise ConfigError(problem.message, file=str(source), field=field)
-    system = spec.system()
-    if system.program is not None:  # {spec_dir} in its templates: the spec file's folder
-        system = system.model_copy(update={"spec_dir": str(Path(source).absolute().parent)})
-    else:  # a private model registry only when something writes it: lean run folders otherwise
+    # The spec file's folder: {spec_dir} in a program's templates, and where load.protocol's payload files are read
+    # (the bundled target's too).
+    system = spec.system().model_copy(update={"spec_dir": str(Path(source).absolute().parent)})
+    if system.program is None:  # a private model registry only when something writes it: lean run folders otherwise
         writes = spec.target.canary is not None or any(f.fault.writes_models_for(f.config) for f in faults)
         system = system.model_copy(update={"private_models": writes})
     return Plan(spec=spec, source=Path(source), system=system, faults=tuple(faults))

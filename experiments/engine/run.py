@@ -42,6 +42,7 @@ from faultdrill.experiments.engine.plan import Plan, build_plan
 from faultdrill.experiments.engine.runbook_hook import RunbookLauncher, RunbookTriggers
 from faultdrill.experiments.engine.runlinks import update_links
 from faultdrill.experiments.engine.runtime import RunParts, SharedSystem
+from faultdrill.experiments.engine.stages import RateStages
 from faultdrill.experiments.expect import needed_after_end
 from faultdrill.experiments.expect.judge import Verdict, check_halt, describe, evaluate, mttd_mttr, not_evaluated
 from faultdrill.experiments.expect.stats import SteadyCriteria, request_stats
@@ -57,7 +58,7 @@ from faultdrill.faults.registry import FaultRegistry
 ReportWriter = Callable[[Path, Path], Mapping[str, Path]]
 """``(journal path, run directory) → {format: file written}``: ``reports.write_all``, handed in by the caller."""
 
-__all__ = ["ReportWriter", "RunResult", "run_experiment", "run_plan", "with_misconfigurations"]
+__all__ = ["ReportWriter", "RunResult", "run_experiment", "run_plan", "stop_on_signals", "with_misconfigurations"]
 
 STEADY_TIMEOUT_S = 60.0
 SETTLE_S = 2.0
@@ -87,8 +88,9 @@ def _alerting_line(spec: Experiment, path: Path, enabled: bool) -> str:
 
 
 @contextmanager
-def _signals(stop: threading.Event, why: list[str]) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the run to stop; it then rolls back and tears down in order."""
+def stop_on_signals(stop: threading.Event, why: list[str]) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the run to stop (``stop`` set, the reason appended to ``why``); it then rolls back and
+    tears down in order. Off the main thread (no signal handlers there) it does nothing."""
 
     def handler(sig: int, frame: FrameType | None) -> None:
         why.append(f"interrupted by {signal.Signals(sig).name}")
@@ -113,7 +115,8 @@ def _steady(timeline: Timeline, criteria: SteadyCriteria, now: float) -> bool:
 def _settle_time(spec: Experiment) -> float:
     """How long after the last fault ends expectations may still need events (each kind says how long
     after its fault it does: ``experiments.expect``)."""
-    durations = {f.id: float(f.duration) for f in spec.faults}
+    durations = {f.id: float(f.duration) for f in spec.faults} | {
+        st.id: float(st.ramp) + float(st.hold) for st in spec.load.rate_stages}  # windows too (during: spike)
     longest = max((needed_after_end(e, durations) for e in spec.expect), default=0.0)
     return min(60.0, max(longest, float(spec.steady_state.window)) + SETTLE_S)
 
@@ -194,7 +197,7 @@ def run_plan(
     verdicts: list[Verdict] = []
     journal = Journal.new(spec.model_dump(mode="json", by_alias=True), parts.environment_stub())
     scheduler, triggers, ctk = None, None, None
-    signals = _signals(stop, why) if own_signals else nullcontext()
+    signals = stop_on_signals(stop, why) if own_signals else nullcontext()
     with signals, LiveView(timeline, title=spec.metadata.name, console=console, plain=plain) as view:
         try:
             timeline.add("phase", "run", phase="setup")
@@ -222,7 +225,9 @@ def run_plan(
             timeline.add("phase", "run", t=steady_at, phase="steady")
             view.note(f"steady state reached at {steady_at - begin:.1f} s ({criteria.describe()})")
             scheduler.start(steady_at)
-            _drive(spec, timeline, scheduler, stop, why, view, triggers, ctk, steady_at)
+            stages = RateStages(timeline, parts.stages)
+            stages.start(steady_at, parts.load)
+            _drive(spec, timeline, scheduler, stop, why, view, triggers, ctk, steady_at, stages)
             outcome = "passed"
         except _Halt as halt:
             outcome, reason = "halted", str(halt)
@@ -319,7 +324,7 @@ def _with_alerting(env: Any, info: dict[str, Any]) -> Any:
 
 def _total_time(spec: Experiment) -> float:
     """Upper bound of the whole run, for the load generator's own time limit."""
-    ends = [float(f.at or 0) + float(f.duration) for f in spec.faults]
+    ends = [float(f.at or 0) + float(f.duration) for f in spec.faults] + [st.end_s for st in spec.load.rate_stages]
     chained = sum(float(f.duration) for f in spec.faults if f.after is not None)
     embedded = 120.0 * len(spec.chaostoolkit)  # a Chaos Toolkit experiment's length is its own
     return STEADY_TIMEOUT_S + max(ends, default=0.0) + chained + _settle_time(spec) + embedded + 30.0
@@ -348,8 +353,8 @@ def _wait_steady(timeline: Timeline, criteria: SteadyCriteria, stop: threading.E
 
 def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading.Event, why: list[str],
            view: LiveView, triggers: RunbookTriggers | None = None, ctk: CtkSteps | None = None,
-           steady_at: float = 0.0) -> None:  # fmt: skip
-    """Faults on schedule; halt conditions every second; then wait for recovery."""
+           steady_at: float = 0.0, stages: RateStages | None = None) -> None:  # fmt: skip
+    """Faults and load stages on schedule; halt conditions every second; then wait for recovery."""
     next_halt_check = 0.0
     settle = _settle_time(spec)
     recovering_since: float | None = None
@@ -361,6 +366,8 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
             raise _Halt(why[-1] if why else "stopped")
         now = timeline.now()
         scheduler.tick(now)
+        if stages is not None:
+            stages.tick(now)
         if triggers is not None:
             triggers.tick(now, scheduler.faults)
         if ctk is not None:
@@ -383,11 +390,13 @@ def _drive(spec: Experiment, timeline: Timeline, scheduler: Any, stop: threading
             for condition in spec.halt_if:
                 if reason := check_halt(condition, timeline, now):
                     raise _Halt(f"halt_if {condition.slo}: {reason}")
-        if scheduler.done() and not (ctk is not None and ctk.pending()):
+        if scheduler.done() and not (ctk is not None and ctk.pending()) and not (stages is not None and
+                                                                                 stages.pending()):
             if recovering_since is None:
                 recovering_since = now
                 timeline.add("phase", "run", phase="recover")
-                view.note(f"all faults ended at {now:.1f} s; watching recovery for {settle:.0f} s")
+                view.note(f"all faults{' and load stages' if stages and stages.stages else ''} ended at {now:.1f} s; "
+                          f"watching recovery for {settle:.0f} s")  # fmt: skip
             elif now - recovering_since >= settle:
                 return
         time.sleep(0.05)

@@ -6,8 +6,9 @@ pass the real one. :class:`RunbookTriggers` watches the run: a fault whose runbo
 ``on_alert`` launches it as soon as the fault is active; with ``on_alert`` the runbook waits for
 that alert to fire (a ``firing`` alert event, about the fault's target when the alert has a
 ``pod`` label) after the fault started — as an on-call engineer would meet it. Each launch is
-a ``runbook`` event ``launched`` (attrs ``fault``, ``trigger``). At teardown every runbook still
-running is halted (its commands killed) before faults are rolled back.
+a ``runbook`` event ``launched`` (attrs ``fault``, ``trigger``, ``undo_actions``: the runbook actions that
+are the fault's own undo, ``Fault.undo_actions_of``, which the runbook judge refuses to credit). At teardown
+every runbook still running is halted (its commands killed) before faults are rolled back.
 
 Example::
 
@@ -106,9 +107,11 @@ class RunbookTriggers:
                 if not fired:
                     continue
                 trigger = f"alert {spec.runbook.on_alert} firing"
-            self._launch(f.id, spec, trigger)
+            plugin, config = getattr(f, "fault", None), getattr(f, "config", None)
+            undo = tuple(plugin.undo_actions_of(config)) if plugin is not None and config is not None else ()
+            self._launch(f.id, spec, trigger, undo)
 
-    def _launch(self, fid: str, spec: Any, trigger: str) -> None:
+    def _launch(self, fid: str, spec: Any, trigger: str, undo_actions: tuple[str, ...] = ()) -> None:
         assert self.launcher is not None and spec.runbook is not None
         path = self.paths[fid]
         variables = {"FAULT": fid}
@@ -122,7 +125,7 @@ class RunbookTriggers:
             variables["PROM"] = self.context.prometheus_url
         variables.update(spec.runbook.vars)
         self.context.timeline.add("runbook", path.stem, status="launched", fault=fid, trigger=trigger,
-                                  file=str(path))  # fmt: skip
+                                  file=str(path), undo_actions=list(undo_actions))  # fmt: skip
         self.running[fid] = self.launcher.launch(path, name=path.stem, variables=variables,
                                                  guided=self.guided or spec.runbook.guided, context=self.context)
 

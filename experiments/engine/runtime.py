@@ -25,6 +25,7 @@ from faultdrill.experiments.alerting.session import RunAlerting
 from faultdrill.experiments.engine.plan import Plan
 from faultdrill.experiments.engine.runbook_hook import LaunchContext, RunbookLauncher, RunbookTriggers
 from faultdrill.experiments.engine.schedule import FaultScheduler
+from faultdrill.experiments.engine.stages import ResolvedStage
 from faultdrill.experiments.expect.stats import request_stats
 from faultdrill.experiments.journal import Environment, collect_environment
 from faultdrill.experiments.journal.timeline import Timeline
@@ -92,6 +93,8 @@ class RunParts:
         # What this run starts is recorded as it starts; the watchdog comes up with the first record.
         self.owner = Owner.current(self.state_dir, on_record=self._watchdog.ensure)
         self.load: Load | None = None
+        self.stages: tuple[ResolvedStage, ...] = ()
+        """``load.rate_stages`` with their rates in requests per second (set by :meth:`load_up`)."""
         self.alerting: RunAlerting | None = None
         self.shared = shared
         if shared is not None:
@@ -183,14 +186,29 @@ class RunParts:
         assert self.platform is not None
         spec = self.spec.load.model_copy(update={"protocol": self.spec.load_protocol()})  # a service's default too
         said = None
-        if isinstance(spec.rate, RateShare):
+        shares = [r for r in (spec.rate, *(st.rate for st in spec.rate_stages)) if isinstance(r, RateShare)]
+        if shares:
             capacity = self.probe_capacity(spec)
-            rate = max(1.0, round(capacity * spec.rate.percent / 100.0, 1))
+
+            def rps(r: float | RateShare) -> float:
+                return max(1.0, round(capacity * r.percent / 100.0, 1)) if isinstance(r, RateShare) else float(r)
+
+            assert spec.rate is not None  # the spec's own check: stages shape a rate
+            rate = rps(spec.rate)
             self.timeline.add("metric", "run", name="load_rate_rps", value=rate, labels={"share": str(spec.rate)})
             said = (f"capacity probe: {capacity:,.0f} req/s ok ({spec.capacity_probe.users} closed-loop users); "
                     f"load at {spec.rate} = {rate:,.0f} req/s, open model")  # fmt: skip
+            self.stages = tuple(ResolvedStage(st.id, float(st.at), float(st.ramp), float(st.hold), rps(st.rate))
+                                for st in spec.rate_stages)  # fmt: skip
+            for st, resolved in zip(spec.rate_stages, self.stages, strict=True):
+                self.timeline.add("metric", "run", name="load_rate_rps", value=resolved.rate_rps,
+                                  labels={"share": str(st.rate), "stage": st.id})  # fmt: skip
+                said += f"; stage {st.id}: {st.rate} = {resolved.rate_rps:,.0f} req/s"
             log.info(said)
             spec = spec.model_copy(update={"rate": rate})
+        else:
+            self.stages = tuple(ResolvedStage(st.id, float(st.at), float(st.ramp), float(st.hold), float(st.rate))
+                                for st in spec.rate_stages if not isinstance(st.rate, RateShare))  # fmt: skip
         run_time = float(spec.duration) if spec.duration else total_s
         self.load = self.platform.load_generator(spec, shape=_load_shape(self.spec), run_time_s=run_time,
                                                  workdir=self.run_dir / "load", model=self.spec.target.model,

@@ -22,6 +22,7 @@ Example (YAML)::
       - {recovers: steady_state, within: 20s, after: hog.end}
       - {restarts: replica-0, at_least: 1, reason: OOMKilled, during: oom}
       - {requests: failed, at_most: 10, during: part}
+      - {requests: wrong, at_most: 0.5%, between: [bad.start+15s, bad.end]}
       - {error_budget: availability, at_most: 0.5, during: hog}
       - {alert: InferenceGPUMemoryPressure, fires: {within: 30s, after: hog.start}, notifies: chat}
       - {no_alerts: firing}
@@ -29,6 +30,8 @@ Example (YAML)::
       - {canary: rolled_back, within: 30s, after: bad.start}
       - {slo: latency_p95, at_most: 300ms, during: flood, clients: [tenant-a, tenant-b]}
       - {counter: inference_failures_total, labels: {reason: rate_limited}, at_least: 100, during: flood}
+      - {answers: [ok, 503, 429], share_at_least: 0.99, during: spike}
+      - {gauge: process_resident_memory_bytes, rise_at_most: 64Mi, during: spike}
     halt_if: [{slo: availability, below: 0.5, for: 10s}]
 
 A kind is one module here — its model, how it is named, how it is judged (``experiments.expect.kind.Kind``),
@@ -52,10 +55,12 @@ from pydantic import BaseModel, Discriminator, Tag
 
 from faultdrill.experiments.expect import (
     alert,
+    answers,
     breaker,
     canary,
     counter,
     error_budget,
+    gauge,
     no_alerts,
     probe,
     recovers,
@@ -65,10 +70,12 @@ from faultdrill.experiments.expect import (
     slo,
 )
 from faultdrill.experiments.expect.alert import AlertExpectation
+from faultdrill.experiments.expect.answers import Answers
 from faultdrill.experiments.expect.breaker import BreakerSequence
 from faultdrill.experiments.expect.canary import CanaryExpectation
 from faultdrill.experiments.expect.counter import CounterIncrease
 from faultdrill.experiments.expect.error_budget import ErrorBudget
+from faultdrill.experiments.expect.gauge import Gauge
 from faultdrill.experiments.expect.kind import Kind, Path, Ref
 from faultdrill.experiments.expect.no_alerts import NoAlerts
 from faultdrill.experiments.expect.probe import ProbeBecomes, ProbeHolds
@@ -78,10 +85,10 @@ from faultdrill.experiments.expect.restarts import Restarts
 from faultdrill.experiments.expect.runbook import RunbookRestores
 from faultdrill.experiments.expect.slo import SloOver
 
-__all__ = ["EXPECTATION_KEYS", "KINDS", "AlertExpectation", "BreakerSequence", "CanaryExpectation", "CounterIncrease",
-           "ErrorBudget", "Expectation", "NoAlerts", "ProbeBecomes", "ProbeHolds", "Recovers", "RequestsCount",
-           "Restarts", "RunbookRestores", "SloOver", "alert_names", "describe", "kind_of", "needed_after_end",
-           "references"]
+__all__ = ["EXPECTATION_KEYS", "KINDS", "AlertExpectation", "Answers", "BreakerSequence", "CanaryExpectation",
+           "CounterIncrease", "ErrorBudget", "Expectation", "Gauge", "NoAlerts", "ProbeBecomes", "ProbeHolds",
+           "Recovers", "RequestsCount", "Restarts", "RunbookRestores", "SloOver", "alert_names", "describe",
+           "kind_of", "needed_after_end", "references"]
 
 KINDS: tuple[Kind[Any], ...] = (
     probe.BECOMES,
@@ -97,6 +104,8 @@ KINDS: tuple[Kind[Any], ...] = (
     runbook.KIND,
     canary.KIND,
     counter.KIND,
+    answers.KIND,
+    gauge.KIND,
 )
 """Every expectation kind. A spec mapping is of the first kind that claims it; the order is also the
 order of the ``Expectation`` union (and of the published JSON Schema's ``oneOf``)."""

@@ -220,4 +220,4 @@ def _alerts(x: AlertExpectation) -> list[tuple[Path, str]]:
 
 
 KIND = Kind("alert", AlertExpectation, "alert", _describe, judge, references=_references, needed_after_end=_after_end,
-            alerts=_alerts)
+            alerts=_alerts, catches="damage")

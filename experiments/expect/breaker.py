@@ -63,4 +63,4 @@ def _references(x: BreakerSequence) -> list[Ref]:
 
 
 KIND = Kind("breaker", BreakerSequence, "breaker", _describe, judge, references=_references,
-            needed_after_end=timed_after_end)
+            needed_after_end=timed_after_end, catches="mechanism")

@@ -103,4 +103,4 @@ def _after_end(x: CanaryExpectation, durations: Mapping[str, float]) -> float:
 
 
 KIND = Kind("canary", CanaryExpectation, "canary", describe_canary, judge, references=_references,
-            needed_after_end=_after_end)
+            needed_after_end=_after_end, catches="mechanism")

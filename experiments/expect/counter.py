@@ -103,4 +103,4 @@ def judge(x: CounterIncrease, tl: Timeline, _: SteadyCriteria) -> Finding:
     return judge_counter(x, tl.select("metric", start=start - 5.0, end=end), name, (start, end))
 
 
-KIND = Kind("counter", CounterIncrease, "counter", _describe, judge, references=window_refs)
+KIND = Kind("counter", CounterIncrease, "counter", _describe, judge, references=window_refs, catches="mechanism")

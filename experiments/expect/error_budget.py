@@ -33,4 +33,4 @@ def judge(x: ErrorBudget, tl: Timeline, steady: SteadyCriteria) -> Finding:
 
 
 KIND = Kind("error_budget", ErrorBudget, "error_budget", _describe, judge, references=window_refs,
-            judged_on_steady_state=True)
+            judged_on_steady_state=True, catches="damage")

@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel
@@ -21,12 +21,18 @@ from pydantic import BaseModel
 from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.journal.timeline import Timeline
 
-__all__ = ["Kind", "Path", "Ref", "RefTo"]
+__all__ = ["Catches", "Kind", "Path", "Ref", "RefTo"]
 
 M = TypeVar("M", bound=BaseModel)
 
 Path = tuple[str | int, ...]
 """A path into one expectation's mapping (``("fires", "after")``, ``("clients", 0)``)."""
+
+Catches = Literal["damage", "mechanism"]
+"""What a failed expectation of a kind shows (``faultdrill score``, ``docs/score.md``): ``damage`` — what users and
+SREs feel (requests failed or slow, steady state not regained, a page that never came or came wrongly, a restart);
+``mechanism`` — a resilience switch's internals (a probe, a breaker, a counter, the canary controller) did not move
+as designed, which may or may not have hurt anyone."""
 
 RefTo = Literal["fault", "moment", "runbook", "canary", "client", "replica", "supervised"]
 """What a reference must name: ``fault`` a fault id; ``moment`` a fault id, ``run`` or ``steady``;
@@ -67,6 +73,8 @@ class Kind(Generic[M]):
     """The alert names it gives; not None for the kinds that need Prometheus and Alertmanager."""
     judged_on_steady_state: bool = False
     """Its verdict's ``expected`` names the steady-state criteria it is judged against."""
+    catches: Catches = field(kw_only=True)
+    """Whether its failure is damage or only a mechanism's (``Catches``); every kind must say."""
 
     def claimed(self, mapping: Mapping[str, Any]) -> bool:
         return self.claims(mapping) if self.claims is not None else self.key in mapping

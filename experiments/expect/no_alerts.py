@@ -77,4 +77,5 @@ def _alerts(x: NoAlerts) -> list[tuple[Path, str]]:
     return [(("allow", j), name) for j, name in enumerate(x.allow)]
 
 
-KIND = Kind("no_alerts", NoAlerts, "no_alerts", _describe, judge, references=window_refs, alerts=_alerts)
+KIND = Kind("no_alerts", NoAlerts, "no_alerts", _describe, judge, references=window_refs, alerts=_alerts,
+            catches="damage")

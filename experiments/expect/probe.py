@@ -142,5 +142,6 @@ def _holds_refs(x: ProbeHolds) -> list[Ref]:
 
 BECOMES = Kind("probe", ProbeBecomes, "probe_becomes", _describe_becomes, judge_becomes,
                claims=lambda m: "probe" in m and "becomes" in m, references=_becomes_refs,
-               needed_after_end=timed_after_end)  # fmt: skip
-HOLDS = Kind("probe", ProbeHolds, "probe_holds", _describe_holds, judge_holds, references=_holds_refs)
+               needed_after_end=timed_after_end, catches="mechanism")  # fmt: skip
+HOLDS = Kind("probe", ProbeHolds, "probe_holds", _describe_holds, judge_holds, references=_holds_refs,
+             catches="mechanism")

@@ -53,4 +53,4 @@ def _references(x: Recovers) -> list[Ref]:
 
 
 KIND = Kind("recovers", Recovers, "recovers", _describe, judge, references=_references,
-            needed_after_end=timed_after_end, judged_on_steady_state=True)
+            needed_after_end=timed_after_end, judged_on_steady_state=True, catches="damage")

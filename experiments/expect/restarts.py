@@ -69,4 +69,4 @@ def _references(x: Restarts) -> list[Ref]:
     return [*window_refs(x), Ref("supervised", ("restarts",), x.restarts)]
 
 
-KIND = Kind("restarts", Restarts, "restarts", _describe, judge, references=_references)
+KIND = Kind("restarts", Restarts, "restarts", _describe, judge, references=_references, catches="damage")

@@ -11,6 +11,14 @@ came with the fault's own rollback is the rollback's, not the runbook's. When st
 the proof — before the fault ended. A failure names the step: the one whose check failed, or the last
 one done when recovery did not follow.
 
+A pass names the step that repaired the service — the last step with a command (an action or a shell script)
+that had started when the first whole steady window began; a step of checks only changes nothing — and shows the
+fault still in effect then: its rollback began only later (at the time given), its own check had found it in
+effect, and any change of the target's spec meanwhile (``process`` events ``spec``). A runbook whose steps
+include one of the fault's own undo actions (the ``launched`` event's ``undo_actions``, from
+``Fault.undo_actions_of``: ``release-device-memory`` for a held GPU memory) gets no credit, whatever steady
+state did: it rolled the fault back instead of repairing the service.
+
 Example::
 
     >>> from experiments.journal.timeline import Timeline
@@ -31,7 +39,7 @@ from faultdrill.experiments.expect.stats import Finding, SteadyCriteria, regaine
 from faultdrill.experiments.journal.timeline import Event, Timeline
 from faultdrill.experiments.timespec import Duration
 
-__all__ = ["KIND", "RunbookRestores", "judge_restores", "launched"]
+__all__ = ["KIND", "RunbookRestores", "judge_restores", "launched", "repairing_step"]
 
 
 class RunbookRestores(BaseModel):
@@ -48,6 +56,8 @@ class RunbookRestores(BaseModel):
 
 
 _END_STATES = ("done", "failed", "skipped", "halted")
+_INJECT_S = 15.0
+"""How long before its ``start`` event a fault's injection may have changed a spec (it restarts a replica)."""
 
 
 def launched(tl: Timeline, fault: str) -> Event | None:
@@ -71,8 +81,11 @@ def judge_restores(x: RunbookRestores, tl: Timeline, steady: SteadyCriteria) -> 
     t0 = run.t
     ends = [e for e in tl.select("fault", source=fault, event="end") if e.t >= (start.t if start else 0.0)]
     fault_end = ends[0].t if ends else tl.end
-    steps = [e for e in tl.select("runbook", source=run.source, start=t0) if e.get("status") in _END_STATES]
+    events = tl.select("runbook", source=run.source, start=t0)
+    steps = [e for e in events if e.get("status") in _END_STATES]
     failed = next((e for e in steps if e.get("status") in ("failed", "halted")), None)
+    undo = set(run.get("undo_actions") or ())
+    own = next((e for e in events if undo and e.get("action") in undo), None)
     # Credit only for a steady window wholly inside the fault: at hundreds of requests a second a window that
     # straddles the rollback holds its burst of failures under 1 % and would "regain" before the fault ended.
     credited = regained_at(tl.requests(), t0, steady, horizon=fault_end)
@@ -81,6 +94,11 @@ def judge_restores(x: RunbookRestores, tl: Timeline, steady: SteadyCriteria) -> 
     measured: dict[str, float | int | None] = {"seconds": None if at is None else round(at - t0, 6),
                                                "steps_done": sum(e.get("status") == "done" for e in steps)}
     who = f"{run.source} (launched on {run.get('trigger')} at t={t0:.1f} s)"
+    if own is not None:
+        return Finding(False, f"{who}: {_step(own)} runs {own.get('action')}, the undo of {fault} itself (the same "
+                       f"call as its rollback): that rolls the fault back, it does not repair the service, so the "
+                       f"runbook gets no credit (a runbook must repair what the fault broke, e.g. restart or drain "
+                       f"the replica, roll the version back)", measured, (t0, fault_end), (own,))  # fmt: skip
     if failed is not None:
         check = f": {failed.get('check')}" if failed.get("check") else ""
         return Finding(False, f"{who}: {_step(failed)} {failed.get('status')} at t={failed.t:.1f} s{check}",
@@ -119,9 +137,65 @@ def judge_restores(x: RunbookRestores, tl: Timeline, steady: SteadyCriteria) -> 
         return Finding(False, f"{who}: recovery did not happen {after}; {seen}", measured,
                        (t0, min(tl.end, t0 + within)), (last,) if last is not None else ())  # fmt: skip
     stats = request_stats(tl.requests(start=at, end=at + steady.window_s))
-    return Finding(True, f"{who}: steady state regained {at - t0:.1f} s after it started, {after}, while {fault} "
-                   f"was still in effect (limit {within:g} s); availability {stats.availability or 0.0:.3f} from "
-                   f"t={at:.1f} s", measured, (t0, at), (last,) if last is not None else ())  # fmt: skip
+    repair = repairing_step(events, at)
+    in_effect = _still_in_effect(tl, fault, start, at, at + steady.window_s, ends[0] if ends else None)
+    if repair is not None:
+        measured["repair_step"] = repair.get("step") if isinstance(repair.get("step"), int) else None
+    measured.update(regained_t=round(at, 3), fault_end_t=round(fault_end, 3) if ends else None)
+    if repair is None:
+        named = "no step that changes anything had run: steady state came back by itself"
+    else:
+        began = next((e.t for e in events if e.get("status") == "started" and e.get("step") == repair.get("step")),
+                     None)  # fmt: skip
+        span = f"t={began:.1f}–{repair.t:.1f} s" if began is not None else f"done at t={repair.t:.1f} s"
+        what = f"{repair.get('action') or repair.get('command')}; " if repair.get("command") else ""
+        named = f"repaired by {_step(repair)} ({what}{span})"
+    return Finding(True, f"{who}: steady state regained {at - t0:.1f} s after it started, while {fault} was "
+                   f"still in effect (limit {within:g} s): {named}, the first whole steady window "
+                   f"t={at:.1f}–{at + steady.window_s:.1f} s (availability {stats.availability or 0.0:.3f}); "
+                   f"{in_effect}", measured, (t0, at),
+                   tuple(e for e in (repair, ends[0] if ends else None) if e is not None))  # fmt: skip
+
+
+def repairing_step(events: list[Event], at: float) -> Event | None:
+    """The step that repaired the service, of a runbook's events (its end event): the last step with a command (a
+    faultdrill action or a shell script) that had started by ``at``, the start of the first whole steady window — a
+    step of checks only changes nothing. Events without ``command`` (older journals): the step in progress at
+    ``at``, else the last one done before it."""
+    started: dict[object, float] = {}
+    ends: dict[object, Event] = {}
+    for e in events:
+        if e.get("status") == "started":
+            started.setdefault(e.get("step"), e.t)
+        elif e.get("status") in _END_STATES:
+            ends.setdefault(e.get("step"), e)
+    acting = [s for s, t in started.items() if t <= at and s in ends and ends[s].get("command")]
+    if acting:
+        return ends[max(acting, key=lambda s: started[s])]
+    if any(e.get("command") for e in ends.values()):
+        return None  # no step that changes anything had started: steady state came back by itself
+    return next((e for e in ends.values() if e.t >= at and started.get(e.get("step"), e.t) <= at),
+                next((e for e in reversed(list(ends.values())) if e.get("status") == "done" and e.t < at), None))
+
+
+def _still_in_effect(tl: Timeline, fault: str, start: Event | None, at: float, window_end: float,
+                     end: Event | None) -> str:  # fmt: skip
+    """That ``fault`` was in effect at ``at``, in words: its rollback came later, its own check, spec changes."""
+    words = [f"{fault}'s rollback began only at t={end.t:.1f} s, {end.t - window_end:.1f} s after that window closed"
+             if end is not None else f"{fault} was not rolled back by the end of the run (t={tl.end:.1f} s)"]
+    verified = tl.first("fault", source=fault, event="verified")
+    if verified is not None and verified.get("effective"):
+        words.append(f"its own check found it in effect at t={verified.t:.1f} s ({verified.get('message')})")
+    target = start.get("target") if start is not None else None
+    if target:
+        # From a little before the fault's start event: an injection changes the spec before it returns.
+        specs = [e for e in tl.select("process", source=target, start=start.t - _INJECT_S if start else 0.0, end=at)
+                 if e.get("event") == "spec"][-3:]  # fmt: skip
+        if specs:
+            shown = "; ".join(f"t={e.t:.1f} s " + ", ".join(f"{k}={v}" for k, v in (e.get("env") or {}).items())
+                              for e in specs)  # fmt: skip
+            words.append(f"{target}'s spec changed meanwhile ({shown}): the fault's rollback puts it back")
+    return "; ".join(words)
 
 
 def _describe(x: RunbookRestores) -> str:
@@ -134,4 +208,4 @@ def _references(x: RunbookRestores) -> list[Ref]:
 
 # No needed_after_end: it is judged while its fault is in effect, so it needs no events after the fault ends.
 KIND = Kind("runbook", RunbookRestores, "runbook", _describe, judge_restores, references=_references,
-            judged_on_steady_state=True)
+            judged_on_steady_state=True, catches="damage")

@@ -70,4 +70,4 @@ def _references(x: SloOver) -> list[Ref]:
                                for j, cid in enumerate(getattr(x, key) or ()))]  # fmt: skip
 
 
-KIND = Kind("slo", SloOver, "slo", _describe, judge, references=_references)
+KIND = Kind("slo", SloOver, "slo", _describe, judge, references=_references, catches="damage")

@@ -43,7 +43,7 @@ from faultdrill.experiments.journal.models import (  # their home: readers of a 
     percentile,
 )
 from faultdrill.experiments.journal.timeline import Event
-from faultdrill.experiments.journal.traffic import Dist, is_lost, units
+from faultdrill.experiments.journal.traffic import Dist, is_lost, is_wrong, units
 from faultdrill.experiments.timespec import Duration
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ class RequestStats:
     """Mean inter-token latencies (seconds) of the ok streamed requests."""
     failures: tuple[Event, ...] = ()
     """The failed requests kept raw (all single ones; a bounded number per bucket)."""
+    wrong: int = 0
+    """Failed requests that were answered wrongly (``WrongAnswer``)."""
 
     @property
     def failed(self) -> int:
@@ -87,17 +89,17 @@ class RequestStats:
 
 def request_stats(events: Iterable[Event]) -> RequestStats:
     """Aggregate ``request`` and ``requests`` events (other kinds are ignored)."""
-    total = ok = lost = 0
+    total = ok = lost = wrong = 0
     latencies, ttfts, itls = Dist(), Dist(), Dist()
     failures: list[Event] = []
     for u in units(events):
-        total, ok, lost = total + u.total, ok + u.ok, lost + u.lost
+        total, ok, lost, wrong = total + u.total, ok + u.ok, lost + u.lost, wrong + u.wrong
         latencies.add(u.latency)
         ttfts.add(u.ttft)
         itls.add(u.itl)
         failures.extend(u.failures)
     return RequestStats(total=total, ok=ok, lost=lost, latencies=latencies, ttfts=ttfts, itls=itls,
-                        failures=tuple(failures))  # fmt: skip
+                        failures=tuple(failures), wrong=wrong)  # fmt: skip
 
 
 def regained_at(requests: Sequence[Event], start: float, criteria: SteadyCriteria, *, horizon: float) -> float | None:
@@ -195,17 +197,26 @@ def judge_slo(slo: str, events: Sequence[Event], label: str, span: tuple[float, 
 
 
 def judge_requests(kind: str, events: Sequence[Event], label: str, span: tuple[float, float], *,
-                   at_most: int) -> Finding:  # fmt: skip
-    """Failed (``ok`` false) or lost (never answered) requests; an empty window fails (was load on?). The
+                   at_most: int, share: float | None = None) -> Finding:  # fmt: skip
+    """Failed (``ok`` false), lost (never answered) or wrong (answered wrongly) requests, at most ``at_most`` of
+    them or, with ``share``, that share of the window's requests; an empty window fails (was load on?). The
     evidence is the failures kept raw (a bucket keeps a bounded number of its own)."""
     stats = request_stats(events)
     if not stats.total:
         return Finding(False, f"no requests {label} (t={span[0]:.1f}–{span[1]:.1f} s): nothing to count",
                        {"requests": 0}, span)  # fmt: skip
-    bad = stats.failed if kind == "failed" else stats.lost
-    evidence = tuple(e for e in stats.failures if kind == "failed" or is_lost(e))
-    return Finding(bad <= at_most, f"{bad:,} of {stats.total:,} requests {kind} {label} "
-                   f"(expected at most {at_most})", {kind: bad, "requests": stats.total}, span, evidence)  # fmt: skip
+    bad = {"failed": stats.failed, "lost": stats.lost, "wrong": stats.wrong}[kind]
+    keep = {"failed": lambda e: True, "lost": is_lost, "wrong": is_wrong}[kind]
+    evidence = tuple(e for e in stats.failures if keep(e))
+    measured: dict[str, float | int | None] = {kind: bad, "requests": stats.total}
+    if share is not None:
+        passed, bound = bad <= share * stats.total, f"{share:.2%}".replace(".00%", "%")
+        measured["share"] = bad / stats.total
+        text = f"{bad:,} of {stats.total:,} requests ({bad / stats.total:.2%}) {kind} {label}"
+    else:
+        passed, text, bound = bad <= at_most, f"{bad:,} of {stats.total:,} requests {kind} {label}", str(at_most)
+    text += f" (expected at most {bound})"
+    return Finding(passed, text, measured, span, evidence)
 
 
 def judge_budget(events: Sequence[Event], label: str, span: tuple[float, float], *, at_most: float,

@@ -2,8 +2,9 @@
 
 * Moments resolve on the timeline: ``run.start`` is 0 (``run.end`` the last event),
   ``steady.start`` the ``phase`` event ``steady``, ``<fault>.start``/``.end`` the first
-  ``fault`` start/end events of that id. A reference that never happened gives a *failed*
-  verdict saying so (:class:`Missing`), never an exception out of ``evaluate``.
+  ``fault`` start/end events of that id (a ``load.rate_stages`` id: its ``phase`` events of
+  source ``load``). A reference that never happened gives a *failed* verdict saying so
+  (:class:`Missing`), never an exception out of ``evaluate``.
 * Windows are inclusive at both ends; an open end is the end of the run; an expectation
   with no window covers the whole run; a window opening at ``steady.start`` opens at
   ``run.start`` when the run recorded no steady phase. No evidence (no samples, no
@@ -45,6 +46,8 @@ def anchor(ref: str | None, edge: str, timeline: Timeline) -> float | None:
         if start is None or edge == "start":
             return start
         return next((e.t for e in phases if e.t >= start and e.get("phase") != "steady"), None)
+    if stage := timeline.select("phase", source="load", phase=ref, edge=edge):  # a load.rate_stages entry
+        return stage[0].t
     starts = timeline.select("fault", source=ref, event="start")
     if edge == "start":
         return starts[0].t if starts else None

@@ -123,6 +123,9 @@ class RequestsAttrs(_Attrs):
     ok: int = 0
     lost: int = 0
     """Requests never answered (connection refused or reset, no status)."""
+    wrong: int = 0
+    """Requests answered wrongly, whatever their status (``WrongAnswer``: malformed, non-finite or mis-shaped
+    outputs, a failed known answer); failures, like ``lost`` ones. Journals before it read 0."""
     statuses: dict[str, int] = Field(default_factory=dict)
     """Requests by HTTP status (``"0"``: no answer)."""
     latency: str | None = None
@@ -163,10 +166,11 @@ class BreakerAttrs(_Attrs):
 
 
 class ProcessAttrs(_Attrs):
-    """``process`` (source: the service): a start, exit, restart, ready or unready."""
+    """``process`` (source: the service): a start, exit, restart, ready or unready, or a change of its spec."""
 
     event: str = ""
-    """start, exit, restart, ready or unready."""
+    """start, exit, restart, ready, unready or spec (``set_env``: ``env`` as set, ``previous`` values; secrets
+    as ``***``)."""
     pid: int | None = None
     pod: str | None = None
     code: int | None = None
@@ -248,6 +252,12 @@ class RunbookAttrs(_Attrs):
     fault: str | None = None
     trigger: str | None = None
     file: str | None = None
+    command: str | None = None
+    """The language of the step's command block (``sh`` or ``faultdrill``); None: a step of checks or a manual one."""
+    action: str | None = None
+    """The faultdrill action the step runs (``restart``, ``rollback-model``, …), when it runs one."""
+    undo_actions: list[str] | None = None
+    """``launched``: the runbook actions that are its fault's own undo (a step running one gets no credit)."""
 
 
 class PhaseAttrs(_Attrs):

@@ -76,7 +76,7 @@ from faultdrill.experiments.journal.models import (
     percentile,
 )
 from faultdrill.experiments.journal.timeline import Timeline
-from faultdrill.experiments.journal.traffic import Dist, Unit, decoded, encode_latencies, is_lost, units
+from faultdrill.experiments.journal.traffic import Dist, Unit, decoded, encode_latencies, is_lost, is_wrong, units
 from faultdrill.faults.errors import ConfigError
 
 __all__ = [
@@ -124,6 +124,7 @@ __all__ = [
     "encode_latencies",
     "faultdrill_version",
     "is_lost",
+    "is_wrong",
     "percentile",
     "units",
 ]  # fmt: skip

@@ -39,8 +39,8 @@ from hdrh.histogram import HdrHistogram
 
 from faultdrill.experiments.journal.events import Event
 
-__all__ = ["HDR_DIGITS", "HDR_MAX_US", "Dist", "Unit", "decoded", "encode_latencies", "is_lost", "new_histogram",
-           "units"]  # fmt: skip
+__all__ = ["HDR_DIGITS", "HDR_MAX_US", "Dist", "Unit", "decoded", "encode_latencies", "is_lost", "is_wrong",
+           "new_histogram", "units"]  # fmt: skip
 
 HDR_MAX_US = 3_600_000_000
 """The histograms' range: 1 µs to one hour (longer values are recorded as one hour)."""
@@ -49,6 +49,11 @@ HDR_DIGITS = 2
 
 # Locust reports a refused/reset connection as status 0; httpx-based generators give None.
 _CONNECTION = re.compile(r"connect|connection|disconnect|reset by peer|broken pipe", re.IGNORECASE)
+
+
+def is_wrong(event: Event) -> bool:
+    """A single request answered wrongly (its error a ``WrongAnswer``, whatever its status)."""
+    return event.get("ok") is not True and str(event.get("error") or "").startswith("WrongAnswer")
 
 
 def is_lost(event: Event) -> bool:
@@ -101,6 +106,8 @@ class Unit:
     source: str = "load"
     span: float = 0.0
     """Seconds of send time it covers (0 for a single request)."""
+    wrong: int = 0
+    """Failed requests that were answered wrongly (``WrongAnswer``; 0 in journals from before it)."""
 
     @property
     def failed(self) -> int:
@@ -127,6 +134,7 @@ def _bucket(e: Event) -> Unit:
     total = _int(a.get("count"))
     ok = min(total, _int(a.get("ok")))
     lost = min(total - ok, _int(a.get("lost")))
+    wrong = min(total - ok - lost, _int(a.get("wrong")))
     failures: list[Event] = []
     for s in a.get("samples") or ():
         if isinstance(s, dict) and s.get("ok") is not True and isinstance(s.get("t"), int | float):
@@ -136,15 +144,16 @@ def _bucket(e: Event) -> Unit:
                                                   wall=None))  # fmt: skip
     span = a.get("span_s")
     return Unit(e.t, total, ok, lost, _pairs(a.get("latency")), _pairs(a.get("ttft")), _pairs(a.get("itl")),
-                tuple(failures), e.source, float(span) if isinstance(span, int | float) and span > 0 else 0.0)
+                tuple(failures), e.source, float(span) if isinstance(span, int | float) and span > 0 else 0.0, wrong)
 
 
 def _single(e: Event) -> Unit:
     ok = e.get("ok") is True
     pairs = {k: ((float(e.get(k)), 1),) if ok and isinstance(e.get(k), int | float) else ()
              for k in ("latency_s", "ttft_s", "itl_s")}  # fmt: skip
-    return Unit(e.t, 1, int(ok), int(not ok and is_lost(e)), pairs["latency_s"], pairs["ttft_s"], pairs["itl_s"],
-                () if ok else (e,), e.source)  # fmt: skip
+    wrong = not ok and is_wrong(e)
+    return Unit(e.t, 1, int(ok), int(not ok and not wrong and is_lost(e)), pairs["latency_s"], pairs["ttft_s"],
+                pairs["itl_s"], () if ok else (e,), e.source, wrong=int(wrong))  # fmt: skip
 
 
 def units(events: Iterable[Event]) -> Iterator[Unit]:

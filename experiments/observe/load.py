@@ -52,8 +52,10 @@ from faultdrill.experiments.observe.protocols import Runtime, prepare
 from faultdrill.experiments.spec.load import LoadProtocol
 from faultdrill.experiments.timespec import Duration, parse_duration
 from faultdrill.faults.base import Injection
-from faultdrill.faults.errors import LedgerError
+from faultdrill.faults.errors import ConfigError, LedgerError
 from faultdrill.faults.owned import Owner, die_with_parent
+from faultdrill.target_service.answers import KnownAnswerError
+from faultdrill.target_service.answers import read as read_known_answers
 
 if TYPE_CHECKING:
     from faultdrill.experiments.spec.experiment import LoadSpec
@@ -188,6 +190,7 @@ class LoadGenerator:
         request_timeout_s: float = 10.0, source: str = "load", stop_grace_s: float = 15.0,
         clients: Sequence[tuple[str, int]] = (), owner: Owner | None = None,
         protocol: LoadProtocol | None = None, base_dir: Path | None = None, rate: float | None = None,
+        known_answers: Path | None = None, entities: int = 1,
     ) -> None:  # fmt: skip
         if users < 1 or workers < 0:
             raise ValueError(f"need users >= 1 and workers >= 0, got users={users} workers={workers}")
@@ -199,10 +202,19 @@ class LoadGenerator:
         self.think_time_s, self.request_timeout_s = think_time_s, request_timeout_s
         self.rate = rate
         """Open model: requests per second in all (None: closed-loop users)."""
+        self.entities = entities
+        """End users the bundled request is for, in turn (``parameters.entity_id``)."""
         self.source, self.stop_grace_s, self.stats_prefix = source, stop_grace_s, self.workdir / "locust-stats"
         self.clients = tuple(clients)  # (client id, weight): users send X-Client-Id, events carry ``client``
         # ``load.protocol``: its payload file read and checked now (ConfigError); None: the bundled target's request.
         self.protocol: Runtime | None = None if protocol is None else prepare(protocol, base_dir or Path.cwd())
+        # The bundled request's known answers (the served model version's known_answers.json): checked now.
+        self.known_answers = None if known_answers is None or self.protocol is not None else Path(known_answers)
+        if self.known_answers is not None:
+            try:
+                read_known_answers(str(self.known_answers))
+            except KnownAnswerError as exc:
+                raise ConfigError(str(exc), field="known_answers") from None
         self.events = self.failed_events = self.malformed = 0  # request lines read: all, not ok, unparsable
         self._procs: list[subprocess.Popen[bytes]] = []
         self.owner = owner  # each Locust process a ledger record while it runs; None: not recorded
@@ -215,7 +227,7 @@ class LoadGenerator:
     @classmethod
     def of_spec(cls, host_url: str, timeline: Timeline, workdir: Path, load: LoadSpec, *, shape: LoadShape,
                 run_time: float, model: str, owner: Owner | None = None, base_dir: Path | None = None,
-                ) -> LoadGenerator:  # fmt: skip
+                known_answers: Path | None = None) -> LoadGenerator:  # fmt: skip
         """The generator a spec's ``load`` section asks for (users, spawn rate, workers, think time, clients and
         ``protocol``; its payload files relative to ``base_dir``, the experiment's directory)."""
         if load.rate is not None and not isinstance(load.rate, float | int):
@@ -223,7 +235,8 @@ class LoadGenerator:
         return cls(host_url, timeline, workdir, users=load.users, spawn_rate=load.spawn_rate, shape=shape,
                    workers=load.workers, run_time=run_time, model=model, think_time_s=float(load.think_time),
                    clients=[(c.id, c.weight) for c in load.clients], owner=owner, protocol=load.protocol,
-                   base_dir=base_dir, rate=load.rate)  # fmt: skip
+                   base_dir=base_dir, rate=load.rate, known_answers=known_answers,
+                   entities=load.entities)  # fmt: skip
 
     def __enter__(self) -> LoadGenerator:
         self.start()
@@ -242,6 +255,7 @@ class LoadGenerator:
             raise RuntimeError("load generator already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         Path(f"{self.stats_prefix}.json").unlink(missing_ok=True)
+        self.rate_schedule_path.unlink(missing_ok=True)  # a previous run's stages never shape this one
         locustfile = locustfile_path() if self.protocol is None else protocol_locustfile_path()
         if self.protocol is not None:
             (self.workdir / "load-protocol.json").write_text(self.protocol.model_dump_json())
@@ -273,9 +287,13 @@ class LoadGenerator:
         env |= self.shape.env() | {
             "FAULTDRILL_LOAD_MODEL": self.model, "FAULTDRILL_LOAD_WAIT_S": str(self.think_time_s),
             "FAULTDRILL_LOAD_TIMEOUT_S": str(self.request_timeout_s),
+            "FAULTDRILL_LOAD_ENTITIES": str(self.entities),
         }  # fmt: skip
         if self.rate is not None:
             env["FAULTDRILL_LOAD_RATE_PER_USER"] = str(self.rate / self.users)
+            env["FAULTDRILL_LOAD_RATE_SCHEDULE"] = str(self.rate_schedule_path)
+        if self.known_answers is not None:
+            env["FAULTDRILL_LOAD_KNOWN_ANSWERS"] = str(self.known_answers)
         if self.clients:
             env["FAULTDRILL_LOAD_CLIENTS"] = json.dumps([{"id": c, "weight": w} for c, w in self.clients])
         if self.protocol is not None:
@@ -294,6 +312,23 @@ class LoadGenerator:
             except LedgerError:
                 _kill_groups(self._procs)  # unrecorded, a crash of this run would leave them running
                 raise
+
+    @property
+    def rate_schedule_path(self) -> Path:
+        """Where :meth:`schedule_rates` writes the open-model rate's stages (the Locust processes poll it)."""
+        return self.workdir / "rate-schedule.json"
+
+    def schedule_rates(self, t0_wall: float, stages: Sequence[tuple[float, float, float, float]]) -> None:
+        """Open model: from wall time ``t0_wall`` on, the rate follows ``stages`` — ``(at_s, ramp_s, hold_s, rate)``
+        each, rates in requests per second in all — and is ``rate`` outside them (``loadkit.RateSchedule``).
+        Written atomically; each Locust user reads it within ``Pacer.POLL_S``."""
+        if self.rate is None:
+            raise ValueError("rate stages shape an open-model rate: this load has none")
+        body = {"t0": t0_wall, "stages": [{"at_s": at, "ramp_s": ramp, "hold_s": hold, "rate": rate / self.users}
+                                          for at, ramp, hold, rate in stages]}  # fmt: skip
+        tmp = self.rate_schedule_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, self.rate_schedule_path)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait until Locust finishes by itself (run time over); True if it did."""
@@ -373,10 +408,12 @@ def request_counts(event: Event) -> tuple[int, int]:
 
 def _bucket_attrs(row: dict[str, Any], start_wall: float) -> dict[str, Any]:
     count, ok, lost = (int(row[k]) for k in ("count", "ok", "lost"))
-    if not 0 <= ok <= count or not 0 <= lost <= count - ok:
+    wrong = int(row.get("wrong") or 0)  # older locustfiles write none
+    if not 0 <= ok <= count or not 0 <= lost <= count - ok or not 0 <= wrong <= count - ok - lost:
         raise ValueError("counts out of range")
     attrs: dict[str, Any] = {"span_s": float(row["span_s"]), "name": str(row["name"]), "count": count, "ok": ok,
-                             "lost": lost, "statuses": {str(k): int(v) for k, v in dict(row["statuses"]).items()}}
+                             "lost": lost, "wrong": wrong,
+                             "statuses": {str(k): int(v) for k, v in dict(row["statuses"]).items()}}  # fmt: skip
     for key in ("client", "version", "replica", "latency", "ttft", "itl"):
         if row.get(key) is not None:
             attrs[key] = str(row[key])

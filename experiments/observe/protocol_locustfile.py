@@ -85,13 +85,13 @@ class ProtocolUser(FastHttpUser):
             return
         call = _CLIENT.call(self._next)
         self._next += 1
-        self._send(call, _CLIENT.check)
+        self._send(call, _CLIENT.judge_of(call))
 
     def _paced(self, intended: float) -> None:
         """One arrival, timed from its scheduled moment (``intended``, wall time), however late it is sent."""
         call = _CLIENT.call(self._next)
         self._next += 1
-        self._send(call, _CLIENT.check, intended)
+        self._send(call, _CLIENT.judge_of(call), intended)
 
     def _refused(self, intended: float, in_flight: int) -> None:
         call = _CLIENT.call(self._next)

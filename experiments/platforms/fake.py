@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from faultdrill.experiments.observe.load import LoadSummary
 from faultdrill.experiments.platforms.base import PlatformEnvironment
 from faultdrill.experiments.spec.system import SystemDescription, bundled_system
 from faultdrill.faults.base import Scope
-from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.faults.topology import ServiceHandle, Topology, merge_env
 
 if TYPE_CHECKING:
     from faultdrill.experiments.observe.load import LoadShape
@@ -81,6 +82,8 @@ class FakePlatform:
         self.calls: list[tuple[Any, ...]] = []
         self.held: set[str] = set()
         self.exits: dict[str, int] = {}
+        self.spec_env: dict[str, dict[str, str]] = {}
+        """Each service's spec as ``set_env`` left it (what a restart would start it with)."""
         self.loads: list[FakeLoad] = []
         self.is_up = False
 
@@ -142,6 +145,11 @@ class FakePlatform:
         self.handle(name)
         self.calls.append(("restart", name, env))
         self.held.discard(name)
+
+    def set_env(self, name: str, env: Mapping[str, str | None]) -> dict[str, str | None]:
+        self.handle(name)
+        self.calls.append(("set_env", name, dict(env)))
+        return merge_env(self.spec_env.setdefault(name, {}), env)
 
     def wait_exit(self, name: str, timeout_s: float) -> int | None:
         return self.exits.get(name)

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_args
@@ -57,6 +58,8 @@ __all__ = [
     "LoadSpec",
     "Metadata",
     "ProbeSettings",
+    "RateShare",
+    "RateStage",
     "RestartSettings",
     "RunbookRef",
     "SloSpec",
@@ -75,6 +78,7 @@ Misconfig = Literal[
     "liveness_checks_dependency",
     "no_cache_bypass",
     "no_rate_limit",
+    "shed_as_server_error",
     "no_canary_analysis",
 ]
 # Profiles the platform honours (not the target process): never passed to FAULTDRILL_MISCONFIGURATIONS.
@@ -213,6 +217,11 @@ class TargetSpec(_Model):
             raise ValueError(f"listed twice: {', '.join(dupes)}")
         return value
 
+    def inert_misconfigurations(self) -> list[str]:
+        """The platform's profiles set here that change nothing on this target: ``no_canary_analysis`` without a
+        canary (``faultdrill score`` does not run such a variant: its run would be the baseline's)."""
+        return [m for m in self.misconfigurations if m == "no_canary_analysis" and self.canary is None]
+
     @model_validator(mode="after")
     def _fields_of_the_service(self) -> TargetSpec:
         """A bundled-only field beside a service of your own is an error at that field, with what to do instead."""
@@ -283,13 +292,58 @@ class LoadClient(_Model):
     weight: int = Field(default=1, ge=1, le=1000)
 
 
+MAX_RATE_SHARE = 500.0
+"""The largest ``N%`` of probed capacity a rate may ask (an overload experiment drives 2-3x capacity)."""
+
+
 class RateShare(_Model):
     """``rate: 70%``: a share of the capacity the run's probe measures (``LoadSpec.capacity_probe``)."""
 
-    percent: float = Field(gt=0, le=200)
+    percent: float = Field(gt=0, le=MAX_RATE_SHARE)
 
     def __str__(self) -> str:
         return f"{self.percent:g}%"
+
+
+def _rate(value: Any) -> Any:
+    """``200`` (requests per second) or ``70%`` (a :class:`RateShare` of the probed capacity)."""
+    expected = f"expected requests per second (0 < rate <= 100000) or a share of capacity (70%), got {value!r}"
+    if isinstance(value, bool | list | dict):
+        raise ValueError(expected)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text.removesuffix("%"))
+        except ValueError:
+            raise ValueError(expected) from None
+        if text.endswith("%"):
+            if not 0 < number <= MAX_RATE_SHARE:
+                raise ValueError(f"a share of capacity is above 0% and at most {MAX_RATE_SHARE:g}%, got {value!r}")
+            return RateShare(percent=number)
+        value = number
+    if isinstance(value, int | float) and not 0 < value <= 100_000:
+        raise ValueError(expected)
+    return value
+
+
+class RateStage(_Model):
+    """``{id: spike, at: 5s, rate: 300%, hold: 8s}``: from ``at`` after steady state, the open-model rate goes to
+    ``rate`` — at once, or linearly from ``load.rate`` over ``ramp`` — holds it for ``hold``, then drops back to
+    ``load.rate``. The stage is a window on the timeline from ``at`` to ``at + ramp + hold`` (``during: spike``)."""
+
+    id: FaultId
+    at: Duration
+    """Offset from steady state (as a fault's ``at``)."""
+    rate: Annotated[float | RateShare, BeforeValidator(_rate)]
+    """Requests per second in all, or a share of the probed capacity (``300%``)."""
+    ramp: Duration = Duration(0.0)
+    """From ``load.rate`` to ``rate`` linearly over this long (0: a step, as a spike arrives)."""
+    hold: Duration = Field(gt=0)
+    """How long ``rate`` holds once reached."""
+
+    @property
+    def end_s(self) -> float:
+        return float(self.at) + float(self.ramp) + float(self.hold)
 
 
 class CapacityProbe(_Model):
@@ -315,6 +369,11 @@ class LoadSpec(_Model):
     think_time: Duration = Duration(0.0)
     clients: list[LoadClient] = Field(default_factory=list)
     """Clients the users act for (users are assigned by weight; request events carry ``client``)."""
+    entities: int = Field(default=1, ge=1, le=256)
+    """End users the bundled request is sent on behalf of (``parameters.entity_id``: ``user-0`` … ``user-N-1``, in
+    turn). Each has its own features, so the target's feature cache refreshes about ``entities`` a second: a
+    population of users makes a hung dependency felt by the requests that refresh, unless a breaker fails them
+    fast (``experiments/catalog/dependency_outage.yaml``); one entity hides a missing breaker."""
     protocol: LoadProtocol | None = None
     """What each request is (``experiments.spec.load``): ``oip_v2``, ``openai``, ``kserve_v1`` or ``http``;
     None: the bundled target's own request."""
@@ -326,34 +385,38 @@ class LoadSpec(_Model):
     capacity_probe: CapacityProbe = Field(default_factory=lambda: CapacityProbe())
     """How ``rate: N%`` measures the capacity: closed-loop users for a while, before the run's load starts."""
 
+    rate_stages: list[RateStage] = Field(default_factory=list)
+    """Open model only: where the rate leaves ``rate`` for a while (a spike, a ramp), timed from steady state like
+    faults; between and after them it is ``rate`` again. Each stage is a window expectations name (``during:
+    spike``, ``after: spike.end``)."""
+
     @field_validator("rate", mode="before")
     @classmethod
     def _share(cls, value: Any) -> Any:
-        expected = f"expected requests per second (0 < rate <= 100000) or a share of capacity (70%), got {value!r}"
-        if isinstance(value, bool | list | dict):
-            raise ValueError(expected)
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                number = float(text.removesuffix("%"))
-            except ValueError:
-                raise ValueError(expected) from None
-            if text.endswith("%"):
-                if not 0 < number <= 200:
-                    raise ValueError(f"a share of capacity is above 0% and at most 200%, got {value!r}")
-                return RateShare(percent=number)
-            value = number
-        if isinstance(value, int | float) and not 0 < value <= 100_000:
-            raise ValueError(expected)
-        return value
+        return _rate(value)
 
     @model_validator(mode="after")
     def _open_model(self) -> LoadSpec:
         if self.rate is not None and self.shape.type != "steady":
-            raise ValueError("an open-model rate is steady; the shape (ramp, step, spike) is for closed-loop users")
+            raise ValueError("an open-model rate is shaped by rate_stages; the shape (ramp, step, spike) is for "
+                             "closed-loop users")  # fmt: skip
         if self.rate is not None and float(self.think_time) > 0:
             raise ValueError("think_time is a closed-loop user's pause; with a rate, arrivals are scheduled")
+        if self.rate_stages and self.rate is None:
+            raise ValueError("rate_stages shape an open-model rate: give load.rate (the rate outside the stages)")
         return self
+
+    @field_validator("rate_stages")
+    @classmethod
+    def _stages_in_order(cls, value: list[RateStage]) -> list[RateStage]:
+        for prev, stage in itertools.pairwise(value):
+            if float(stage.at) < prev.end_s:
+                raise ValueError(f"stage '{stage.id}' starts at {float(stage.at):g}s, before stage '{prev.id}' ends "
+                                 f"({prev.end_s:g}s): stages are listed in time order and do not overlap")
+        ids = [s.id for s in value]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"stage id listed twice: {', '.join(dupes)}")
+        return value
 
     @field_validator("clients")
     @classmethod
@@ -536,7 +599,13 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
     system = exp.system()
     ids, services = [f.id for f in exp.faults], system.names()
     replicas = system.replicas()
-    refs = [*ids, *_BUILTIN_REFS]
+    stages = [st.id for st in exp.load.rate_stages]  # load.rate_stages are windows too (during: spike)
+    refs = [*ids, *stages, *_BUILTIN_REFS]
+    for i, st in enumerate(exp.load.rate_stages):
+        if st.id in _BUILTIN_REFS or st.id in ids:
+            problems.append(SpecProblem(("load", "rate_stages", i, "id"), f"'{st.id}' is "
+                                        f"{'reserved' if st.id in _BUILTIN_REFS else 'a fault id'}",
+                                        "another stage id"))  # fmt: skip
     if not isinstance(exp.target.service, str) and exp.load_protocol() is None:
         said = exp.target.service.protocol or "no protocol"
         problems.append(SpecProblem(("load",), f"the load has no request to send to this service ({said}"
@@ -567,8 +636,8 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
         problems.append(SpecProblem(("target", "cache", "enabled"), "the prediction cache (a redis-server started "
                                     "by the platform) runs on the local platform only", "target.platform: local"))
 
-    def fault_ref(path: tuple[str | int, ...], ref: str | None, builtins: bool = True) -> None:
-        allowed = refs if builtins else ids
+    def fault_ref(path: tuple[str | int, ...], ref: str | None, builtins: bool = True, stages_too: bool = True) -> None:
+        allowed = [r for r in (refs if builtins else [*ids, *stages]) if stages_too or r not in stages]
         if ref is not None and ref not in allowed:
             problems.append(SpecProblem(path, f"no fault with id '{ref}'", "one of " + (", ".join(allowed) or "none"),
                                         _closest(ref, allowed)))  # fmt: skip
@@ -588,7 +657,7 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
         if fault.at is not None and fault.after is not None:
             problems.append(SpecProblem(("faults", i, "after"), "give 'at' or 'after', not both"))
         if fault.after is not None:
-            fault_ref(("faults", i, "after"), fault.after.ref)
+            fault_ref(("faults", i, "after"), fault.after.ref, stages_too=False)  # faults start from faults
             if fault.after.ref == fault.id:
                 problems.append(SpecProblem(("faults", i, "after"), f"fault '{fault.id}' cannot start after itself"))
         cache_off = not exp.target.cache.enabled and (fault.type.startswith("cache_")

@@ -99,6 +99,13 @@ class InputsFile(_Model):
     file: FilePath
 
 
+class KnownAnswersFile(_Model):
+    """``{file: known_answers.json}``: requests with the answers a correct server gives them
+    (``target_service/answers.py``'s format, the one the bundled model is published with)."""
+
+    file: FilePath
+
+
 def _inputs_tag(value: Any) -> str:
     return "file" if isinstance(value, dict | InputsFile) else "generated"
 
@@ -124,6 +131,9 @@ class OipV2Protocol(_Model):
     """``generated``: from the metadata (each -1 dimension as 1, random values of each datatype); or a file."""
     binary: bool = False
     """Binary tensor data extension both ways: inputs as raw bytes after the JSON header, outputs asked as binary."""
+    known_answers: KnownAnswersFile | None = None
+    """Every 4th request is one of the file's known requests, in turn; its answer must hold the known outputs
+    (class, values within the tolerance), or it is a wrong answer."""
 
 
 class ChatMessage(_Model):

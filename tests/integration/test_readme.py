@@ -68,12 +68,18 @@ LONG = {
     # copy of the shipped rules (mutated, so the run must fail naming the alert).
     "faultdrill run experiments/catalog/cert_expiry.yaml --rules my-rules.yml":
         "tests/integration/test_alert_proof.py::test_a_broken_rule_fails_the_experiment_naming_the_alert",
-    # About a minute each against the default target: the catalog matrix (make test-catalog).
+    # About a minute each: cells of the catalog's detection matrix (make test-catalog) — cache_outage is a
+    # baseline run, noisy_neighbour × no_rate_limit a variant run caught on the tenants' latency.
     "faultdrill run experiments/catalog/cache_outage.yaml":
-        "tests/integration/test_catalog.py::test_catalog_experiment[cache_outage-None-None] (make test-catalog)",
+        "tests/integration/test_catalog.py::test_every_profile_is_caught_on_damage (make test-catalog)",
     "faultdrill run experiments/catalog/noisy_neighbour.yaml --misconfig no_rate_limit":
-        "tests/integration/test_catalog.py::test_catalog_experiment[noisy_neighbour-no_rate_limit-latency p95 at most "
-        "100 ms during flood (clients tenant-a, tenant-b)] (make test-catalog)",
+        "tests/integration/test_catalog.py::test_every_profile_is_caught_on_damage (make test-catalog)",
+    # ~80 runs (~75 min): the matrix itself.
+    "faultdrill score experiments/suites/catalog.yaml":
+        "tests/integration/test_catalog.py::test_every_profile_is_caught_on_damage (make test-catalog)",
+    # Two runs (~2 min): the unmodified target, then readiness_ignores_model, caught on failed requests.
+    "faultdrill score experiments/catalog/model_load_failure.yaml --variant readiness_ignores_model":
+        "tests/integration/test_score.py::test_score_catches_a_profile_on_damage (make test-catalog)",
     "faultdrill gameday run gamedays/plans/canary.yaml":
         "tests/integration/test_gd_canary_gameday.py::test_canary_gameday[None-None] (make test-catalog)",
 }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,8 @@ class Call:
     name: str = ""
     stream: bool = False
     """Read the answer as server-sent events (:meth:`ProtocolClient.stream_reader`)."""
+    expected: Any = None
+    """A known answer this call's answer must hold (``target_service.answers.Expected``), or None."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ class ProtocolClient(ABC):
     @abstractmethod
     def check(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """Judge a whole (not streamed) answer; ``headers`` have lower-case names."""
+
+    def judge_of(self, call: Call) -> Callable[[int, Mapping[str, str], bytes], Outcome]:
+        """How the answer to ``call`` is judged: :meth:`check`, unless a client judges a call by what it sent."""
+        return self.check
 
     def stream_reader(self, headers: Mapping[str, str]) -> Any:
         """A reader of a streamed answer (``line(raw, t)`` per line, then ``end(t, leftover)`` → Outcome)."""

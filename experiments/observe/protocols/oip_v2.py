@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +39,7 @@ from faultdrill.experiments.observe.protocols.base import (
     server_error,
 )
 from faultdrill.experiments.spec.load import OipV2Protocol
+from faultdrill.target_service.answers import KnownAnswers, check_outputs
 from faultdrill.target_service.binary_data import (
     BYTES,
     DATATYPES,
@@ -51,9 +52,10 @@ from faultdrill.target_service.binary_data import (
     split_body,
 )
 
-__all__ = ["OipV2Client", "TensorMeta", "check_answer", "generated_request", "parse_metadata"]
+__all__ = ["OipV2Client", "TensorMeta", "answer_outputs", "check_answer", "generated_request", "parse_metadata"]
 
 _GENERATED = 16
+_KNOWN_EVERY = 4
 _SEED = 20240917
 _RETRY_S = 1.0
 
@@ -224,11 +226,30 @@ def check_answer(headers: Mapping[str, str], body: bytes, declared: list[TensorM
     return Outcome.wrong(problem) if problem else OK
 
 
+def answer_outputs(headers: Mapping[str, str], body: bytes) -> list[dict[str, Any]]:
+    """The outputs of an answer :func:`check_answer` passed, each with its ``data`` as a flat list (binary data
+    decoded)."""
+    head, tail = split_body(body, headers[HEADER]) if HEADER in headers else (memoryview(body), memoryview(b""))
+    outputs, offset, found = json.loads(bytes(head))["outputs"], 0, []
+    for out in outputs:
+        size = binary_data_size(out, str(out.get("name")))
+        if size is not None:
+            data = decode_tensor(tail[offset:offset + size], out["datatype"], out["shape"]).reshape(-1).tolist()
+            offset += size
+        else:
+            data = _flat(out["data"])
+        found.append({**out, "data": data})
+    return found
+
+
 class OipV2Client(ProtocolClient):
     """``POST /v2/models/{model}[/versions/{v}]/infer``; metadata from ``GET /v2/models/{model}``."""
 
-    def __init__(self, spec: OipV2Protocol, payloads: list[dict[str, Any]] | None) -> None:
+    def __init__(self, spec: OipV2Protocol, payloads: list[dict[str, Any]] | None,
+                 known: KnownAnswers | None = None) -> None:  # fmt: skip
         self.spec = spec
+        # Known answers: every _KNOWN_EVERY-th call sends one of them, in turn (target_service/answers.py).
+        self._known = [(encode(e.request(), spec.binary), e) for e in known.answers] if known else []
         self.meta_path = f"/v2/models/{quote(spec.model, safe='')}"
         version = f"/versions/{quote(spec.version, safe='')}" if spec.version else ""
         self.path = f"{self.meta_path}{version}/infer"
@@ -260,6 +281,9 @@ class OipV2Client(ProtocolClient):
         return OK
 
     def call(self, index: int) -> Call:
+        if self._known and index % _KNOWN_EVERY == 0:
+            (body, headers), expected = self._known[(index // _KNOWN_EVERY) % len(self._known)]
+            return Call("POST", self.path, body, headers, self.path, expected=expected)
         body, headers = self._bodies[index % len(self._bodies)]
         return Call("POST", self.path, body, headers, self.path)
 
@@ -267,3 +291,17 @@ class OipV2Client(ProtocolClient):
         if not 200 <= status < 300:
             return STATUS_FAILED
         return check_answer(headers, body, self.outputs)
+
+    def judge_of(self, call: Call) -> Callable[[int, Mapping[str, str], bytes], Outcome]:
+        expected = call.expected
+        if expected is None:
+            return self.check
+
+        def judge(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+            outcome = self.check(status, headers, body)
+            if not outcome.ok:
+                return outcome
+            why = check_outputs(answer_outputs(headers, body), None, expected)
+            return Outcome.wrong(f"known answer: {why}") if why is not None else outcome
+
+        return judge

@@ -22,6 +22,9 @@ from faultdrill.experiments.observe.protocols.base import ProtocolClient
 from faultdrill.experiments.spec.load import InputsFile, KServeV1Protocol, LoadProtocol, OipV2Protocol
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.inputlimits import json_depth_error, read_bytes
+from faultdrill.target_service.answers import FORMAT as KNOWN_FORMAT
+from faultdrill.target_service.answers import KnownAnswerError
+from faultdrill.target_service.answers import parse as parse_known_answers
 from faultdrill.target_service.binary_data import BYTES, DATATYPES
 
 __all__ = ["MAX_PAYLOAD_BYTES", "Runtime", "client_of", "prepare"]
@@ -38,6 +41,8 @@ class Runtime(BaseModel):
 
     protocol: LoadProtocol
     payloads: list[dict[str, Any]] | None = None
+    known_answers: dict[str, Any] | None = None
+    """``oip_v2``'s ``known_answers`` file, read and checked (``target_service/answers.py``'s format)."""
 
     @classmethod
     def read(cls, path: str | Path) -> Runtime:
@@ -46,9 +51,19 @@ class Runtime(BaseModel):
 
 def prepare(protocol: LoadProtocol, base_dir: Path) -> Runtime:
     """Read and check ``protocol``'s payload file, if it has one (relative paths: from ``base_dir``)."""
-    if isinstance(protocol, OipV2Protocol) and isinstance(protocol.inputs, InputsFile):
-        path, field = base_dir / protocol.inputs.file, "load.protocol.inputs.file"
-        return Runtime(protocol=protocol, payloads=_oip_requests(_read_json(path, field), str(path)))
+    if isinstance(protocol, OipV2Protocol):
+        payloads = known = None
+        if isinstance(protocol.inputs, InputsFile):
+            path, field = base_dir / protocol.inputs.file, "load.protocol.inputs.file"
+            payloads = _oip_requests(_read_json(path, field), str(path))
+        if protocol.known_answers is not None:
+            path = base_dir / protocol.known_answers.file
+            known = _read_json(path, "load.protocol.known_answers.file")
+            try:
+                parse_known_answers(known)
+            except KnownAnswerError as exc:
+                raise _bad(str(path), exc.where, exc.message, f"a known-answer set ({KNOWN_FORMAT})") from None
+        return Runtime(protocol=protocol, payloads=payloads, known_answers=known)
     if isinstance(protocol, KServeV1Protocol):
         path, field = base_dir / protocol.instances_file, "load.protocol.instances_file"
         return Runtime(protocol=protocol, payloads=[_kserve_request(_read_json(path, field), str(path))])
@@ -61,7 +76,8 @@ def client_of(runtime: Runtime) -> ProtocolClient:
     if protocol.kind == "oip_v2":
         from faultdrill.experiments.observe.protocols.oip_v2 import OipV2Client
 
-        return OipV2Client(protocol, runtime.payloads)
+        known = parse_known_answers(runtime.known_answers) if runtime.known_answers is not None else None
+        return OipV2Client(protocol, runtime.payloads, known)
     if protocol.kind == "openai":
         from faultdrill.experiments.observe.protocols.openai import OpenAIClient
 

@@ -37,6 +37,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -317,6 +318,21 @@ class KubernetesPlatform:
             core(self.api).delete_namespaced_pod(self._pod(name), self.namespace)
         if wait:
             self._wait_ready(name)
+
+    def set_env(self, name: str, env: Mapping[str, str | None]) -> dict[str, str | None]:
+        """PATCH the Deployment's pod template (``kubectl set env``): every pod it makes from now on, the
+        replacement of a deleted one included, has it; a rollout replaces the running pods. None deletes a variable.
+        The feature store's Deployment is not changed here (its spec is the cluster's)."""
+        if name == self.store:
+            raise ServiceError(f"'{name}': set_env changes the replicas' Deployment ({self.app}) only")
+        dep = apps(self.api).read_namespaced_deployment(self.app, self.namespace)
+        current = {e.name: e.value for c in dep.spec.template.spec.containers if c.name == self.container
+                   for e in c.env or []}  # fmt: skip
+        previous = {k: current.get(k) for k in env}
+        items = [{"name": k, "value": v} if v is not None else {"name": k, "$patch": "delete"} for k, v in env.items()]
+        body = {"spec": {"template": {"spec": {"containers": [{"name": self.container, "env": items}]}}}}
+        apps(self.api).patch_namespaced_deployment(self.app, self.namespace, body)
+        return previous
 
     def _patch_env(self, env: dict[str, str]) -> None:
         items = [{"name": k, "value": v} for k, v in env.items()]

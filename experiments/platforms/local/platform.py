@@ -23,7 +23,9 @@ startup: ``cause`` says which), ``Signal`` (another signal), ``Completed`` (exit
 is the shell's (128 + signal when killed). Timeline ``process`` events: ``start`` (pid),
 ``exit`` (pid, code, signal, reason, cause, ran_s, restarts, backoff_s = wait before the
 policy's restart, or None; leftovers_killed = processes it left in its cgroup, killed as a container's
-are when its main process exits), ``restart`` (pid, restarts, reason, backoff_s), ``ready``/``unready``.
+are when its main process exits), ``restart`` (pid, restarts, reason, backoff_s), ``ready``/``unready``, ``spec``
+(``set_env``: env, previous — the service's persistent environment changed, as ``kubectl set env`` would; every later
+start uses it, the restart policy's and a plain ``restart`` included).
 
 Example::
 
@@ -37,10 +39,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -72,6 +76,8 @@ if TYPE_CHECKING:
     from faultdrill.experiments.spec.experiment import LoadSpec
 
 __all__ = ["LocalPlatform"]
+
+_SECRET = re.compile(r"(?i)token|secret|password|key")  # spec values never written to the timeline
 
 @dataclass
 class _Track:
@@ -265,7 +271,19 @@ class LocalPlatform:
 
         spec_dir = self.system.spec_dir
         return LoadGenerator.of_spec(self.service_url, self.timeline, workdir, load, shape=shape, run_time=run_time_s,
-                                     model=model, owner=owner, base_dir=Path(spec_dir) if spec_dir else None)
+                                     model=model, owner=owner, base_dir=Path(spec_dir) if spec_dir else None,
+                                     known_answers=self._known_answers(model))  # fmt: skip
+
+    def _known_answers(self, model: str) -> Path | None:
+        """The bundled target's known answers: those its stable replicas' model version was published with."""
+        registry = self.stack.model_registry
+        if self.system.program is not None or registry is None:
+            return None
+        from faultdrill.target_service.registry import ModelRegistry
+
+        env = self.stack.replica_env
+        return ModelRegistry(registry).known_answers(env.get("FAULTDRILL_MODEL", model),
+                                                     env.get("FAULTDRILL_MODEL_VERSION", "1"))  # fmt: skip
 
     def ready_replicas(self) -> list[str]:
         return self.sampler.ready_replicas()
@@ -429,6 +447,18 @@ class LocalPlatform:
             self._started(name, tr, "restart")
         if wait:
             self._wait_answering(name)
+
+    def set_env(self, name: str, env: Mapping[str, str | None]) -> dict[str, str | None]:
+        """The service's spec (a Deployment's template): every later start uses it — the restart policy's, a plain
+        :meth:`restart`'s, a runbook's — until it is changed again; the running process is left as it is."""
+        self._refuse_attached(name, "change the spec of")
+        tr = self._track(name)
+        with tr.lock:
+            previous = self.stack.set_env(name, env)
+        shown = {k: v if v is None or not _SECRET.search(k) else "***" for k, v in env.items()}
+        self.timeline.add("process", name, event="spec", env=shown,
+                          previous={k: v if v is None or not _SECRET.search(k) else "***" for k, v in previous.items()})
+        return previous
 
     def exit_status(self, name: str) -> int | None:
         return None if self._attached(name) else self.stack.exit_status(name)

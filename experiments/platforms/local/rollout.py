@@ -35,7 +35,7 @@ __all__ = ["CanaryRollout", "publish_version"]
 
 def publish_version(registry: Path, model: str, version: str) -> bool:
     """Publish ``model`` ``version`` unless it exists (digits retrained with that seed); True if published."""
-    from faultdrill.target_service.models import HeavyNet, train_digits
+    from faultdrill.target_service.models import HeavyNet, digits_known_answers, train_digits
     from faultdrill.target_service.registry import ModelRegistry
 
     reg = ModelRegistry(registry)
@@ -45,7 +45,8 @@ def publish_version(registry: Path, model: str, version: str) -> bool:
     seed = int(version) if version.isdigit() else sum(version.encode())
     if model == "digits":
         net, metrics = train_digits(seed=seed)
-        reg.publish(model, net, {"kind": "digits"}, metrics, version=version)
+        reg.publish(model, net, {"kind": "digits"}, metrics, version=version,
+                    known_answers=digits_known_answers(net, model, version))  # fmt: skip
     else:
         arch = reg.manifest(model, "1").arch
         reg.publish(model, HeavyNet(int(arch["width"]), int(arch["depth"]), seed=seed), {**arch, "seed": seed},

@@ -49,7 +49,7 @@ import secrets
 import signal
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -67,7 +67,10 @@ from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.netns import PREFIX, Namespace, create_namespace, delete_namespace, netns_exec
 from faultdrill.faults.owned import Owner, chain
 from faultdrill.faults.proxy_control import RunningProxy, spawn_proxy
-from faultdrill.faults.topology import ServiceHandle, Topology
+from faultdrill.faults.topology import ServiceHandle, Topology, merge_env
+
+_VERSION_ENV = "FAULTDRILL_MODEL_VERSION"
+_DEFAULT_VERSION = "1"  # what the bundled target loads when no version is set
 
 __all__ = ["LocalStack"]
 
@@ -348,7 +351,7 @@ class LocalStack:
             admin_url=f"http://127.0.0.1:{admin_port}", admin_token_file=token_file,
             cgroup=str(cgroup.path) if cgroup else None, ca_file=self.pki.ca.cert,
             model_registry=self.model_registry, model_name=env.get("FAULTDRILL_MODEL", "digits"),
-            model_version=env.get("FAULTDRILL_MODEL_VERSION", "1"), port=port,
+            model_version=env.get(_VERSION_ENV, _DEFAULT_VERSION), port=port,
         )  # fmt: skip
         url = f"{handle.url}/v2/models/{handle.model_name}"
         argv = [sys.executable, "-m", "faultdrill.target_service", program.command]
@@ -374,12 +377,15 @@ class LocalStack:
         self._spawn(svc, wait=wait)
 
     def _spawn(self, svc: _Service, extra_env: dict[str, str] | None = None, wait: bool = True) -> None:
-        base_env = dict(svc.process.env)
-        if extra_env:
-            svc.process.env = {**base_env, **extra_env}
+        base_env = dict(svc.process.env)  # the spec (``set_env`` changes it); ``extra_env`` is this start's only
+        started_env = {**base_env, **(extra_env or {})}
+        svc.process.env = started_env
         svc.process.start()
         svc.process.env = base_env
-        svc.handle = svc.handle.model_copy(update={"pid": svc.process.pid})
+        update: dict[str, object] = {"pid": svc.process.pid}
+        if svc.handle.model_version is not None:  # the bundled target: the version this process was started on
+            update["model_version"] = started_env.get(_VERSION_ENV, _DEFAULT_VERSION)
+        svc.handle = svc.handle.model_copy(update=update)
         svc.held = False
         if wait and svc.ready_check is not None:
             svc.ready_check(self.ready_timeout_s)
@@ -462,6 +468,15 @@ class LocalStack:
         svc = self._svc(name)
         svc.process.stop(10)
         self._spawn(svc, env, wait)
+
+    def set_env(self, name: str, env: Mapping[str, str | None]) -> dict[str, str | None]:
+        """Change ``name``'s spec: the environment of every later start (restarts included), not of the running
+        process; None removes a variable. Returns the previous values of the variables given (None: not set)."""
+        svc = self._svc(name)
+        spec = dict(svc.process.env)
+        previous = merge_env(spec, env)
+        svc.process.env = spec
+        return previous
 
     def sweep(self, name: str) -> list[int]:
         """``name`` has exited: kill what it left running (``ServiceProcess.sweep``); the pids from its cgroup."""

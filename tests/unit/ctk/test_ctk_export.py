@@ -64,7 +64,7 @@ def test_ctk_export_cli_writes_json_and_lists_what_is_lost(tmp_path):
     assert result.exit_code == 0, result.output
     _valid(json.loads(out.read_text()))
     assert "expect[1] 'liveness of replica-0 holds true during hog': not expressible" in result.stderr
-    assert "expect[6] 'alert InferenceGPUMemoryPressure resolves within 10 s after hog.end': not expressible" \
+    assert "expect[8] 'alert InferenceGPUMemoryPressure resolves within 10 s after hog.end': not expressible" \
         in result.stderr  # fmt: skip
     assert f"wrote {out}" in result.stderr
 

@@ -35,7 +35,7 @@ def _examples() -> list[dict[str, object]]:
 def test_the_table_has_one_tag_per_model_and_the_keys_in_its_order() -> None:
     assert len({k.tag for k in KINDS}) == len({k.model for k in KINDS}) == len(KINDS)
     assert EXPECTATION_KEYS == ("probe", "breaker", "slo", "recovers", "restarts", "requests", "error_budget", "alert",
-                                "no_alerts", "runbook", "canary", "counter")  # fmt: skip
+                                "no_alerts", "runbook", "canary", "counter", "answers", "gauge")  # fmt: skip
     assert all(isinstance(k, Kind) for k in KINDS)
 
 

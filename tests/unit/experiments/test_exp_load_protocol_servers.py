@@ -261,3 +261,22 @@ def test_locust_in_kserve_v1_judges_every_answer(serve_http: Callable[..., str],
     assert summary.failures == stats.failed and summary.requests >= 9 and stats.ok
     assert stats.failures and {e.attrs["error"] for e in stats.failures} <= errors
     assert {e.attrs["name"] for e in events} == {"/v1/models/iris:predict"}
+
+
+@pytest.mark.slow
+def test_locust_in_oip_v2_with_known_answers_counts_wrong_ones(target: str, tmp_path: Path) -> None:
+    from faultdrill.target_service.models import digits_known_answers, train_digits
+
+    doc = digits_known_answers(train_digits(seed=0)[0])  # the target's digits v1 (trained deterministically)
+    (tmp_path / "ka.json").write_text(json.dumps(doc))
+    protocol = OipV2Protocol(kind="oip_v2", model="digits", binary=True, known_answers={"file": "ka.json"})
+    summary, events = _run(target, tmp_path / "right", protocol, base_dir=tmp_path)
+    assert summary.requests > 100 and summary.failures == 0 and request_stats(events).wrong == 0
+    for answer in doc["answers"]:  # told other classes: every 4th infer (the known ones) is a wrong answer
+        answer["class"] = (answer["class"] + 3) % 10
+    (tmp_path / "ka.json").write_text(json.dumps(doc))
+    summary, events = _run(target, tmp_path / "other", protocol, base_dir=tmp_path)
+    stats = request_stats(events)
+    assert stats.wrong == stats.failed == summary.failures and 0.2 < stats.wrong / stats.total < 0.3
+    assert all(e.attrs["statuses"] == {"200": e.attrs["count"]} for e in events)  # HTTP 200, wrong all the same
+    assert all(f.attrs["error"].startswith("WrongAnswer: known answer: class ") for f in stats.failures)

@@ -107,3 +107,14 @@ def test_run_parts_use_declared_capabilities(tmp_path: Path) -> None:
     assert parts.load is not None and parts.load.calls == ["start", "wait_first_request"]  # type: ignore[attr-defined]
     parts.close()
     assert parts.load.calls[-1] == "stop" and parts.load_summary()["requests"] == 0  # type: ignore[attr-defined]
+
+
+def test_set_env_changes_the_spec_and_returns_what_undoes_it() -> None:
+    """``Supervisor.set_env``: the spec every later start uses; its return value, given back, undoes it."""
+    fake = FakePlatform(replicas=1)
+    previous = fake.set_env("replica-0", {"FAULTDRILL_MODEL_VERSION": "999999"})
+    assert previous == {"FAULTDRILL_MODEL_VERSION": None}
+    assert fake.set_env("replica-0", {"FAULTDRILL_MODEL_VERSION": "1"}) == {"FAULTDRILL_MODEL_VERSION": "999999"}
+    fake.set_env("replica-0", previous)
+    assert fake.spec_env["replica-0"] == {}
+    assert fake.calls[-1] == ("set_env", "replica-0", {"FAULTDRILL_MODEL_VERSION": None})

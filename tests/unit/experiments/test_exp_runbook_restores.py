@@ -47,7 +47,8 @@ def test_restores_when_steady_state_returns_after_the_fixing_step_before_the_fau
     _runbook(tl)
     v = evaluate(X, tl, steady_state=STEADY)
     assert v.passed, v.observed
-    assert "after step 2 'step2' (done at t=19.0 s)" in v.observed and "while hog was still in effect" in v.observed
+    assert "repaired by step 2 'step2' (done at t=19.0 s)" in v.observed, v.observed
+    assert "while hog was still in effect" in v.observed
     assert v.measured["steps_done"] == 2 and 8.0 <= (v.measured["seconds"] or 0) <= 12.0
 
 
@@ -173,3 +174,79 @@ def test_slice_rebases_and_keeps_the_state_at_its_start() -> None:
     part = tl.slice(10.0)
     assert [(e.kind, e.t) for e in part.events()] == [("process", -9.0), ("alert", -8.0), ("request", 2.0)]
     assert part.start_wall == pytest.approx(tl.start_wall + 10.0)
+
+
+# -- repairs, not undoes --------------------------------------------------------------------
+def _repairing_runbook(tl: Timeline, *, fix: str, undo: list[str]) -> None:
+    tl.add("runbook", "gpu-memory", t=12.0, status="launched", fault="hog", trigger="alert X firing",
+           undo_actions=undo)  # fmt: skip
+    for i, (start, end, command) in enumerate([(12.0, 12.5, "sh"), (12.5, 15.0, "sh"), (15.0, 21.0, fix),
+                                               (21.0, 23.0, None)], 1):  # fmt: skip
+        extra = {} if command is None else {"command": "sh"} if command == "sh" else {"command": "faultdrill",
+                                                                                      "action": command}
+        tl.add("runbook", "gpu-memory", t=start, step=i, title=f"step{i}", status="started", **extra)
+        tl.add("runbook", "gpu-memory", t=end, step=i, title=f"step{i}", status="done", **extra)
+
+
+def test_a_pass_names_the_repairing_step_and_shows_the_fault_still_in_effect() -> None:
+    tl = _tl()  # outage 10 → 20 s, hog 8 → 35 s
+    tl.add("fault", "hog", t=8.5, event="verified", effective=True, message="255.0 MiB held, 0.0 MiB free of 256")
+    tl.add("process", "replica-0", t=15.5, event="spec", env={"FAULTDRILL_MODEL_VERSION": "1"})
+    _repairing_runbook(tl, fix="restart", undo=["release-device-memory"])
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert v.passed, v.observed
+    # Step 3 was the last step with a command to start before the first whole steady window (t≈20 s); step 4, of
+    # checks only, ended after it but changes nothing.
+    assert "repaired by step 3 'step3' (restart; t=15.0–21.0 s)" in v.observed, v.observed
+    assert "hog's rollback began only at t=35.0 s" in v.observed
+    assert "its own check found it in effect at t=8.5 s (255.0 MiB held" in v.observed
+    assert "replica-0's spec changed meanwhile (t=15.5 s FAULTDRILL_MODEL_VERSION=1)" in v.observed
+    assert v.measured["repair_step"] == 3 and v.measured["fault_end_t"] == 35.0
+    assert 19.9 <= (v.measured["regained_t"] or 0) <= 20.1
+    assert v.evidence[0]["attrs"]["step"] == 3 and v.evidence[0]["attrs"]["status"] == "done"
+
+
+def test_a_runbook_that_runs_the_faults_own_undo_gets_no_credit() -> None:
+    tl = _tl()  # steady state returns at 20 s, well inside the fault: it would pass on timing alone
+    _repairing_runbook(tl, fix="release-device-memory", undo=["release-device-memory"])
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert not v.passed
+    assert "step 3 'step3' runs release-device-memory, the undo of hog itself" in v.observed, v.observed
+    assert "no credit" in v.observed
+    # The same step is no undo of a fault that declares none (an external hog: the admin release frees nothing).
+    tl = _tl()
+    _repairing_runbook(tl, fix="release-device-memory", undo=[])
+    assert evaluate(X, tl, steady_state=STEADY).passed
+
+
+def test_triggers_record_the_faults_own_undo_actions_at_launch() -> None:
+    from faultdrill.faults.gpu_memory import GpuMemoryExhaustionFault
+
+    fault = GpuMemoryExhaustionFault()
+
+    class _Scheduled(_F):
+        def __init__(self, mode: str) -> None:
+            super().__init__("hog", "active")
+            self.fault, self.config = fault, fault.parse_config({"target": "replica-0", "mode": mode,
+                                                                 "leave_free_mib": 0})  # fmt: skip
+
+    for mode, undo in (("in_process", ["release-device-memory"]), ("external", [])):
+        tl = Timeline(start=0.0, clock=lambda: 5.0)
+        tl.add("fault", "hog", t=1.0, event="start")
+        ctx = LaunchContext(tl, topology=lambda: None, supervisor=None)  # type: ignore[arg-type]
+        RunbookTriggers(_spec("rb.md"), None, _Launcher(), ctx).tick(5.0, [_Scheduled(mode)])
+        assert tl.first("runbook", status="launched").attrs["undo_actions"] == undo  # type: ignore[union-attr]
+
+
+def test_the_repairing_step_is_one_that_changes_something() -> None:
+    """Seen in the smoke game day: the fixing step's check and the next step's (checks only) ended at the moment the
+    first steady window began; the fixing step is named, not the step of checks."""
+    tl = _tl()  # steady from t≈20 s
+    tl.add("runbook", "rb", t=12.0, status="launched", fault="hog", trigger="fault start", undo_actions=[])
+    for i, (start, end, extra) in enumerate([(12.0, 12.1, {"command": "sh"}),
+                                             (12.1, 19.99, {"command": "faultdrill", "action": "rollback-model"}),
+                                             (19.99, 20.0, {})], 1):  # fmt: skip
+        tl.add("runbook", "rb", t=start, step=i, title=f"step{i}", status="started", **extra)
+        tl.add("runbook", "rb", t=end, step=i, title=f"step{i}", status="done", **extra)
+    v = evaluate(X, tl, steady_state=STEADY)
+    assert v.passed and "repaired by step 2 'step2' (rollback-model; t=12.1–20.0 s)" in v.observed, v.observed

@@ -134,6 +134,53 @@ def test_mode_fails_startup_and_rollback_recovers(stack: LocalStack, tmp_path: P
     assert stack.handle("replica-0").pid == pid and _sha(artifact) == before
 
 
+@pytest.mark.slow
+def test_bad_version_is_in_the_spec_a_plain_restart_does_not_repair_it_rollback_model_does(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """bad_version changes the replica's spec (``set_env``), as a Deployment's would be: a plain restart starts it
+    on the bad version again; ``rollback-model`` writes a good version to the spec; the fault's rollback puts the
+    original spec back and leaves the replica ready on its own version."""
+    from faultdrill.gamedays.actions import ActionContext, parse_action, run_action
+
+    ctx = FaultContext.create(tmp_path / "state", scope=stack.scope(), topology=stack.topology(), supervisor=stack)
+    fault = ModelLoadFailureFault()
+    inj = fault.inject(fault.parse_config({"target": "replica-0", "mode": "bad_version"}), ctx)
+    assert inj.undo["spec_previous"] == {"FAULTDRILL_MODEL_VERSION": None} and inj.undo["original_version"] == "1"
+    assert ctx.ledger.get(inj.id).undo["spec_previous"] == {"FAULTDRILL_MODEL_VERSION": None}  # durable
+    try:
+        assert stack.wait_exit("replica-0", 60) == 1
+        stack.restart("replica-0", wait=False)  # what a runbook's plain `restart $REPLICA` does
+        assert stack.wait_exit("replica-0", 60) == 1, "a plain restart repaired a bad version in the spec"
+        assert stack.handle("replica-0").model_version == "999999"
+        said = run_action(parse_action("rollback-model replica-0"), ActionContext(stack, stack.topology))
+        assert "version 1" in said and stack.handle("replica-0").model_version == "1"
+        stack.restart("replica-0")  # the repair is in the spec too: a later plain restart keeps it
+        assert stack.handle("replica-0").model_version == "1"
+        url = stack.handle("replica-0").url
+        assert httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
+    finally:
+        fault.undo(inj, ctx)
+    assert "FAULTDRILL_MODEL_VERSION" not in stack.service("replica-0").process.env  # the spec as it was
+    assert stack.handle("replica-0").model_version == "1"
+    assert httpx.get(f"{stack.handle('replica-0').url}/v2/health/ready", timeout=2).status_code == 200
+
+
+def test_bad_version_after_a_crash_needs_no_supervisor_to_roll_back(tmp_path: Path, registry: FaultRegistry) -> None:
+    """The spec lived in the platform's process, which died with the run (and its replicas): ``rollback --pending``
+    has only the record, and nothing to restore."""
+    ctx = _offline_ctx(tmp_path)
+    fault = ModelLoadFailureFault()
+    cfg = fault.parse_config({"target": "replica-0", "mode": "bad_version"})
+    inj = fault.new_injection(cfg, ctx, mode="bad_version", target="replica-0", undo={
+        "service": "replica-0", "url": None, "log_file": None, "log_offset": 0, "restarted": True, "wait_s": 60.0,
+        "described": False, "version_dir": str(tmp_path / "models/digits/999999"), "original_version": "1",
+        "spec_previous": {"FAULTDRILL_MODEL_VERSION": None}})  # fmt: skip
+    ctx.ledger.write(inj.model_copy(update={"owner_pid": 2**22 + 1}))  # an owner that is gone
+    results = rollback_pending(registry, FaultContext.create(tmp_path / "state"))
+    assert [r.outcome.value for r in results] == ["rolled_back"], results
+
+
 CHILD = """
 import sys, time
 from faultdrill.faults.base import FaultContext, Scope

@@ -132,8 +132,11 @@ def test_rollback_model_picks_the_previous_good_version(tmp_path: Path, publishe
     topo = _topo(_model_replica(tmp_path, configured))
     sup = RecordingSupervisor(topo)
     text = _run("rollback-model replica-0", sup, topo)
-    assert sup.calls == [("restart", "replica-0", {"FAULTDRILL_MODEL_VERSION": chosen})]
-    assert f"version {chosen}" in text
+    # The spec first (what every later start uses, like ``kubectl rollout undo``), then the restart on it.
+    assert sup.calls == [("set_env", "replica-0", {"FAULTDRILL_MODEL_VERSION": chosen}),
+                         ("restart", "replica-0", {"FAULTDRILL_MODEL_VERSION": chosen})]
+    assert sup.spec_env == {"replica-0": {"FAULTDRILL_MODEL_VERSION": chosen}}
+    assert f"version {chosen}" in text and "spec" in text
 
 
 def test_rollback_model_without_a_good_version_fails_and_restarts_nothing(tmp_path: Path) -> None:

@@ -39,3 +39,21 @@ def test_without_runbook_steps_it_says_so(journal_factory):
     assert "No runbook step or note was recorded" in render_gameday(views)
     md = render_gameday_markdown(views, title="Day")
     assert md.startswith("## Day") and "- none recorded" in md and "### ✅ synthetic" in md
+
+
+def test_the_step_that_repaired_the_service_says_so_with_the_fault_still_in_effect(journal_factory):
+    # The runbook verdict that passed names the repairing step (measured.repair_step, evidence[0]): the failed
+    # "drain replica-0" step of the synthetic journal stands in for it here.
+    step = {"t": 13.0, "kind": "runbook", "source": "gpu-memory.md",
+            "attrs": {"step": "drain replica-0", "status": "failed"}}
+    verdict = {"name": "the runbook of hog restores steady state within 15 s", "passed": True, "observed": "…",
+               "measured": {"seconds": 4.0, "repair_step": 4, "regained_t": 13.2, "fault_end_t": 30.0},
+               "evidence": [step]}  # fmt: skip
+    rows = day_timeline([RunView.of(journal_factory("passed", name="gpu-hog", started=1_800_000_000.0,
+                                                    verdicts=[verdict]))])  # fmt: skip
+    fixed = [r for r in rows if "repaired the service" in r.what]
+    assert len(fixed) == 1 and fixed[0].t == 13.0
+    assert fixed[0].detail.startswith("drain replica-0")
+    assert "steady from t=13.2 s while the fault was still in effect (rolled back only at t=30.0 s)" in fixed[0].detail
+    md = render_gameday_markdown([RunView.of(journal_factory("passed", verdicts=[verdict]))])
+    assert "repaired the service" in md

@@ -311,3 +311,25 @@ def test_ca_rotation_rebuilds_the_pool(pki: DevPki, tmp_path: Path, metrics: Tar
             await client.aclose()
 
         run(scenario())
+
+
+def test_without_a_breaker_stale_features_are_still_served_while_a_refresh_waits(
+    store: FeatureStoreThread, pki: DevPki, metrics: TargetMetrics
+) -> None:
+    """``no_circuit_breaker`` removes the breaker alone: stale-while-revalidate still answers the callers
+    that arrive while one refresh of their entity is in flight (what that profile costs is the breaker's)."""
+
+    async def scenario() -> None:
+        client = FeatureClient(store.url, pki.ca.cert, metrics, ttl_s=0.0, timeout_s=0.5, use_breaker=False)
+        await client.start()
+        assert (await client.get("u")).source == "fresh"
+        levers(store, pki, delay_ms=2000)  # hung: a refresh waits its full timeout
+        first = asyncio.create_task(client.get("u"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        second = await client.get("u")  # arrives while the first refresh is in flight
+        assert second.source in ("cache", "stale_cache") and time.monotonic() - started < 0.1
+        assert (await first).error == "timeout"
+        await client.aclose()
+
+    run(scenario())

@@ -172,3 +172,34 @@ def test_ensure_defaults_never_repairs_a_broken_default(tmp_path: Path) -> None:
     assert (tmp_path / "heavy" / "1" / "manifest.json").read_text() == "garbage"
     with pytest.raises(ModelLoadError):
         reg.load("heavy", "1", CPU)
+
+
+def test_trained_digits_publish_known_answers_a_correct_replica_meets(tmp_path: Path, digits) -> None:
+    from faultdrill.target_service.answers import check_outputs, read
+    from faultdrill.target_service.models import digits_known_answers
+
+    model, metrics = digits
+    reg = ModelRegistry(tmp_path)
+    reg.publish("digits", model, {"kind": "digits"}, metrics, known_answers=digits_known_answers(model))
+    path = reg.known_answers("digits", "latest")
+    assert path == tmp_path / "digits" / "1" / "known_answers.json"
+    known = read(str(path))
+    assert (known.model, known.version, len(known.answers)) == ("digits", "1", 32)
+    retrained, _ = train_digits(seed=2)  # another version of the same model meets them too (the canary's)
+    for net in (reg.load("digits", "1", CPU).model, retrained):
+        for e in known.answers:
+            with torch.inference_mode():
+                probs = torch.softmax(net(torch.tensor([e.inputs[0]["data"]])), dim=1)[0].tolist()
+            out = [{"name": "probabilities", "shape": [1, 10], "datatype": "FP32", "data": probs}]
+            assert check_outputs(out, {"probabilities": (1, 10)}, e) is None
+    assert reg.known_answers("digits", "9") is None and reg.known_answers("tiny", "1") is None
+
+
+def test_ensure_defaults_adds_known_answers_to_a_digits_published_without_them(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
+    reg.ensure_defaults(heavy_width=8, heavy_depth=1)
+    path = tmp_path / "digits" / "1" / "known_answers.json"
+    first = path.read_bytes()
+    path.unlink()
+    reg.ensure_defaults(heavy_width=8, heavy_depth=1)  # an older cache: the set is added, the artifact untouched
+    assert path.read_bytes() == first and reg.known_answers("heavy", "1") is None
