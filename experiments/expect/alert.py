@@ -34,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from faultdrill.experiments.expect.kind import Kind, Path, Ref
+from faultdrill.experiments.expect.kind import Catches, Kind, Path, Ref
 from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import after_end, moment_at, moment_ref
 from faultdrill.experiments.journal.timeline import Event, Timeline
@@ -95,15 +95,16 @@ def alert_events(tl: Timeline, name: str, labels: Mapping[str, str] = {}) -> lis
     return [e for e in tl.select("alert", source=name) if _matches(e, labels)]
 
 
-def _others(tl: Timeline, start: float, end: float, name: str) -> str:
+def _others(tl: Timeline, start: float, end: float, name: str) -> tuple[str, int]:
+    """The other alerts that fired in the window, in words, and how many."""
     fired: dict[str, float] = {}
     for e in tl.select("alert", start=start, end=end):
         if e.get("state") == "firing" and e.source != name:
             fired.setdefault(e.source, e.t)
     if not fired:
-        return "no other alert fired either"
+        return "no other alert fired either", 0
     shown = ", ".join(f"{n} at t={t:.1f} s" for n, t in sorted(fired.items(), key=lambda kv: kv[1])[:5])
-    return f"alerts that did fire: {shown}"
+    return f"alerts that did fire: {shown}", len(fired)
 
 
 def judge_fires(name: str, tl: Timeline, moment: float, *, within: float, label: str,
@@ -117,8 +118,9 @@ def judge_fires(name: str, tl: Timeline, moment: float, *, within: float, label:
         why = f"was pending from t={pending.t:.1f} s but never firing" if pending else "never went pending or firing"
         if prior is not None and prior.get("state") == "firing":
             why = f"was already firing since t={prior.t:.1f} s, before {label}, and no new firing followed"
+        others, count = _others(tl, moment, tl.end, name)
         return Finding(False, f"{name} {why} after {label} (t={moment:.1f} s; run ended t={tl.end:.1f} s); "
-                       f"{_others(tl, moment, tl.end, name)}", {"fired_s": None}, (moment, tl.end),
+                       f"{others}", {"fired_s": None, "others_fired": count}, (moment, tl.end),
                        (pending,) if pending else ())  # fmt: skip
     delay = hit.t - moment
     return Finding(delay <= within, f"{name} fired {delay:.1f} s after {label} (limit {within:g} s)",
@@ -173,7 +175,7 @@ def _judge_resolves(name: str, tl: Timeline, moment: float, within: float, label
                     labels: Mapping[str, str]) -> Finding:  # fmt: skip
     events = alert_events(tl, name, labels)
     if not any(e.get("state") in ("pending", "firing") for e in events):
-        return Finding(False, f"{name} never fired, so it cannot resolve", {"resolved_s": None})
+        return Finding(False, f"{name} never fired, so it cannot resolve", {"resolved_s": None, "never_fired": 1})
     hit = next((e for e in events if e.t >= moment and e.get("state") == "resolved"), None)
     if hit is None:
         last = events[-1]
@@ -219,5 +221,14 @@ def _alerts(x: AlertExpectation) -> list[tuple[Path, str]]:
     return [(("alert",), x.alert)]
 
 
+def _catches(measured: Mapping[str, float | int | None]) -> Catches:
+    """A page that did not come is damage when the on-call heard nothing: if other alerts fired instead (the
+    expected one reads a switch the variant removed — a breaker that is not there cannot open), it is the
+    alerting's mechanism that differs; a resolution judged on an alert that never fired follows its ``fires``."""
+    if measured.get("never_fired") or (measured.get("fired_s", 0) is None and measured.get("others_fired")):
+        return "mechanism"
+    return "damage"
+
+
 KIND = Kind("alert", AlertExpectation, "alert", _describe, judge, references=_references, needed_after_end=_after_end,
-            alerts=_alerts, catches="damage")
+            alerts=_alerts, catches="damage", catches_when=_catches)

@@ -75,6 +75,9 @@ class Kind(Generic[M]):
     """Its verdict's ``expected`` names the steady-state criteria it is judged against."""
     catches: Catches = field(kw_only=True)
     """Whether its failure is damage or only a mechanism's (``Catches``); every kind must say."""
+    catches_when: Callable[[Mapping[str, float | int | None]], Catches] | None = field(default=None, kw_only=True)
+    """For a kind whose failures differ: one failed verdict's classification from its ``measured`` values (the
+    alert kind: a page that did not come while other alerts fired is the alerting's mechanism, not damage)."""
 
     def claimed(self, mapping: Mapping[str, Any]) -> bool:
         return self.claims(mapping) if self.claims is not None else self.key in mapping

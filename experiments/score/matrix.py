@@ -142,11 +142,17 @@ class ScoreResult(_Model):
         return 0 if self.detection_rate is not None and self.detection_rate >= self.threshold else 1
 
 
-def catches_of(expectation: Mapping[str, Any]) -> tuple[str, Catches]:
-    """The kind's tag and classification of an expectation as a journal keeps it (its spec's mapping)."""
+def catches_of(expectation: Mapping[str, Any], measured: Mapping[str, float | int | None] | None = None,
+               ) -> tuple[str, Catches]:  # fmt: skip
+    """The kind's tag and classification of an expectation as a journal keeps it (its spec's mapping); with the
+    failed verdict's ``measured`` values, refined by the kind where its failures differ (``Kind.catches_when``)."""
     present = {k: v for k, v in expectation.items() if v is not None}
     kind = next((k for k in KINDS if k.claimed(present)), None)
-    return (kind.tag, kind.catches) if kind is not None else ("unknown", "mechanism")
+    if kind is None:
+        return "unknown", "mechanism"
+    if measured is not None and kind.catches_when is not None:
+        return kind.tag, kind.catches_when(measured)
+    return kind.tag, kind.catches
 
 
 def judge(*, expect: Sequence[Mapping[str, Any]], verdicts: Sequence[Mapping[str, Any] | VerdictRecord],
@@ -158,7 +164,7 @@ def judge(*, expect: Sequence[Mapping[str, Any]], verdicts: Sequence[Mapping[str
     for i, v in enumerate(records):
         if v.passed or not v.evaluated:
             continue
-        tag, catches = catches_of(expect[i]) if i < len(expect) else ("chaostoolkit", "mechanism")
+        tag, catches = catches_of(expect[i], v.measured) if i < len(expect) else ("chaostoolkit", "mechanism")
         failures.append(Failure(expectation=v.name, kind=tag, catches=catches, expected=v.expected,
                                 observed=v.observed))  # fmt: skip
     if outcome == "halted" and reason.startswith("halt_if"):

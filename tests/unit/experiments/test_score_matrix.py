@@ -78,6 +78,20 @@ def test_only_mechanism_failures_are_switch_only():
     assert judged.outcome == "switch_only" and not judged.damage()
 
 
+def test_a_page_that_did_not_come_is_damage_unless_another_alert_paged_instead():
+    alert = {"alert": "InferenceCircuitBreakerOpen", "fires": {"within": "8s", "after": "part.start"}}
+    assert catches_of(alert, {"fired_s": None, "others_fired": 0}) == ("alert", "damage")  # nobody heard of it
+    assert catches_of(alert, {"fired_s": 9.5}) == ("alert", "damage")  # late
+    assert catches_of(alert, {"fired_s": None, "others_fired": 2}) == ("alert", "mechanism")  # paged all the same
+    assert catches_of(alert, {"resolved_s": None, "never_fired": 1}) == ("alert", "mechanism")  # follows its fires
+    j = Journal.new({"metadata": {"name": "network-partition"}, "expect": [alert]},
+                    collect_environment(device="cpu", emulated=True))  # fmt: skip
+    j.verdicts = [{"name": "alert InferenceCircuitBreakerOpen fires", "passed": False, "observed": "never fired",
+                   "measured": {"fired_s": None, "others_fired": 2}}]  # fmt: skip
+    j.outcome = "failed"
+    assert judge_journal(j).outcome == "switch_only"
+
+
 def test_all_held_is_missed_and_aborted_is_halted():
     assert judge_journal(journal(outcome="passed")).outcome == "missed"
     halted = judge_journal(journal(outcome="halted", reason="steady state not reached", evaluated=False))
