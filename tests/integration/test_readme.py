@@ -67,7 +67,8 @@ LONG = {
     # Proving a rule change (~60 s): the alert-proof test runs the same experiment with `--rules` on a
     # copy of the shipped rules (mutated, so the run must fail naming the alert).
     "faultdrill run experiments/catalog/cert_expiry.yaml --rules my-rules.yml":
-        "tests/integration/test_alert_proof.py::test_a_broken_rule_fails_the_experiment_naming_the_alert",
+        "tests/integration/test_alert_proof.py::test_a_broken_rule_fails_the_experiment_naming_the_alert "
+        "(make test-catalog)",
     # About a minute each: cells of the catalog's detection matrix (make test-catalog) — cache_outage is a
     # baseline run, noisy_neighbour × no_rate_limit a variant run caught on the tenants' latency.
     "faultdrill run experiments/catalog/cache_outage.yaml":
