@@ -33,11 +33,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FORMAT", "KNOWN_ANSWERS_FILE", "Expected", "KnownAnswerError", "KnownAnswers", "check_outputs", "parse",
-           "read"]  # fmt: skip
+__all__ = ["FORMAT", "KNOWN_ANSWERS_FILE", "KNOWN_EVERY", "Expected", "KnownAnswerError", "KnownAnswers",
+           "check_outputs", "parse", "read"]  # fmt: skip
 
 FORMAT = "faultdrill.known_answers/1"
 KNOWN_ANSWERS_FILE = "known_answers.json"
+KNOWN_EVERY = 4
+"""With known answers, the loads (bundled and ``oip_v2``) send one of them every ``KNOWN_EVERY``-th request, in turn."""
 _DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
                         "FP32", "FP64", "BF16", "BYTES"})  # fmt: skip
 

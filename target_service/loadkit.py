@@ -39,6 +39,7 @@ an arrival over the cap is a failed request (``NotSent``), never a silently skip
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import json
 import math
@@ -123,6 +124,13 @@ class RateSchedule:
     t0: float | None = None
     stages: tuple[RateStage, ...] = ()
 
+    @functools.cached_property
+    def _edges(self) -> tuple[float, ...]:
+        """Wall times where the rate changes course (computed once: ``next_after`` runs for every arrival)."""
+        if self.t0 is None:
+            return ()
+        return tuple(sorted(self.t0 + e for st in self.stages for e in (st.at_s, st.at_s + st.ramp_s, st.end_s)))
+
     def rate_at(self, wall: float) -> float:
         """Arrivals per second asked at wall time ``wall``."""
         if self.t0 is None:
@@ -142,9 +150,7 @@ class RateSchedule:
         interval that crosses a stage's edge is finished at the new rate, so a spike starts on time whatever the
         base rate's interval (within a ramp the rate is taken at the interval's start)."""
         t, need = wall, 1.0
-        edges = [] if self.t0 is None else sorted(
-            self.t0 + e for st in self.stages for e in (st.at_s, st.at_s + st.ramp_s, st.end_s))  # fmt: skip
-        for edge in (e for e in edges if e > wall):
+        for edge in (e for e in self._edges if e > wall):
             rate = self.rate_at(t)
             if t + need / rate <= edge:
                 break

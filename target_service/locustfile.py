@@ -56,7 +56,7 @@ from typing import Any
 from locust import FastHttpUser, events, task
 
 # Loaded by path, its grandparent on PYTHONPATH (or the working directory): ``target_service`` is top-level.
-from target_service.answers import Expected, check_outputs, read
+from target_service.answers import KNOWN_EVERY, Expected, check_outputs, read
 from target_service.loadkit import (
     FaultdrillShape,
     NotSent,
@@ -94,13 +94,11 @@ def _bodies(model_rows: int) -> tuple[str, ...]:
                  for i, one in enumerate(inputs))  # fmt: skip
 
 
-_KNOWN_EVERY = 4  # with known answers, every 4th payload is a known request
-
 
 @functools.cache
 def _payloads(model_rows: int) -> tuple[tuple[str, Expected | None], ...]:
     """The bodies with what each must be answered with: with ``FAULTDRILL_LOAD_KNOWN_ANSWERS``, every
-    ``_KNOWN_EVERY``-th body carries a known request's inputs (the rest of the body as it was), in turn."""
+    ``KNOWN_EVERY``-th body carries a known request's inputs (the rest of the body as it was), in turn."""
     bodies = _bodies(model_rows)
     path = os.environ.get("FAULTDRILL_LOAD_KNOWN_ANSWERS")
     if not path:
@@ -108,10 +106,10 @@ def _payloads(model_rows: int) -> tuple[tuple[str, Expected | None], ...]:
     known = read(path).answers
     out: list[tuple[str, Expected | None]] = []
     for i, body in enumerate(bodies):
-        if i % _KNOWN_EVERY:
+        if i % KNOWN_EVERY:
             out.append((body, None))
             continue
-        expected = known[(i // _KNOWN_EVERY) % len(known)]
+        expected = known[(i // KNOWN_EVERY) % len(known)]
         out.append((json.dumps({**json.loads(body), "inputs": list(expected.inputs)}), expected))
     return tuple(out)
 

@@ -39,7 +39,7 @@ from faultdrill.experiments.observe.protocols.base import (
     server_error,
 )
 from faultdrill.experiments.spec.load import OipV2Protocol
-from faultdrill.target_service.answers import KnownAnswers, check_outputs
+from faultdrill.target_service.answers import KNOWN_EVERY, KnownAnswers, check_outputs
 from faultdrill.target_service.binary_data import (
     BYTES,
     DATATYPES,
@@ -55,7 +55,6 @@ from faultdrill.target_service.binary_data import (
 __all__ = ["OipV2Client", "TensorMeta", "answer_outputs", "check_answer", "generated_request", "parse_metadata"]
 
 _GENERATED = 16
-_KNOWN_EVERY = 4
 _SEED = 20240917
 _RETRY_S = 1.0
 
@@ -248,7 +247,7 @@ class OipV2Client(ProtocolClient):
     def __init__(self, spec: OipV2Protocol, payloads: list[dict[str, Any]] | None,
                  known: KnownAnswers | None = None) -> None:  # fmt: skip
         self.spec = spec
-        # Known answers: every _KNOWN_EVERY-th call sends one of them, in turn (target_service/answers.py).
+        # Known answers: every KNOWN_EVERY-th call sends one of them, in turn (target_service/answers.py).
         self._known = [(encode(e.request(), spec.binary), e) for e in known.answers] if known else []
         self.meta_path = f"/v2/models/{quote(spec.model, safe='')}"
         version = f"/versions/{quote(spec.version, safe='')}" if spec.version else ""
@@ -281,8 +280,8 @@ class OipV2Client(ProtocolClient):
         return OK
 
     def call(self, index: int) -> Call:
-        if self._known and index % _KNOWN_EVERY == 0:
-            (body, headers), expected = self._known[(index // _KNOWN_EVERY) % len(self._known)]
+        if self._known and index % KNOWN_EVERY == 0:
+            (body, headers), expected = self._known[(index // KNOWN_EVERY) % len(self._known)]
             return Call("POST", self.path, body, headers, self.path, expected=expected)
         body, headers = self._bodies[index % len(self._bodies)]
         return Call("POST", self.path, body, headers, self.path)

@@ -329,13 +329,12 @@ class KubernetesPlatform:
         current = {e.name: e.value for c in dep.spec.template.spec.containers if c.name == self.container
                    for e in c.env or []}  # fmt: skip
         previous = {k: current.get(k) for k in env}
-        items = [{"name": k, "value": v} if v is not None else {"name": k, "$patch": "delete"} for k, v in env.items()]
-        body = {"spec": {"template": {"spec": {"containers": [{"name": self.container, "env": items}]}}}}
-        apps(self.api).patch_namespaced_deployment(self.app, self.namespace, body)
+        self._patch_env(env)
         return previous
 
-    def _patch_env(self, env: dict[str, str]) -> None:
-        items = [{"name": k, "value": v} for k, v in env.items()]
+    def _patch_env(self, env: Mapping[str, str | None]) -> None:
+        """Strategic-merge PATCH of the container's env in the Deployment's template (None deletes a variable)."""
+        items = [{"name": k, "value": v} if v is not None else {"name": k, "$patch": "delete"} for k, v in env.items()]
         body = {"spec": {"template": {"spec": {"containers": [{"name": self.container, "env": items}]}}}}
         apps(self.api).patch_namespaced_deployment(self.app, self.namespace, body)
 

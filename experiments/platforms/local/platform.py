@@ -79,6 +79,11 @@ __all__ = ["LocalPlatform"]
 
 _SECRET = re.compile(r"(?i)token|secret|password|key")  # spec values never written to the timeline
 
+
+def _masked(env: Mapping[str, str | None]) -> dict[str, str | None]:
+    """``env`` as the timeline may show it: the values of secret-looking names as ``***``."""
+    return {k: v if v is None or not _SECRET.search(k) else "***" for k, v in env.items()}
+
 @dataclass
 class _Track:
     """The kubelet's view of one service."""
@@ -455,9 +460,7 @@ class LocalPlatform:
         tr = self._track(name)
         with tr.lock:
             previous = self.stack.set_env(name, env)
-        shown = {k: v if v is None or not _SECRET.search(k) else "***" for k, v in env.items()}
-        self.timeline.add("process", name, event="spec", env=shown,
-                          previous={k: v if v is None or not _SECRET.search(k) else "***" for k, v in previous.items()})
+        self.timeline.add("process", name, event="spec", env=_masked(env), previous=_masked(previous))
         return previous
 
     def exit_status(self, name: str) -> int | None:
