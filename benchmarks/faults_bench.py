@@ -9,7 +9,8 @@ cgroup), it prints:
   timeout, so the effect itself is present sooner);
 * **rollback→healthy**: from ``undo`` being called to the target of the fault being healthy
   again (a CA-verified request to the feature store through the edge; the replica ready and
-  answering inference).
+  answering inference). A poisoned GPU context (``gpu_sticky_error``, an Xid) is repaired by a new
+  process: its figure includes that restart.
 
 Aims: <= 100 ms for proxy, namespace, certificate and dependency faults; the OOM kill
 observed <= 1 s after the limit is crossed. Also the fault proxy in pass-through against a
@@ -60,6 +61,12 @@ CASES: list[tuple[str, dict[str, object]]] = [
     ("cert_expiry", {"target": "feature-store", "mode": "wrong_ca"}),
     ("cert_expiry", {"target": "feature-store", "mode": "wrong_host"}),
     ("gpu_memory_exhaustion", {"target": "replica-0", "mode": "in_process", "leave_free_mib": 0}),
+    ("gpu_sticky_error", {"target": "replica-0"}),
+    ("gpu_slowdown", {"target": "replica-0", "mode": "in_process", "factor": 4}),
+    ("gpu_wrong_output", {"target": "replica-0", "mode": "bitflip", "count": 64}),
+    ("gpu_wrong_output", {"target": "replica-0", "mode": "scale", "factor": -1}),
+    ("gpu_xid", {"target": "replica-0", "xid": 13}),
+    ("gpu_xid", {"target": "replica-0", "xid": 79}),
     ("process_freeze", {"target": "replica-0", "mode": "sigstop"}),
     ("process_freeze", {"target": "replica-0", "mode": "worker"}),
     ("oom_kill", {"target": "replica-0", "mode": "limit"}),
@@ -110,7 +117,7 @@ def bench_faults(stack: LocalStack, state_dir: Path) -> list[tuple[str, str, flo
         fault = registry.get(name)()
         config = fault.parse_config(params)
         ctx = FaultContext.create(state_dir, scope=stack.scope(), topology=stack.topology(), supervisor=stack)
-        mode = str(params.get("mode", params.get("action")))
+        mode = str(params.get("mode") or params.get("action") or (f"xid {params['xid']}" if "xid" in params else "-"))
         problems = fault.preflight(config, ctx)
         if problems:
             rows.append((name, mode, None, None, "; ".join(p.message for p in problems)))

@@ -12,8 +12,14 @@ What it does (each step prints PASS/FAIL with its measured figures, and everythi
    ``torch.cuda.OutOfMemoryError``, readiness goes false after repeated OOMs, and recovers by
    itself when the memory is released;
 4. ``gpu_memory_exhaustion`` ``external`` (a separate hog process) the same way;
-5. the GPU-marked tests (``pytest -m gpu``);
-6. the serving benchmark on the GPU (``benchmarks/target_bench.py``, digits and heavy).
+5. ``gpu_wrong_output`` (bits flipped in the weights in GPU memory): answers wrong with HTTP 200, the
+   known-answer compute check takes readiness away, the restore writes the weights back bit for bit;
+6. ``gpu_slowdown`` ``co_tenant`` (a separate process multiplying matrices on the same GPU): the target's
+   own forward-pass time and the load's throughput, with and without the co-tenant, side by side;
+7. ``gpu_sticky_error`` (a real device-side assert: an out-of-bounds index poisons the CUDA context): every
+   inference fails, the compute check makes readiness and liveness false; a new process is healthy;
+8. the GPU-marked tests (``pytest -m gpu``);
+9. the serving benchmark on the GPU (``benchmarks/target_bench.py``, digits and heavy).
 
 Run on a GPU machine from the repository root (see ``docs/gpu/README.md`` for the wheels a
 bare machine needs)::
@@ -139,6 +145,87 @@ def prove_oom(proof: Proof, base: str, admin: str, token: str, model: str, mode:
                  recovered_after_s=recovered, held_for_s=round(t1 - t0, 2))  # fmt: skip
 
 
+def _until(check: object, timeout_s: float) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if check():  # type: ignore[operator]
+            return round(time.monotonic() - t0, 3)
+        time.sleep(0.02)
+    return None
+
+
+def prove_wrong_output(proof: Proof, base: str, admin: str, token: str, model: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"inputs": [{"name": "input", "shape": [8, 64], "datatype": "FP32", "data": [0.5] * 8 * 64}]}
+    url = f"{base}/v2/models/{model}/infer"
+    before = httpx.post(url, json=body, timeout=30).json()["outputs"][0]["data"]
+    done = httpx.post(f"{admin}/admin/device/corrupt", json={"mode": "bitflip", "count": 64}, headers=headers,
+                      timeout=30).json()  # fmt: skip
+    t0 = time.monotonic()
+    reply = httpx.post(url, json=body, timeout=30)
+    after = reply.json()["outputs"][0]["data"] if reply.status_code == 200 else None
+    changed = after is not None and after != before
+    unready = _until(lambda: httpx.get(f"{base}/v2/health/ready").status_code == 503, 15)
+    reason = httpx.get(f"{base}/v2/health/ready").json().get("reason")
+    t1 = time.monotonic()
+    restored = httpx.post(f"{admin}/admin/device/restore", json={}, headers=headers, timeout=30).json()
+    ready = _until(lambda: httpx.get(f"{base}/v2/health/ready").status_code == 200, 15)
+    again = httpx.post(url, json=body, timeout=30).json()["outputs"][0]["data"]
+    proof.record("gpu_wrong_output: 200 and wrong, known answers take readiness, restored bit for bit",
+                 reply.status_code == 200 and changed and unready is not None and restored.get("weights_intact") is True
+                 and ready is not None and again == before,
+                 corruption=done.get("corruption"), status=reply.status_code, inject_to_unready_s=unready,
+                 reason=reason, restore_to_ready_s=ready, held_s=round(t1 - t0, 2))  # fmt: skip
+
+
+def prove_slowdown(proof: Proof, base: str, model: str) -> None:
+    body = json.dumps({"inputs": [{"name": "input", "shape": [32, 64], "datatype": "FP32",
+                                   "data": [0.5] * 32 * 64}]}).encode()  # fmt: skip
+    port = int(base.rsplit(":", 1)[1])
+
+    def measure() -> dict[str, float]:
+        m0 = httpx.get(f"{base}/metrics").text
+        stats = run_load("127.0.0.1", port, f"/v2/models/{model}/infer", body, concurrency=32, seconds=5)
+        m1 = httpx.get(f"{base}/metrics").text
+        total = (metric(m1, "inference_compute_duration_seconds_sum") or 0) - (
+            metric(m0, "inference_compute_duration_seconds_sum") or 0)  # fmt: skip
+        count = (metric(m1, "inference_compute_duration_seconds_count") or 0) - (
+            metric(m0, "inference_compute_duration_seconds_count") or 0)  # fmt: skip
+        return {"rps": round(stats["rps"]), "p95_ms": round(stats["p95_ms"], 2),
+                "forward_ms": round(1000 * total / count, 3) if count else float("nan")}  # fmt: skip
+
+    alone = measure()
+    hog = subprocess.Popen([sys.executable, "-m", "faultdrill.faults.gpu_hog", "--device", "cuda:0", "--compute",
+                            "8192", "--deadline", str(time.time() + 120)], stdout=subprocess.PIPE, text=True,
+                           cwd=ROOT)  # fmt: skip
+    assert hog.stdout is not None
+    line = hog.stdout.readline()
+    shared = measure()
+    hog.terminate()
+    hog.wait(30)
+    after = measure()
+    ratio = round(shared["forward_ms"] / alone["forward_ms"], 2) if alone["forward_ms"] else None
+    proof.record("gpu_slowdown co_tenant: a real co-tenant slows the forward pass, and it comes back",
+                 '"ready": true' in line and shared["forward_ms"] > 1.2 * alone["forward_ms"]
+                 and after["forward_ms"] < 1.2 * alone["forward_ms"],
+                 alone=alone, with_co_tenant=shared, after=after, ratio=ratio)  # fmt: skip
+
+
+def prove_sticky(proof: Proof, base: str, admin: str, token: str, model: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"inputs": [{"name": "input", "shape": [4, 64], "datatype": "FP32", "data": [0.5] * 4 * 64}]}
+    t0 = time.monotonic()
+    state = httpx.post(f"{admin}/admin/device/sticky-error", json={}, headers=headers, timeout=60).json()
+    codes = [httpx.post(f"{base}/v2/models/{model}/infer", json=body, timeout=30).status_code for _ in range(4)]
+    unready = _until(lambda: httpx.get(f"{base}/v2/health/ready").status_code == 503, 15)
+    dead = _until(lambda: httpx.get(f"{base}/v2/health/live").status_code == 503, 15)
+    reason = httpx.get(f"{base}/v2/health/ready").json().get("reason")
+    proof.record("gpu_sticky_error: a real device-side assert poisons the context; deep probes see it",
+                 all(c == 500 for c in codes) and unready is not None and dead is not None,
+                 sticky_error=state.get("sticky_error"), codes=codes, inject_to_unready_s=unready,
+                 inject_to_liveness_503_s=dead, reason=reason, held_s=round(time.monotonic() - t0, 2))  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "gpu")
@@ -156,6 +243,19 @@ def main() -> int:
         prove_serving(proof, base, "heavy")
         prove_oom(proof, base, admin, token, "heavy", "in_process", workdir)
         prove_oom(proof, base, admin, token, "heavy", "external", workdir)
+        prove_wrong_output(proof, base, admin, token, "heavy")
+        prove_slowdown(proof, base, "heavy")
+        prove_sticky(proof, base, admin, token, "heavy")  # last: the process is poisoned for good
+    finally:
+        code = svc.stop()
+        proof.record("target stopped on SIGTERM", code is not None, exit_code=code)
+    t1 = time.monotonic()
+    svc, base, admin = start_target(workdir, "heavy", token)  # the repair of a poisoned context: a new process
+    try:
+        ok = httpx.post(f"{base}/v2/models/heavy/infer", json={"inputs": [{"name": "input", "shape": [1, 64],
+                        "datatype": "FP32", "data": [0.5] * 64}]}, timeout=30).status_code  # fmt: skip
+        proof.record("gpu_sticky_error: a new process serves again", ok == 200, status=ok,
+                     restart_to_serving_s=round(time.monotonic() - t1, 2))  # fmt: skip
     finally:
         code = svc.stop()
         proof.record("target drained on SIGTERM", code == 0, exit_code=code)

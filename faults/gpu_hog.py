@@ -1,10 +1,14 @@
-"""The GPU memory hog: fill a CUDA device from outside the target, hold, free on SIGTERM.
+"""The GPU hog: fill a CUDA device from outside the target (or keep its SMs busy), until SIGTERM.
 
 Allocates plain ``torch.empty(..., dtype=torch.uint8)`` chunks until only
 ``--leave-free-mib`` remain free (``torch.cuda.mem_get_info``) or ``--hold-mib`` are held,
 prints one JSON line (``{"ready": true, ...}`` or ``{"ready": false, "error": ...}``), then
 holds until SIGTERM/SIGINT or ``--deadline`` (wall-clock epoch seconds: the dead-man, so
 an orphaned hog frees the GPU by itself) and frees everything.
+
+With ``--compute N`` it is a co-tenant instead (``gpu_slowdown``'s ``co_tenant`` mode): it multiplies two
+N×N float16 matrices back to back on the device, synchronising every few kernels so a stop is prompt, until
+the same signals or deadline.
 
 Example::
 
@@ -53,12 +57,31 @@ def _fill(torch: Any, device: Any, leave_free: int | None, hold: int | None) -> 
     return chunks
 
 
+def _compute(torch: Any, device: Any, n: int, deadline: float, stop: threading.Event) -> int:
+    a = torch.randn(n, n, device=device, dtype=torch.float16)
+    b = torch.randn(n, n, device=device, dtype=torch.float16)
+    torch.cuda.synchronize(device)
+    _say({"ready": True, "pid": os.getpid(), "compute": n, "device": str(device)})
+    kernels = 0
+    for _ in range(10**12):  # bounded by the deadline, checked every 8 kernels
+        if stop.is_set() or time.time() >= deadline:
+            break
+        for _ in range(8):
+            torch.mm(a, b)
+        torch.cuda.synchronize(device)
+        kernels += 8
+    del a, b
+    torch.cuda.empty_cache()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m faultdrill.faults.gpu_hog")
     parser.add_argument("--device", default="cuda:0")
     amount = parser.add_mutually_exclusive_group(required=True)
     amount.add_argument("--leave-free-mib", type=float)
     amount.add_argument("--hold-mib", type=float)
+    amount.add_argument("--compute", type=int, metavar="N", help="saturate the SMs with N×N matmuls instead")
     parser.add_argument("--deadline", type=float, required=True, help="epoch seconds: exit then")
     parser.add_argument("--pidfile", type=Path)
     parser.add_argument("--tag", default="", help="injection id (shows in ps)")
@@ -82,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             _say({"ready": False, "error": "torch.cuda.is_available() is False"})
             return 2
         device = torch.device(args.device)
+        if args.compute is not None:
+            return _compute(torch, device, args.compute, args.deadline, stop)
         leave = None if args.leave_free_mib is None else int(args.leave_free_mib * MIB)
         hold = None if args.hold_mib is None else int(args.hold_mib * MIB)
         chunks = _fill(torch, device, leave, hold)

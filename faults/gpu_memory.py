@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -36,7 +36,7 @@ from faultdrill.faults.kube.pods import GpuAction
 from faultdrill.faults.process import _service_problems, admin_if_alive, admin_request, service_undo, target_handle
 from faultdrill.faults.procid import pid_alive, process_start_ticks
 
-__all__ = ["NO_CUDA", "GpuMemoryExhaustionFault"]
+__all__ = ["NO_CUDA", "GpuMemoryExhaustionFault", "start_hog"]
 
 MIB = 1024 * 1024
 NO_CUDA = ("external mode needs a CUDA GPU (torch.cuda.is_available() is False); use mode in_process, "
@@ -117,26 +117,7 @@ class GpuMemoryExhaustionFault(Fault):
 
     def _inject_external(self, config: Config, ctx: FaultContext, undo: dict[str, Any]) -> Injection:
         inj = self.new_injection(config, ctx, mode="external", target=config.target, undo=undo)
-        pidfile = ctx.state_dir / f"gpu_hog-{inj.id}.pid"
-        # The record names the hog's pidfile before the hog exists: a crash between spawn
-        # and the record update below still leaves a way to find (and end) the hog.
-        inj = inj.model_copy(update={"undo": {**undo, "hog_pidfile": str(pidfile)}})
-
-        def apply() -> None:
-            nonlocal inj
-            proc = subprocess.Popen(_hog_argv(config, inj.id, pidfile, inj.deadline), stdout=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, text=True, start_new_session=True)  # fmt: skip
-            inj = inj.model_copy(update={"undo": {**inj.undo, "hog_pid": proc.pid,
-                                                  "hog_start": process_start_ticks(proc.pid)}})  # fmt: skip
-            ctx.ledger.write(inj)
-            assert proc.stdout is not None
-            line = proc.stdout.readline()  # the hog prints exactly one line: ready or error
-            doc = json.loads(line) if line.startswith("{") else {"error": f"hog exited ({proc.poll()})"}
-            if not doc.get("ready"):
-                raise FaultdrillError(f"GPU hog failed: {doc.get('error')}")
-
-        self.apply_recorded(inj, ctx, apply)
-        return inj
+        return start_hog(self, inj, ctx, lambda pidfile: _hog_argv(config, inj.id, pidfile, inj.deadline), "GPU hog")
 
     def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
@@ -166,6 +147,32 @@ class GpuMemoryExhaustionFault(Fault):
                    "emulated": bool(state.get("emulated")), "ready": state.get("ready")}  # fmt: skip
         return Verification(ok, details, emulated=bool(state.get("emulated")),
                             message=f"{held / MIB:.1f} MiB held, {free / MIB:.1f} MiB free of {total / MIB:.0f}")
+
+
+def start_hog(fault: Fault, inj: Injection, ctx: FaultContext, argv: Callable[[Path], list[str]],
+              what: str) -> Injection:  # fmt: skip
+    """Start a ``gpu_hog`` process for ``inj`` (``argv`` given its pidfile), recorded before and after it exists;
+    wait for its one line (ready or error). Returns the record with the hog's pid and start ticks."""
+    pidfile = ctx.state_dir / f"gpu_hog-{inj.id}.pid"
+    # The record names the hog's pidfile before the hog exists: a crash between spawn
+    # and the record update below still leaves a way to find (and end) the hog.
+    inj = inj.model_copy(update={"undo": {**inj.undo, "hog_pidfile": str(pidfile)}})
+
+    def apply() -> None:
+        nonlocal inj
+        proc = subprocess.Popen(argv(pidfile), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                start_new_session=True)  # fmt: skip
+        inj = inj.model_copy(update={"undo": {**inj.undo, "hog_pid": proc.pid,
+                                              "hog_start": process_start_ticks(proc.pid)}})  # fmt: skip
+        ctx.ledger.write(inj)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the hog prints exactly one line: ready or error
+        doc = json.loads(line) if line.startswith("{") else {"error": f"hog exited ({proc.poll()})"}
+        if not doc.get("ready"):
+            raise FaultdrillError(f"{what} failed: {doc.get('error')}")
+
+    fault.apply_recorded(inj, ctx, apply)
+    return inj
 
 
 def _hog_argv(config: GpuMemoryExhaustionFault.Config, tag: str, pidfile: Path, deadline: float) -> list[str]:

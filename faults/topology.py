@@ -91,6 +91,9 @@ class ServiceHandle(BaseModel):
     """Where its Prometheus metrics are, when not ``url + /metrics`` (a described service's declared endpoint)."""
     log_file: Path | None = None
     """Where the service's stdout/stderr go (faults read startup failures from it)."""
+    gpu_state_file: Path | None = None
+    """The emulated GPU's own state (``target_service/gpu_state.py``), which outlives the replica's process: the
+    local platform's stand-in for the device (``gpu_xid`` writes it, ``reset-gpu`` clears it)."""
     kube: KubeRef | None = None
     """Set on the kubernetes platform: faults then act through the Kubernetes API."""
 

@@ -8,6 +8,7 @@ action                              what it does                                
 ``rollback-model <replica>``        set its spec to the previous good model version, restart it   platform
 ``wait <duration>``                 do nothing for a while (``30s``, ``2m``; stoppable)           —
 ``release-device-memory <replica>`` ``POST /admin/device-memory/release`` on its admin API        topology
+``reset-gpu <replica>``             drain and stop it (held), reset its GPU, start it again       platform
 ``renew-certificate <service>``     re-issue its certificate from the project's CA, in place      topology
 ``scale replicas <N>``              set the number of inference replicas                          Scalable
 ``canary-status``                   the canary rollout's phase, weight, version (its control API)  topology
@@ -105,6 +106,7 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("rollback-model", "rollback-model <replica>", 1, 1, "platform"),
         ActionSpec("wait", "wait <duration>", 1, 1),
         ActionSpec("release-device-memory", "release-device-memory <replica>", 1, 1, "topology"),
+        ActionSpec("reset-gpu", "reset-gpu <replica>", 1, 1, "platform"),
         ActionSpec("renew-certificate", "renew-certificate <service>", 1, 1, "topology"),
         ActionSpec("scale", "scale replicas <N>", 2, 2, "platform", Scalable),
         ActionSpec("canary-status", "canary-status", 0, 0, "topology"),
@@ -218,6 +220,9 @@ def run_action(action: Action, ctx: ActionContext) -> str:
         return _rollback_model(sup, _handle(ctx, args[0]))
     if action.name == "release-device-memory":
         return _release(_handle(ctx, args[0]))
+    if action.name == "reset-gpu":
+        assert sup is not None
+        return _reset_gpu(sup, _handle(ctx, args[0]))
     if action.name == "renew-certificate":
         return _renew(_handle(ctx, args[0]))
     if action.name in ("canary-status", "rollback-canary"):
@@ -229,6 +234,22 @@ def run_action(action: Action, ctx: ActionContext) -> str:
         raise ActionError(f"replicas must be a whole number, got '{args[1]}'")
     sup.scale(int(args[1]))
     return f"scaled to {args[1]} replicas"
+
+
+def _reset_gpu(sup: Supervisor, h: ServiceHandle) -> str:
+    """What an SRE does for a reset-class Xid (NVIDIA's catalog: RESET_GPU): drain the replica and stop it — no
+    process may hold the GPU during a reset, and a restart alone would start on the same broken GPU — reset the
+    GPU (``nvidia-smi -r``; here the emulated device's state, ``target_service/gpu_state.py``), start it again."""
+    if h.gpu_state_file is None:
+        raise ActionError(f"'{h.name}' has no emulated GPU state to reset: on a GPU node, cordon and drain it, "
+                          "then run 'nvidia-smi -r -i <index>' there")  # fmt: skip
+    from faultdrill.target_service.gpu_state import GpuState
+
+    sup.stop(h.name, hold=True)
+    before = GpuState(h.gpu_state_file).reset()
+    sup.start(h.name, wait=True)
+    why = before.get("reset_required") or "no reset was required"
+    return f"drained and stopped {h.name}, reset its GPU ({why}), started it again"
 
 
 def _handle(ctx: ActionContext, name: str) -> ServiceHandle:

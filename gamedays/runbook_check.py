@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from faultdrill.experiments.platforms.local.dcgm import DCGM_SERIES
 from faultdrill.experiments.spec.rules import alert_rules
 from faultdrill.faults.errors import ConfigError
 from faultdrill.faults.inputlimits import load_yaml, read_text
@@ -57,6 +58,8 @@ PLATFORM_METRICS = frozenset({
     "container_memory_working_set_bytes", "container_spec_memory_limit_bytes",
 })  # fmt: skip
 """kube-state-metrics and cAdvisor series the rules read (served locally by the platform exporter)."""
+DCGM_METRICS = DCGM_SERIES
+"""dcgm-exporter's series the GPU-health rules read (served locally by the platform exporter: ``dcgm.py``)."""
 PROMETHEUS_SERIES = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"})
 
 PROMQL_WORDS = frozenset({
@@ -120,7 +123,7 @@ def known_metrics(rules_file: Path, served: frozenset[str] | None = None) -> fro
     ``served``: what the system under test exposes (a profile's series names); None is the bundled target and
     feature store, with the platform exporter's series."""
     records = {str(rule["record"]) for _no, rule in _rules(rules_file) if isinstance(rule.get("record"), str)}
-    own = _exposition() | PLATFORM_METRICS if served is None else served
+    own = _exposition() | PLATFORM_METRICS | DCGM_METRICS if served is None else served
     return own | PROMETHEUS_SERIES | frozenset(records)
 
 

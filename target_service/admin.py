@@ -12,7 +12,19 @@ when a bearer token is configured; the token is compared in constant time
 ``DELETE /admin/host-memory/leak``       stop leaking and free it
 ``POST /admin/worker/freeze``            ``{"seconds": S}``: the worker blocks (liveness fails)
 ``POST /admin/worker/unfreeze``
+``POST /admin/device/sticky-error``      ``{"why": "..."}``: poison the device (until exit)
+``POST /admin/device/slowdown``          ``{"factor": F, "seconds": S}``: every forward pass
+                                         F× as long (for S seconds when given)
+``DELETE /admin/device/slowdown``        back to full speed
+``POST /admin/device/corrupt``           ``{"mode": "bitflip"|"scale", "layer", "count",
+                                         "bit", "factor", "seed"}``: corrupt the weights
+``POST /admin/device/restore``           write the corrupted weights back, bit for bit
+``POST /admin/device/inject``            ``{"field": "DCGM_FI_DEV_XID_ERRORS", "value": 79}``: a DCGM
+                                         field injected with its effect (``gpu_state.py``)
 =======================================  ==============================================
+
+The device levers are ``gpu_faults.py``'s; the sticky error has no undo route on purpose: a
+poisoned CUDA context lives as long as its process, so the only repair is a restart.
 
 Example::
 
@@ -110,7 +122,14 @@ def create_admin(replica: Replica, token: str) -> Starlette:
                 device_memory_total_bytes=total,
                 device_memory_held_bytes=dev.held_bytes,
                 worker_heartbeat_age_s=round(replica.loaded.engine.heartbeat_age(), 3),
+                **replica.loaded.engine.faults.state(),
             )
+            if replica.gpu is not None:
+                gpu = replica.gpu.read()
+                doc["gpu"] = {k: gpu[k] for k in ("xid_last", "reset_required", "lost", "clocks_event_reasons",
+                                                  "ecc_dbe_vol", "ecc_sbe_vol")}  # fmt: skip
+            verdict = replica.loaded.engine.health_verdict
+            doc["compute_check"] = None if verdict is None else {"kind": verdict.kind, "reason": verdict.reason}
         return doc
 
     async def state(_: Request) -> Response:
@@ -169,6 +188,77 @@ def create_admin(replica: Replica, token: str) -> Starlette:
         loaded_or_409().engine.unfreeze()
         return _json(state_doc())
 
+    def device_doc(doc: dict[str, Any], key: str) -> Any:
+        value = doc.get(key)
+        if (value is not None and not isinstance(value, str | int | float)) or isinstance(value, bool):
+            raise _BadRequest(f"{key!r} must be a string or a number")
+        return value
+
+    async def sticky(request: Request) -> Response:
+        doc = await _body(request)
+        why = device_doc(doc, "why")
+        message = loaded_or_409().engine.faults.poison(str(why) if why else "out-of-bounds index in a kernel")
+        log.warning("chaos: device poisoned (sticky error)", extra={"fields": {"error": message}})
+        return _json(state_doc())
+
+    async def slowdown(request: Request) -> Response:
+        doc = await _body(request)
+        factor = _number(doc, "factor", minimum=1)
+        seconds = _number(doc, "seconds", minimum=0.001)
+        if factor is None:
+            raise _BadRequest("give 'factor' (>= 1), and optionally 'seconds' (back to full speed then)")
+        loaded_or_409().engine.faults.slow(factor, seconds)
+        log.warning("chaos: device slowed down", extra={"fields": {"factor": factor}})
+        return _json(state_doc())
+
+    async def full_speed(_: Request) -> Response:
+        loaded_or_409().engine.faults.slow(1.0)
+        return _json(state_doc())
+
+    async def corrupt(request: Request) -> Response:
+        doc = await _body(request)
+        faults = loaded_or_409().engine.faults
+        unknown = sorted(set(doc) - {"mode", "layer", "count", "bit", "factor", "seed"})
+        if unknown:
+            raise _BadRequest(f"unknown field {unknown[0]!r} (expected mode, layer, count, bit, factor, seed)")
+        layer = device_doc(doc, "layer")
+        count, bit, seed = (_number(doc, k) for k in ("count", "bit", "seed"))
+        factor = doc.get("factor", -1.0)
+        if not isinstance(factor, int | float) or isinstance(factor, bool):
+            raise _BadRequest("'factor' must be a number")
+        try:
+            done = faults.corrupt(doc.get("mode", "bitflip"), layer=None if layer is None else str(layer),
+                                  count=int(count if count is not None else 16), bit=int(bit if bit is not None
+                                  else 30), factor=float(factor), seed=int(seed or 0))  # fmt: skip
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+        log.warning("chaos: device weights corrupted", extra={"fields": done})
+        return _json(state_doc())
+
+    async def inject(request: Request) -> Response:
+        doc = await _body(request)
+        loaded = loaded_or_409()
+        if replica.gpu is None:
+            raise _BadRequest("the GPU state is not loaded yet")
+        field, value = doc.get("field"), _number(doc, "value")
+        if not isinstance(field, str | int) or isinstance(field, bool) or value is None:
+            raise _BadRequest("give 'field' (a DCGM field name or id) and 'value' (a number >= 0)")
+        try:
+            effect = replica.gpu.inject(field, value)
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+        if effect.poison is not None:
+            loaded.engine.faults.poison(effect.poison)
+        loaded.engine.faults.throttle(replica.gpu.slowdown())
+        log.warning("chaos: DCGM field injected", extra={"fields": {"field": effect.field, "value": effect.value,
+                                                                    "action": effect.action}})  # fmt: skip
+        return _json({**state_doc(), "effect": {"field": effect.field, "value": effect.value, "action": effect.action,
+                                                "poison": effect.poison, "slowdown": effect.slowdown}})  # fmt: skip
+
+    async def restore(_: Request) -> Response:
+        loaded_or_409().engine.faults.restore()
+        return _json(state_doc())
+
     routes = [
         Route("/admin/state", guarded(state)),
         Route("/admin/device-memory/hold", guarded(hold), methods=["POST"]),
@@ -177,5 +267,11 @@ def create_admin(replica: Replica, token: str) -> Starlette:
         Route("/admin/host-memory/leak", guarded(stop_leak), methods=["DELETE"]),
         Route("/admin/worker/freeze", guarded(freeze), methods=["POST"]),
         Route("/admin/worker/unfreeze", guarded(unfreeze), methods=["POST"]),
+        Route("/admin/device/sticky-error", guarded(sticky), methods=["POST"]),
+        Route("/admin/device/slowdown", guarded(slowdown), methods=["POST"]),
+        Route("/admin/device/slowdown", guarded(full_speed), methods=["DELETE"]),
+        Route("/admin/device/corrupt", guarded(corrupt), methods=["POST"]),
+        Route("/admin/device/restore", guarded(restore), methods=["POST"]),
+        Route("/admin/device/inject", guarded(inject), methods=["POST"]),
     ]
     return Starlette(routes=routes)

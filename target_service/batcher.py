@@ -14,6 +14,15 @@ is retried once in chunks of half its rows; rows whose chunk fails again get
 ``DeviceOutOfMemory`` (507). Repeated OOMs in a window make ``oom_unready`` true until the
 worker finds memory free again.
 
+Between batches the worker runs the deep-health **compute check** (``health.py``) every
+``health_check_interval_s``: a fixed batch through the same forward pass, judged against its known answers;
+``compute_error``/``wrong_answers`` after ``health_failure_threshold`` checks in a row are what the probes read.
+A batch that fails (not out of memory) brings the next check forward to at once, and a failed check is
+repeated after ``health_recheck_s``: a poisoned device is known within a fraction of a second of its first
+failed request, not an interval later.
+Every forward pass meets the device's faults (``gpu_faults.py``: a poisoned context raises, a slowdown holds the
+worker longer), and the time the worker spends in forward passes is the emulated device's utilisation.
+
 Example::
 
     engine = InferenceEngine(model, DeviceManager("cpu"), BatchConfig(), metrics,
@@ -43,6 +52,8 @@ from opentelemetry.trace import Span
 from torch import nn
 
 from .device import DeviceManager, module_bytes
+from .gpu_faults import DeviceFaults
+from .health import ComputeCheck, HealthVerdict
 from .metrics import TargetMetrics
 from .spans import record_engine_spans, start_batch_span
 from .tracing import TRACER_NAME
@@ -90,6 +101,9 @@ class BatchConfig:
     oom_window_s: float = 10.0
     oom_unready_threshold: int = 3
     oom_recheck_s: float = 0.5
+    health_check_interval_s: float = 0.5  # 0: no compute check
+    health_failure_threshold: int = 2
+    health_recheck_s: float = 0.1  # after a failed check (or a failed batch), the next one comes this soon
 
 
 def estimate_bytes_per_row(model: nn.Module, safety_factor: int = 4) -> int:
@@ -133,6 +147,8 @@ class InferenceEngine:
         bytes_per_row: int,
         *,
         output: Literal["logits", "probabilities"] = "logits",
+        faults: DeviceFaults | None = None,
+        health: ComputeCheck | None = None,
     ) -> None:
         # "probabilities": softmax((logits + bias) / temperature) per request, computed once per
         # batch in the worker (and the confidence histogram observed there), so the event loop
@@ -173,6 +189,16 @@ class InferenceEngine:
         self._next_recheck = 0.0
         self._tracer = trace.get_tracer(TRACER_NAME)  # a no-op until a provider is installed
         self._batch_seq = itertools.count(1)
+        self.faults = faults if faults is not None else DeviceFaults(model, emulated=device.emulated)
+        self.health = health
+        self._health_next = 0.0
+        self._health_fails = 0
+        self.health_verdict: HealthVerdict | None = None  # the last compute check's
+        self._m_checks = {k: metrics.compute_checks.labels(result=k, **self._labels)
+                          for k in ("ok", "compute_error", "wrong_answers")}  # fmt: skip
+        self._busy_s = 0.0
+        self._busy_mark = (time.monotonic(), 0.0)
+        self._busy_ratio = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -326,6 +352,7 @@ class InferenceEngine:
             self._heartbeat = time.monotonic()
             self._freeze_point()
             self._recheck_memory()
+            self._health_tick()
             batch = self._collect()
             if batch is None:
                 if self._stopping:
@@ -424,6 +451,7 @@ class InferenceEngine:
             oom = True
         except Exception as exc:
             _deliver([(r, _failure(exc)) for r in batch])
+            self._health_next = 0.0  # a failed batch: check the device now (passive health)
             return
         if not oom and out is not None:
             self._hand_back(batch, out, None)
@@ -502,9 +530,69 @@ class InferenceEngine:
         return out
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        with self.device.reserve(x.shape[0] * self.bytes_per_row), torch.inference_mode():
-            inputs = torch.from_numpy(x).to(self.device.device)
-            return self.model(inputs).float().cpu().numpy()
+        self.faults.check()  # a poisoned (emulated) context refuses the pass
+        started = time.perf_counter()
+        try:
+            with self.device.reserve(x.shape[0] * self.bytes_per_row), torch.inference_mode():
+                inputs = torch.from_numpy(x).to(self.device.device)
+                return self.model(inputs).float().cpu().numpy()
+        finally:
+            self.faults.after_forward(time.perf_counter() - started)  # a slow GPU: the pass took longer
+            self._busy_s += time.perf_counter() - started
+
+    def busy_ratio(self) -> float:
+        """Share of the last second or more that the worker spent in forward passes (the emulated device's
+        utilisation, as NVML's is the share of a sample period a kernel ran). Calls within a second of the last
+        measured one (several scrapers) get that same value."""
+        now, busy = time.monotonic(), self._busy_s
+        then, before = self._busy_mark
+        if now - then >= 1.0:
+            self._busy_ratio = min(1.0, max(0.0, (busy - before) / (now - then)))
+            self._busy_mark = (now, busy)
+        return self._busy_ratio
+
+    # -- deep health -------------------------------------------------------------------
+
+    def _health_tick(self) -> None:
+        interval = self.config.health_check_interval_s
+        if interval <= 0 or time.monotonic() < self._health_next:
+            return
+        self._health_next = time.monotonic() + interval
+        self.faults.refresh()
+        if self.health is None:
+            return
+        verdict = self.check_compute()
+        if verdict is None:
+            return
+        self._health_fails = 0 if verdict.kind == "ok" else self._health_fails + 1
+        self.health_verdict = verdict
+        self._m_checks[verdict.kind].inc()
+        if verdict.kind != "ok":  # confirm (or clear) it soon: the threshold counts checks in a row
+            self._health_next = time.monotonic() + min(interval, self.config.health_recheck_s)
+
+    def check_compute(self) -> HealthVerdict | None:
+        """One compute check now (on the calling thread); None when it ran out of memory (inconclusive:
+        out-of-memory readiness is decided apart)."""
+        assert self.health is not None
+        logits: np.ndarray | None = None
+        error: str | None = None
+        try:
+            logits = self._forward(self.health.inputs)
+        except torch.cuda.OutOfMemoryError:
+            return None
+        except Exception as exc:  # the device cannot compute: a poisoned context, a driver error
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if error is not None or logits is None:
+            return HealthVerdict("compute_error", error or "no output")
+        return self.health.judge(logits)
+
+    @property
+    def compute_failing(self) -> str | None:
+        """``compute_error`` or ``wrong_answers`` once that many checks in a row failed, else None."""
+        v = self.health_verdict
+        if v is None or v.kind == "ok" or self._health_fails < self.config.health_failure_threshold:
+            return None
+        return v.kind
 
     # -- out-of-memory readiness -------------------------------------------------------
 
@@ -524,7 +612,11 @@ class InferenceEngine:
         if not self._oom_unready or time.monotonic() < self._next_recheck:
             return
         need = self.config.max_batch_size * self.bytes_per_row
-        if self.device.can_allocate(need):
+        try:
+            free = self.device.can_allocate(need)
+        except RuntimeError:  # a poisoned context fails the trial allocation itself: still unready
+            free = False
+        if free:
             self._oom_times.clear()
             self._oom_unready = False
         else:

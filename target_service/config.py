@@ -73,6 +73,12 @@ class Misconfiguration(StrEnum):
     """Per-client rate limits are off: one flooding client takes the capacity of all the others."""
     no_cache_bypass = "no_cache_bypass"
     """A prediction-cache failure fails the request (503) after waiting its timeout: no breaker, no bypass."""
+    shallow_health = "shallow_health"
+    """The probes check only that the process answers: liveness reads the worker's heartbeat, readiness that the
+    model loaded. The compute check still runs (its metric stays) but is ignored, so a replica whose GPU cannot
+    compute (a poisoned CUDA context: every request fails) or computes wrong answers stays in rotation and is
+    never restarted — the zombie (measured by ``experiments/catalog/gpu_sticky_error.yaml`` and
+    ``gpu_wrong_output.yaml``)."""
 
 
 class TargetSettings(BaseSettings):
@@ -130,6 +136,19 @@ class TargetSettings(BaseSettings):
     )
     liveness_stall_s: float = Field(
         3.0, gt=0, description="Liveness fails when the inference worker is stuck this long."
+    )
+    gpu_state_file: Path | None = Field(
+        None, description="The GPU's own state (DCGM fields, Xid events, reset required), which outlives this "
+        "process: the emulated device's hardware (target_service/gpu_state.py); unset: kept in memory."
+    )
+    health_check_interval_s: float = Field(
+        0.5, ge=0, description="How often the worker runs the deep-health compute check (a fixed batch judged "
+        "against the model's known answers; docs/target.md); 0 = off. A failed batch or a failed check brings "
+        "the next one forward (0.1 s)."
+    )
+    health_failure_threshold: int = Field(
+        2, ge=1, description="Compute checks failed in a row that make readiness false (and liveness false when "
+        "the device cannot compute)."
     )
     drain_timeout_s: float = Field(10.0, ge=0, description="Longest drain on SIGTERM.")
     shutdown_delay_s: float = Field(
@@ -218,7 +237,7 @@ class TargetSettings(BaseSettings):
     def _rate_limits(cls, value: object) -> object:
         return parse_rate_limits(value)
 
-    @field_validator("trace_file", "otlp_endpoint", "service_instance", mode="before")
+    @field_validator("trace_file", "otlp_endpoint", "service_instance", "gpu_state_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value  # FAULTDRILL_TRACE_FILE= : off

@@ -80,6 +80,11 @@ class TargetMetrics:
             "inference_pending_requests", "Requests waiting in the batching queue.",
             ["model"], registry=r,
         )  # fmt: skip
+        self.compute_checks = Counter(
+            "inference_compute_checks", "Deep-health compute checks by result (ok, compute_error, wrong_answers): a "
+            "fixed batch through the forward pass, judged against the model's known answers.",
+            ["model", "result"], registry=r,
+        )  # fmt: skip
         self.running = Gauge(
             "inference_running_requests", "Requests in the batch being computed.",
             ["model"], registry=r,
@@ -119,7 +124,8 @@ class TargetMetrics:
         )  # fmt: skip
         # GPU / device memory (NVML on a real GPU; the emulated budget otherwise).
         self.gpu_utilization = Gauge(
-            "gpu_utilization_ratio", "GPU utilisation, 0..1 (NVML; DCGM_FI_DEV_GPU_UTIL / 100).",
+            "gpu_utilization_ratio", "GPU utilisation, 0..1: NVML's on a GPU (DCGM_FI_DEV_GPU_UTIL / 100); on the "
+            "emulated device, the share of time the inference worker spends in forward passes.",
             ["gpu"], registry=r,
         )  # fmt: skip
         self.gpu_memory_used = Gauge(

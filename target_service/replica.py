@@ -3,9 +3,13 @@
 Readiness and liveness are decided here and nowhere else, so the misconfiguration profiles
 (``readiness_ignores_model``, ``liveness_checks_dependency``) change exactly one place.
 
-* liveness  = the process answers and its inference worker ticked within
-  ``liveness_stall_s`` (never GPU memory, never the dependency);
-* readiness = model loaded and warmed up, not draining, not in OOM cool-down.
+* liveness  = the process answers, its inference worker ticked within ``liveness_stall_s``, and the
+  device can still compute (the deep-health compute check, ``health.py``; never GPU memory, never the
+  dependency);
+* readiness = model loaded and warmed up, not draining, not in OOM cool-down, and the compute check
+  passes (the device computes, and computes the known answers right).
+
+``shallow_health`` drops the compute check from both: the zombie's probes.
 
 torch is imported only when the model is loaded (in a worker thread), so the HTTP port and
 the probes answer while torch loads: readiness is false, liveness true.
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     from .batcher import InferenceEngine
     from .device import DeviceManager
     from .features import FeatureClient
+    from .gpu_state import GpuState
     from .registry import ModelManifest
 
 __all__ = ["LoadedState", "Replica"]
@@ -67,6 +72,8 @@ class Replica:
         self._leak: list[bytearray] = []
         self._leak_task: asyncio.Task[None] | None = None
         self._leak_lock = threading.Lock()
+        self._shallow = settings.misconfigured(Misconfiguration.shallow_health)
+        self.gpu: GpuState | None = None  # the GPU's own state, once the model is loaded
         for profile in settings.misconfigurations:
             metrics.misconfiguration.labels(profile=profile.value).set(1)
 
@@ -81,22 +88,30 @@ class Replica:
             return False
         if self.loaded is None:
             return True  # loading: the process answers, nothing is stuck yet
-        return self.loaded.engine.heartbeat_age() < self.settings.liveness_stall_s
+        engine = self.loaded.engine
+        if engine.heartbeat_age() >= self.settings.liveness_stall_s:
+            return False
+        return self._shallow or engine.compute_failing != "compute_error"
 
     def ready(self) -> bool:
         if self.settings.misconfigured(Misconfiguration.readiness_ignores_model):
             return True
         if self.loaded is None or self.draining:
             return False
-        return not self.loaded.engine.oom_unready
+        engine = self.loaded.engine
+        return not engine.oom_unready and (self._shallow or engine.compute_failing is None)
 
     def readiness_reason(self) -> str:
         if self.loaded is None:
             return "model failed to load" if self.load_error else "model loading"
         if self.draining:
             return "draining"
-        if self.loaded.engine.oom_unready:
+        engine = self.loaded.engine
+        if engine.oom_unready:
             return "device out of memory (cool-down)"
+        if (failing := engine.compute_failing) is not None and engine.health_verdict is not None:
+            what = "device cannot compute" if failing == "compute_error" else "wrong answers"
+            return f"{what}: {engine.health_verdict.reason}" + (" (ignored: shallow_health)" if self._shallow else "")
         return "ready"
 
     # -- loading -------------------------------------------------------------------------
@@ -107,6 +122,9 @@ class Replica:
 
         from .batcher import BatchConfig, InferenceEngine, estimate_bytes_per_row
         from .device import DeviceManager
+        from .gpu_faults import DeviceFaults
+        from .gpu_state import GpuState
+        from .health import ComputeCheck
         from .registry import ModelRegistry
 
         s = self.settings
@@ -119,6 +137,12 @@ class Replica:
             sum(p.numel() * p.element_size() for p in model.parameters())
         )
         width = int(loaded.manifest.inputs[0].shape[-1])
+        gpu = GpuState(s.gpu_state_file)
+        faults = DeviceFaults(model, emulated=device.emulated, gpu=gpu)
+        if (needed := gpu.reset_required) is not None:  # the GPU, not the process, is broken: a new process too
+            faults.poison(needed)
+        faults.throttle(gpu.slowdown())
+        self.gpu = gpu
         unbounded = s.misconfigured(Misconfiguration.unbounded_queue)
         engine = InferenceEngine(
             model,
@@ -130,10 +154,14 @@ class Replica:
                 oom_window_s=s.oom_window_s,
                 oom_unready_threshold=s.oom_unready_threshold,
                 oom_recheck_s=s.oom_recheck_s,
+                health_check_interval_s=s.health_check_interval_s,
+                health_failure_threshold=s.health_failure_threshold,
             ),
             self.metrics,
             bytes_per_row=estimate_bytes_per_row(model),
             output="probabilities",
+            faults=faults,
+            health=ComputeCheck.for_model(registry.known_answers(s.model, loaded.manifest.version), width),
         )
         engine.warmup()
         # Everything loaded so far (torch, the model) lives as long as the process: move it out
@@ -170,7 +198,7 @@ class Replica:
         used, total = dev.memory()
         m.gpu_memory_used.labels(gpu=gpu).set(used)
         m.gpu_memory_total.labels(gpu=gpu).set(total)
-        util = dev.utilization()
+        util = dev.utilization() if not dev.emulated else self.loaded.engine.busy_ratio()
         if util is not None:
             m.gpu_utilization.labels(gpu=gpu).set(util)
         allocated, reserved = dev.torch_memory()

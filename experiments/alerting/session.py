@@ -60,14 +60,15 @@ class RunAlerting:
     def up(self) -> dict[str, Any]:
         from faultdrill.experiments.alerting.stack import ObservabilityStack, scrape_targets
         from faultdrill.experiments.alerting.watch import AlertWatcher, WebhookReceiver
+        from faultdrill.experiments.platforms.local.dcgm import XID_WINDOW_S
         from faultdrill.experiments.platforms.local.exporter import PlatformExporter
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         ctx = ObserverContext(self.timeline, topology=self.topology)
-        exporter, receiver = PlatformExporter(), WebhookReceiver()
+        speedup = float(self.spec.speedup)
+        exporter, receiver = PlatformExporter(xid_window_s=XID_WINDOW_S / speedup), WebhookReceiver()
         self._group = ObserverGroup([exporter, receiver])
         self._group.start(ctx)
-        speedup = float(self.spec.speedup)
         targets = scrape_targets(self.topology(), exporter.url, replica_job=self.replica_job)
         self._stack = ObservabilityStack(
             self.workdir, rules_file=self.rules_file, alertmanager_config=self.alertmanager_file,

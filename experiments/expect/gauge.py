@@ -1,10 +1,14 @@
-"""``{gauge: process_resident_memory_bytes, rise_at_most: 64Mi, during: spike}``: a scraped gauge stays bounded.
+"""``{gauge: process_resident_memory_bytes, rise_at_most: 64Mi, during: spike}``: a scraped gauge stays bounded
+(or reaches a level: ``max_at_least``).
 
 The run's metrics scraper samples each replica's ``/metrics`` once a second onto the timeline (``metric``
 events, source the replica). This expectation reads the gauge's samples in the window, over every series whose
 labels include ``labels`` (and only ``source``'s, when given), and bounds, per series, its highest value
 (``max_at_most``) or its rise — the highest value in the window less the last sample before it (else the first
 in it) — (``rise_at_most``). Memory is its first use: an overloaded replica must not hold ever more requests.
+``max_at_least`` asks the opposite, of the highest series: that a signal *did* reach a level — a saturation or
+autoscaling signal that must show a slow GPU (``{gauge: gpu_utilization_ratio, source: replica-0,
+max_at_least: 0.9, during: slow}``). Its failure is a signal's (mechanism): the damage is judged elsewhere.
 Sizes take ``Ki``/``Mi``/``Gi`` (and ``k``/``M``/``G``) suffixes. No sample is a failure (is it scraped?).
 
 Example::
@@ -20,11 +24,12 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from faultdrill.experiments.expect.kind import Kind, Ref
+from faultdrill.experiments.expect.kind import Catches, Kind, Ref
 from faultdrill.experiments.expect.stats import Finding, SteadyCriteria
 from faultdrill.experiments.expect.windows import label, span, window_refs
 from faultdrill.experiments.journal.timeline import Event, Timeline
@@ -59,19 +64,24 @@ class Gauge(Windowed):
     """Only this service's samples (``replica-0``); None: every replica's, each series judged alone."""
     max_at_most: float | None = Field(default=None, ge=0)
     rise_at_most: float | None = Field(default=None, ge=0)
+    max_at_least: float | None = Field(default=None, ge=0)
 
-    _sizes = field_validator("max_at_most", "rise_at_most", mode="before")(_size)
+    _sizes = field_validator("max_at_most", "rise_at_most", "max_at_least", mode="before")(_size)
 
     @model_validator(mode="after")
     def _bound(self) -> Gauge:
-        if (self.max_at_most is None) == (self.rise_at_most is None):
-            raise ValueError("give exactly one of max_at_most or rise_at_most")
+        if sum(b is not None for b in (self.max_at_most, self.rise_at_most, self.max_at_least)) != 1:
+            raise ValueError("give exactly one of max_at_most, rise_at_most or max_at_least")
         return self
 
 
 def _describe(x: Gauge) -> str:
-    what = "rises by at most" if x.rise_at_most is not None else "stays at most"
-    bound = x.rise_at_most if x.rise_at_most is not None else x.max_at_most
+    bound: float | None
+    if x.max_at_least is not None:
+        what, bound = "reaches at least", x.max_at_least
+    else:
+        what = "rises by at most" if x.rise_at_most is not None else "stays at most"
+        bound = x.rise_at_most if x.rise_at_most is not None else x.max_at_most
     where = f" of {x.source}" if x.source else ""
     return f"{x.gauge}{where} {what} {_fmt(x.gauge, float(bound or 0))} {label(x)}"
 
@@ -93,12 +103,17 @@ def judge(x: Gauge, tl: Timeline, _: SteadyCriteria | None) -> Finding:
         base = before[-1] if before else inside[0]
         top = max(inside)
         value = top - base if x.rise_at_most is not None else top
-        if worst is None or value > worst[0]:
+        if worst is None or value > worst[0]:  # the highest: the worst for a bound, the best for max_at_least
             worst = (value, top, base, source)
     if worst is None:
-        return Finding(False, f"{x.gauge}: no sample {where} (is it scraped?)", {"max": None}, (start, end))
+        return Finding(False, f"{x.gauge}: no sample {where} (is it scraped?)",
+                       {"max": None, "reaching": 1 if x.max_at_least is not None else 0}, (start, end))  # fmt: skip
     value, top, base, source = worst
-    measured: dict[str, float | int | None] = {"max": top, "baseline": base, "rise": top - base}
+    measured: dict[str, float | int | None] = {"max": top, "baseline": base, "rise": top - base,
+                                               "reaching": 1 if x.max_at_least is not None else 0}
+    if x.max_at_least is not None:
+        return Finding(top >= x.max_at_least, f"{x.gauge} of {source} reached {_fmt(x.gauge, top)} {where} (expected "
+                       f"at least {_fmt(x.gauge, x.max_at_least)})", measured, (start, end))  # fmt: skip
     if x.rise_at_most is not None:
         return Finding(value <= x.rise_at_most, f"{x.gauge} of {source} rose by {_fmt(x.gauge, value)} {where} "
                        f"({_fmt(x.gauge, base)} → {_fmt(x.gauge, top)}; expected at most "
@@ -115,4 +130,9 @@ def _refs(x: Gauge) -> list[Ref]:
     return refs
 
 
-KIND = Kind("gauge", Gauge, "gauge", _describe, judge, references=_refs, catches="damage")
+def _catches(measured: Mapping[str, float | int | None]) -> Catches:
+    """A bound broken (memory grew) is damage; a signal that never reached its level is the signal's mechanism."""
+    return "mechanism" if measured.get("reaching") else "damage"
+
+
+KIND = Kind("gauge", Gauge, "gauge", _describe, judge, references=_refs, catches="damage", catches_when=_catches)

@@ -79,6 +79,7 @@ Misconfig = Literal[
     "no_cache_bypass",
     "no_rate_limit",
     "shed_as_server_error",
+    "shallow_health",
     "no_canary_analysis",
 ]
 # Profiles the platform honours (not the target process): never passed to FAULTDRILL_MISCONFIGURATIONS.

@@ -39,9 +39,12 @@ CATCHERS = {
     "unbounded_queue": [
         ("overload", "latency p95 at most 500 ms during spike"),
         ("overload", "requests answered ok (ok within 500 ms) per second at least 40% of capacity during spike"),
+        ("gpu-slowdown", "latency p95 at most 500 ms during slow"),
     ],
     "shed_as_server_error": [("overload", "share of requests answered ok, 503, 429 at least 0.99 during spike")],
     "no_canary_analysis": [("canary-rollout", "wrong requests")],
+    "shallow_health": [("gpu-sticky-error", "failed requests during zombie"), ("gpu-wrong-output", "wrong requests"),
+                       ("gpu-xid", "failed requests during app")],
 }
 
 

@@ -75,7 +75,7 @@ LONG = {
         "tests/integration/test_catalog.py::test_every_profile_is_caught_on_damage (make test-catalog)",
     "faultdrill run experiments/catalog/noisy_neighbour.yaml --misconfig no_rate_limit":
         "tests/integration/test_catalog.py::test_every_profile_is_caught_on_damage (make test-catalog)",
-    # ~80 runs (~75 min): the matrix itself.
+    # ~140 runs (~2 h): the matrix itself.
     "faultdrill score experiments/suites/catalog.yaml":
         "tests/integration/test_catalog.py::test_every_profile_is_caught_on_damage (make test-catalog)",
     # Two runs (~2 min): the unmodified target, then readiness_ignores_model, caught on failed requests.
@@ -83,6 +83,11 @@ LONG = {
         "tests/integration/test_score.py::test_score_catches_a_profile_on_damage (make test-catalog)",
     "faultdrill gameday run gamedays/plans/canary.yaml":
         "tests/integration/test_gd_canary_gameday.py::test_canary_gameday[None-None] (make test-catalog)",
+    "faultdrill gameday run gamedays/plans/gpu_failures.yaml":
+        "tests/integration/test_gd_gpu_gameday.py::test_gpu_failures_gameday[None-broken0] (make test-catalog)",
+    # About a minute: a cell of the catalog's matrix (shallow_health × gpu_sticky_error, caught on failed requests).
+    "faultdrill run experiments/catalog/gpu_sticky_error.yaml --misconfig shallow_health":
+        "tests/integration/test_catalog.py::test_every_profile_is_caught_on_damage (make test-catalog)",
 }
 
 

@@ -18,6 +18,8 @@ each replica's memory cgroup files — so one rules file works on both platforms
   ``container_spec_memory_limit_bytes`` (0 = unlimited, as cAdvisor), for replicas of the
   *current* topology that run in a cgroup (v1 files, or their v2 equivalents).
 
+On the same endpoint, dcgm-exporter's ``DCGM_FI_*`` series of each replica's GPU (``dcgm.py``).
+
 Example::
 
     exporter = PlatformExporter()
@@ -40,6 +42,7 @@ from prometheus_client.registry import Collector
 
 from faultdrill.experiments.journal.timeline import Event
 from faultdrill.experiments.observe.observers import ObserverContext
+from faultdrill.experiments.platforms.local.dcgm import XID_WINDOW_S, DcgmCollector
 from faultdrill.experiments.spec.bundled import BUNDLED_PROCESSES
 from faultdrill.faults.topology import ServiceHandle
 
@@ -170,9 +173,10 @@ class PlatformExporter:
     the real ones serve the same names.
     """
 
-    def __init__(self, namespace: str = "faultdrill") -> None:
+    def __init__(self, namespace: str = "faultdrill", *, xid_window_s: float = XID_WINDOW_S) -> None:
         self.name = "platform-exporter"
         self.namespace = namespace
+        self.xid_window_s = xid_window_s
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -187,6 +191,7 @@ class PlatformExporter:
             raise RuntimeError("the platform exporter is already started")
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_PlatformCollector(ctx, self.namespace))
+        registry.register(DcgmCollector(ctx, self.namespace, xid_window_s=self.xid_window_s))
         self._server, self._thread = start_http_server(0, addr="127.0.0.1", registry=registry)
 
     def stop(self) -> None:

@@ -335,7 +335,9 @@ class LocalStack:
         port, admin_port = free_port(), free_port()
         token_file = self._token_file(f"{name}-admin")
         cgroup = self.memory_cgroup(name)
+        gpu_state = self.workdir / "gpus" / f"{name}.json"  # the replica's emulated GPU: outlives its process
         env = {
+            "FAULTDRILL_GPU_STATE_FILE": str(gpu_state),
             "FAULTDRILL_PORT": str(port), "FAULTDRILL_ADMIN_PORT": str(admin_port),
             program.admin_token_env: token_file.read_text().strip(),
             "FAULTDRILL_MODEL_REGISTRY": str(self.model_registry),
@@ -351,7 +353,7 @@ class LocalStack:
             admin_url=f"http://127.0.0.1:{admin_port}", admin_token_file=token_file,
             cgroup=str(cgroup.path) if cgroup else None, ca_file=self.pki.ca.cert,
             model_registry=self.model_registry, model_name=env.get("FAULTDRILL_MODEL", "digits"),
-            model_version=env.get(_VERSION_ENV, _DEFAULT_VERSION), port=port,
+            model_version=env.get(_VERSION_ENV, _DEFAULT_VERSION), port=port, gpu_state_file=gpu_state,
         )  # fmt: skip
         url = f"{handle.url}/v2/models/{handle.model_name}"
         argv = [sys.executable, "-m", "faultdrill.target_service", program.command]

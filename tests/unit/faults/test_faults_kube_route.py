@@ -25,7 +25,8 @@ from faultdrill.faults.topology import KubeRef, ServiceHandle, Topology
 DECLARED = {"process_kill": "KillAction", "process_freeze": "FreezeAction", "oom_kill": "OomAction",
             "gpu_memory_exhaustion": "GpuAction", "model_load_failure": "ModelVersionAction",
             "network_partition": "PartitionAction", "cert_expiry": "CertAction",
-            "dependency_outage": "DependencyAction"}  # fmt: skip
+            "dependency_outage": "DependencyAction", "gpu_sticky_error": "StickyAction",
+            "gpu_slowdown": "SlowdownAction", "gpu_wrong_output": "CorruptAction", "gpu_xid": "XidAction"}  # fmt: skip
 
 
 class Recording:

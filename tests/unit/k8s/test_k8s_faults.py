@@ -187,6 +187,45 @@ def test_k8s_oom_leak_and_gpu_hold_go_through_the_admin_api_in_the_pod(kube_api:
     assert kube_api.execs()[-1][3:5] == ["POST", "http://127.0.0.1:9000/admin/device-memory/release"]
 
 
+def test_k8s_gpu_faults_beyond_memory_go_through_the_admin_api_in_the_pod(kube_api: Any, tmp_path: Path,
+                                                                          registry: FaultRegistry) -> None:  # fmt: skip
+    ctx = context(kube_api, tmp_path)
+    slow, inj = run(registry, ctx, "gpu_slowdown", {"target": "replica-0", "factor": 3, "duration_s": 20})
+    assert kube_api.execs()[-1][3:5] == ["POST", "http://127.0.0.1:9000/admin/device/slowdown"]
+    assert json.loads(kube_api.execs()[-1][6]) == {"factor": 3.0, "seconds": 20.0}  # the pod's own dead-man
+    slow.undo(inj, ctx)
+    assert kube_api.execs()[-1][3:5] == ["DELETE", "http://127.0.0.1:9000/admin/device/slowdown"]
+    wrong, inj = run(registry, ctx, "gpu_wrong_output", {"target": "replica-0", "mode": "scale", "factor": -1})
+    assert json.loads(kube_api.execs()[-1][6]) == {"mode": "scale", "factor": -1.0}
+    wrong.undo(inj, ctx)
+    assert kube_api.execs()[-1][3:5] == ["POST", "http://127.0.0.1:9000/admin/device/restore"]
+    # An Xid: the pod is replaced only when the event left it poisoned (its admin state says so).
+    xid, inj = run(registry, ctx, "gpu_xid", {"target": "replica-0", "field": "DCGM_FI_DEV_GPU_TEMP", "value": 90})
+    assert json.loads(kube_api.execs()[-1][6]) == {"field": "DCGM_FI_DEV_GPU_TEMP", "value": 90.0}
+    kube_api.exec_output.append('200 {"sticky_error": null, "gpu": {"reset_required": null}}')
+    xid.undo(inj, ctx)
+    assert not [w for w in kube_api.writes() if w.method == "DELETE"]  # nothing to replace
+    xid, inj = run(registry, ctx, "gpu_xid", {"target": "replica-0", "xid": 79})
+    assert json.loads(kube_api.execs()[-1][6]) == {"field": "DCGM_FI_DEV_XID_ERRORS", "value": 79}
+    kube_api.exec_output.append('200 {"sticky_error": "Xid 79", "gpu": {"reset_required": "Xid 79"}}')
+    xid.undo(inj, ctx)
+    (delete,) = [w for w in kube_api.writes() if w.method == "DELETE"]
+    assert delete.path == f"{PODS}/{POD}" and delete.body["preconditions"] == {"uid": "uid-a"}
+
+
+def test_k8s_gpu_sticky_error_rollback_replaces_the_poisoned_pod(kube_api: Any, tmp_path: Path,
+                                                                 registry: FaultRegistry) -> None:  # fmt: skip
+    ctx = context(kube_api, tmp_path)
+    sticky, inj = run(registry, ctx, "gpu_sticky_error", {"target": "replica-0"})
+    assert kube_api.execs()[-1][3:5] == ["POST", "http://127.0.0.1:9000/admin/device/sticky-error"]
+    assert inj.undo["restarts_before"] == 0
+    sticky.undo(inj, ctx)  # a poisoned context has no other repair than a new process
+    (delete,) = [w for w in kube_api.writes() if w.method == "DELETE"]
+    assert delete.path == f"{PODS}/{POD}" and delete.body["preconditions"] == {"uid": "uid-a"}
+    sticky.rollback(inj, ctx)  # idempotent: the pod is gone
+    assert len([w for w in kube_api.writes() if w.method == "DELETE"]) == 1
+
+
 def test_k8s_namespace_outside_the_allow_list_is_refused_untouched(kube_api: Any, tmp_path: Path,
                                                                     registry: FaultRegistry) -> None:  # fmt: skip
     ctx = context(kube_api, tmp_path, namespaces=frozenset({"staging"}))

@@ -151,6 +151,10 @@ def test_k8s_manifests_target_probes_labels_and_gpu_overlay(deploy: Path) -> Non
     assert {"name": "FAULTDRILL_DEVICE", "value": "cuda"} in g["env"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # A GPU-bound replica scales on its GPU's utilisation, not on CPU (the CPU overlay keeps CPU).
+    assert _by(gpu, "HorizontalPodAutoscaler", "target")["spec"]["metrics"][0]["pods"]["metric"]["name"] == (
+        "gpu_utilization_ratio")  # fmt: skip
+    assert _by(cpu, "HorizontalPodAutoscaler", "target")["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     assert _by(cpu, "HorizontalPodAutoscaler", "target")["apiVersion"] == "autoscaling/v2"
     assert _by(cpu, "PodDisruptionBudget", "target")["spec"]["minAvailable"] == 1
     tls = _by(cpu, "Secret", "feature-store-tls")

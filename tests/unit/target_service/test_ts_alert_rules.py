@@ -17,6 +17,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from faultdrill.experiments.platforms.local.dcgm import DCGM_SERIES
 from faultdrill.gamedays.runbook_check import PROMQL_WORDS as RUNBOOK_PROMQL_WORDS
 from faultdrill.target_service.config import FeatureStoreSettings
 from faultdrill.target_service.feature_store import create_feature_store_app
@@ -41,6 +42,13 @@ CONTRACT_ALERTS = frozenset({
     "InferencePredictionConfidenceLow", "InferenceLoadShedding", "InferenceCUDAOOM",
     "PredictionCacheDown",  # the prediction cache (gamedays/runbooks/cache.md)
     "InferenceClientThrottled",  # per-client rate limits (gamedays/runbooks/rate-limiting.md)
+    # The deep-health compute check (gamedays/runbooks/gpu-sticky-error.md, gpu-wrong-output.md); the catalog's
+    # gpu_sticky_error.yaml and gpu_wrong_output.yaml expect them.
+    "InferenceGPUComputeFailing", "InferenceGPUWrongAnswers",
+    # GPU health from dcgm-exporter: Xids by NVIDIA's immediate action, double-bit ECC, hardware clock slowdowns
+    # (gamedays/runbooks/gpu-xid-restart-app.md, gpu-xid-reset-gpu.md, gpu-utilization.md).
+    "InferenceGPUXidRestartApp", "InferenceGPUXidResetRequired", "InferenceGPUDoubleBitECC",
+    "InferenceGPUClocksThrottled",
 })  # fmt: skip
 SEVERITIES = frozenset({"critical", "warning", "ticket"})
 RECEIVER_OF = {"critical": "pager", "warning": "chat", "ticket": "ticket"}
@@ -92,7 +100,8 @@ def known_metrics() -> frozenset[str]:
     feature_store = CollectorRegistry()
     create_feature_store_app(FeatureStoreSettings(), feature_store)
     records = {rule["record"] for rule in all_rules() if "record" in rule}
-    return frozenset(_exposed(target) | _exposed(feature_store) | PLATFORM_METRICS | PROMETHEUS_SERIES | records)
+    return frozenset(_exposed(target) | _exposed(feature_store) | PLATFORM_METRICS | DCGM_SERIES | PROMETHEUS_SERIES
+                     | records)  # fmt: skip
 
 
 @cache
