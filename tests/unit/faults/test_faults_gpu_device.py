@@ -42,7 +42,8 @@ from faultdrill.faults.registry import FaultRegistry
 registry = FaultRegistry()
 registry.load_entry_points()
 topo = Topology.model_validate_json({topo!r})
-ctx = FaultContext.create({state!r}, topology=topo, scope=Scope(pids=frozenset({pids!r})))
+scope = Scope(pids=frozenset({pids!r}), paths=frozenset({paths!r}))
+ctx = FaultContext.create({state!r}, topology=topo, scope=scope)
 fault = registry.get({name!r})()
 inj = fault.inject(fault.parse_config({cfg!r}), ctx)
 print("injected", inj.id, flush=True)
@@ -65,6 +66,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 @pytest.fixture
 def ctx(stack: LocalStack, tmp_path: Path) -> FaultContext:
     return FaultContext.create(tmp_path / "state", topology=stack.topology(), scope=stack.scope(), supervisor=stack)
+
+
+def _fresh(ctx: FaultContext, stack: LocalStack) -> FaultContext:
+    """The same run's context after a restart: the new process is in its scope, as a platform's would be."""
+    return FaultContext.create(ctx.state_dir, topology=stack.topology(), scope=stack.scope(), supervisor=stack)
 
 
 def _state(stack: LocalStack) -> dict[str, Any]:
@@ -251,18 +257,21 @@ def test_xid_effect_follows_its_class_restart_app_or_reset_gpu(ctx: FaultContext
     finally:
         fault.undo(inj, ctx)
     # Xid 79: the GPU is gone until reset; restarting the application does not help, reset-gpu does.
+    ctx = _fresh(ctx, stack)  # a new process: the run's scope follows it
     inj = fault.inject(fault.parse_config({"target": "replica-0", "xid": 79, "duration_s": 30}), ctx)
     try:
         assert "fallen off the bus" in str(fault.verify(inj, ctx).details["reset_required"])
-        stack.restart("replica-0", wait=False)
-        _until(lambda: _probe(stack, "live") == 503, 30)  # the new process cannot compute either
-        assert "Xid 79" in _state(stack)["sticky_error"] and _state(stack)["gpu"]["reset_required"]
+        stack.restart("replica-0", wait=False)  # a new process cannot even warm its model up on this GPU
+        assert stack.wait_exit("replica-0", 30) is not None
+        assert "model load failed: CUDA error: device-side assert triggered (emulated: Xid 79" in (
+            stack.workdir / "replica-0.log").read_text()  # fmt: skip
         said = run_action(parse_action("reset-gpu replica-0"), ActionContext(supervisor=stack, topology=stack.topology))
         assert said.startswith("drained and stopped replica-0, reset its GPU (Xid 79 (GPU has fallen off the bus)")
         assert _infer(stack, body).status_code == 200 and _state(stack)["gpu"]["reset_required"] is None
     finally:
         fault.undo(inj, ctx)
     # Clock events: hardware slowdown bits slow every pass down; the rollback gives the clocks back.
+    ctx = _fresh(ctx, stack)
     inj = fault.inject(fault.parse_config({"target": "replica-0", "field": 112, "value": 0x48, "duration_s": 30}), ctx)
     try:
         assert fault.verify(inj, ctx).effective and _state(stack)["slowdown_factor"] == 4.0
@@ -286,7 +295,8 @@ def test_crash_mid_fault_then_rollback_pending(name: str, cfg: dict[str, Any], c
     registry.load_entry_points()
     topo = Topology(services={"replica-0": ctx.topology.get("replica-0")}).model_dump_json()
     before = stack.handle("replica-0").pid
-    code = CHILD.format(topo=topo, state=str(ctx.state_dir), pids=sorted(ctx.scope.pids), name=name, cfg=cfg)
+    code = CHILD.format(topo=topo, state=str(ctx.state_dir), pids=sorted(ctx.scope.pids), name=name, cfg=cfg,
+                        paths=sorted(str(p) for p in ctx.scope.paths))  # fmt: skip
     proc = start_python(code)
     try:
         wait_for_line(proc, "injected", timeout=30)
