@@ -7,6 +7,10 @@ out-of-bounds index trips PyTorch's device-side assert and the context is poison
 emulated device, the device refuses every forward pass with the same ``torch.AcceleratorError`` (the journal
 says emulated).
 
+The driver logs an Xid 43 for such a fault; the target records it in the replica's GPU state (which outlives
+the process, ``target_service/gpu_state.py``), so ``InferenceGPUXidRestartApp`` pages even when the deep probes
+restart the zombie before Prometheus scraped its compute-check counters. The rollback takes that record back.
+
 Nothing inside the process can undo it, on a GPU or emulated: the repair is a new process. So the rollback ends
 the poisoned process if it still runs (same pid and start ticks) — through the platform's supervisor, which
 starts it again, or with SIGTERM from the ledger alone (its platform's restart policy applies) — and a replica
@@ -25,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
@@ -32,6 +38,7 @@ from faultdrill.faults.errors import FaultdrillError
 from faultdrill.faults.kube.gpu import StickyAction
 from faultdrill.faults.process import _service_problems, admin_request, service_undo, target_handle
 from faultdrill.faults.procid import pid_alive
+from faultdrill.target_service.gpu_state import STICKY_XID, GpuState
 
 __all__ = ["GpuStickyErrorFault"]
 
@@ -59,13 +66,17 @@ class GpuStickyErrorFault(Fault):
     def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         handle = ctx.topology.get(config.target)
         return [f"POST {handle.admin_url}/admin/device/sticky-error {{\"why\": \"{config.why}\"}}",
-                f"rollback: restart {config.target} if pid {handle.pid} (the poisoned process) still runs"]  # fmt: skip
+                f"rollback: restart {config.target} if pid {handle.pid} (the poisoned process) still runs; "
+                f"remove the Xid {STICKY_XID} it recorded from {handle.gpu_state_file or 'its GPU state'}"]  # fmt: skip
 
     def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
         undo = {**service_undo(handle), "service": config.target}
         if undo["admin_url"] is None or undo["token_file"] is None:
             raise FaultdrillError(f"service '{config.target}' has no admin API")
+        if handle.gpu_state_file is not None:  # where the target records the Xid the fault makes the driver log
+            ctx.scope.check_path(handle.gpu_state_file)
+            undo["gpu_state_file"], undo["since"] = str(handle.gpu_state_file), time.time()
         state = admin_request(undo["admin_url"], undo["token_file"], "GET", "/admin/state")
         inj = self.new_injection(config, ctx, mode="in_process", target=config.target, undo=undo,
                                  emulated=bool(state.get("emulated", True)))  # fmt: skip
@@ -74,6 +85,8 @@ class GpuStickyErrorFault(Fault):
 
     def local_rollback(self, injection: Injection, ctx: FaultContext) -> None:
         undo = injection.undo
+        if undo.get("gpu_state_file"):  # the recorded Xid 43 goes; any other event on that GPU stays
+            GpuState(Path(undo["gpu_state_file"])).forget_xid(STICKY_XID, float(undo["since"]))
         pid, start = int(undo["pid"]), undo.get("pid_start")
         if not pid_alive(pid, start):
             return  # already a new process (the platform restarted it): nothing of the fault is left

@@ -12,7 +12,8 @@ when a bearer token is configured; the token is compared in constant time
 ``DELETE /admin/host-memory/leak``       stop leaking and free it
 ``POST /admin/worker/freeze``            ``{"seconds": S}``: the worker blocks (liveness fails)
 ``POST /admin/worker/unfreeze``
-``POST /admin/device/sticky-error``      ``{"why": "..."}``: poison the device (until exit)
+``POST /admin/device/sticky-error``      ``{"why": "..."}``: poison the device (until exit); the GPU
+                                         state records the Xid 43 the driver logs for it
 ``POST /admin/device/slowdown``          ``{"factor": F, "seconds": S}``: every forward pass
                                          F× as long (for S seconds when given)
 ``DELETE /admin/device/slowdown``        back to full speed
@@ -45,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .gpu_state import STICKY_XID
 from .replica import Replica
 
 __all__ = ["create_admin"]
@@ -128,6 +130,7 @@ def create_admin(replica: Replica, token: str) -> Starlette:
                 gpu = replica.gpu.read()
                 doc["gpu"] = {k: gpu[k] for k in ("xid_last", "reset_required", "lost", "clocks_event_reasons",
                                                   "ecc_dbe_vol", "ecc_sbe_vol")}  # fmt: skip
+                doc["gpu"]["xid_codes"] = [e.get("xid") for e in gpu["xid_events"] if isinstance(e, dict)]
             verdict = replica.loaded.engine.health_verdict
             doc["compute_check"] = None if verdict is None else {"kind": verdict.kind, "reason": verdict.reason}
         return doc
@@ -197,7 +200,8 @@ def create_admin(replica: Replica, token: str) -> Starlette:
     async def sticky(request: Request) -> Response:
         doc = await _body(request)
         why = device_doc(doc, "why")
-        message = loaded_or_409().engine.faults.poison(str(why) if why else "out-of-bounds index in a kernel")
+        faults = loaded_or_409().engine.faults
+        message = faults.poison(str(why) if why else "out-of-bounds index in a kernel", xid=STICKY_XID)
         log.warning("chaos: device poisoned (sticky error)", extra={"fields": {"error": message}})
         return _json(state_doc())
 

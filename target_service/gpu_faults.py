@@ -7,7 +7,10 @@ forward pass, the same way on a real GPU and on the CPU's emulated device:
   own device-side assert — poisons the process's CUDA context, and every later CUDA call fails with
   ``torch.AcceleratorError`` until the process exits; nothing in the process can undo it. Emulated, the device
   refuses every forward pass with the same exception and message shape, also until the process exits. The HTTP
-  server, its probes and the worker thread keep running: only a health check that *computes* sees it.
+  server, its probes and the worker thread keep running: only a health check that *computes* sees it. The
+  driver logs an Xid 43 for it, which the GPU state records (``STICKY_XID``): that record outlives the process,
+  so the Xid alert pages even when the deep probes restart the zombie before Prometheus scraped its counters
+  (``gpu_state.STICKY_XID``).
 * **slowdown** (throttling, clock slowdown, a co-tenant): every forward pass takes ``factor`` times as long — the
   worker is held busy for the extra time, so the replica's capacity falls by the same factor. Always emulated
   in-process (on CUDA too: real throttling needs clock limits or a co-tenant process, which the framework's
@@ -89,8 +92,13 @@ class DeviceFaults:
 
     # -- the sticky error ----------------------------------------------------------------
 
-    def poison(self, why: str = "out-of-bounds index in a kernel") -> str:
-        """Make the device unusable for the rest of the process's life; returns the error every call now gets."""
+    def poison(self, why: str = "out-of-bounds index in a kernel", *, xid: int | None = None) -> str:
+        """Make the device unusable for the rest of the process's life; returns the error every call now gets.
+
+        ``xid``: the Xid the driver logs for this fault (a device-side assert: 43, "GPU stopped processing"),
+        recorded in the GPU state, which outlives the process: the page that survives a restart faster than a
+        scrape (the compute-check counter dies with the process). None when the Xid is the cause, not the
+        consequence (an injected Xid records itself)."""
         with self._lock:
             if self._sticky is not None:
                 return self._sticky
@@ -99,6 +107,8 @@ class DeviceFaults:
             message = self._real_device_assert()
         with self._lock:
             self._sticky, self._sticky_at = message, time.monotonic()
+        if xid is not None and self.gpu is not None:
+            self.gpu.inject("DCGM_FI_DEV_XID_ERRORS", xid)
         return message
 
     def _real_device_assert(self) -> str:

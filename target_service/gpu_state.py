@@ -43,7 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["FIELDS", "THROTTLE_BITS", "XID_CATALOG", "Effect", "GpuState", "XidClass", "field_id", "slowdown_of"]
+__all__ = ["FIELDS", "STICKY_XID", "THROTTLE_BITS", "XID_CATALOG", "Effect", "GpuState", "XidClass", "field_id",
+           "slowdown_of"]
 
 Action = Literal["RESTART_APP", "RESET_GPU", "NONE"]
 
@@ -72,6 +73,11 @@ XID_CATALOG: dict[int, XidClass] = {
     95: XidClass("ROBUST_CHANNEL_UNCONTAINED_ERROR", "Uncontained ECC error", "RESET_GPU"),
     119: XidClass("GSP_RPC_TIMEOUT", "Timeout waiting for the GSP", "RESET_GPU"),
 }
+
+STICKY_XID = 43
+"""The Xid the driver logs when a kernel's device-side assert kills a process's context (``NVRM: Xid (PCI:…): 43,
+pid=…, name=pt_main_thread``; RESTART_APP). The sticky error (``gpu_faults.py``) records it here, where it outlives
+the process, as the driver's log and DCGM keep it."""
 
 # DCGM field ids (dcgm_fields.h) of what the emulated device reports and accepts.
 FIELDS: dict[str, int] = {
@@ -199,6 +205,20 @@ class GpuState:
             self.write({**before, "ecc_sbe_vol": 0, "ecc_dbe_vol": 0, "clocks_event_reasons": 0, "xid_last": 0,
                         "reset_required": None, "lost": False})  # fmt: skip
         return before
+
+    def forget_xid(self, xid: int, since: float) -> int:
+        """Remove the events of Xid ``xid`` logged at or after ``since`` (wall time), which a fault recorded and
+        its rollback takes back (other events stay); ``xid_last`` falls back to the last event left. Returns how
+        many were removed."""
+        with self._lock:
+            doc = self.read()
+            events = [e for e in doc["xid_events"] if isinstance(e, dict)]
+            kept = [e for e in events if not (e.get("xid") == xid and float(e.get("at") or 0) >= since)]
+            if len(kept) == len(events):
+                return 0
+            last = int(kept[-1].get("xid") or 0) if kept else 0
+            self.write({**doc, "xid_events": kept, "xid_last": last if doc["xid_last"] == xid else doc["xid_last"]})
+            return len(events) - len(kept)
 
     def restore(self, doc: dict[str, Any]) -> None:
         """Put back a state read earlier (a fault's rollback)."""

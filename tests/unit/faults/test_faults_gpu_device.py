@@ -159,6 +159,8 @@ def test_sticky_error_makes_a_zombie_that_deep_probes_take_out_and_rollback_rest
         result = fault.verify(inj, ctx)
         assert result.effective and result.emulated == inj.emulated == (not _cuda()), result
         assert "device-side assert" in result.details["sticky_error"]
+        gpu = _state(stack)["gpu"]  # the Xid the driver logs for it, in the GPU state that outlives the process
+        assert gpu["xid_last"] == 43 and gpu["xid_codes"] == [43] and not gpu["reset_required"]
         unready = _until(lambda: _probe(stack, "ready") == 503)  # two compute checks, a second apart
         dead = _until(lambda: _probe(stack, "live") == 503)
         assert _state(stack)["readiness_reason"].startswith("device cannot compute: AcceleratorError")
@@ -171,6 +173,7 @@ def test_sticky_error_makes_a_zombie_that_deep_probes_take_out_and_rollback_rest
     _until(lambda: _probe(stack, "ready") == 200, 60)
     healthy = time.monotonic() - t1
     assert _infer(stack, body).status_code == 200 and _state(stack)["sticky_error"] is None
+    assert _state(stack)["gpu"]["xid_codes"] == [] and _state(stack)["gpu"]["xid_last"] == 0  # record taken back
     print(f"\ngpu_sticky_error: inject->unready {unready:.2f} s, ->liveness 503 {dead:.2f} s "
           f"(from inject {time.monotonic() - t0:.1f} s incl. rollback), rollback->ready {healthy:.2f} s")
     assert not fault.verify(inj, ctx).effective
