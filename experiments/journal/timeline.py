@@ -143,7 +143,7 @@ class Timeline:
                 key = (e.kind, e.source, f"{e.attrs.get('probe', '')}{labels}")
                 carried[key] = e
         kept = [*carried.values(), *(e for e in self.select(start=start, end=end) if e.t >= start)]
-        rebased = [e.model_copy(update={"t": e.t - start}) for e in kept]
+        rebased = [_rebased(e, start) for e in kept]
         out = Timeline(rebased, start=self.start + start, clock=self._clock)
         out.start_wall = self.start_wall + start
         return out
@@ -155,3 +155,24 @@ class Timeline:
     @classmethod
     def from_jsonable(cls, rows: Iterable[dict[str, Any]]) -> Timeline:
         return cls(Event.model_validate(r) for r in rows)
+
+
+_RUN_TIMES = {"requests": ("samples",), "alert": ("active_at", "last_seen")}
+"""Attributes that hold run times too (a bucket's raw samples, an alert's activation and last poll)."""
+
+
+def _rebased(e: Event, start: float) -> Event:
+    """``e`` with ``t`` and the run times among its attributes moved ``start`` earlier."""
+    attrs, changed = e.attrs, False
+    for key in _RUN_TIMES.get(e.kind, ()):
+        value = attrs.get(key)
+        if key == "samples" and isinstance(value, list):
+            value = [{**s, "t": s["t"] - start} if isinstance(s, dict) and isinstance(s.get("t"), int | float)
+                     else s for s in value]  # fmt: skip
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            value = value - start
+        else:
+            continue
+        attrs, changed = {**attrs, key: value}, True
+    return e.model_copy(update={"t": e.t - start, **({"attrs": attrs} if changed else {})})
+

@@ -10,7 +10,7 @@ import pytest
 from faultdrill.experiments.engine.runbook_hook import LaunchContext, RunbookTriggers
 from faultdrill.experiments.expect import RunbookRestores
 from faultdrill.experiments.expect.judge import evaluate
-from faultdrill.experiments.expect.stats import SteadyCriteria
+from faultdrill.experiments.expect.stats import SteadyCriteria, mttd_mttr
 from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.spec.experiment import Experiment
 from faultdrill.faults.errors import ConfigError
@@ -174,6 +174,24 @@ def test_slice_rebases_and_keeps_the_state_at_its_start() -> None:
     part = tl.slice(10.0)
     assert [(e.kind, e.t) for e in part.events()] == [("process", -9.0), ("alert", -8.0), ("request", 2.0)]
     assert part.start_wall == pytest.approx(tl.start_wall + 10.0)
+
+
+def test_slice_rebases_the_run_times_inside_events_too() -> None:
+    """A game day's later scenario: a bucket's raw failed samples and an alert's activation move with their event,
+    so the first signal of a fault is measured in the scenario's time (it read 56 s for a fault of 25 s)."""
+    tl = Timeline(start=0.0, clock=lambda: 0.0)
+    tl.add("fault", "slow", t=62.0, event="start")
+    tl.add("requests", "load", t=62.5, span_s=0.1, name="/infer", count=10, ok=9, lost=0, statuses={"200": 9, "503": 1},
+           samples=[{"t": 62.55, "ok": False, "status": 503, "latency_s": 0.002}])  # fmt: skip
+    tl.add("alert", "A", t=64.0, state="pending", labels={}, active_at=63.5, last_seen=63.0)
+    tl.add("fault", "slow", t=80.0, event="end")
+    part = tl.slice(60.0)
+    bucket = part.select("requests")[0]
+    assert bucket.t == pytest.approx(2.5) and bucket.attrs["samples"][0]["t"] == pytest.approx(2.55)
+    alert = part.select("alert")[0].attrs
+    assert (alert["active_at"], alert["last_seen"]) == (pytest.approx(3.5), pytest.approx(3.0))
+    assert mttd_mttr(part)["slow"]["first_signal_s"] == pytest.approx(0.55)
+    assert tl.select("requests")[0].attrs["samples"][0]["t"] == 62.55  # the whole run's timeline is unchanged
 
 
 # -- repairs, not undoes --------------------------------------------------------------------
