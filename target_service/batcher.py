@@ -194,10 +194,14 @@ class InferenceEngine:
         self._health_next = 0.0
         self._health_fails = 0
         self.health_verdict: HealthVerdict | None = None  # the last compute check's
+        self.health_passed = False
+        """A compute check passed since the process started: a new process is not ready before (a model version
+        that answers wrongly from its first pass never takes traffic, not even between two checks)."""
         self._m_checks = {k: metrics.compute_checks.labels(result=k, **self._labels)
                           for k in ("ok", "compute_error", "wrong_answers")}  # fmt: skip
         self._busy_s = 0.0
-        self._busy_mark = (time.monotonic(), 0.0)
+        self._pass_started: float | None = None  # perf_counter() of the forward pass in flight
+        self._busy_mark = (time.perf_counter(), 0.0)
         self._busy_ratio = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -531,7 +535,7 @@ class InferenceEngine:
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         self.faults.check()  # a poisoned (emulated) context refuses the pass
-        started = time.perf_counter()
+        started = self._pass_started = time.perf_counter()
         try:
             with self.device.reserve(x.shape[0] * self.bytes_per_row), torch.inference_mode():
                 inputs = torch.from_numpy(x).to(self.device.device)
@@ -539,12 +543,18 @@ class InferenceEngine:
         finally:
             self.faults.after_forward(time.perf_counter() - started)  # a slow GPU: the pass took longer
             self._busy_s += time.perf_counter() - started
+            self._pass_started = None
 
     def busy_ratio(self) -> float:
         """Share of the last second or more that the worker spent in forward passes (the emulated device's
         utilisation, as NVML's is the share of a sample period a kernel ran). Calls within a second of the last
-        measured one (several scrapers) get that same value."""
-        now, busy = time.monotonic(), self._busy_s
+        measured one (several scrapers) get that same value. The pass in flight counts up to now (and the rest of
+        it in the next period), so long passes — a slow GPU's — neither overflow one period nor leave the next
+        looking idle."""
+        started, busy = self._pass_started, self._busy_s
+        now = time.perf_counter()
+        if started is not None and self._pass_started == started and self._busy_s == busy:
+            busy += now - started
         then, before = self._busy_mark
         if now - then >= 1.0:
             self._busy_ratio = min(1.0, max(0.0, (busy - before) / (now - then)))
@@ -561,14 +571,27 @@ class InferenceEngine:
         self.faults.refresh()
         if self.health is None:
             return
+        if self.record_check() not in (None, "ok"):  # confirm (or clear) it soon: the threshold counts checks in a row
+            self._health_next = time.monotonic() + min(interval, self.config.health_recheck_s)
+
+    @property
+    def checks_compute(self) -> bool:
+        """The deep-health compute check is on (known answers given, interval > 0)."""
+        return self.health is not None and self.config.health_check_interval_s > 0
+
+    def record_check(self) -> str | None:
+        """One compute check, counted and kept as the verdict; its kind (None: inconclusive, out of memory). The
+        worker calls it between batches; the loader once after warm-up, so a good process is ready at once."""
+        if self.health is None:
+            return None
         verdict = self.check_compute()
         if verdict is None:
-            return
+            return None
         self._health_fails = 0 if verdict.kind == "ok" else self._health_fails + 1
         self.health_verdict = verdict
+        self.health_passed = self.health_passed or verdict.kind == "ok"
         self._m_checks[verdict.kind].inc()
-        if verdict.kind != "ok":  # confirm (or clear) it soon: the threshold counts checks in a row
-            self._health_next = time.monotonic() + min(interval, self.config.health_recheck_s)
+        return verdict.kind
 
     def check_compute(self) -> HealthVerdict | None:
         """One compute check now (on the calling thread); None when it ran out of memory (inconclusive:

@@ -99,7 +99,8 @@ class Replica:
         if self.loaded is None or self.draining:
             return False
         engine = self.loaded.engine
-        return not engine.oom_unready and (self._shallow or engine.compute_failing is None)
+        return not engine.oom_unready and (self._shallow or (engine.compute_failing is None and (
+            not engine.checks_compute or engine.health_passed)))
 
     def readiness_reason(self) -> str:
         if self.loaded is None:
@@ -112,6 +113,9 @@ class Replica:
         if (failing := engine.compute_failing) is not None and engine.health_verdict is not None:
             what = "device cannot compute" if failing == "compute_error" else "wrong answers"
             return f"{what}: {engine.health_verdict.reason}" + (" (ignored: shallow_health)" if self._shallow else "")
+        if engine.checks_compute and not engine.health_passed and not self._shallow:
+            last = engine.health_verdict
+            return "no compute check passed yet" + ("" if last is None else f" (last: {last.kind}: {last.reason})")
         return "ready"
 
     # -- loading -------------------------------------------------------------------------
@@ -164,6 +168,8 @@ class Replica:
             health=ComputeCheck.for_model(registry.known_answers(s.model, loaded.manifest.version), width),
         )
         engine.warmup()
+        if engine.checks_compute:  # the known answers, before any traffic: ready at once, or never with wrong ones
+            engine.record_check()
         # Everything loaded so far (torch, the model) lives as long as the process: move it out
         # of the collector's reach so full collections under load stay short (tail latency).
         gc.collect()

@@ -80,8 +80,10 @@ def judge_canary(x: CanaryExpectation, tl: Timeline, moment: float, label: str =
     ok = x.within is None or seconds <= x.within
     limit = f" (limit {x.within:g} s)" if x.within is not None else ""
     if want == "rollback":
+        exposure = (f"{exposed} s after it first took traffic" if first.get("took_traffic", True)
+                    else "before it ever took traffic (never ready)")  # fmt: skip
         observed = (f"the canary (version {first.get('version')}) was rolled back {seconds:.1f} s after {label}"
-                    f"{limit}, {exposed} s after it first took traffic: {first.get('reason')}")  # fmt: skip
+                    f"{limit}, {exposure}: {first.get('reason')}")  # fmt: skip
     else:
         observed = f"the canary (version {first.get('version')}) was promoted {seconds:.1f} s after {label}{limit}"
     measured: dict[str, float | int | None] = {"seconds": round(seconds, 3)}

@@ -296,6 +296,8 @@ class CanaryAttrs(_Attrs):
     failures: int | None = None
     by: str | None = None
     seconds: float | None = None
+    took_traffic: bool | None = None
+    """rollback: whether the revision ever took traffic (a canary never ready did not)."""
     error: str | None = None
 
 

@@ -698,8 +698,8 @@ def _references(exp: Experiment, target_roles: dict[str, tuple[str, ...]]) -> li
                 problems.append(SpecProblem(path, f"no load client '{ref.name}'",
                                             "one of " + (", ".join(client_ids) or "none (declare load.clients)"),
                                             _closest(ref.name, client_ids)))  # fmt: skip
-            elif ref.to == "replica":
-                service(path, ref.name, replicas, "replica")
+            elif ref.to == "replica":  # a canary replica's probes, restarts and metrics are observed as any replica's
+                service(path, ref.name, [*replicas, *system.canaries()], "replica")
             elif ref.to == "supervised":
                 service(path, ref.name, system.supervised(), "supervised service")
     return problems

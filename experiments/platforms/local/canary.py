@@ -139,7 +139,8 @@ class CanaryAnalyzer:
         self.phase, self.weight = "rolled_back", 0
         since = next(t for t in (self.first_traffic, self.opened, self.started) if t is not None)
         return {"event": "rollback", "version": self.version, "weight": 0, "reason": reason, "by": by,
-                "seconds": round(now - since, 3), "failures": self.failures}  # fmt: skip
+                "seconds": round(now - since, 3), "failures": self.failures,
+                "took_traffic": self.first_traffic is not None or self.opened is not None}  # fmt: skip
 
 
 def _failed(c: dict[str, Any]) -> str:

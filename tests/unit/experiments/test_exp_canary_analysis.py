@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from faultdrill.experiments.expect import CanaryExpectation
+from faultdrill.experiments.expect.canary import judge_canary
 from faultdrill.experiments.expect.judge import evaluate
 from faultdrill.experiments.journal.timeline import Timeline
 from faultdrill.experiments.platforms.local.canary import CanaryAnalyzer, CanaryController, check_slis
@@ -82,6 +83,19 @@ def test_few_requests_or_a_starting_canary_are_inconclusive_until_the_progress_d
                 for t in (3.0, 6.0, 7.0)]  # fmt: skip
     assert [ev[0]["result"] for ev in starting] == ["inconclusive", "failed", "failed"]
     assert starting[-1][-1]["event"] == "rollback" and "not ready" in starting[-1][-1]["reason"]
+
+
+def test_a_canary_never_ready_is_rolled_back_at_its_deadline_without_having_taken_traffic() -> None:
+    analyzer = CanaryAnalyzer(SPEC)
+    analyzer.new_revision("nan", now=0.0)
+    events = [e for t in (1.0, 4.0, 6.0, 7.0)
+              for e in analyzer.tick(t, canary=Slis(0, None, None, None, None), stable=STABLE, canary_ready=False)]
+    rollback = events[-1]
+    assert rollback["event"] == "rollback" and rollback["took_traffic"] is False and analyzer.weight == 0, events
+    tl = Timeline()
+    tl.add("canary", "canary", t=7.0, **rollback)
+    finding = judge_canary(CanaryExpectation.model_validate({"canary": "rolled_back", "within": "30s"}), tl, 0.0)
+    assert finding.passed and "before it ever took traffic (never ready)" in finding.observed, finding.observed
 
 
 def test_no_canary_analysis_shifts_weight_and_promotes_a_bad_canary() -> None:

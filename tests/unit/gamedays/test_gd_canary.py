@@ -40,7 +40,7 @@ def test_the_plan_is_valid_with_a_good_and_bad_canaries(registry: FaultRegistry)
     loaded, errors = check_plan(PLAN, registry)
     assert errors == [] and loaded is not None
     names = [name for name, _spec, _base in loaded.scenarios]
-    assert names == ["good-canary-promoted", "erroring-canary-rolled-back", "low-confidence-canary-rolled-back"]
+    assert names == ["good-canary-promoted", "erroring-canary-never-ready", "low-confidence-canary-rolled-back"]
     for _name, spec, _base in loaded.scenarios:
         assert spec.target.canary is not None and spec.target.canary.version == "2"
     modes = [f.params["mode"] for _n, spec, _b in loaded.scenarios for f in spec.faults]

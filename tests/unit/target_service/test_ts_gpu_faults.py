@@ -6,6 +6,7 @@ The HTTP-level effects (500s, probes, restarts) are in tests/unit/faults/test_fa
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from faultdrill.target_service.batcher import BatchConfig, EngineError, InferenceEngine, estimate_bytes_per_row
 from faultdrill.target_service.device import DeviceManager
 from faultdrill.target_service.gpu_faults import DeviceFaults
+from faultdrill.target_service.gpu_state import STICKY_XID, GpuState
 from faultdrill.target_service.health import ComputeCheck
 from faultdrill.target_service.metrics import TargetMetrics
 from faultdrill.target_service.models import DigitsNet
@@ -77,6 +79,22 @@ def test_a_poisoned_device_refuses_every_pass_until_the_process_ends() -> None:
         with pytest.raises(torch.AcceleratorError, match="device-side assert"):
             faults.check()
     assert faults.poison("again") == message and faults.state()["sticky_error"] == message  # no undo, no change
+
+
+def test_the_sticky_error_records_its_xid_once_and_its_rollback_takes_only_that_back() -> None:
+    gpu = GpuState(None)
+    gpu.inject("DCGM_FI_DEV_XID_ERRORS", 92)  # an earlier event of another code stays
+    since = time.time()
+    faults = DeviceFaults(DigitsNet(), emulated=True, gpu=gpu)
+    faults.poison("test", xid=STICKY_XID)
+    faults.poison("again", xid=STICKY_XID)  # already poisoned: no second event
+    doc = gpu.read()
+    assert doc["xid_last"] == 43 and [e["xid"] for e in doc["xid_events"]] == [92, 43] and doc["reset_required"] is None
+    assert gpu.forget_xid(STICKY_XID, since) == 1 and gpu.forget_xid(STICKY_XID, since) == 0
+    doc = gpu.read()
+    assert doc["xid_last"] == 92 and [e["xid"] for e in doc["xid_events"]] == [92]
+    DeviceFaults(DigitsNet(), emulated=True, gpu=gpu).poison("an injected Xid poisons", xid=None)
+    assert [e["xid"] for e in gpu.read()["xid_events"]] == [92]  # the cause records itself, not twice
 
 
 def test_slowdown_factor_and_its_dead_man() -> None:
@@ -148,3 +166,33 @@ def test_busy_ratio_is_the_share_of_time_in_forward_passes() -> None:
         engine._forward(x)
     busy = engine.busy_ratio()
     assert idle < 0.05 and busy > 0.9, (idle, busy)
+
+
+def test_a_pass_longer_than_the_period_counts_in_each_period_it_spans() -> None:
+    """A slow GPU's passes outlast the 1 s period: the one in flight counts up to the reading, the rest in the
+    next, so a saturated device reads ~1 in every period (not 1 clamped from 1.4, then 0.6)."""
+    engine, _ = _engine(health_interval_s=0)
+    x = np.zeros((32, 64), np.float32)
+    t0 = time.perf_counter()
+    engine._forward(x)
+    engine.faults.slow(max(2.0, 0.7 / max(time.perf_counter() - t0, 1e-5)))  # each pass now lasts ~0.7 s
+    done = threading.Event()
+
+    def saturate() -> None:
+        while not done.is_set():
+            engine._forward(x)
+
+    worker = threading.Thread(target=saturate, daemon=True)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        engine.busy_ratio()
+        readings = []
+        for _ in range(4):
+            time.sleep(1.0)
+            readings.append(engine.busy_ratio())
+    finally:
+        done.set()
+        engine.faults.slow(1.0)
+        worker.join(5)
+    assert min(readings) > 0.9, readings
