@@ -299,6 +299,10 @@ def test_a_url_server_is_probed_and_routed_to_through_its_proxy(
         handle, proxy = topo.get("server-0"), topo.get("server-0-proxy")
         assert handle.url == f"http://127.0.0.1:{port}" and handle.pid == server.pid
         assert server.pid in platform.scope().pids  # allow-listed: process faults may touch it
+        # The endpoint follows readiness as kube-proxy follows EndpointSlices: a moment later (Envoy reloads its
+        # EDS file), which a busy machine stretches; until then it answers 503 "no healthy upstream" itself.
+        _until(lambda: httpx.get(f"{platform.service_url}/whoami", timeout=5).status_code != 503, 10,
+               "the endpoint routes to the ready server")  # fmt: skip
         answer = httpx.get(f"{platform.service_url}/whoami", timeout=5)
         assert answer.headers["x-faultdrill-replica"] == "server-0" and answer.json()["pid"] == server.pid
         assert proxy.control_url is not None and proxy.admin_token_file is not None
