@@ -8,9 +8,9 @@ forward pass, the same way on a real GPU and on the CPU's emulated device:
   ``torch.AcceleratorError`` until the process exits; nothing in the process can undo it. Emulated, the device
   refuses every forward pass with the same exception and message shape, also until the process exits. The HTTP
   server, its probes and the worker thread keep running: only a health check that *computes* sees it. The
-  driver logs an Xid 43 for it, which the GPU state records (``STICKY_XID``): that record outlives the process,
-  so the Xid alert pages even when the deep probes restart the zombie before Prometheus scraped its counters
-  (``gpu_state.STICKY_XID``).
+  driver logs an Xid 43 for it, which the GPU state records (``gpu_state.STICKY_XID``): that record outlives the
+  process, so the Xid alert pages even when the deep probes restart the zombie before Prometheus scraped its
+  counters.
 * **slowdown** (throttling, clock slowdown, a co-tenant): every forward pass takes ``factor`` times as long — the
   worker is held busy for the extra time, so the replica's capacity falls by the same factor. Always emulated
   in-process (on CUDA too: real throttling needs clock limits or a co-tenant process, which the framework's

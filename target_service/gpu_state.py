@@ -213,7 +213,8 @@ class GpuState:
         with self._lock:
             doc = self.read()
             events = [e for e in doc["xid_events"] if isinstance(e, dict)]
-            kept = [e for e in events if not (e.get("xid") == xid and float(e.get("at") or 0) >= since)]
+            kept = [e for e in events if not (e.get("xid") == xid and isinstance(e.get("at"), int | float)
+                                              and e["at"] >= since)]  # fmt: skip
             if len(kept) == len(events):
                 return 0
             last = int(kept[-1].get("xid") or 0) if kept else 0

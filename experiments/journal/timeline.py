@@ -175,4 +175,3 @@ def _rebased(e: Event, start: float) -> Event:
             continue
         attrs, changed = {**attrs, key: value}, True
     return e.model_copy(update={"t": e.t - start, **({"attrs": attrs} if changed else {})})
-
