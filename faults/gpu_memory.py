@@ -33,10 +33,18 @@ from pydantic import Field, model_validator
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError
 from faultdrill.faults.kube.pods import GpuAction
-from faultdrill.faults.process import _service_problems, admin_if_alive, admin_request, service_undo, target_handle
+from faultdrill.faults.process import (
+    _service_problems,
+    admin_if_alive,
+    admin_request,
+    admin_undo,
+    device_emulated,
+    service_undo,
+    target_handle,
+)
 from faultdrill.faults.procid import pid_alive, process_start_ticks
 
-__all__ = ["NO_CUDA", "GpuMemoryExhaustionFault", "start_hog"]
+__all__ = ["NO_CUDA", "GpuMemoryExhaustionFault", "gpu_mode_problems", "start_hog"]
 
 MIB = 1024 * 1024
 NO_CUDA = ("external mode needs a CUDA GPU (torch.cuda.is_available() is False); use mode in_process, "
@@ -44,6 +52,19 @@ NO_CUDA = ("external mode needs a CUDA GPU (torch.cuda.is_available() is False);
 # The allocators round to 2 MiB segments: "leave M free" is met within this slack.
 _SLACK = 4 * MIB
 
+
+
+def gpu_mode_problems(ctx: FaultContext, target: str, *, in_process: bool, no_cuda: str) -> list[Problem]:
+    """Preflight of a GPU fault's two modes: through the target's admin API, or a process of its own on the GPU
+    (which needs CUDA here; torch is imported only then: 2-3 s)."""
+    if in_process:
+        return _service_problems(ctx, target, admin=True)
+    problems = _service_problems(ctx, target)
+    import torch
+
+    if not torch.cuda.is_available():
+        problems.append(Problem("no_cuda", no_cuda, "mode: in_process"))
+    return problems
 
 class GpuMemoryExhaustionFault(Fault):
     """Hold device memory until only ``leave_free_mib`` remain (or hold ``hold_mib``)."""
@@ -83,14 +104,7 @@ class GpuMemoryExhaustionFault(Fault):
         return {"leave_free_mib": config.leave_free_mib}
 
     def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
-        if config.mode == "in_process":
-            return _service_problems(ctx, config.target, admin=True)
-        problems = _service_problems(ctx, config.target)
-        import torch  # only here: 2-3 s, and in_process mode never needs it
-
-        if not torch.cuda.is_available():
-            problems.append(Problem("no_cuda", NO_CUDA, "mode: in_process"))
-        return problems
+        return gpu_mode_problems(ctx, config.target, in_process=config.mode == "in_process", no_cuda=NO_CUDA)
 
     def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         handle = ctx.topology.get(config.target)
@@ -103,15 +117,11 @@ class GpuMemoryExhaustionFault(Fault):
     def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
         assert handle.pid is not None
-        undo = service_undo(handle)
         if config.mode == "external":
-            return self._inject_external(config, ctx, undo)
-        if undo["admin_url"] is None or undo["token_file"] is None:
-            raise FaultdrillError(f"service '{config.target}' has no admin API")
-        # Read-only: learn whether the device is emulated, so the record says so.
-        state = admin_request(undo["admin_url"], undo["token_file"], "GET", "/admin/state")
+            return self._inject_external(config, ctx, service_undo(handle))
+        undo = admin_undo(handle, config.target)
         inj = self.new_injection(config, ctx, mode="in_process", target=config.target, undo=undo,
-                                 emulated=bool(state.get("emulated", True)))  # fmt: skip
+                                 emulated=device_emulated(undo))  # fmt: skip
         return self.apply_recorded(inj, ctx, lambda: admin_request(
             undo["admin_url"], undo["token_file"], "POST", "/admin/device-memory/hold", self._amount(config)))
 

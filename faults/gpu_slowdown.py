@@ -30,10 +30,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faultdrill.faults.errors import FaultdrillError
-from faultdrill.faults.gpu_memory import _hog_pid, _stop_hog, start_hog
+from faultdrill.faults.gpu_memory import _hog_pid, _stop_hog, gpu_mode_problems, start_hog
 from faultdrill.faults.kube.gpu import SlowdownAction
-from faultdrill.faults.process import _service_problems, admin_if_alive, admin_request, service_undo, target_handle
+from faultdrill.faults.process import (
+    admin_if_alive,
+    admin_request,
+    admin_undo,
+    service_undo,
+    target_handle,
+)
 
 __all__ = ["NO_CUDA_CO_TENANT", "GpuSlowdownFault"]
 
@@ -65,14 +70,7 @@ class GpuSlowdownFault(Fault):
     kubernetes = SlowdownAction  # on a Kubernetes target: faults/kube/gpu.py (the pod's admin API)
 
     def local_preflight(self, config: Config, ctx: FaultContext) -> list[Problem]:
-        if config.mode == "in_process":
-            return _service_problems(ctx, config.target, admin=True)
-        problems = _service_problems(ctx, config.target)
-        import torch  # only here: in_process never needs it
-
-        if not torch.cuda.is_available():
-            problems.append(Problem("no_cuda", NO_CUDA_CO_TENANT, "mode: in_process"))
-        return problems
+        return gpu_mode_problems(ctx, config.target, in_process=config.mode == "in_process", no_cuda=NO_CUDA_CO_TENANT)
 
     def local_plan(self, config: Config, ctx: FaultContext) -> list[str]:
         handle = ctx.topology.get(config.target)
@@ -85,11 +83,9 @@ class GpuSlowdownFault(Fault):
 
     def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
-        undo = service_undo(handle)
         if config.mode == "co_tenant":
-            return self._inject_co_tenant(config, ctx, undo)
-        if undo["admin_url"] is None or undo["token_file"] is None:
-            raise FaultdrillError(f"service '{config.target}' has no admin API")
+            return self._inject_co_tenant(config, ctx, service_undo(handle))
+        undo = admin_undo(handle, config.target)
         inj = self.new_injection(config, ctx, mode="in_process", target=config.target, undo=undo, emulated=True)
         return self.apply_recorded(inj, ctx, lambda: admin_request(
             undo["admin_url"], undo["token_file"], "POST", "/admin/device/slowdown",

@@ -34,9 +34,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faultdrill.faults.errors import FaultdrillError
 from faultdrill.faults.kube.gpu import StickyAction
-from faultdrill.faults.process import _service_problems, admin_request, service_undo, target_handle
+from faultdrill.faults.process import (
+    _service_problems,
+    admin_request,
+    admin_undo,
+    device_emulated,
+    target_handle,
+)
 from faultdrill.faults.procid import pid_alive
 from faultdrill.target_service.gpu_state import STICKY_XID, GpuState
 
@@ -71,15 +76,12 @@ class GpuStickyErrorFault(Fault):
 
     def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
-        undo = {**service_undo(handle), "service": config.target}
-        if undo["admin_url"] is None or undo["token_file"] is None:
-            raise FaultdrillError(f"service '{config.target}' has no admin API")
+        undo = {**admin_undo(handle, config.target), "service": config.target}
         if handle.gpu_state_file is not None:  # where the target records the Xid the fault makes the driver log
             ctx.scope.check_path(handle.gpu_state_file)
             undo["gpu_state_file"], undo["since"] = str(handle.gpu_state_file), time.time()
-        state = admin_request(undo["admin_url"], undo["token_file"], "GET", "/admin/state")
         inj = self.new_injection(config, ctx, mode="in_process", target=config.target, undo=undo,
-                                 emulated=bool(state.get("emulated", True)))  # fmt: skip
+                                 emulated=device_emulated(undo))  # fmt: skip
         return self.apply_recorded(inj, ctx, lambda: admin_request(
             undo["admin_url"], undo["token_file"], "POST", "/admin/device/sticky-error", {"why": config.why}))
 

@@ -26,9 +26,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
-from faultdrill.faults.errors import FaultdrillError
 from faultdrill.faults.kube.gpu import CorruptAction
-from faultdrill.faults.process import _service_problems, admin_if_alive, admin_request, service_undo, target_handle
+from faultdrill.faults.process import (
+    _service_problems,
+    admin_if_alive,
+    admin_request,
+    admin_undo,
+    target_handle,
+)
 from faultdrill.faults.procid import pid_alive
 
 __all__ = ["GpuWrongOutputFault"]
@@ -75,9 +80,7 @@ class GpuWrongOutputFault(Fault):
 
     def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
-        undo = service_undo(handle)
-        if undo["admin_url"] is None or undo["token_file"] is None:
-            raise FaultdrillError(f"service '{config.target}' has no admin API")
+        undo = admin_undo(handle, config.target)
         inj = self.new_injection(config, ctx, mode=config.mode, target=config.target, undo=undo)
         return self.apply_recorded(inj, ctx, lambda: admin_request(
             undo["admin_url"], undo["token_file"], "POST", "/admin/device/corrupt", config.lever()))

@@ -42,7 +42,13 @@ from pydantic import Field, model_validator
 from faultdrill.faults.base import Fault, FaultConfig, FaultContext, Injection, Problem, Verification
 from faultdrill.faults.errors import FaultdrillError
 from faultdrill.faults.kube.gpu import XidAction
-from faultdrill.faults.process import _service_problems, admin_request, service_undo, target_handle
+from faultdrill.faults.process import (
+    _service_problems,
+    admin_request,
+    admin_undo,
+    device_emulated,
+    target_handle,
+)
 from faultdrill.faults.procid import pid_alive
 from faultdrill.target_service.gpu_state import XID_CATALOG, GpuState, field_id
 
@@ -109,15 +115,14 @@ class GpuXidFault(Fault):
 
     def local_inject(self, config: Config, ctx: FaultContext) -> Injection:
         handle = target_handle(ctx, config.target)
-        undo = {**service_undo(handle), "service": config.target}
-        if undo["admin_url"] is None or undo["token_file"] is None or handle.gpu_state_file is None:
-            raise FaultdrillError(f"service '{config.target}' has no admin API or no GPU state file")
+        undo = {**admin_undo(handle, config.target), "service": config.target}
+        if handle.gpu_state_file is None:
+            raise FaultdrillError(f"service '{config.target}' has no GPU state file")
         ctx.scope.check_path(handle.gpu_state_file)
         undo["gpu_state_file"] = str(handle.gpu_state_file)
         undo["gpu_state_before"] = GpuState(handle.gpu_state_file).read()
-        state = admin_request(undo["admin_url"], undo["token_file"], "GET", "/admin/state")
         inj = self.new_injection(config, ctx, mode=self.mode_of(config), target=config.target, undo=undo,
-                                 emulated=bool(state.get("emulated", True)))  # fmt: skip
+                                 emulated=device_emulated(undo))  # fmt: skip
         return self.apply_recorded(inj, ctx, lambda: admin_request(
             undo["admin_url"], undo["token_file"], "POST", "/admin/device/inject", config.lever()))
 

@@ -68,6 +68,19 @@ def service_undo(handle: ServiceHandle) -> dict[str, Any]:
             "admin_url": handle.admin_url, "token_file": token_file}  # fmt: skip
 
 
+def admin_undo(handle: ServiceHandle, name: str) -> dict[str, Any]:
+    """``service_undo`` of a service whose admin API a fault pulls (a ``FaultdrillError`` when it has none)."""
+    undo = service_undo(handle)
+    if undo["admin_url"] is None or undo["token_file"] is None:
+        raise FaultdrillError(f"service '{name}' has no admin API")
+    return undo
+
+
+def device_emulated(undo: dict[str, Any]) -> bool:
+    """Read-only, before an injection: whether the target's device is emulated (its record says so)."""
+    return bool(admin_request(undo["admin_url"], undo["token_file"], "GET", "/admin/state").get("emulated", True))
+
+
 def process_state(pid: int) -> str | None:
     """The one-letter state of ``pid`` (``R``, ``S``, ``T``, ``Z``…) from /proc, or None."""
     try:
@@ -254,7 +267,7 @@ class ProcessFreezeFault(Fault):
                 if not _signal_same(undo, signal.SIGSTOP):
                     raise FaultdrillError(f"process {handle.pid} of '{config.target}' is not running")
                 return
-            if undo["admin_url"] is None or undo["token_file"] is None:
+            if undo["admin_url"] is None or undo["token_file"] is None:  # sigstop needs none: checked only here
                 raise FaultdrillError(f"service '{config.target}' has no admin API")
             admin_request(undo["admin_url"], undo["token_file"], "POST", "/admin/worker/freeze",
                           {"seconds": config.duration_s})  # fmt: skip

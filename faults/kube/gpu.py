@@ -27,17 +27,17 @@ from typing import Any, ClassVar
 from faultdrill.faults.base import FaultContext, Verification
 from faultdrill.faults.kube.actions import KubeAction
 from faultdrill.faults.kube.client import core
-from faultdrill.faults.kube.pods import admin_exec, same_pod
+from faultdrill.faults.kube.pods import admin_exec, delete_same_pod, restart_count, same_pod
 from faultdrill.faults.topology import ServiceHandle
 
 __all__ = ["CorruptAction", "SlowdownAction", "StickyAction", "XidAction"]
 
 
-def _restarts(pod: Any, container: str) -> int:
-    for status in pod.status.container_statuses or []:
-        if status.name == container:
-            return int(status.restart_count or 0)
-    return 0
+def _restarts_before(h: ServiceHandle, api: Any) -> dict[str, Any]:
+    """The container's restart count, in the record before the change: a restart since means a new process."""
+    assert h.kube is not None
+    return {"restarts_before": restart_count(core(api).read_namespaced_pod(h.kube.pod, h.kube.namespace),
+                                             h.kube.container)}  # fmt: skip
 
 
 class StickyAction(KubeAction):
@@ -53,22 +53,16 @@ class StickyAction(KubeAction):
                 "rollback: DELETE the pod (uid precondition) if its container was not restarted since"]  # fmt: skip
 
     def prepare(self, config: Any, h: ServiceHandle, api: Any, ctx: FaultContext, backup: Path) -> dict[str, Any]:
-        assert h.kube is not None
-        pod = core(api).read_namespaced_pod(h.kube.pod, h.kube.namespace)
-        return {"restarts_before": _restarts(pod, h.kube.container)}  # in the record before the change
+        return _restarts_before(h, api)
 
     def apply(self, config: Any, undo: dict[str, Any], api: Any) -> None:
         admin_exec(api, undo, "POST", "/admin/device/sticky-error", {"why": config.why})
 
     def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
-        from kubernetes import client
-
         pod = same_pod(api, undo)
-        if pod is None or _restarts(pod, undo["container"]) > int(undo.get("restarts_before", 0)):
+        if pod is None or restart_count(pod, undo["container"]) > int(undo.get("restarts_before", 0)):
             return  # replaced, or its liveness probe restarted the container: the poisoned process is gone
-        only = client.V1Preconditions(uid=undo["pod_uid"])
-        core(api).delete_namespaced_pod(undo["pod"], undo["cluster"]["namespace"],
-                                        body=client.V1DeleteOptions(preconditions=only))  # fmt: skip
+        delete_same_pod(api, undo)
 
     def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         _, state = admin_exec(api, undo, "GET", "/admin/state")
@@ -136,16 +130,12 @@ class XidAction(KubeAction):
                 "rollback: DELETE the pod (uid precondition) if the event poisoned its container"]  # fmt: skip
 
     def prepare(self, config: Any, h: ServiceHandle, api: Any, ctx: FaultContext, backup: Path) -> dict[str, Any]:
-        assert h.kube is not None
-        pod = core(api).read_namespaced_pod(h.kube.pod, h.kube.namespace)
-        return {"restarts_before": _restarts(pod, h.kube.container)}
+        return _restarts_before(h, api)
 
     def apply(self, config: Any, undo: dict[str, Any], api: Any) -> None:
         admin_exec(api, undo, "POST", "/admin/device/inject", config.lever())
 
     def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
-        from kubernetes import client
-
         pod = same_pod(api, undo)
         if pod is None:
             return  # replaced: a new pod has a new emptyDir, a GPU state without the event
@@ -153,9 +143,7 @@ class XidAction(KubeAction):
         gpu = state.get("gpu") or {}
         if not state.get("sticky_error") and not gpu.get("reset_required") and not gpu.get("clocks_event_reasons"):
             return
-        only = client.V1Preconditions(uid=undo["pod_uid"])
-        core(api).delete_namespaced_pod(undo["pod"], undo["cluster"]["namespace"],
-                                        body=client.V1DeleteOptions(preconditions=only))  # fmt: skip
+        delete_same_pod(api, undo)
 
     def measure(self, mode: str, undo: dict[str, Any], cfg: dict[str, Any], api: Any) -> Verification:
         _, state = admin_exec(api, undo, "GET", "/admin/state")

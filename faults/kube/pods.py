@@ -83,6 +83,21 @@ def same_pod(api: Any, undo: dict[str, Any]) -> Any | None:
     return pod if pod is not None and pod.metadata.uid == undo.get("pod_uid") else None
 
 
+def delete_same_pod(api: Any, undo: dict[str, Any], grace_s: int | None = None) -> None:
+    """Delete the recorded pod with a uid precondition: never a replacement of the same name."""
+    from kubernetes import client
+
+    only = client.V1Preconditions(uid=undo["pod_uid"])
+    body = client.V1DeleteOptions(grace_period_seconds=grace_s, preconditions=only)
+    core(api).delete_namespaced_pod(undo["pod"], undo["cluster"]["namespace"], body=body)
+
+
+def restart_count(pod: Any, container: str) -> int:
+    """The container's restart count (0 when it has no status yet)."""
+    cs = _status(pod, container)
+    return int(cs.restart_count or 0) if cs is not None else 0
+
+
 def _status(pod: Any, container: str) -> Any | None:
     for cs in (pod.status.container_statuses or []) if pod is not None else []:
         if cs.name == container:
@@ -104,12 +119,7 @@ class KillAction(KubeAction):
                 "rollback: none needed (the ReplicaSet starts a replacement)"]  # fmt: skip
 
     def apply(self, config: Any, undo: dict[str, Any], api: Any) -> None:
-        from kubernetes import client
-
-        grace = 0 if config.mode == "sigkill" else None
-        only = client.V1Preconditions(uid=undo["pod_uid"])
-        body = client.V1DeleteOptions(grace_period_seconds=grace, preconditions=only)
-        core(api).delete_namespaced_pod(undo["pod"], undo["cluster"]["namespace"], body=body)
+        delete_same_pod(api, undo, 0 if config.mode == "sigkill" else None)
 
     def restore(self, mode: str, undo: dict[str, Any], api: Any) -> None:
         return None  # nothing faultdrill changed remains: the Deployment owns the replacement
